@@ -1,0 +1,85 @@
+# certgate: one Makefile. `make help` lists the targets.
+BUILD    ?= build
+CC       ?= cc
+OPT      ?= -O2
+SAN      ?=
+WERROR   ?=
+BSSL_INC  = /usr/include/android
+BSSL_LIB  = /usr/lib/x86_64-linux-gnu/android
+LLHTTP_SRC = /usr/share/llhttp
+LLHTTP_INC = /usr/share/include/llhttp
+
+WARN     = -Wall -Wextra -Wformat=2 -Wshadow -Wvla -Wstrict-prototypes -Wmissing-prototypes \
+           -Wno-unused-parameter $(WERROR)
+CPPFLAGS = -D_GNU_SOURCE -I$(BSSL_INC) -I$(LLHTTP_INC) -Iproxy -Ica-store
+CFLAGS   = -std=c11 $(OPT) -g -pthread $(WARN) $(SAN)
+LDLIBS   = -L$(BSSL_LIB) -Wl,-rpath,$(BSSL_LIB) -lssl -lcrypto -luv -lyaml -lpthread
+LDFLAGS  = -pthread $(SAN)
+
+PROXY_SRC  = $(filter-out proxy/main.c,$(wildcard proxy/*.c))
+CA_SRC     = $(wildcard ca-store/*.c)
+LIB_OBJ    = $(PROXY_SRC:%.c=$(BUILD)/%.o) $(CA_SRC:%.c=$(BUILD)/%.o) \
+             $(BUILD)/llhttp/api.o $(BUILD)/llhttp/http.o $(BUILD)/llhttp/llhttp.o
+UNIT_SRC   = $(wildcard tests/unit/test_*.c)
+UNIT_BIN   = $(UNIT_SRC:tests/unit/%.c=$(BUILD)/unit/%)
+
+.PHONY: all deps run test unit integration asan fuzz format lint bench clean help
+all: $(BUILD)/certgate
+
+help:
+	@echo "make            build $(BUILD)/certgate"
+	@echo "make deps       install the Debian packages (apt-get; no-op when present)"
+	@echo "make run        demo PKI, CA store, config, echo upstream; runs certgate in the foreground"
+	@echo "make test       unit + integration tests, then the same under ASan+UBSan; last line 'N passed, N failed'"
+	@echo "make asan       build into build/asan with ASan+UBSan"
+	@echo "make format     clang-format the sources"
+	@echo "make lint       clang-tidy and cppcheck"
+	@echo "make clean      remove build/"
+
+deps:
+	@scripts/install-deps.sh
+
+$(BUILD)/certgate: $(BUILD)/proxy/main.o $(LIB_OBJ)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/proxy/%.o: proxy/%.c $(wildcard proxy/*.h ca-store/*.h)
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/ca-store/%.o: ca-store/%.c $(wildcard ca-store/*.h)
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
+
+# llhttp's generated C is compiled with its own, quiet flags.
+$(BUILD)/llhttp/%.o: $(LLHTTP_SRC)/%.c
+	@mkdir -p $(@D)
+	$(CC) -std=c99 $(OPT) -g -w $(SAN) -I$(LLHTTP_INC) -c -o $@ $<
+
+$(BUILD)/unit/%: tests/unit/%.c $(LIB_OBJ)
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -Wno-missing-prototypes -o $@ $^ $(LDLIBS) -lcmocka $(LDFLAGS)
+
+unit: $(UNIT_BIN)
+
+test: deps
+	@$(MAKE) --no-print-directory all unit WERROR=-Werror
+	@$(MAKE) --no-print-directory BUILD=build/asan OPT=-O1 \
+	    SAN="-fsanitize=address,undefined -fno-omit-frame-pointer" WERROR=-Werror all unit
+	@tests/run-all.sh
+
+asan:
+	@$(MAKE) --no-print-directory BUILD=build/asan OPT=-O1 \
+	    SAN="-fsanitize=address,undefined -fno-omit-frame-pointer" all unit
+
+run: deps all
+	@scripts/demo.sh
+
+format:
+	clang-format -i proxy/*.[ch] ca-store/*.[ch] tests/unit/*.c
+
+lint:
+	clang-tidy proxy/*.c ca-store/*.c -- $(CPPFLAGS) -std=c11
+	cppcheck --quiet --enable=warning,performance $(CPPFLAGS) proxy ca-store
+
+clean:
+	rm -rf build
