@@ -8,8 +8,22 @@
 
 #define CERTGATE_VERSION "0.1.0"
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+#ifndef MIN
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
+#endif
+#ifndef MAX
 #define MAX(a, b) ((a) > (b) ? (a) : (b))
+#endif
+
+/* ASSERT_TRANSITION aborts on a state change the design does not allow: a bug, not input. */
+#define ASSERT_TRANSITION(cond)                                                                    \
+    do {                                                                                           \
+        if (!(cond))                                                                               \
+            base_bad_transition(__FILE__, __LINE__, #cond);                                        \
+    } while (0)
+
+/* base_bad_transition reports a broken state machine invariant and aborts. */
+void base_bad_transition(const char *file, int line, const char *cond) __attribute__((noreturn));
 
 /* xmalloc, xcalloc, xrealloc and xstrdup abort on allocation failure: memory is bounded by
  * limits, not by error paths. xstrndup copies at most |len| bytes and terminates. */

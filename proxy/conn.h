@@ -1,0 +1,136 @@
+/* conn.h: one client connection and, when it has one, its upstream connection: the state
+ * machine, the single timer, the four buffers (named by direction, as in hitch) and the close
+ * protocol. http.c reads and writes these fields while it parses. */
+#ifndef CERTGATE_CONN_H
+#define CERTGATE_CONN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <llhttp.h>
+#include <uv.h>
+
+#include "buf.h"
+#include "config.h"
+
+struct worker;
+struct tls_gen;
+struct ssl_st;
+
+enum conn_state {
+    CONN_HANDSHAKE, /* TLS handshake in progress */
+    CONN_HEAD,      /* waiting for or reading a request head */
+    CONN_PROXY,     /* a request and its response are in flight */
+    CONN_TUNNEL,    /* raw bytes both ways: tls/tcp relay, or after a 101 */
+    CONN_FLUSH,     /* writing what is left to the client, then closing */
+    CONN_CLOSING,   /* handles are closing; memory goes in the last close callback */
+};
+
+/* The upstream socket lives in its own allocation so that a connection can drop one upstream
+ * and open another while libuv is still closing the first. */
+struct upconn {
+    uv_poll_t poll;
+    struct conn *c;
+    int fd;
+    int events;
+};
+
+enum up_state {
+    UP_NONE,       /* no upstream connection */
+    UP_CONNECTING, /* connect(2) in progress */
+    UP_OPEN,       /* connected */
+};
+
+/* High-water mark of a direction's queue: above it the other side stops reading. */
+#define CONN_HWM (64 * 1024)
+/* One read's worth. */
+#define CONN_READ_SIZE (16 * 1024)
+
+struct conn {
+    struct worker *worker;
+    struct conn *next, *prev; /* the worker's list */
+    const struct listener_config *lc;
+    size_t index; /* listener index */
+    struct tls_gen *gen;
+    enum conn_state state;
+
+    int fd;
+    uv_poll_t poll;
+    int poll_events;
+    struct ssl_st *ssl;
+    bool client_eof;
+    bool client_write_blocked; /* the last write would have blocked */
+    bool client_read_wants_write;
+    bool hs_want_write;
+    bool lingering;      /* response sent and SHUT_WR done: discard input until EOF */
+    bool client_shut_wr; /* relay: our side of the client connection is shut */
+
+    struct upconn *up; /* NULL when there is no upstream connection */
+    enum up_state up_state;
+    bool up_eof;
+    bool up_write_blocked;
+    bool up_shut_wr; /* SHUT_WR sent to the upstream (relay half-close) */
+    bool up_reusable; /* the upstream may take another request */
+
+    uv_timer_t timer;
+    uint64_t timer_base; /* when the current timeout started */
+    int pending_closes;
+
+    struct buf cin;  /* decrypted bytes from the client, not yet parsed */
+    struct buf uout; /* bytes for the upstream */
+    struct buf uin;  /* bytes from the upstream, not yet parsed */
+    struct buf cout; /* bytes for the client */
+
+    /* HTTP: the request and response in flight. */
+    llhttp_t req_parser;
+    llhttp_t resp_parser;
+    size_t head_scan;    /* where the head scanner continues */
+    unsigned head_lines; /* header lines scanned so far */
+    bool head_started;   /* a byte of the next request has arrived */
+    bool req_done;
+    bool req_chunked;
+    bool req_chunk_open;
+    bool req_head_method; /* HEAD: the response has no body */
+    bool req_upgrade;
+    bool req_keep_alive;
+    bool resp_head_done;
+    bool resp_chunked;
+    bool resp_chunk_open;
+    bool resp_until_close;
+    bool resp_sent; /* some of this response reached cout */
+    bool close_after; /* close the client connection after this response */
+    bool draining;
+    int status;
+    unsigned num_requests;
+    uint64_t req_start;
+    uint64_t bytes_in, bytes_out;
+    char *method_path; /* "GET /x" for the access log */
+    char *client_subject; /* cached RFC 2253 subject of the client leaf */
+    char *cc_headers;     /* cached client-cert header lines of this hop */
+    char *cc_element;     /* cached xfcc element of this hop */
+    bool cc_computed;
+    bool has_client_cert;
+    uint64_t start;
+};
+
+/* conn_accept takes ownership of the accepted socket |fd| and starts the connection. */
+void conn_accept(struct worker *w, size_t index, int fd);
+
+/* conn_drain makes an idle connection close now and a busy one close after its response. */
+void conn_drain(struct conn *c);
+
+/* conn_upstream_connect starts connecting to the listener's upstream (http.c calls it when a
+ * request head is ready). Returns 0 or a negative errno (the caller answers 503). */
+int conn_upstream_connect(struct conn *c);
+
+/* conn_error answers |status| with a short body and closes after it; when a response is
+ * already on its way it closes at once. */
+void conn_error(struct conn *c, int status);
+
+/* conn_http_cycle_done is called by http.c when a request and its response are complete. */
+void conn_http_cycle_done(struct conn *c);
+
+/* conn_tunnel switches to raw relaying (after a 101). */
+void conn_tunnel(struct conn *c);
+
+#endif

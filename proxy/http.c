@@ -1,0 +1,803 @@
+/* http.c: HTTP/1.1 framing on a connection. Request heads are scanned by hand first (llhttp 8.1
+ * accepts "Host : x" and obs-fold; we do not), then parsed by llhttp in strict mode and written
+ * to the upstream re-serialised from parsed data; bodies are re-framed and trailers dropped.
+ * Response heads are parsed and re-serialised too; only a real 101 starts a tunnel. */
+#include "http.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "base.h"
+#include "conn.h"
+#include "listener.h"
+#include "tls.h"
+#include "xfcc.h"
+
+struct hdr {
+    uint32_t name_off, name_len;
+    uint32_t value_off, value_len;
+};
+
+/* Per worker: the headers of the one head being parsed. Offsets are relative to |base|, the
+ * buffer handed to llhttp_execute: a head is always parsed in a single call. */
+struct scratch {
+    struct hdr *h;
+    unsigned num, max;
+    bool overflow;
+    bool in_value;
+    bool in_trailers;
+    const char *base;
+    uint32_t url_off, url_len;
+    uint32_t reason_off, reason_len;
+};
+
+#define MAX_CONNECTION_TOKENS 16
+
+void *http_scratch_new(unsigned max_headers)
+{
+    struct scratch *s = xcalloc(1, sizeof(*s));
+    s->max = MAX(max_headers, 128u) + 8;
+    s->h = xcalloc(s->max, sizeof(*s->h));
+    return s;
+}
+
+void http_scratch_free(void *scratch)
+{
+    struct scratch *s = scratch;
+    if (s == NULL)
+        return;
+    free(s->h);
+    free(s);
+}
+
+static struct scratch *scratch_of(llhttp_t *p)
+{
+    struct conn *c = p->data;
+    return c->worker->scratch;
+}
+
+const char *http_reason(int status)
+{
+    switch (status) {
+    case 200: return "OK";
+    case 400: return "Bad Request";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 408: return "Request Timeout";
+    case 414: return "URI Too Long";
+    case 421: return "Misdirected Request";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return "Unknown";
+    }
+}
+
+void http_error_response(struct conn *c, int status)
+{
+    const char *reason = http_reason(status);
+    buf_appendf(&c->cout,
+                "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\n"
+                "Connection: close\r\n\r\n%s\n",
+                status, reason, strlen(reason) + 1, reason);
+}
+
+/* --- small helpers ----------------------------------------------------------------------- */
+
+static bool name_is(const char *name, size_t len, const char *lit)
+{
+    return strlen(lit) == len && strncasecmp(name, lit, len) == 0;
+}
+
+static bool is_tchar(unsigned char ch)
+{
+    static const char extra[] = "!#$%&'*+-.^_`|~";
+    return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+           (ch != '\0' && strchr(extra, ch) != NULL);
+}
+
+static void trim(const char **p, size_t *len)
+{
+    while (*len > 0 && (**p == ' ' || **p == '\t')) {
+        (*p)++;
+        (*len)--;
+    }
+    while (*len > 0 && ((*p)[*len - 1] == ' ' || (*p)[*len - 1] == '\t'))
+        (*len)--;
+}
+
+/* Calls |fn| for every comma-separated, trimmed, non-empty token of a header value. */
+static bool has_token(const char *v, size_t len, const char *token)
+{
+    size_t i = 0;
+    while (i < len) {
+        size_t j = i;
+        while (j < len && v[j] != ',')
+            j++;
+        const char *t = v + i;
+        size_t tl = j - i;
+        trim(&t, &tl);
+        if (name_is(t, tl, token))
+            return true;
+        i = j + 1;
+    }
+    return false;
+}
+
+struct tokens {
+    const char *p[MAX_CONNECTION_TOKENS];
+    size_t len[MAX_CONNECTION_TOKENS];
+    unsigned num;
+};
+
+static void collect_tokens(struct tokens *t, const char *v, size_t len)
+{
+    size_t i = 0;
+    while (i < len && t->num < MAX_CONNECTION_TOKENS) {
+        size_t j = i;
+        while (j < len && v[j] != ',')
+            j++;
+        const char *p = v + i;
+        size_t tl = j - i;
+        trim(&p, &tl);
+        if (tl > 0) {
+            t->p[t->num] = p;
+            t->len[t->num++] = tl;
+        }
+        i = j + 1;
+    }
+}
+
+static bool in_tokens(const struct tokens *t, const char *name, size_t len)
+{
+    for (unsigned i = 0; i < t->num; i++)
+        if (t->len[i] == len && strncasecmp(t->p[i], name, len) == 0)
+            return true;
+    return false;
+}
+
+/* Hop-by-hop headers, and the framing headers we write ourselves. */
+static bool is_hop_by_hop(const char *n, size_t len)
+{
+    switch (len) {
+    case 2: return name_is(n, len, "te");
+    case 7: return name_is(n, len, "upgrade") || name_is(n, len, "trailer");
+    case 10: return name_is(n, len, "connection") || name_is(n, len, "keep-alive");
+    case 14: return name_is(n, len, "content-length");
+    case 16: return name_is(n, len, "proxy-connection");
+    case 17: return name_is(n, len, "transfer-encoding");
+    default: return false;
+    }
+}
+
+/* --- llhttp callbacks shared by both directions ------------------------------------------ */
+
+static int on_message_begin(llhttp_t *p)
+{
+    struct scratch *s = scratch_of(p);
+    s->num = 0;
+    s->overflow = false;
+    s->in_value = false;
+    s->in_trailers = false;
+    s->url_len = s->reason_len = 0;
+    return 0;
+}
+
+static int on_url(llhttp_t *p, const char *at, size_t len)
+{
+    struct scratch *s = scratch_of(p);
+    if (s->url_len == 0)
+        s->url_off = (uint32_t)(at - s->base);
+    s->url_len += (uint32_t)len;
+    return 0;
+}
+
+static int on_status(llhttp_t *p, const char *at, size_t len)
+{
+    struct scratch *s = scratch_of(p);
+    if (s->reason_len == 0)
+        s->reason_off = (uint32_t)(at - s->base);
+    s->reason_len += (uint32_t)len;
+    return 0;
+}
+
+static int on_header_field(llhttp_t *p, const char *at, size_t len)
+{
+    struct scratch *s = scratch_of(p);
+    if (s->in_trailers)
+        return 0; /* trailers are never forwarded */
+    if (s->num > 0 && !s->in_value) {
+        /* The name arrived in pieces. */
+        s->h[s->num - 1].name_len += (uint32_t)len;
+        return 0;
+    }
+    if (s->num == s->max) {
+        s->overflow = true;
+        return 0;
+    }
+    s->in_value = false;
+    struct hdr *h = &s->h[s->num++];
+    h->name_off = (uint32_t)(at - s->base);
+    h->name_len = (uint32_t)len;
+    h->value_off = h->value_len = 0;
+    return 0;
+}
+
+static int on_header_value(llhttp_t *p, const char *at, size_t len)
+{
+    struct scratch *s = scratch_of(p);
+    if (s->in_trailers || s->overflow || s->num == 0)
+        return 0;
+    struct hdr *h = &s->h[s->num - 1];
+    if (h->value_len == 0)
+        h->value_off = (uint32_t)(at - s->base);
+    h->value_len += (uint32_t)len;
+    return 0;
+}
+
+static int on_header_field_complete(llhttp_t *p)
+{
+    scratch_of(p)->in_value = true; /* the next on_header_field starts a new header */
+    return 0;
+}
+
+#define HNAME(s, h) ((s)->base + (h)->name_off)
+#define HVALUE(s, h) ((s)->base + (h)->value_off)
+
+/* --- requests ----------------------------------------------------------------------------- */
+
+/* Scans complete lines of the request head; see SECURITY 10-11 for why by hand. Returns the
+ * head's length when complete, 0 when more is needed, or -status. Linear: every byte is
+ * looked at once. */
+static long scan_request_head(struct conn *c)
+{
+    const struct config_limits *lim = &c->worker->srv->cfg->limits;
+    const char *p = buf_data(&c->cin);
+    size_t len = buf_used(&c->cin);
+    size_t pos = c->head_scan;
+    while (pos < len) {
+        const char *nl = memchr(p + pos, '\n', len - pos);
+        if (nl == NULL)
+            break;
+        size_t end = (size_t)(nl - p);
+        if (end == pos || p[end - 1] != '\r')
+            return -400; /* bare LF */
+        size_t line_len = end - 1 - pos;
+        const char *line = p + pos;
+        if (memchr(line, '\r', line_len) != NULL || memchr(line, '\0', line_len) != NULL)
+            return -400;
+        if (c->head_lines == 0) {
+            if (end + 1 > lim->max_request_head)
+                return -414;
+        } else if (line_len == 0) {
+            return (long)(end + 1);
+        } else {
+            if (line[0] == ' ' || line[0] == '\t')
+                return -400; /* obs-fold */
+            size_t i = 0;
+            while (i < line_len && is_tchar((unsigned char)line[i]))
+                i++;
+            if (i == 0 || i == line_len || line[i] != ':')
+                return -400; /* empty name, or "Name :" */
+            if (c->head_lines > lim->max_headers)
+                return -431;
+        }
+        c->head_lines++;
+        pos = end + 1;
+        if (pos > lim->max_request_head)
+            return c->head_lines <= 1 ? -414 : -431;
+    }
+    c->head_scan = pos;
+    if (len >= lim->max_request_head)
+        return c->head_lines == 0 ? -414 : -431;
+    return 0;
+}
+
+/* Writes this hop's client-certificate headers per CONTRACT section 5. */
+static void write_cc_headers(struct conn *c, struct scratch *s, const struct tokens *conn_tokens)
+{
+    const struct listener_config *lc = c->lc;
+    if (!c->cc_computed) {
+        c->cc_computed = true;
+        if (c->ssl != NULL) {
+            struct buf lines = {0}, element = {0};
+            c->has_client_cert =
+                tls_client_cert_headers(c->gen, c->index, c->ssl, &lines, &element);
+            if (c->has_client_cert) {
+                c->cc_headers = xstrndup(buf_data(&lines), buf_used(&lines));
+                c->cc_element = xstrndup(buf_data(&element), buf_used(&element));
+            }
+            buf_free(&lines);
+            buf_free(&element);
+        }
+    }
+    enum fcc_mode mode = lc->forward_client_cert;
+    bool keep_incoming = mode == FCC_ALWAYS_FORWARD_ONLY ||
+                         (c->has_client_cert &&
+                          (mode == FCC_FORWARD_ONLY || mode == FCC_APPEND_FORWARD));
+    bool add_ours = c->has_client_cert &&
+                    (mode == FCC_SANITIZE_SET ||
+                     (mode == FCC_APPEND_FORWARD && lc->client_cert_header != CC_HEADER_XFCC));
+    bool append = c->has_client_cert && mode == FCC_APPEND_FORWARD &&
+                  lc->client_cert_header == CC_HEADER_XFCC;
+    bool appended = false;
+
+    if (keep_incoming) {
+        for (unsigned i = 0; i < s->num; i++) {
+            struct hdr *h = &s->h[i];
+            bool underscore = false;
+            enum xfcc_name kind = xfcc_classify(HNAME(s, h), h->name_len, &underscore);
+            if (kind == XFCC_NAME_NONE || underscore)
+                continue;
+            bool own = (lc->client_cert_header == CC_HEADER_XFCC && kind == XFCC_NAME_XFCC) ||
+                       (lc->client_cert_header == CC_HEADER_RFC9440 &&
+                        (kind == XFCC_NAME_CLIENT_CERT || kind == XFCC_NAME_CLIENT_CERT_CHAIN)) ||
+                       (lc->client_cert_header == CC_HEADER_PEM &&
+                        kind == XFCC_NAME_X_SSL_CLIENT_CERT);
+            if (!own)
+                continue;
+            const char *v = HVALUE(s, h);
+            size_t vl = h->value_len;
+            trim(&v, &vl);
+            if (append && !appended) {
+                /* All incoming copies join into one header, ours last. */
+                buf_appends(&c->uout, "x-forwarded-client-cert: ");
+                bool first = true;
+                for (unsigned j = i; j < s->num; j++) {
+                    struct hdr *hj = &s->h[j];
+                    bool u2 = false;
+                    if (xfcc_classify(HNAME(s, hj), hj->name_len, &u2) != XFCC_NAME_XFCC || u2)
+                        continue;
+                    const char *vj = HVALUE(s, hj);
+                    size_t vjl = hj->value_len;
+                    trim(&vj, &vjl);
+                    if (vjl == 0)
+                        continue;
+                    if (!first)
+                        buf_append(&c->uout, ",", 1);
+                    buf_append(&c->uout, vj, vjl);
+                    first = false;
+                }
+                if (!first)
+                    buf_append(&c->uout, ",", 1);
+                buf_appends(&c->uout, c->cc_element);
+                buf_appends(&c->uout, "\r\n");
+                appended = true;
+                continue;
+            }
+            if (append)
+                continue;
+            buf_append(&c->uout, HNAME(s, h), h->name_len);
+            buf_append(&c->uout, ": ", 2);
+            buf_append(&c->uout, v, vl);
+            buf_append(&c->uout, "\r\n", 2);
+        }
+    }
+    if (append && !appended) {
+        buf_appends(&c->uout, "x-forwarded-client-cert: ");
+        buf_appends(&c->uout, c->cc_element);
+        buf_appends(&c->uout, "\r\n");
+    }
+    if (add_ours)
+        buf_appends(&c->uout, c->cc_headers);
+    (void)conn_tokens;
+}
+
+static int request_head_done(llhttp_t *p)
+{
+    struct conn *c = p->data;
+    struct scratch *s = scratch_of(p);
+    if (s->overflow) {
+        conn_error(c, 431);
+        return -1;
+    }
+    unsigned n_host = 0, n_te = 0, n_cl = 0;
+    struct hdr *host = NULL, *te = NULL, *upgrade = NULL;
+    struct tokens conn_tokens = {0};
+    for (unsigned i = 0; i < s->num; i++) {
+        struct hdr *h = &s->h[i];
+        const char *n = HNAME(s, h);
+        if (name_is(n, h->name_len, "host")) {
+            n_host++;
+            host = h;
+        } else if (name_is(n, h->name_len, "transfer-encoding")) {
+            n_te++;
+            te = h;
+        } else if (name_is(n, h->name_len, "content-length")) {
+            n_cl++;
+        } else if (name_is(n, h->name_len, "connection")) {
+            collect_tokens(&conn_tokens, HVALUE(s, h), h->value_len);
+        } else if (name_is(n, h->name_len, "upgrade")) {
+            upgrade = h;
+        }
+    }
+    int major = llhttp_get_http_major(p), minor = llhttp_get_http_minor(p);
+    bool bad = major != 1 || (minor != 0 && minor != 1);
+    bad |= n_host > 1 || (n_host == 0 && minor == 1);
+    bad |= n_cl > 1 || (n_cl > 0 && n_te > 0);
+    if (n_te > 0) {
+        const char *v = HVALUE(s, te);
+        size_t vl = te->value_len;
+        trim(&v, &vl);
+        bad |= n_te > 1 || !name_is(v, vl, "chunked");
+    }
+    bad |= llhttp_get_method(p) == HTTP_CONNECT;
+    if (upgrade != NULL && has_token(HVALUE(s, upgrade), upgrade->value_len, "h2c"))
+        bad = true;
+    if (bad) {
+        conn_error(c, 400);
+        return -1;
+    }
+
+    c->req_chunked = (p->flags & F_CHUNKED) != 0;
+    c->req_head_method = llhttp_get_method(p) == HTTP_HEAD;
+    c->req_upgrade = llhttp_get_upgrade(p) && upgrade != NULL;
+    c->req_keep_alive = llhttp_should_keep_alive(p);
+    const char *method = llhttp_method_name(llhttp_get_method(p));
+    free(c->method_path);
+    size_t ml = strlen(method), ul = MIN(s->url_len, 512u);
+    c->method_path = xmalloc(ml + ul + 2);
+    memcpy(c->method_path, method, ml);
+    c->method_path[ml] = ' ';
+    memcpy(c->method_path + ml + 1, s->base + s->url_off, ul);
+    c->method_path[ml + 1 + ul] = '\0';
+
+    struct buf *o = &c->uout;
+    buf_appendf(o, "%s ", method);
+    buf_append(o, s->base + s->url_off, s->url_len);
+    buf_append(o, " HTTP/1.1\r\n", 11);
+    if (host != NULL) {
+        const char *v = HVALUE(s, host);
+        size_t vl = host->value_len;
+        trim(&v, &vl);
+        buf_append(o, "Host: ", 6);
+        buf_append(o, v, vl);
+        buf_append(o, "\r\n", 2);
+    }
+    for (unsigned i = 0; i < s->num; i++) {
+        struct hdr *h = &s->h[i];
+        const char *n = HNAME(s, h);
+        if (h == host || is_hop_by_hop(n, h->name_len) || in_tokens(&conn_tokens, n, h->name_len))
+            continue;
+        bool underscore = false;
+        if (xfcc_classify(n, h->name_len, &underscore) != XFCC_NAME_NONE)
+            continue; /* write_cc_headers decides */
+        const char *v = HVALUE(s, h);
+        size_t vl = h->value_len;
+        trim(&v, &vl);
+        buf_append(o, n, h->name_len);
+        buf_append(o, ": ", 2);
+        buf_append(o, v, vl);
+        buf_append(o, "\r\n", 2);
+    }
+    if (c->req_chunked)
+        buf_appends(o, "Transfer-Encoding: chunked\r\n");
+    else if (p->flags & F_CONTENT_LENGTH)
+        buf_appendf(o, "Content-Length: %llu\r\n", (unsigned long long)p->content_length);
+    if (c->req_upgrade) {
+        const char *v = HVALUE(s, upgrade);
+        size_t vl = upgrade->value_len;
+        trim(&v, &vl);
+        buf_appends(o, "Connection: upgrade\r\nUpgrade: ");
+        buf_append(o, v, vl);
+        buf_append(o, "\r\n", 2);
+    }
+    write_cc_headers(c, s, &conn_tokens);
+    buf_append(o, "\r\n", 2);
+    s->in_trailers = true;
+
+    c->state = CONN_PROXY;
+    if (conn_upstream_connect(c) < 0)
+        return -1;
+    return 0;
+}
+
+static int on_request_body(llhttp_t *p, const char *at, size_t len)
+{
+    struct conn *c = p->data;
+    buf_append(&c->uout, at, len);
+    c->bytes_in += len;
+    return 0;
+}
+
+static int on_request_chunk_header(llhttp_t *p)
+{
+    struct conn *c = p->data;
+    c->req_chunk_open = p->content_length > 0;
+    if (c->req_chunk_open)
+        buf_appendf(&c->uout, "%llx\r\n", (unsigned long long)p->content_length);
+    return 0;
+}
+
+static int on_request_chunk_done(llhttp_t *p)
+{
+    struct conn *c = p->data;
+    if (c->req_chunk_open)
+        buf_append(&c->uout, "\r\n", 2);
+    c->req_chunk_open = false;
+    return 0;
+}
+
+static int on_request_complete(llhttp_t *p)
+{
+    struct conn *c = p->data;
+    if (c->req_chunked)
+        buf_appends(&c->uout, "0\r\n\r\n");
+    c->req_done = true;
+    return HPE_PAUSED;
+}
+
+static const llhttp_settings_t request_settings = {
+    .on_message_begin = on_message_begin,
+    .on_url = on_url,
+    .on_header_field = on_header_field,
+    .on_header_field_complete = on_header_field_complete,
+    .on_header_value = on_header_value,
+    .on_headers_complete = request_head_done,
+    .on_body = on_request_body,
+    .on_message_complete = on_request_complete,
+    .on_chunk_header = on_request_chunk_header,
+    .on_chunk_complete = on_request_chunk_done,
+};
+
+/* --- responses ---------------------------------------------------------------------------- */
+
+static int response_head_done(llhttp_t *p)
+{
+    struct conn *c = p->data;
+    struct scratch *s = scratch_of(p);
+    int status = p->status_code;
+    if (s->overflow || status < 100 || status > 999)
+        return -1;
+    unsigned n_te = 0;
+    struct hdr *te = NULL;
+    struct tokens conn_tokens = {0};
+    for (unsigned i = 0; i < s->num; i++) {
+        struct hdr *h = &s->h[i];
+        const char *n = HNAME(s, h);
+        if (name_is(n, h->name_len, "transfer-encoding")) {
+            n_te++;
+            te = h;
+        } else if (name_is(n, h->name_len, "connection")) {
+            collect_tokens(&conn_tokens, HVALUE(s, h), h->value_len);
+        }
+    }
+    if (n_te > 0) {
+        const char *v = HVALUE(s, te);
+        size_t vl = te->value_len;
+        trim(&v, &vl);
+        if (n_te > 1 || !name_is(v, vl, "chunked"))
+            return -1; /* we would have to drop a coding: 502 */
+    }
+    bool informational = status < 200;
+    if (status == 101 && !c->req_upgrade)
+        return -1;
+    bool no_body = informational || status == 204 || status == 304 || c->req_head_method;
+    c->resp_chunked = !no_body && (p->flags & F_CHUNKED) != 0;
+    c->resp_until_close = !no_body && !c->resp_chunked && !(p->flags & F_CONTENT_LENGTH);
+    if (!informational) {
+        c->status = status;
+        if (c->resp_until_close || !c->req_keep_alive || c->draining)
+            c->close_after = true;
+    }
+
+    struct buf *o = &c->cout;
+    buf_appendf(o, "HTTP/1.1 %d ", status);
+    buf_append(o, s->base + s->reason_off, s->reason_len);
+    buf_append(o, "\r\n", 2);
+    for (unsigned i = 0; i < s->num; i++) {
+        struct hdr *h = &s->h[i];
+        const char *n = HNAME(s, h);
+        if (status != 101 &&
+            (is_hop_by_hop(n, h->name_len) || in_tokens(&conn_tokens, n, h->name_len)))
+            continue;
+        if (status == 101 && (name_is(n, h->name_len, "content-length") ||
+                              name_is(n, h->name_len, "transfer-encoding")))
+            continue;
+        const char *v = HVALUE(s, h);
+        size_t vl = h->value_len;
+        trim(&v, &vl);
+        buf_append(o, n, h->name_len);
+        buf_append(o, ": ", 2);
+        buf_append(o, v, vl);
+        buf_append(o, "\r\n", 2);
+    }
+    if (!informational && status != 101) {
+        if (c->resp_chunked)
+            buf_appends(o, "Transfer-Encoding: chunked\r\n");
+        else if (p->flags & F_CONTENT_LENGTH)
+            buf_appendf(o, "Content-Length: %llu\r\n", (unsigned long long)p->content_length);
+        if (c->close_after)
+            buf_appends(o, "Connection: close\r\n");
+    }
+    buf_append(o, "\r\n", 2);
+    c->resp_sent = true;
+    s->in_trailers = true;
+    if (!informational)
+        c->resp_head_done = true;
+    return c->req_head_method ? 1 : 0;
+}
+
+static int on_response_body(llhttp_t *p, const char *at, size_t len)
+{
+    struct conn *c = p->data;
+    buf_append(&c->cout, at, len);
+    c->bytes_out += len;
+    return 0;
+}
+
+static int on_response_chunk_header(llhttp_t *p)
+{
+    struct conn *c = p->data;
+    c->resp_chunk_open = p->content_length > 0;
+    if (c->resp_chunk_open)
+        buf_appendf(&c->cout, "%llx\r\n", (unsigned long long)p->content_length);
+    return 0;
+}
+
+static int on_response_chunk_done(llhttp_t *p)
+{
+    struct conn *c = p->data;
+    if (c->resp_chunk_open)
+        buf_append(&c->cout, "\r\n", 2);
+    c->resp_chunk_open = false;
+    return 0;
+}
+
+static int on_response_complete(llhttp_t *p)
+{
+    struct conn *c = p->data;
+    if (c->resp_chunked)
+        buf_appends(&c->cout, "0\r\n\r\n");
+    return HPE_PAUSED;
+}
+
+static const llhttp_settings_t response_settings = {
+    .on_message_begin = on_message_begin,
+    .on_status = on_status,
+    .on_header_field = on_header_field,
+    .on_header_field_complete = on_header_field_complete,
+    .on_header_value = on_header_value,
+    .on_headers_complete = response_head_done,
+    .on_body = on_response_body,
+    .on_message_complete = on_response_complete,
+    .on_chunk_header = on_response_chunk_header,
+    .on_chunk_complete = on_response_chunk_done,
+};
+
+void http_conn_init(struct conn *c)
+{
+    llhttp_init(&c->req_parser, HTTP_REQUEST, &request_settings);
+    c->req_parser.data = c;
+    llhttp_init(&c->resp_parser, HTTP_RESPONSE, &response_settings);
+    c->resp_parser.data = c;
+}
+
+static void resume(llhttp_t *p)
+{
+    llhttp_errno_t e = llhttp_get_errno(p);
+    if (e == HPE_PAUSED)
+        llhttp_resume(p);
+    else if (e == HPE_PAUSED_UPGRADE)
+        llhttp_resume_after_upgrade(p);
+}
+
+/* Runs llhttp over |b| and consumes what it parsed. Returns the errno. */
+static llhttp_errno_t execute(llhttp_t *p, struct scratch *s, struct buf *b)
+{
+    resume(p);
+    const char *data = buf_data(b);
+    size_t len = buf_used(b);
+    s->base = data;
+    llhttp_errno_t e = llhttp_execute(p, data, len);
+    size_t used = len;
+    if (e != HPE_OK)
+        used = (size_t)(llhttp_get_error_pos(p) - data);
+    if (e == HPE_OK || e == HPE_PAUSED || e == HPE_PAUSED_UPGRADE)
+        buf_consume(b, used);
+    return e;
+}
+
+void http_request_process(struct conn *c)
+{
+    struct scratch *s = c->worker->scratch;
+    while (c->state == CONN_HEAD && buf_used(&c->cin) > 0) {
+        if (c->head_scan == 0 && c->head_lines == 0) {
+            /* Empty lines before a request line are ignored (RFC 9112 2.2). */
+            size_t skip = 0;
+            const char *d = buf_data(&c->cin);
+            while (skip + 1 < buf_used(&c->cin) && d[skip] == '\r' && d[skip + 1] == '\n')
+                skip += 2;
+            if (skip > 0) {
+                buf_consume(&c->cin, skip);
+                continue;
+            }
+        }
+        c->head_started = true;
+        long r = scan_request_head(c);
+        if (r == 0)
+            return;
+        if (r < 0) {
+            conn_error(c, (int)-r);
+            return;
+        }
+        c->req_start = base_now_ms();
+        break;
+    }
+    if (c->state != CONN_HEAD && (c->state != CONN_PROXY || c->req_done))
+        return;
+    if (buf_used(&c->cin) == 0)
+        return;
+    llhttp_errno_t e = execute(&c->req_parser, s, &c->cin);
+    if (c->state == CONN_FLUSH || c->state == CONN_CLOSING)
+        return;
+    if (e != HPE_OK && e != HPE_PAUSED && e != HPE_PAUSED_UPGRADE)
+        conn_error(c, 400);
+}
+
+static void response_done(struct conn *c)
+{
+    c->up_reusable = llhttp_should_keep_alive(&c->resp_parser) && !c->resp_until_close;
+    if (!c->req_done)
+        c->close_after = true; /* answered before the request ended: stop here */
+    conn_http_cycle_done(c);
+}
+
+void http_response_process(struct conn *c)
+{
+    struct scratch *s = c->worker->scratch;
+    while (buf_used(&c->uin) > 0 && c->state == CONN_PROXY) {
+        if (!c->resp_head_done) {
+            const char *d = buf_data(&c->uin);
+            size_t len = buf_used(&c->uin);
+            if (memmem(d, len, "\r\n\r\n", 4) == NULL) {
+                if (len > c->worker->srv->cfg->limits.max_request_head)
+                    conn_error(c, 502);
+                return;
+            }
+        }
+        bool had_head = c->resp_head_done;
+        llhttp_errno_t e = execute(&c->resp_parser, s, &c->uin);
+        if (c->state != CONN_PROXY)
+            return;
+        if (e == HPE_OK)
+            return;
+        if (e == HPE_PAUSED || e == HPE_PAUSED_UPGRADE) {
+            if (c->resp_parser.status_code == 101) {
+                conn_tunnel(c);
+                return;
+            }
+            if (!c->resp_head_done) {
+                /* An informational response went through; the real one follows. */
+                continue;
+            }
+            response_done(c);
+            return;
+        }
+        (void)had_head;
+        conn_error(c, 502);
+        return;
+    }
+}
+
+void http_upstream_eof(struct conn *c)
+{
+    if (c->state != CONN_PROXY)
+        return;
+    if (c->resp_head_done) {
+        llhttp_errno_t e = llhttp_finish(&c->resp_parser);
+        if (e == HPE_OK || e == HPE_PAUSED) {
+            if (llhttp_get_errno(&c->resp_parser) == HPE_PAUSED || c->resp_until_close) {
+                c->up_reusable = false;
+                c->close_after = true;
+                conn_http_cycle_done(c);
+                return;
+            }
+        }
+    }
+    conn_error(c, 502);
+}

@@ -1,0 +1,35 @@
+/* http.h: HTTP/1.1 on a connection with llhttp in strict mode: request heads scanned, checked
+ * and re-serialised; bodies re-framed; response heads parsed and re-serialised; upgrades only
+ * after a real 101. */
+#ifndef CERTGATE_HTTP_H
+#define CERTGATE_HTTP_H
+
+#include <stddef.h>
+
+struct conn;
+
+/* http_scratch_new / http_scratch_free manage a worker's parse scratch. */
+void *http_scratch_new(unsigned max_headers);
+void http_scratch_free(void *scratch);
+
+/* http_conn_init prepares a connection's parsers. */
+void http_conn_init(struct conn *c);
+
+/* http_request_process parses what c->cin holds: heads go to c->uout re-serialised, bodies
+ * re-framed. It may call conn_error and conn_upstream_connect. */
+void http_request_process(struct conn *c);
+
+/* http_response_process parses what c->uin holds into c->cout. It may call conn_error,
+ * conn_tunnel and conn_http_cycle_done. */
+void http_response_process(struct conn *c);
+
+/* http_upstream_eof tells the response parser that the upstream closed. */
+void http_upstream_eof(struct conn *c);
+
+/* http_error_response appends a complete response with |status| and Connection: close. */
+void http_error_response(struct conn *c, int status);
+
+/* http_reason returns the reason phrase of |status|. */
+const char *http_reason(int status);
+
+#endif

@@ -1,0 +1,826 @@
+/* tls.c: server TLS with BoringSSL: credentials, per-listener contexts, client verification
+ * with reasons an operator can act on, and the socket-level read/write pump. */
+#include <openssl/is_boringssl.h>
+#include <openssl/base.h>
+#if !defined(OPENSSL_IS_BORINGSSL)
+#error "certgate must be built against BoringSSL (android-libboringssl-dev)"
+#endif
+
+#include "tls.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <regex.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/bio.h>
+#include <openssl/crypto.h>
+#include <openssl/bytestring.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/pkcs8.h>
+#include <openssl/sha.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+#include "base.h"
+#include "ca_store.h"
+#include "log.h"
+#include "xfcc.h"
+
+#define MAX_CHAIN_DEPTH 8
+#define MIN_RSA_BITS 2048
+
+/* What one listener needs at handshake time; the SSL_CTX's app data. */
+struct tls_listener {
+    struct tls_gen *gen;
+    const struct listener_config *lc;
+    SSL_CTX *ctx;
+    regex_t cn_re;
+    bool has_cn_re;
+};
+
+struct tls_gen {
+    atomic_int refs;
+    const struct config *cfg;
+    X509 *leaf;
+    STACK_OF(X509) *chain; /* intermediates after the leaf */
+    EVP_PKEY *key;
+    char **by_uris; /* URI SANs of our own certificate, for XFCC By= */
+    size_t num_by_uris;
+    struct ca_store *store; /* NULL when no ca_store is configured */
+    struct tls_listener *listeners;
+    size_t num_listeners;
+};
+
+static int read_file_stable(const char *path, uint8_t **out, size_t *out_len, char *err,
+                            size_t err_len);
+
+const char *tls_library(void)
+{
+    return OPENSSL_VERSION_TEXT;
+}
+
+/* --- credentials ------------------------------------------------------------------------- */
+
+static char *join_path(const char *dir, const char *file)
+{
+    if (file[0] == '/' || dir == NULL)
+        return xstrdup(file);
+    size_t n = strlen(dir) + strlen(file) + 2;
+    char *p = xmalloc(n);
+    snprintf(p, n, "%s/%s", dir, file);
+    return p;
+}
+
+static int read_file_once(const char *path, uint8_t **out, size_t *out_len)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    size_t cap = 8192, len = 0;
+    uint8_t *data = xmalloc(cap);
+    for (;;) {
+        if (len == cap) {
+            if (cap >= (64u << 20)) {
+                free(data);
+                close(fd);
+                return -EFBIG;
+            }
+            cap *= 2;
+            data = xrealloc(data, cap);
+        }
+        ssize_t n = read(fd, data + len, cap - len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            int e = -errno;
+            free(data);
+            close(fd);
+            return e;
+        }
+        if (n == 0)
+            break;
+        len += (size_t)n;
+    }
+    close(fd);
+    *out = data;
+    *out_len = len;
+    return 0;
+}
+
+/* A writer may be half-way through a file: read until two reads give the same bytes. */
+static int read_file_stable(const char *path, uint8_t **out, size_t *out_len, char *err,
+                            size_t err_len)
+{
+    uint8_t *prev = NULL;
+    size_t prev_len = 0;
+    for (int attempt = 0; attempt < 10; attempt++) {
+        uint8_t *data = NULL;
+        size_t len = 0;
+        int r = read_file_once(path, &data, &len);
+        if (r < 0) {
+            free(prev);
+            snprintf(err, err_len, "%s: %s", path, strerror(-r));
+            return r;
+        }
+        if (prev != NULL && prev_len == len && memcmp(prev, data, len) == 0) {
+            free(prev);
+            *out = data;
+            *out_len = len;
+            return 0;
+        }
+        free(prev);
+        prev = data;
+        prev_len = len;
+        if (attempt > 0)
+            usleep(20000);
+    }
+    free(prev);
+    snprintf(err, err_len, "%s: the file kept changing while it was read", path);
+    return -EAGAIN;
+}
+
+static void ssl_error_string(char *out, size_t len)
+{
+    unsigned long e = ERR_get_error();
+    if (e == 0)
+        snprintf(out, len, "unknown error");
+    else
+        ERR_error_string_n(e, out, len);
+    ERR_clear_error();
+}
+
+static int load_pem_credentials(struct tls_gen *gen, const struct config *cfg, char *err,
+                                size_t err_len)
+{
+    char *cert_path = join_path(cfg->credentials_dir, cfg->credentials_cert);
+    char *key_path = join_path(cfg->credentials_dir, cfg->credentials_key);
+    uint8_t *cert_pem = NULL, *key_pem = NULL;
+    size_t cert_len = 0, key_len = 0;
+    BIO *bio = NULL;
+    int r = read_file_stable(cert_path, &cert_pem, &cert_len, err, err_len);
+    if (r < 0)
+        goto fail;
+    r = read_file_stable(key_path, &key_pem, &key_len, err, err_len);
+    if (r < 0)
+        goto fail;
+    r = -EINVAL;
+    bio = BIO_new_mem_buf(cert_pem, (int)cert_len);
+    gen->leaf = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+    if (gen->leaf == NULL) {
+        snprintf(err, err_len, "%s: no PEM certificate found", cert_path);
+        goto fail;
+    }
+    gen->chain = sk_X509_new_null();
+    X509 *x;
+    while ((x = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL)
+        sk_X509_push(gen->chain, x);
+    ERR_clear_error();
+    BIO_free(bio);
+    bio = BIO_new_mem_buf(key_pem, (int)key_len);
+    gen->key = PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL);
+    if (gen->key == NULL) {
+        ERR_clear_error();
+        snprintf(err, err_len, "%s: no PEM private key found", key_path);
+        goto fail;
+    }
+    if (!X509_check_private_key(gen->leaf, gen->key)) {
+        ERR_clear_error();
+        snprintf(err, err_len, "%s: the private key does not match the certificate in %s",
+                 key_path, cert_path);
+        goto fail;
+    }
+    r = 0;
+fail:
+    BIO_free(bio);
+    if (key_pem != NULL)
+        OPENSSL_cleanse(key_pem, key_len);
+    free(cert_pem);
+    free(key_pem);
+    free(cert_path);
+    free(key_path);
+    return r;
+}
+
+static int load_pkcs12_credentials(struct tls_gen *gen, const struct config *cfg, char *err,
+                                   size_t err_len)
+{
+    char *p12_path = join_path(cfg->credentials_dir, cfg->credentials_pkcs12);
+    char *pass_path = NULL;
+    uint8_t *p12 = NULL, *pass = NULL;
+    size_t p12_len = 0, pass_len = 0;
+    char *password = NULL;
+    STACK_OF(X509) *certs = sk_X509_new_null();
+    int r = read_file_stable(p12_path, &p12, &p12_len, err, err_len);
+    if (r < 0)
+        goto fail;
+    if (cfg->credentials_pkcs12_password_file != NULL) {
+        pass_path = join_path(cfg->credentials_dir, cfg->credentials_pkcs12_password_file);
+        r = read_file_stable(pass_path, &pass, &pass_len, err, err_len);
+        if (r < 0)
+            goto fail;
+        while (pass_len > 0 && (pass[pass_len - 1] == '\n' || pass[pass_len - 1] == '\r'))
+            pass_len--;
+    }
+    password = xstrndup((const char *)(pass ? pass : (uint8_t *)""), pass_len);
+    r = -EINVAL;
+    CBS cbs;
+    CBS_init(&cbs, p12, p12_len);
+    if (!PKCS12_get_key_and_certs(&gen->key, certs, &cbs, password)) {
+        char e[256];
+        ssl_error_string(e, sizeof(e));
+        snprintf(err, err_len, "%s: cannot read PKCS#12 (%s)", p12_path, e);
+        goto fail;
+    }
+    /* The leaf is the certificate that matches the key; the rest is the chain. */
+    gen->chain = sk_X509_new_null();
+    for (size_t i = 0; i < sk_X509_num(certs); i++) {
+        X509 *x = sk_X509_value(certs, i);
+        if (gen->leaf == NULL && X509_check_private_key(x, gen->key))
+            gen->leaf = X509_up_ref(x) ? x : NULL;
+        else if (X509_up_ref(x))
+            sk_X509_push(gen->chain, x);
+    }
+    ERR_clear_error();
+    if (gen->leaf == NULL) {
+        snprintf(err, err_len, "%s: no certificate matches the private key", p12_path);
+        goto fail;
+    }
+    r = 0;
+fail:
+    sk_X509_pop_free(certs, X509_free);
+    if (password != NULL)
+        OPENSSL_cleanse(password, strlen(password));
+    free(password);
+    free(p12);
+    free(pass);
+    free(p12_path);
+    free(pass_path);
+    return r;
+}
+
+/* --- verification -------------------------------------------------------------------------- */
+
+static int tls_listener_index = -1;
+
+static char *name_rfc2253(X509_NAME *name)
+{
+    BIO *bio = BIO_new(BIO_s_mem());
+    X509_NAME_print_ex(bio, name, 0, XN_FLAG_RFC2253);
+    const uint8_t *data = NULL;
+    size_t len = 0;
+    BIO_mem_contents(bio, &data, &len);
+    char *s = xstrndup((const char *)data, len);
+    BIO_free(bio);
+    return s;
+}
+
+static void time_string(const ASN1_TIME *t, char *out, size_t len)
+{
+    BIO *bio = BIO_new(BIO_s_mem());
+    ASN1_TIME_print(bio, t);
+    const uint8_t *data = NULL;
+    size_t n = 0;
+    BIO_mem_contents(bio, &data, &n);
+    snprintf(out, len, "%.*s", (int)n, (const char *)data);
+    BIO_free(bio);
+}
+
+static void peer_address(SSL *ssl, char *out, size_t len)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    char host[INET6_ADDRSTRLEN] = "?";
+    int port = 0;
+    if (getpeername(SSL_get_fd(ssl), (struct sockaddr *)&ss, &sl) == 0) {
+        if (ss.ss_family == AF_INET) {
+            struct sockaddr_in *in = (struct sockaddr_in *)&ss;
+            inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+            port = ntohs(in->sin_port);
+        } else if (ss.ss_family == AF_INET6) {
+            struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+            inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+            port = ntohs(in6->sin6_port);
+        }
+    }
+    snprintf(out, len, "%s:%d", host, port);
+}
+
+/* Logs a refused client with everything an operator needs to act on it. */
+static void log_refusal(SSL *ssl, const char *result, const char *reason, X509 *leaf)
+{
+    struct tls_listener *tl = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), tls_listener_index);
+    struct buf b = {0};
+    char peer[80];
+    peer_address(ssl, peer, sizeof(peer));
+    log_begin(&b, LOG_LEVEL_WARN, "handshake_refused");
+    log_str(&b, "listener", tl ? tl->lc->name : NULL);
+    log_str(&b, "result", result);
+    log_str(&b, "reason", reason);
+    log_str(&b, "peer", peer);
+    log_str(&b, "sni", SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name));
+    char *subject = leaf ? name_rfc2253(X509_get_subject_name(leaf)) : NULL;
+    char *issuer = leaf ? name_rfc2253(X509_get_issuer_name(leaf)) : NULL;
+    log_str(&b, "subject", subject);
+    log_str(&b, "issuer", issuer);
+    log_end(&b);
+    free(subject);
+    free(issuer);
+}
+
+static bool weak_signature(const X509 *x)
+{
+    switch (X509_get_signature_nid(x)) {
+    case NID_md5WithRSAEncryption:
+    case NID_md5WithRSA:
+    case NID_sha1WithRSAEncryption:
+    case NID_sha1WithRSA:
+    case NID_ecdsa_with_SHA1:
+    case NID_dsaWithSHA1:
+        return true;
+    default:
+        return false;
+    }
+}
+
+static bool weak_key(X509 *x)
+{
+    EVP_PKEY *pk = X509_get_pubkey(x);
+    if (pk == NULL)
+        return true;
+    bool weak = EVP_PKEY_id(pk) == EVP_PKEY_RSA && EVP_PKEY_bits(pk) < MIN_RSA_BITS;
+    EVP_PKEY_free(pk);
+    return weak;
+}
+
+/* Common-name check against the listener's subject_cn_pattern. */
+static bool cn_matches(struct tls_listener *tl, X509 *leaf)
+{
+    if (!tl->has_cn_re)
+        return true;
+    X509_NAME *name = X509_get_subject_name(leaf);
+    int idx = X509_NAME_get_index_by_NID(name, NID_commonName, -1);
+    if (idx < 0)
+        return false;
+    ASN1_STRING *s = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, idx));
+    unsigned char *utf8 = NULL;
+    int n = ASN1_STRING_to_UTF8(&utf8, s);
+    if (n < 0)
+        return false;
+    bool ok = memchr(utf8, '\0', (size_t)n) == NULL &&
+              regexec(&tl->cn_re, (const char *)utf8, 0, NULL, 0) == 0;
+    OPENSSL_free(utf8);
+    return ok;
+}
+
+static enum ssl_verify_result_t verify_peer(SSL *ssl, uint8_t *out_alert)
+{
+    struct tls_listener *tl = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), tls_listener_index);
+    STACK_OF(X509) *peer = SSL_get_peer_full_cert_chain(ssl);
+    X509 *leaf = peer && sk_X509_num(peer) > 0 ? sk_X509_value(peer, 0) : NULL;
+    char reason[512];
+    const char *result = "untrusted";
+    if (leaf == NULL) {
+        if (tl->lc->client_auth == CLIENT_AUTH_REQUIRE) {
+            log_refusal(ssl, "no_cert", "the client sent no certificate", NULL);
+            *out_alert = SSL_AD_CERTIFICATE_REQUIRED;
+            return ssl_verify_invalid;
+        }
+        return ssl_verify_ok;
+    }
+    if (!tl->lc->verify)
+        return ssl_verify_ok;
+
+    X509_STORE *store = tl->gen->store ? ca_store_trust(tl->gen->store, NULL) : NULL;
+    if (store == NULL) {
+        log_refusal(ssl, "untrusted", "no CA store is loaded", leaf);
+        *out_alert = SSL_AD_UNKNOWN_CA;
+        return ssl_verify_invalid;
+    }
+    X509_STORE_CTX *ctx = X509_STORE_CTX_new();
+    enum ssl_verify_result_t ret = ssl_verify_invalid;
+    if (ctx == NULL || !X509_STORE_CTX_init(ctx, store, leaf, peer)) {
+        snprintf(reason, sizeof(reason), "internal error setting up verification");
+        result = "error";
+        *out_alert = SSL_AD_INTERNAL_ERROR;
+        goto refuse;
+    }
+    X509_STORE_CTX_set_purpose(ctx, X509_PURPOSE_SSL_CLIENT);
+    X509_VERIFY_PARAM_set_depth(X509_STORE_CTX_get0_param(ctx), MAX_CHAIN_DEPTH);
+    if (X509_verify_cert(ctx) != 1) {
+        int e = X509_STORE_CTX_get_error(ctx);
+        X509 *bad = X509_STORE_CTX_get_current_cert(ctx);
+        if (bad == NULL)
+            bad = leaf;
+        char when[64];
+        switch (e) {
+        case X509_V_ERR_CERT_HAS_EXPIRED:
+            time_string(X509_get0_notAfter(bad), when, sizeof(when));
+            snprintf(reason, sizeof(reason), "certificate expired at %s", when);
+            result = "expired";
+            *out_alert = SSL_AD_CERTIFICATE_EXPIRED;
+            break;
+        case X509_V_ERR_CERT_NOT_YET_VALID:
+            time_string(X509_get0_notBefore(bad), when, sizeof(when));
+            snprintf(reason, sizeof(reason), "certificate not yet valid (from %s)", when);
+            result = "expired";
+            *out_alert = SSL_AD_CERTIFICATE_EXPIRED;
+            break;
+        case X509_V_ERR_INVALID_PURPOSE:
+            snprintf(reason, sizeof(reason),
+                     "certificate not allowed for client authentication (extended key usage)");
+            result = "policy";
+            *out_alert = SSL_AD_UNSUPPORTED_CERTIFICATE;
+            break;
+        case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
+        case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
+        case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
+        case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
+        case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE: {
+            char *issuer = name_rfc2253(X509_get_issuer_name(bad));
+            snprintf(reason, sizeof(reason),
+                     "unknown issuer \"%s\" (not in the trust set of tenant %s)", issuer,
+                     "common");
+            free(issuer);
+            result = "untrusted";
+            *out_alert = SSL_AD_UNKNOWN_CA;
+            break;
+        }
+        default:
+            snprintf(reason, sizeof(reason), "certificate rejected: %s",
+                     X509_verify_cert_error_string(e));
+            result = "untrusted";
+            *out_alert = SSL_AD_BAD_CERTIFICATE;
+            break;
+        }
+        goto refuse;
+    }
+    STACK_OF(X509) *verified = X509_STORE_CTX_get0_chain(ctx);
+    for (size_t i = 0; i < sk_X509_num(verified); i++) {
+        X509 *x = sk_X509_value(verified, i);
+        bool anchor = i + 1 == sk_X509_num(verified);
+        if (!anchor && weak_signature(x)) {
+            snprintf(reason, sizeof(reason), "certificate %zu of the chain is signed with %s", i,
+                     OBJ_nid2sn(X509_get_signature_nid(x)));
+            result = "policy";
+            *out_alert = SSL_AD_BAD_CERTIFICATE;
+            goto refuse;
+        }
+        if (weak_key(x)) {
+            snprintf(reason, sizeof(reason), "certificate %zu of the chain has a key under %d bits",
+                     i, MIN_RSA_BITS);
+            result = "policy";
+            *out_alert = SSL_AD_BAD_CERTIFICATE;
+            goto refuse;
+        }
+    }
+    if (tl->gen->cfg->revocation_crl) {
+        size_t idx = 0;
+        bool stale = false;
+        if (ca_store_check_crl(tl->gen->store, NULL, verified, &idx, &stale) < 0) {
+            char *subject = name_rfc2253(X509_get_subject_name(sk_X509_value(verified, idx)));
+            snprintf(reason, sizeof(reason), "certificate \"%s\" is revoked", subject);
+            free(subject);
+            result = "revoked";
+            *out_alert = SSL_AD_CERTIFICATE_REVOKED;
+            goto refuse;
+        }
+        if (stale)
+            log_msg(LOG_LEVEL_WARN, "crl_stale", "a CRL used for listener %s is past nextUpdate",
+                    tl->lc->name);
+    }
+    if (!cn_matches(tl, leaf)) {
+        snprintf(reason, sizeof(reason), "certificate CN does not match subject_cn_pattern %s",
+                 tl->lc->subject_cn_pattern);
+        result = "policy";
+        *out_alert = SSL_AD_ACCESS_DENIED;
+        goto refuse;
+    }
+    ret = ssl_verify_ok;
+    goto done;
+refuse:
+    log_refusal(ssl, result, reason, leaf);
+done:
+    X509_STORE_CTX_free(ctx);
+    ERR_clear_error();
+    return ret;
+}
+
+/* --- contexts ------------------------------------------------------------------------------ */
+
+static int build_listener(struct tls_gen *gen, struct tls_listener *tl,
+                          const struct listener_config *lc, char *err, size_t err_len)
+{
+    tl->gen = gen;
+    tl->lc = lc;
+    if (lc->mode == LISTENER_TCP)
+        return 0;
+    if (lc->subject_cn_pattern != NULL) {
+        if (regcomp(&tl->cn_re, lc->subject_cn_pattern, REG_EXTENDED | REG_NOSUB) != 0) {
+            snprintf(err, err_len, "%s:%u: listener %s: subject_cn_pattern does not compile",
+                     gen->cfg->path, lc->line, lc->name);
+            return -EINVAL;
+        }
+        tl->has_cn_re = true;
+    }
+    SSL_CTX *ctx = SSL_CTX_new(TLS_method());
+    tl->ctx = ctx;
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION);
+    SSL_CTX_set_strict_cipher_list(ctx, "ECDHE-ECDSA-AES128-GCM-SHA256:"
+                                        "ECDHE-RSA-AES128-GCM-SHA256:"
+                                        "ECDHE-ECDSA-AES256-GCM-SHA384:"
+                                        "ECDHE-RSA-AES256-GCM-SHA384:"
+                                        "ECDHE-ECDSA-CHACHA20-POLY1305:"
+                                        "ECDHE-RSA-CHACHA20-POLY1305");
+    SSL_CTX_set1_curves_list(ctx, "X25519:P-256:P-384");
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
+    if (!SSL_CTX_use_certificate(ctx, gen->leaf) || !SSL_CTX_use_PrivateKey(ctx, gen->key)) {
+        char e[256];
+        ssl_error_string(e, sizeof(e));
+        snprintf(err, err_len, "listener %s: cannot use the credentials: %s", lc->name, e);
+        return -EINVAL;
+    }
+    for (size_t i = 0; i < sk_X509_num(gen->chain); i++)
+        SSL_CTX_add1_chain_cert(ctx, sk_X509_value(gen->chain, i));
+    /* Sessions resume only into the same listener and the same trust state. */
+    uint8_t sid[SHA256_DIGEST_LENGTH];
+    SHA256_CTX sha;
+    SHA256_Init(&sha);
+    SHA256_Update(&sha, lc->name, strlen(lc->name) + 1);
+    if (gen->store != NULL) {
+        uint8_t trust[32];
+        ca_store_trust_hash(gen->store, NULL, trust);
+        SHA256_Update(&sha, trust, sizeof(trust));
+    }
+    uint8_t policy[4] = {(uint8_t)lc->client_auth, (uint8_t)lc->verify,
+                         (uint8_t)gen->cfg->revocation_crl, 0};
+    SHA256_Update(&sha, policy, sizeof(policy));
+    if (lc->subject_cn_pattern != NULL)
+        SHA256_Update(&sha, lc->subject_cn_pattern, strlen(lc->subject_cn_pattern));
+    SHA256_Final(sid, &sha);
+    SSL_CTX_set_session_id_context(ctx, sid, SSL_MAX_SID_CTX_LENGTH);
+
+    int mode = SSL_VERIFY_NONE;
+    if (lc->client_auth == CLIENT_AUTH_REQUIRE)
+        mode = SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
+    else if (lc->client_auth == CLIENT_AUTH_OPTIONAL)
+        mode = SSL_VERIFY_PEER;
+    if (mode != SSL_VERIFY_NONE)
+        SSL_CTX_set_custom_verify(ctx, mode, verify_peer);
+    SSL_CTX_set_ex_data(ctx, tls_listener_index, tl);
+    return 0;
+}
+
+int tls_gen_new(struct tls_gen **out, const struct config *cfg, char *err, size_t err_len)
+{
+    if (tls_listener_index < 0)
+        tls_listener_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+    struct tls_gen *gen = xcalloc(1, sizeof(*gen));
+    atomic_init(&gen->refs, 1);
+    gen->cfg = cfg;
+    int r = 0;
+    bool needs_tls = false;
+    for (size_t i = 0; i < cfg->num_listeners; i++)
+        needs_tls |= cfg->listeners[i].mode != LISTENER_TCP;
+    if (needs_tls) {
+        if (cfg->credentials_pkcs12 != NULL)
+            r = load_pkcs12_credentials(gen, cfg, err, err_len);
+        else
+            r = load_pem_credentials(gen, cfg, err, err_len);
+        if (r < 0)
+            goto fail;
+        gen->by_uris = xfcc_uri_sans(gen->leaf, &gen->num_by_uris);
+    }
+    if (cfg->ca_store_dir != NULL) {
+        r = ca_store_load(&gen->store, cfg->ca_store_dir, NULL, err, err_len);
+        if (r < 0)
+            goto fail;
+    }
+    gen->num_listeners = cfg->num_listeners;
+    gen->listeners = xcalloc(cfg->num_listeners, sizeof(*gen->listeners));
+    for (size_t i = 0; i < cfg->num_listeners; i++) {
+        r = build_listener(gen, &gen->listeners[i], &cfg->listeners[i], err, err_len);
+        if (r < 0)
+            goto fail;
+    }
+    *out = gen;
+    return 0;
+fail:
+    tls_gen_unref(gen);
+    return r;
+}
+
+void tls_gen_ref(struct tls_gen *gen)
+{
+    atomic_fetch_add_explicit(&gen->refs, 1, memory_order_relaxed);
+}
+
+void tls_gen_unref(struct tls_gen *gen)
+{
+    if (gen == NULL || atomic_fetch_sub_explicit(&gen->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    for (size_t i = 0; i < gen->num_listeners; i++) {
+        SSL_CTX_free(gen->listeners[i].ctx);
+        if (gen->listeners[i].has_cn_re)
+            regfree(&gen->listeners[i].cn_re);
+    }
+    free(gen->listeners);
+    for (size_t i = 0; i < gen->num_by_uris; i++)
+        free(gen->by_uris[i]);
+    free(gen->by_uris);
+    X509_free(gen->leaf);
+    sk_X509_pop_free(gen->chain, X509_free);
+    EVP_PKEY_free(gen->key);
+    ca_store_unref(gen->store);
+    free(gen);
+}
+
+void tls_gen_describe(const struct tls_gen *gen, const struct config *cfg)
+{
+    if (gen->leaf != NULL) {
+        char *subject = name_rfc2253(X509_get_subject_name(gen->leaf));
+        char until[64];
+        time_string(X509_get0_notAfter(gen->leaf), until, sizeof(until));
+        printf("credentials: %s (+%zu intermediate%s), valid until %s\n", subject,
+               sk_X509_num(gen->chain), sk_X509_num(gen->chain) == 1 ? "" : "s", until);
+        free(subject);
+    }
+    if (gen->store != NULL)
+        ca_store_describe(gen->store, stdout);
+}
+
+/* --- connections ------------------------------------------------------------------------- */
+
+struct ssl_st *tls_new_ssl(struct tls_gen *gen, size_t index, int fd, void *app)
+{
+    SSL_CTX *ctx = gen->listeners[index].ctx;
+    if (ctx == NULL)
+        return NULL;
+    SSL *ssl = SSL_new(ctx);
+    SSL_set_fd(ssl, fd);
+    SSL_set_accept_state(ssl);
+    SSL_set_app_data(ssl, app);
+    return ssl;
+}
+
+void tls_free(struct ssl_st *ssl)
+{
+    SSL_free(ssl);
+}
+
+static int map_error(SSL *ssl, int rv)
+{
+    switch (SSL_get_error(ssl, rv)) {
+    case SSL_ERROR_WANT_READ:
+        return TLS_WANT_READ;
+    case SSL_ERROR_WANT_WRITE:
+        return TLS_WANT_WRITE;
+    case SSL_ERROR_ZERO_RETURN:
+        return TLS_EOF;
+    case SSL_ERROR_SYSCALL:
+        ERR_clear_error();
+        return rv == 0 ? TLS_EOF : TLS_ERROR;
+    default:
+        return TLS_ERROR;
+    }
+}
+
+int tls_handshake(struct ssl_st *ssl)
+{
+    int rv = SSL_do_handshake(ssl);
+    if (rv == 1)
+        return 1;
+    int r = map_error(ssl, rv);
+    if (r == TLS_WANT_READ || r == TLS_WANT_WRITE)
+        return r;
+    /* Verification failures were logged by verify_peer; log the rest here. */
+    unsigned long e = ERR_peek_error();
+    int reason = ERR_GET_REASON(e);
+    if (e != 0 && reason != SSL_R_CERTIFICATE_VERIFY_FAILED) {
+        char text[256];
+        const char *why = NULL;
+        if (reason == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE)
+            why = "the client sent no certificate";
+        else if (reason == SSL_R_UNSUPPORTED_PROTOCOL)
+            why = "the client offered only TLS versions older than 1.2";
+        else if (reason == SSL_R_NO_SHARED_CIPHER)
+            why = "no cipher in common with the client";
+        if (why == NULL) {
+            ERR_error_string_n(e, text, sizeof(text));
+            why = text;
+        }
+        log_refusal(ssl, reason == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE ? "no_cert" : "error",
+                    why, NULL);
+    }
+    ERR_clear_error();
+    return TLS_ERROR;
+}
+
+int tls_read(struct ssl_st *ssl, char *out, size_t len)
+{
+    int rv = SSL_read(ssl, out, (int)MIN(len, (size_t)INT32_MAX));
+    if (rv > 0)
+        return rv;
+    int r = map_error(ssl, rv);
+    ERR_clear_error();
+    return r;
+}
+
+bool tls_pending(struct ssl_st *ssl)
+{
+    return SSL_pending(ssl) > 0;
+}
+
+int tls_write(struct ssl_st *ssl, const char *data, size_t len)
+{
+    int rv = SSL_write(ssl, data, (int)MIN(len, (size_t)INT32_MAX));
+    if (rv > 0)
+        return rv;
+    int r = map_error(ssl, rv);
+    ERR_clear_error();
+    return r == TLS_EOF ? TLS_ERROR : r;
+}
+
+void tls_shutdown(struct ssl_st *ssl)
+{
+    SSL_shutdown(ssl);
+    ERR_clear_error();
+}
+
+const char *tls_version(struct ssl_st *ssl)
+{
+    return SSL_get_version(ssl);
+}
+
+const char *tls_sni(struct ssl_st *ssl)
+{
+    return SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+}
+
+bool tls_resumed(struct ssl_st *ssl)
+{
+    return SSL_session_reused(ssl);
+}
+
+char *tls_peer_subject(struct ssl_st *ssl)
+{
+    STACK_OF(X509) *peer = SSL_get_peer_full_cert_chain(ssl);
+    if (peer == NULL || sk_X509_num(peer) == 0)
+        return NULL;
+    return name_rfc2253(X509_get_subject_name(sk_X509_value(peer, 0)));
+}
+
+bool tls_client_cert_headers(struct tls_gen *gen, size_t index, struct ssl_st *ssl,
+                             struct buf *out, struct buf *element)
+{
+    STACK_OF(X509) *peer = SSL_get_peer_full_cert_chain(ssl);
+    if (peer == NULL || sk_X509_num(peer) == 0)
+        return false;
+    const struct listener_config *lc = gen->listeners[index].lc;
+    switch (lc->client_cert_header) {
+    case CC_HEADER_XFCC:
+        xfcc_element(element, peer, lc->client_cert_details, (const char *const *)gen->by_uris,
+                     gen->num_by_uris);
+        buf_appends(out, "x-forwarded-client-cert: ");
+        buf_append(out, buf_data(element), buf_used(element));
+        buf_appends(out, "\r\n");
+        break;
+    case CC_HEADER_RFC9440: {
+        struct buf cert = {0}, chain = {0};
+        xfcc_rfc9440(&cert, &chain, peer);
+        buf_appends(out, "Client-Cert: ");
+        buf_append(out, buf_data(&cert), buf_used(&cert));
+        buf_appends(out, "\r\n");
+        if (buf_used(&chain) > 0) {
+            buf_appends(out, "Client-Cert-Chain: ");
+            buf_append(out, buf_data(&chain), buf_used(&chain));
+            buf_appends(out, "\r\n");
+        }
+        buf_free(&cert);
+        buf_free(&chain);
+        break;
+    }
+    case CC_HEADER_PEM: {
+        struct buf pem = {0};
+        xfcc_pem(&pem, sk_X509_value(peer, 0));
+        buf_appends(out, "X-SSL-Client-Cert: ");
+        buf_append(out, buf_data(&pem), buf_used(&pem));
+        buf_appends(out, "\r\n");
+        buf_free(&pem);
+        break;
+    }
+    }
+    return true;
+}

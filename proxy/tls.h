@@ -1,0 +1,82 @@
+/* tls.h: BoringSSL behind a small interface. A generation (struct tls_gen) holds everything
+ * built from files: the server credentials, the CA store snapshot and one SSL_CTX per
+ * listener. Connections keep the generation they started with by reference. Only tls.c,
+ * xfcc.c and ca-store/ include <openssl/...>; other modules see struct ssl_st as opaque. */
+#ifndef CERTGATE_TLS_H
+#define CERTGATE_TLS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+#include "config.h"
+
+struct ssl_st;
+struct tls_gen;
+
+/* tls_io results besides a byte count. */
+#define TLS_WANT_READ (-1)  /* wait until the socket is readable */
+#define TLS_WANT_WRITE (-2) /* wait until the socket is writable */
+#define TLS_EOF (-3)        /* the peer closed (close_notify or TCP EOF) */
+#define TLS_ERROR (-4)      /* fatal; the connection must be closed */
+
+/* tls_library names the TLS library in use, for `certgate version`. */
+const char *tls_library(void);
+
+/* tls_gen_new loads credentials and the CA store named by |cfg| and builds one SSL_CTX per TLS
+ * listener. Returns 0 and one reference in |*out|, or a negative errno with a message naming
+ * the file in |err|. */
+int tls_gen_new(struct tls_gen **out, const struct config *cfg, char *err, size_t err_len);
+
+/* tls_gen_ref / tls_gen_unref manage the generation's atomic reference count; unref of the
+ * last reference frees it; NULL is a no-op. */
+void tls_gen_ref(struct tls_gen *gen);
+void tls_gen_unref(struct tls_gen *gen);
+
+/* tls_gen_describe prints the credentials and CA store summary for `certgate check`. */
+void tls_gen_describe(const struct tls_gen *gen, const struct config *cfg);
+
+/* tls_new_ssl makes a server SSL for listener |index| on socket |fd|. |app| is passed back by
+ * tls_app. Returns NULL only for a listener without TLS. */
+struct ssl_st *tls_new_ssl(struct tls_gen *gen, size_t index, int fd, void *app);
+
+/* tls_free frees an SSL; NULL is a no-op. */
+void tls_free(struct ssl_st *ssl);
+
+/* tls_handshake advances the handshake: 1 when done, or TLS_WANT_READ, TLS_WANT_WRITE,
+ * TLS_ERROR. On TLS_ERROR the reason has been logged. */
+int tls_handshake(struct ssl_st *ssl);
+
+/* tls_read reads up to |len| decrypted bytes: a count > 0, or TLS_WANT_*, TLS_EOF, TLS_ERROR. */
+int tls_read(struct ssl_st *ssl, char *out, size_t len);
+
+/* tls_pending tells whether decrypted bytes are buffered inside the SSL. */
+bool tls_pending(struct ssl_st *ssl);
+
+/* tls_write writes up to |len| bytes: a count > 0, or TLS_WANT_*, TLS_ERROR. */
+int tls_write(struct ssl_st *ssl, const char *data, size_t len);
+
+/* tls_shutdown sends close_notify (best effort, never blocks). */
+void tls_shutdown(struct ssl_st *ssl);
+
+/* tls_version returns "TLSv1.3", "TLSv1.2", ... */
+const char *tls_version(struct ssl_st *ssl);
+
+/* tls_sni returns the SNI the client sent, or NULL. */
+const char *tls_sni(struct ssl_st *ssl);
+
+/* tls_resumed tells whether the handshake resumed a session. */
+bool tls_resumed(struct ssl_st *ssl);
+
+/* tls_peer_subject returns the client leaf's RFC 2253 subject (caller frees), or NULL when
+ * the client sent no certificate. */
+char *tls_peer_subject(struct ssl_st *ssl);
+
+/* tls_client_cert_headers appends this hop's client-certificate header lines ("Name: value\r\n")
+ * for listener |index| in its client_cert_header format to |out|, and for xfcc the bare element
+ * to |element| (for append_forward). Returns false when the client sent no certificate. */
+bool tls_client_cert_headers(struct tls_gen *gen, size_t index, struct ssl_st *ssl,
+                             struct buf *out, struct buf *element);
+
+#endif
