@@ -814,8 +814,8 @@ void conn_http_cycle_done(struct conn *c)
         client_flush(c);
         return;
     }
-    c->req_done = c->req_chunked = c->req_chunk_open = c->req_head_method = false;
-    c->req_upgrade = c->resp_head_done = c->resp_chunked = c->resp_chunk_open = false;
+    c->req_done = c->req_chunked = c->req_head_method = c->req_http10 = false;
+    c->req_upgrade = c->resp_head_done = c->resp_chunked = c->resp_done = false;
     c->resp_until_close = c->resp_sent = c->close_after = c->head_started = false;
     c->up_reusable = false;
     c->status = 0;

@@ -10,6 +10,7 @@
 #include <llhttp.h>
 #include <uv.h>
 
+#include "body.h"
 #include "buf.h"
 #include "config.h"
 
@@ -89,13 +90,15 @@ struct conn {
     bool head_started;   /* a byte of the next request has arrived */
     bool req_done;
     bool req_chunked;
-    bool req_chunk_open;
+    bool req_http10;
+    struct body req_body;
+    struct body resp_body;
+    bool resp_done;
     bool req_head_method; /* HEAD: the response has no body */
     bool req_upgrade;
     bool req_keep_alive;
     bool resp_head_done;
     bool resp_chunked;
-    bool resp_chunk_open;
     bool resp_until_close;
     bool resp_sent; /* some of this response reached cout */
     bool close_after; /* close the client connection after this response */

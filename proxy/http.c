@@ -10,6 +10,7 @@
 #include <strings.h>
 
 #include "base.h"
+#include "body.h"
 #include "conn.h"
 #include "listener.h"
 #include "tls.h"
@@ -434,6 +435,13 @@ static int request_head_done(llhttp_t *p)
     }
 
     c->req_chunked = (p->flags & F_CHUNKED) != 0;
+    c->req_http10 = minor == 0;
+    if (c->req_chunked)
+        body_init(&c->req_body, BODY_CHUNKED, 0, true, c->worker->srv->cfg->limits.max_request_head);
+    else if (p->flags & F_CONTENT_LENGTH)
+        body_init(&c->req_body, BODY_LENGTH, p->content_length, false, 0);
+    else
+        body_init(&c->req_body, BODY_NONE, 0, false, 0);
     c->req_head_method = llhttp_get_method(p) == HTTP_HEAD;
     c->req_upgrade = llhttp_get_upgrade(p) && upgrade != NULL;
     c->req_keep_alive = llhttp_should_keep_alive(p);
@@ -493,41 +501,6 @@ static int request_head_done(llhttp_t *p)
     c->state = CONN_PROXY;
     if (conn_upstream_connect(c) < 0)
         return -1;
-    return 0;
-}
-
-static int on_request_body(llhttp_t *p, const char *at, size_t len)
-{
-    struct conn *c = p->data;
-    buf_append(&c->uout, at, len);
-    c->bytes_in += len;
-    return 0;
-}
-
-static int on_request_chunk_header(llhttp_t *p)
-{
-    struct conn *c = p->data;
-    c->req_chunk_open = p->content_length > 0;
-    if (c->req_chunk_open)
-        buf_appendf(&c->uout, "%llx\r\n", (unsigned long long)p->content_length);
-    return 0;
-}
-
-static int on_request_chunk_done(llhttp_t *p)
-{
-    struct conn *c = p->data;
-    if (c->req_chunk_open)
-        buf_append(&c->uout, "\r\n", 2);
-    c->req_chunk_open = false;
-    return 0;
-}
-
-static int on_request_complete(llhttp_t *p)
-{
-    struct conn *c = p->data;
-    if (c->req_chunked)
-        buf_appends(&c->uout, "0\r\n\r\n");
-    c->req_done = true;
     return HPE_PAUSED;
 }
 
@@ -538,10 +511,6 @@ static const llhttp_settings_t request_settings = {
     .on_header_field_complete = on_header_field_complete,
     .on_header_value = on_header_value,
     .on_headers_complete = request_head_done,
-    .on_body = on_request_body,
-    .on_message_complete = on_request_complete,
-    .on_chunk_header = on_request_chunk_header,
-    .on_chunk_complete = on_request_chunk_done,
 };
 
 /* --- responses ---------------------------------------------------------------------------- */
@@ -579,9 +548,20 @@ static int response_head_done(llhttp_t *p)
     bool no_body = informational || status == 204 || status == 304 || c->req_head_method;
     c->resp_chunked = !no_body && (p->flags & F_CHUNKED) != 0;
     c->resp_until_close = !no_body && !c->resp_chunked && !(p->flags & F_CONTENT_LENGTH);
+    /* An HTTP/1.0 client cannot read chunked coding: send it the data until we close. */
+    bool dechunk = c->resp_chunked && c->req_http10;
+    size_t max_trailer = c->worker->srv->cfg->limits.max_request_head;
+    if (no_body)
+        body_init(&c->resp_body, BODY_NONE, 0, false, 0);
+    else if (c->resp_chunked)
+        body_init(&c->resp_body, BODY_CHUNKED, 0, !dechunk, max_trailer);
+    else if (p->flags & F_CONTENT_LENGTH)
+        body_init(&c->resp_body, BODY_LENGTH, p->content_length, false, 0);
+    else
+        body_init(&c->resp_body, BODY_EOF, 0, false, 0);
     if (!informational) {
         c->status = status;
-        if (c->resp_until_close || !c->req_keep_alive || c->draining)
+        if (c->resp_until_close || dechunk || !c->req_keep_alive || c->draining)
             c->close_after = true;
     }
 
@@ -607,7 +587,7 @@ static int response_head_done(llhttp_t *p)
         buf_append(o, "\r\n", 2);
     }
     if (!informational && status != 101) {
-        if (c->resp_chunked)
+        if (c->resp_chunked && !dechunk)
             buf_appends(o, "Transfer-Encoding: chunked\r\n");
         else if (p->flags & F_CONTENT_LENGTH)
             buf_appendf(o, "Content-Length: %llu\r\n", (unsigned long long)p->content_length);
@@ -619,40 +599,6 @@ static int response_head_done(llhttp_t *p)
     s->in_trailers = true;
     if (!informational)
         c->resp_head_done = true;
-    return c->req_head_method ? 1 : 0;
-}
-
-static int on_response_body(llhttp_t *p, const char *at, size_t len)
-{
-    struct conn *c = p->data;
-    buf_append(&c->cout, at, len);
-    c->bytes_out += len;
-    return 0;
-}
-
-static int on_response_chunk_header(llhttp_t *p)
-{
-    struct conn *c = p->data;
-    c->resp_chunk_open = p->content_length > 0;
-    if (c->resp_chunk_open)
-        buf_appendf(&c->cout, "%llx\r\n", (unsigned long long)p->content_length);
-    return 0;
-}
-
-static int on_response_chunk_done(llhttp_t *p)
-{
-    struct conn *c = p->data;
-    if (c->resp_chunk_open)
-        buf_append(&c->cout, "\r\n", 2);
-    c->resp_chunk_open = false;
-    return 0;
-}
-
-static int on_response_complete(llhttp_t *p)
-{
-    struct conn *c = p->data;
-    if (c->resp_chunked)
-        buf_appends(&c->cout, "0\r\n\r\n");
     return HPE_PAUSED;
 }
 
@@ -663,10 +609,6 @@ static const llhttp_settings_t response_settings = {
     .on_header_field_complete = on_header_field_complete,
     .on_header_value = on_header_value,
     .on_headers_complete = response_head_done,
-    .on_body = on_response_body,
-    .on_message_complete = on_response_complete,
-    .on_chunk_header = on_response_chunk_header,
-    .on_chunk_complete = on_response_chunk_done,
 };
 
 void http_conn_init(struct conn *c)
@@ -677,46 +619,29 @@ void http_conn_init(struct conn *c)
     c->resp_parser.data = c;
 }
 
-static void resume(llhttp_t *p)
+/* Parses exactly one head of |len| bytes (llhttp never sees a body). */
+static bool parse_head(llhttp_t *p, struct scratch *s, const char *data, size_t len)
 {
-    llhttp_errno_t e = llhttp_get_errno(p);
-    if (e == HPE_PAUSED)
-        llhttp_resume(p);
-    else if (e == HPE_PAUSED_UPGRADE)
-        llhttp_resume_after_upgrade(p);
-}
-
-/* Runs llhttp over |b| and consumes what it parsed. Returns the errno. */
-static llhttp_errno_t execute(llhttp_t *p, struct scratch *s, struct buf *b)
-{
-    resume(p);
-    const char *data = buf_data(b);
-    size_t len = buf_used(b);
+    llhttp_reset(p);
     s->base = data;
     llhttp_errno_t e = llhttp_execute(p, data, len);
-    size_t used = len;
-    if (e != HPE_OK)
-        used = (size_t)(llhttp_get_error_pos(p) - data);
-    if (e == HPE_OK || e == HPE_PAUSED || e == HPE_PAUSED_UPGRADE)
-        buf_consume(b, used);
-    return e;
+    return e == HPE_OK || e == HPE_PAUSED || e == HPE_PAUSED_UPGRADE;
 }
 
 void http_request_process(struct conn *c)
 {
     struct scratch *s = c->worker->scratch;
-    while (c->state == CONN_HEAD && buf_used(&c->cin) > 0) {
+    if (c->state == CONN_HEAD) {
         if (c->head_scan == 0 && c->head_lines == 0) {
             /* Empty lines before a request line are ignored (RFC 9112 2.2). */
             size_t skip = 0;
             const char *d = buf_data(&c->cin);
             while (skip + 1 < buf_used(&c->cin) && d[skip] == '\r' && d[skip + 1] == '\n')
                 skip += 2;
-            if (skip > 0) {
-                buf_consume(&c->cin, skip);
-                continue;
-            }
+            buf_consume(&c->cin, skip);
         }
+        if (buf_used(&c->cin) == 0)
+            return;
         c->head_started = true;
         long r = scan_request_head(c);
         if (r == 0)
@@ -726,78 +651,94 @@ void http_request_process(struct conn *c)
             return;
         }
         c->req_start = base_now_ms();
-        break;
+        bool ok = parse_head(&c->req_parser, s, buf_data(&c->cin), (size_t)r);
+        if (c->state != CONN_PROXY) {
+            if (c->state == CONN_HEAD)
+                conn_error(c, 400);
+            return;
+        }
+        buf_consume(&c->cin, (size_t)r);
+        if (!ok) {
+            conn_error(c, 400);
+            return;
+        }
     }
-    if (c->state != CONN_HEAD && (c->state != CONN_PROXY || c->req_done))
+    if (c->state != CONN_PROXY || c->req_done)
         return;
-    if (buf_used(&c->cin) == 0)
-        return;
-    llhttp_errno_t e = execute(&c->req_parser, s, &c->cin);
-    if (c->state == CONN_FLUSH || c->state == CONN_CLOSING)
-        return;
-    if (e != HPE_OK && e != HPE_PAUSED && e != HPE_PAUSED_UPGRADE)
+    int r = body_feed(&c->req_body, &c->cin, &c->uout, &c->bytes_in);
+    if (r < 0) {
         conn_error(c, 400);
+        return;
+    }
+    if (r == 1) {
+        c->req_done = true;
+        if (c->resp_done)
+            conn_http_cycle_done(c);
+    }
 }
 
 static void response_done(struct conn *c)
 {
+    c->resp_done = true;
     c->up_reusable = llhttp_should_keep_alive(&c->resp_parser) && !c->resp_until_close;
-    if (!c->req_done)
-        c->close_after = true; /* answered before the request ended: stop here */
+    if (!c->req_done) {
+        /* Answered before the request ended: finish here, the rest of it is not read. */
+        c->close_after = true;
+        c->up_reusable = false;
+    }
     conn_http_cycle_done(c);
 }
 
 void http_response_process(struct conn *c)
 {
     struct scratch *s = c->worker->scratch;
-    while (buf_used(&c->uin) > 0 && c->state == CONN_PROXY) {
+    while (c->state == CONN_PROXY && buf_used(&c->uin) > 0) {
         if (!c->resp_head_done) {
             const char *d = buf_data(&c->uin);
             size_t len = buf_used(&c->uin);
-            if (memmem(d, len, "\r\n\r\n", 4) == NULL) {
+            const char *end = memmem(d, len, "\r\n\r\n", 4);
+            if (end == NULL) {
                 if (len > c->worker->srv->cfg->limits.max_request_head)
                     conn_error(c, 502);
                 return;
             }
-        }
-        bool had_head = c->resp_head_done;
-        llhttp_errno_t e = execute(&c->resp_parser, s, &c->uin);
-        if (c->state != CONN_PROXY)
-            return;
-        if (e == HPE_OK)
-            return;
-        if (e == HPE_PAUSED || e == HPE_PAUSED_UPGRADE) {
+            size_t head_len = (size_t)(end + 4 - d);
+            if (!parse_head(&c->resp_parser, s, d, head_len)) {
+                conn_error(c, 502);
+                return;
+            }
+            buf_consume(&c->uin, head_len);
             if (c->resp_parser.status_code == 101) {
                 conn_tunnel(c);
                 return;
             }
-            if (!c->resp_head_done) {
-                /* An informational response went through; the real one follows. */
-                continue;
-            }
+            if (!c->resp_head_done)
+                continue; /* an informational response went through; the real one follows */
+        }
+        int r = body_feed(&c->resp_body, &c->uin, &c->cout, &c->bytes_out);
+        if (r < 0) {
+            conn_error(c, 502);
+            return;
+        }
+        if (r == 1) {
             response_done(c);
             return;
         }
-        (void)had_head;
-        conn_error(c, 502);
-        return;
     }
+    if (c->state == CONN_PROXY && c->resp_head_done && c->resp_body.kind == BODY_NONE)
+        response_done(c);
 }
 
 void http_upstream_eof(struct conn *c)
 {
     if (c->state != CONN_PROXY)
         return;
-    if (c->resp_head_done) {
-        llhttp_errno_t e = llhttp_finish(&c->resp_parser);
-        if (e == HPE_OK || e == HPE_PAUSED) {
-            if (llhttp_get_errno(&c->resp_parser) == HPE_PAUSED || c->resp_until_close) {
-                c->up_reusable = false;
-                c->close_after = true;
-                conn_http_cycle_done(c);
-                return;
-            }
-        }
+    if (c->resp_head_done && c->resp_body.kind == BODY_EOF) {
+        c->up_reusable = false;
+        c->close_after = true;
+        c->resp_done = true;
+        conn_http_cycle_done(c);
+        return;
     }
     conn_error(c, 502);
 }
