@@ -28,7 +28,6 @@
                                     */
 /* A year: timers add durations to a millisecond clock, so keep them far from overflowing. */
 #define CONFIG_MAX_DURATION_MS (366ull * 24 * 3600 * 1000)
-#define CONFIG_DEFAULT_ADMIN "127.0.0.1:9901"
 
 struct name_value {
     const char *name;
@@ -1168,8 +1167,7 @@ static struct config *config_new(const char *name)
     cfg->revocation_ocsp = OCSP_OFF;
     cfg->ocsp_timeout_ms = 2 * 1000;
     cfg->ocsp_cache_max_ms = 3600 * 1000;
-    if (config_parse_endpoint(&cfg->admin_address, CONFIG_DEFAULT_ADMIN, false) != 0)
-        abort();
+    /* CONTRACT 3: an absent admin.address means no admin listener. */
     cfg->limits.max_connections = 10000;
     cfg->limits.max_request_head = 64 * 1024;
     cfg->limits.max_headers = 100;
