@@ -35,7 +35,7 @@ static int usage(void)
 static int reload(struct server *s, const char *source, char *err, size_t err_len)
 {
     struct tls_gen *gen = NULL;
-    int r = tls_gen_new(&gen, s->cfg, err, err_len);
+    int r = tls_gen_new(&gen, s->cfg, atomic_load(&s->gen), err, err_len);
     if (r < 0) {
         log_msg(LOG_LEVEL_ERROR, "reload_failed", "%s (source %s): keeping the current state",
                 err, source);
@@ -97,7 +97,7 @@ static int cmd_check(const char *path)
         return 2;
     }
     struct tls_gen *gen = NULL;
-    r = tls_gen_new(&gen, cfg, err, sizeof(err));
+    r = tls_gen_new(&gen, cfg, NULL, err, sizeof(err));
     if (r < 0) {
         fprintf(stderr, "%s\n", err);
         config_free(cfg);
@@ -130,7 +130,7 @@ static int cmd_run(const char *path)
     srv.cfg = cfg;
     uv_mutex_init(&srv.gen_lock);
     struct tls_gen *gen = NULL;
-    r = tls_gen_new(&gen, cfg, err, sizeof(err));
+    r = tls_gen_new(&gen, cfg, NULL, err, sizeof(err));
     if (r < 0) {
         log_msg(LOG_LEVEL_ERROR, "startup_failed", "%s", err);
         config_free(cfg);

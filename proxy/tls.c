@@ -583,7 +583,8 @@ static int build_listener(struct tls_gen *gen, struct tls_listener *tl,
     return 0;
 }
 
-int tls_gen_new(struct tls_gen **out, const struct config *cfg, char *err, size_t err_len)
+int tls_gen_new(struct tls_gen **out, const struct config *cfg, const struct tls_gen *prev,
+                char *err, size_t err_len)
 {
     if (tls_listener_index < 0)
         tls_listener_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
@@ -604,7 +605,7 @@ int tls_gen_new(struct tls_gen **out, const struct config *cfg, char *err, size_
         gen->by_uris = xfcc_uri_sans(gen->leaf, &gen->num_by_uris);
     }
     if (cfg->ca_store_dir != NULL) {
-        r = ca_store_load(&gen->store, cfg->ca_store_dir, NULL, err, err_len);
+        r = ca_store_load(&gen->store, cfg->ca_store_dir, prev ? prev->store : NULL, err, err_len);
         if (r < 0)
             goto fail;
     }
@@ -823,4 +824,92 @@ bool tls_client_cert_headers(struct tls_gen *gen, size_t index, struct ssl_st *s
     }
     }
     return true;
+}
+
+/* --- status and metrics ------------------------------------------------------------------- */
+
+static void json_str(struct buf *out, const char *s)
+{
+    buf_append(out, "\"", 1);
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            buf_appendf(out, "\\%c", *p);
+        else if (*p < 0x20 || *p == 0x7f)
+            buf_appendf(out, "\\u%04x", *p);
+        else
+            buf_append(out, p, 1);
+    }
+    buf_append(out, "\"", 1);
+}
+
+static int64_t asn1_unix(const ASN1_TIME *t)
+{
+    int64_t out = 0;
+    if (!ASN1_TIME_to_posix(t, &out))
+        return 0;
+    return out;
+}
+
+int64_t tls_gen_server_not_after(const struct tls_gen *gen)
+{
+    return gen->leaf ? asn1_unix(X509_get0_notAfter(gen->leaf)) : 0;
+}
+
+void tls_gen_status_json(const struct tls_gen *gen, struct buf *out)
+{
+    buf_appends(out, "\"credentials\":");
+    if (gen->leaf == NULL) {
+        buf_appends(out, "null");
+    } else {
+        char *subject = name_rfc2253(X509_get_subject_name(gen->leaf));
+        buf_appends(out, "{\"subject\":");
+        json_str(out, subject);
+        free(subject);
+        buf_appends(out, ",\"sans\":[");
+        GENERAL_NAMES *names = X509_get_ext_d2i(gen->leaf, NID_subject_alt_name, NULL, NULL);
+        bool first = true;
+        for (size_t i = 0; names != NULL && i < sk_GENERAL_NAME_num(names); i++) {
+            GENERAL_NAME *gn = sk_GENERAL_NAME_value(names, i);
+            char text[300] = "";
+            if (gn->type == GEN_DNS || gn->type == GEN_URI) {
+                const ASN1_STRING *a = gn->d.ia5;
+                snprintf(text, sizeof(text), "%s:%.*s", gn->type == GEN_DNS ? "DNS" : "URI",
+                         (int)MIN(ASN1_STRING_length(a), 250), ASN1_STRING_get0_data(a));
+            } else if (gn->type == GEN_IPADD) {
+                char ip[INET6_ADDRSTRLEN] = "?";
+                const ASN1_OCTET_STRING *a = gn->d.ip;
+                int len = ASN1_STRING_length(a);
+                inet_ntop(len == 4 ? AF_INET : AF_INET6, ASN1_STRING_get0_data(a), ip, sizeof(ip));
+                snprintf(text, sizeof(text), "IP:%s", ip);
+            } else {
+                continue;
+            }
+            if (!first)
+                buf_append(out, ",", 1);
+            first = false;
+            json_str(out, text);
+        }
+        GENERAL_NAMES_free(names);
+        uint8_t *der = NULL;
+        int der_len = i2d_X509(gen->leaf, &der);
+        uint8_t md[SHA256_DIGEST_LENGTH];
+        SHA256(der, (size_t)MAX(der_len, 0), md);
+        OPENSSL_free(der);
+        buf_appendf(out, "],\"not_after\":%lld,\"sha256\":\"", (long long)tls_gen_server_not_after(gen));
+        for (size_t i = 0; i < sizeof(md); i++)
+            buf_appendf(out, "%02x", md[i]);
+        buf_appends(out, "\"}");
+    }
+    buf_appends(out, ",\"tenants\":{}");
+}
+
+void tls_gen_metrics(const struct tls_gen *gen, struct buf *out)
+{
+    buf_appends(out, "# HELP certgate_certificate_not_after_seconds notAfter of loaded certificates.\n"
+                     "# TYPE certgate_certificate_not_after_seconds gauge\n");
+    if (gen->leaf != NULL)
+        buf_appendf(out, "certgate_certificate_not_after_seconds{kind=\"server\",tenant=\"\"} %lld\n",
+                    (long long)tls_gen_server_not_after(gen));
+    buf_appends(out, "# HELP certgate_tenant_load_errors Tenants whose CA bundle failed to load.\n"
+                     "# TYPE certgate_tenant_load_errors gauge\n");
 }

@@ -25,9 +25,23 @@ struct tls_gen;
 const char *tls_library(void);
 
 /* tls_gen_new loads credentials and the CA store named by |cfg| and builds one SSL_CTX per TLS
- * listener. Returns 0 and one reference in |*out|, or a negative errno with a message naming
- * the file in |err|. */
-int tls_gen_new(struct tls_gen **out, const struct config *cfg, char *err, size_t err_len);
+ * listener. |prev| (may be NULL) is the generation in use: a tenant that fails to load keeps
+ * its bundle from it. Returns 0 and one reference in |*out|, or a negative errno with a message
+ * naming the file in |err|. */
+int tls_gen_new(struct tls_gen **out, const struct config *cfg, const struct tls_gen *prev,
+                char *err, size_t err_len);
+
+/* tls_gen_status_json appends the members "credentials":{...},"tenants":{...} (no enclosing
+ * braces) for GET /status: the server certificate's subject, SANs, not_after, sha256; per
+ * tenant ("" for common) its CA subjects with not_after and its load error or null. */
+void tls_gen_status_json(const struct tls_gen *gen, struct buf *out);
+
+/* tls_gen_metrics appends the Prometheus lines of certgate_certificate_not_after_seconds and
+ * certgate_tenant_load_errors for this generation. */
+void tls_gen_metrics(const struct tls_gen *gen, struct buf *out);
+
+/* tls_gen_server_not_after returns the server certificate's notAfter as Unix time, 0 if none. */
+int64_t tls_gen_server_not_after(const struct tls_gen *gen);
 
 /* tls_gen_ref / tls_gen_unref manage the generation's atomic reference count; unref of the
  * last reference frees it; NULL is a no-op. */

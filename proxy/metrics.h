@@ -1,0 +1,45 @@
+/* metrics.h: the counters of CONTRACT section 7, kept as relaxed atomics so that workers never
+ * take a lock to count, and rendered in the Prometheus text format by the admin API. */
+#ifndef CERTGATE_METRICS_H
+#define CERTGATE_METRICS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+#include "config.h"
+
+enum metrics_handshake {
+    METRICS_HS_OK,        /* full handshake accepted */
+    METRICS_HS_RESUMED,   /* resumed session accepted */
+    METRICS_HS_NO_CERT,   /* required certificate missing */
+    METRICS_HS_UNTRUSTED, /* no chain to an anchor of the trust set */
+    METRICS_HS_EXPIRED,   /* expired or not yet valid */
+    METRICS_HS_REVOKED,   /* revoked by a CRL or OCSP */
+    METRICS_HS_POLICY,    /* EKU, key size, signature, CN pattern, allowlist, tenant */
+    METRICS_HS_ERROR,     /* anything else (protocol, timeout, reset) */
+    METRICS_HS_NUM,
+};
+
+enum metrics_upstream {
+    METRICS_UP_CONNECT,  /* refused or connect timeout (503) */
+    METRICS_UP_TIMEOUT,  /* response timeout (504) */
+    METRICS_UP_RESET,    /* reset or closed early (502) */
+    METRICS_UP_FRAMING,  /* bad response framing (502) */
+    METRICS_UP_NUM,
+};
+
+/* metrics_init sizes the per-listener counters for |cfg|'s listeners (called once). */
+void metrics_init(const struct config *cfg);
+
+/* Counting; |listener| is the index into cfg->listeners. All are thread-safe and lock-free. */
+void metrics_conn_open(size_t listener);
+void metrics_conn_close(size_t listener);
+void metrics_handshake(size_t listener, enum metrics_handshake result);
+void metrics_request(size_t listener, int status, uint64_t duration_us);
+void metrics_upstream_error(size_t listener, enum metrics_upstream kind);
+void metrics_reload(const char *source, bool ok);
+void metrics_crl_stale(void);
+
+#endif
