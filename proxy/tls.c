@@ -844,10 +844,12 @@ static void json_str(struct buf *out, const char *s)
 
 static int64_t asn1_unix(const ASN1_TIME *t)
 {
-    int64_t out = 0;
-    if (!ASN1_TIME_to_posix(t, &out))
-        return 0;
-    return out;
+    /* This BoringSSL has no ASN1_TIME_to_posix: measure from the epoch instead. */
+    int days = 0, secs = 0;
+    ASN1_TIME *epoch = ASN1_TIME_set(NULL, 0);
+    int ok = epoch != NULL && ASN1_TIME_diff(&days, &secs, epoch, t);
+    ASN1_TIME_free(epoch);
+    return ok ? (int64_t)days * 86400 + secs : 0;
 }
 
 int64_t tls_gen_server_not_after(const struct tls_gen *gen)
