@@ -5,6 +5,7 @@
 #define CERTGATE_CA_STORE_H
 
 #include <openssl/is_boringssl.h>
+#include <openssl/base.h>
 #if !defined(OPENSSL_IS_BORINGSSL)
 #error "certgate must be built against BoringSSL (android-libboringssl-dev)"
 #endif

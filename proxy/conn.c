@@ -80,7 +80,7 @@ static void access_log(struct conn *c)
     struct buf b = {0};
     log_begin(&b, LOG_LEVEL_INFO, "access");
     log_str(&b, "listener", c->lc->name);
-    log_str(&b, "tenant", NULL);
+    log_str(&b, "tenant", c->ssl != NULL && c->state != CONN_HANDSHAKE ? tls_tenant(c->ssl) : NULL);
     if (c->ssl != NULL && c->client_subject == NULL && c->state != CONN_HANDSHAKE)
         c->client_subject = tls_peer_subject(c->ssl);
     log_str(&b, "subject", c->client_subject);

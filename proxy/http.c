@@ -111,7 +111,7 @@ static void trim(const char **p, size_t *len)
         (*len)--;
 }
 
-/* Calls |fn| for every comma-separated, trimmed, non-empty token of a header value. */
+/* Tells whether a comma-separated header value holds |token| (case-insensitive). */
 static bool has_token(const char *v, size_t len, const char *token)
 {
     size_t i = 0;
@@ -432,6 +432,19 @@ static int request_head_done(llhttp_t *p)
     if (bad) {
         conn_error(c, 400);
         return -1;
+    }
+    if (c->ssl != NULL) {
+        const char *hv = NULL;
+        size_t hl = 0;
+        if (host != NULL) {
+            hv = HVALUE(s, host);
+            hl = host->value_len;
+            trim(&hv, &hl);
+        }
+        if (!tls_host_allowed(c->gen, c->index, c->ssl, hv, hl)) {
+            conn_error(c, 421); /* the tenant is bound to the connection, never to Host */
+            return -1;
+        }
     }
 
     c->req_chunked = (p->flags & F_CHUNKED) != 0;

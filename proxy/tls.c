@@ -35,6 +35,7 @@
 #include "base.h"
 #include "ca_store.h"
 #include "log.h"
+#include "tenancy.h"
 #include "xfcc.h"
 
 #define MAX_CHAIN_DEPTH 8
@@ -47,6 +48,13 @@ struct tls_listener {
     SSL_CTX *ctx;
     regex_t cn_re;
     bool has_cn_re;
+    uint8_t sid_ctx[SHA256_DIGEST_LENGTH]; /* listener + trust + policy */
+};
+
+/* What a handshake decided about its tenant; the SSL's ex data. */
+struct tls_peer {
+    const struct ca_tenant *tenant; /* NULL: the common bundle */
+    char id[TENANCY_MAX_ID + 1];    /* the tenant the SNI named ("" when none) */
 };
 
 struct tls_gen {
@@ -272,6 +280,18 @@ fail:
 /* --- verification -------------------------------------------------------------------------- */
 
 static int tls_listener_index = -1;
+static int tls_peer_index = -1;
+
+static void peer_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int index, long argl,
+                      void *argp)
+{
+    free(ptr);
+}
+
+static struct tls_peer *peer_of(const SSL *ssl)
+{
+    return SSL_get_ex_data(ssl, tls_peer_index);
+}
 
 static char *name_rfc2253(X509_NAME *name)
 {
@@ -401,7 +421,10 @@ static enum ssl_verify_result_t verify_peer(SSL *ssl, uint8_t *out_alert)
     if (!tl->lc->verify)
         return ssl_verify_ok;
 
-    X509_STORE *store = tl->gen->store ? ca_store_trust(tl->gen->store, NULL) : NULL;
+    struct tls_peer *pe = peer_of(ssl);
+    const struct ca_tenant *tenant = pe ? pe->tenant : NULL;
+    const char *tenant_name = tenant ? ca_store_tenant_id(tenant) : "common";
+    X509_STORE *store = tl->gen->store ? ca_store_trust(tl->gen->store, tenant) : NULL;
     if (store == NULL) {
         log_refusal(ssl, "untrusted", "no CA store is loaded", leaf);
         *out_alert = SSL_AD_UNKNOWN_CA;
@@ -450,7 +473,7 @@ static enum ssl_verify_result_t verify_peer(SSL *ssl, uint8_t *out_alert)
             char *issuer = name_rfc2253(X509_get_issuer_name(bad));
             snprintf(reason, sizeof(reason),
                      "unknown issuer \"%s\" (not in the trust set of tenant %s)", issuer,
-                     "common");
+                     tenant_name);
             free(issuer);
             result = "untrusted";
             *out_alert = SSL_AD_UNKNOWN_CA;
@@ -487,7 +510,7 @@ static enum ssl_verify_result_t verify_peer(SSL *ssl, uint8_t *out_alert)
     if (tl->gen->cfg->revocation_crl) {
         size_t idx = 0;
         bool stale = false;
-        if (ca_store_check_crl(tl->gen->store, NULL, verified, &idx, &stale) < 0) {
+        if (ca_store_check_crl(tl->gen->store, tenant, verified, &idx, &stale) < 0) {
             char *subject = name_rfc2253(X509_get_subject_name(sk_X509_value(verified, idx)));
             snprintf(reason, sizeof(reason), "certificate \"%s\" is revoked", subject);
             free(subject);
@@ -514,6 +537,108 @@ done:
     X509_STORE_CTX_free(ctx);
     ERR_clear_error();
     return ret;
+}
+
+/* --- tenancy ------------------------------------------------------------------------------- */
+
+/* The first host_name of the server_name extension, or false when there is none. */
+static bool client_hello_sni(const SSL_CLIENT_HELLO *hello, char *out, size_t out_len)
+{
+    const uint8_t *data = NULL;
+    size_t len = 0;
+    if (!SSL_early_callback_ctx_extension_get(hello, TLSEXT_TYPE_server_name, &data, &len))
+        return false;
+    CBS ext, list, name;
+    uint8_t type;
+    CBS_init(&ext, data, len);
+    if (!CBS_get_u16_length_prefixed(&ext, &list) || CBS_len(&ext) != 0)
+        return false;
+    while (CBS_len(&list) > 0) {
+        if (!CBS_get_u8(&list, &type) || !CBS_get_u16_length_prefixed(&list, &name))
+            return false;
+        if (type != TLSEXT_NAMETYPE_host_name)
+            continue;
+        if (CBS_len(&name) == 0 || CBS_len(&name) >= out_len ||
+            memchr(CBS_data(&name), 0, CBS_len(&name)) != NULL)
+            return false;
+        memcpy(out, CBS_data(&name), CBS_len(&name));
+        out[CBS_len(&name)] = '\0';
+        return true;
+    }
+    return false;
+}
+
+/* Picks the connection's tenant from its SNI before anything else happens, and scopes session
+ * resumption to that tenant's trust set (SECURITY 1-3). */
+static enum ssl_select_cert_result_t select_tenant(const SSL_CLIENT_HELLO *hello)
+{
+    SSL *ssl = hello->ssl;
+    struct tls_listener *tl = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), tls_listener_index);
+    const struct config *cfg = tl->gen->cfg;
+    struct tls_peer *pe = xcalloc(1, sizeof(*pe));
+    SSL_set_ex_data(ssl, tls_peer_index, pe);
+    char raw[TENANCY_MAX_NAME + 1], name[TENANCY_MAX_NAME + 1];
+    bool has_sni = client_hello_sni(hello, raw, sizeof(raw)) &&
+                   tenancy_normalize(name, raw, strlen(raw), false) && !tenancy_is_ip_literal(name);
+    char reason[400];
+    if (!has_sni) {
+        if (cfg->tenancy_no_sni == TENANCY_REJECT) {
+            log_refusal(ssl, "policy", "the client sent no SNI (tenancy.no_sni: reject)", NULL);
+            return ssl_select_cert_error;
+        }
+    } else if (tenancy_match(cfg->tenancy_sni, name, pe->id)) {
+        pe->tenant = tl->gen->store ? ca_store_tenant(tl->gen->store, pe->id, strlen(pe->id))
+                                    : NULL;
+    }
+    if (has_sni && pe->tenant == NULL && cfg->tenancy_unknown == TENANCY_REJECT) {
+        snprintf(reason, sizeof(reason), "SNI %s names no known tenant (tenancy.unknown: reject)",
+                 name);
+        log_refusal(ssl, "policy", reason, NULL);
+        return ssl_select_cert_error;
+    }
+    /* Sessions resume only into the same tenant and trust set. */
+    uint8_t trust[32] = {0}, sid[SHA256_DIGEST_LENGTH];
+    if (tl->gen->store != NULL)
+        ca_store_trust_hash(tl->gen->store, pe->tenant, trust);
+    SHA256_CTX sha;
+    SHA256_Init(&sha);
+    SHA256_Update(&sha, tl->sid_ctx, sizeof(tl->sid_ctx));
+    SHA256_Update(&sha, trust, sizeof(trust));
+    SHA256_Update(&sha, pe->id, strlen(pe->id) + 1);
+    SHA256_Final(sid, &sha);
+    SSL_set_session_id_context(ssl, sid, SSL_MAX_SID_CTX_LENGTH);
+    return ssl_select_cert_success;
+}
+
+bool tls_host_allowed(struct tls_gen *gen, size_t index, struct ssl_st *ssl, const char *host,
+                      size_t host_len)
+{
+    const struct config *cfg = gen->cfg;
+    const struct listener_config *lc = gen->listeners[index].lc;
+    char name[TENANCY_MAX_NAME + 1];
+    bool has_host = host != NULL && tenancy_normalize(name, host, host_len, true);
+    if (cfg->tenancy_sni != NULL) {
+        struct tls_peer *pe = peer_of(ssl);
+        char id[TENANCY_MAX_ID + 1] = "";
+        if (has_host && !tenancy_match(cfg->tenancy_sni, name, id))
+            id[0] = '\0';
+        return strcmp(id, pe ? pe->id : "") == 0;
+    }
+    /* Without tenancy, a Host that differs from a present SNI is refused where client
+     * certificates are verified (CONTRACT 6). */
+    const char *sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+    if (sni == NULL || lc->client_auth == CLIENT_AUTH_NONE || !lc->verify)
+        return true;
+    char sni_name[TENANCY_MAX_NAME + 1];
+    if (!tenancy_normalize(sni_name, sni, strlen(sni), false) || tenancy_is_ip_literal(sni_name))
+        return true;
+    return has_host && strcmp(name, sni_name) == 0;
+}
+
+const char *tls_tenant(struct ssl_st *ssl)
+{
+    struct tls_peer *pe = peer_of(ssl);
+    return pe != NULL && pe->id[0] != '\0' ? pe->id : NULL;
 }
 
 /* --- contexts ------------------------------------------------------------------------------ */
@@ -570,7 +695,10 @@ static int build_listener(struct tls_gen *gen, struct tls_listener *tl,
     if (lc->subject_cn_pattern != NULL)
         SHA256_Update(&sha, lc->subject_cn_pattern, strlen(lc->subject_cn_pattern));
     SHA256_Final(sid, &sha);
+    memcpy(tl->sid_ctx, sid, sizeof(sid));
     SSL_CTX_set_session_id_context(ctx, sid, SSL_MAX_SID_CTX_LENGTH);
+    if (gen->cfg->tenancy_sni != NULL)
+        SSL_CTX_set_select_certificate_cb(ctx, select_tenant);
 
     int mode = SSL_VERIFY_NONE;
     if (lc->client_auth == CLIENT_AUTH_REQUIRE)
@@ -586,8 +714,10 @@ static int build_listener(struct tls_gen *gen, struct tls_listener *tl,
 int tls_gen_new(struct tls_gen **out, const struct config *cfg, const struct tls_gen *prev,
                 char *err, size_t err_len)
 {
-    if (tls_listener_index < 0)
+    if (tls_listener_index < 0) {
         tls_listener_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+        tls_peer_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, peer_free);
+    }
     struct tls_gen *gen = xcalloc(1, sizeof(*gen));
     atomic_init(&gen->refs, 1);
     gen->cfg = cfg;

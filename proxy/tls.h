@@ -87,6 +87,15 @@ bool tls_resumed(struct ssl_st *ssl);
  * the client sent no certificate. */
 char *tls_peer_subject(struct ssl_st *ssl);
 
+/* tls_host_allowed tells whether a request's Host (|host_len| bytes, NULL when absent) names
+ * the same tenant as the connection's SNI (with tenancy), or the SNI itself (without tenancy,
+ * on listeners that verify client certificates). false means 421 (SECURITY 1). */
+bool tls_host_allowed(struct tls_gen *gen, size_t index, struct ssl_st *ssl, const char *host,
+                      size_t host_len);
+
+/* tls_tenant returns the tenant id the connection's SNI named, or NULL. */
+const char *tls_tenant(struct ssl_st *ssl);
+
 /* tls_client_cert_headers appends this hop's client-certificate header lines ("Name: value\r\n")
  * for listener |index| in its client_cert_header format to |out|, and for xfcc the bare element
  * to |element| (for append_forward). Returns false when the client sent no certificate. */

@@ -1,0 +1,116 @@
+/* ca_file.c: reads the CA store's files whole, until two reads give the same bytes, so that a file
+ * being rewritten in place is not taken half-written (CONTRACT section 4). */
+#include "ca_file.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define FILE_MAX (16u << 20) /* bytes; a system bundle is about 200 KiB */
+#define FILE_READ_TRIES 5    /* reads until two give the same bytes */
+
+static void *file_xrealloc(void *p, size_t n)
+{
+    void *q = realloc(p, n ? n : 1);
+    if (q == NULL)
+        abort();
+    return q;
+}
+
+__attribute__((format(printf, 3, 4))) static void file_err(char *err, size_t err_len,
+                                                           const char *fmt, ...)
+{
+    va_list ap;
+    if (err_len == 0)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(err, err_len, fmt, ap);
+    va_end(ap);
+}
+
+static int file_read_once(const char *path, uint8_t **out, size_t *out_len)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    struct stat st;
+    uint8_t *data = NULL;
+    size_t len = 0, cap = 0;
+    int rc = 0;
+    if (fstat(fd, &st) != 0) {
+        rc = -errno;
+        goto out;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        rc = -EISDIR;
+        goto out;
+    }
+    for (;;) {
+        if (len == cap) {
+            if (cap >= FILE_MAX) {
+                rc = -EFBIG;
+                goto out;
+            }
+            cap = cap ? cap * 2 : (st.st_size > 0 ? (size_t)st.st_size + 1 : 4096);
+            if (cap > FILE_MAX)
+                cap = FILE_MAX;
+            data = file_xrealloc(data, cap);
+        }
+        ssize_t n = read(fd, data + len, cap - len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            rc = -errno;
+            goto out;
+        }
+        if (n == 0)
+            break;
+        len += (size_t)n;
+    }
+out:
+    close(fd);
+    if (rc != 0) {
+        free(data);
+        return rc;
+    }
+    *out = data;
+    *out_len = len;
+    return 0;
+}
+
+int ca_file_read(const char *path, uint8_t **out, size_t *out_len, char *err, size_t err_len)
+{
+    uint8_t *prev = NULL, *cur = NULL;
+    size_t prev_len = 0, cur_len = 0;
+    int rc = file_read_once(path, &prev, &prev_len);
+    for (int i = 0; rc == 0 && i < FILE_READ_TRIES; i++) {
+        rc = file_read_once(path, &cur, &cur_len);
+        if (rc != 0)
+            break;
+        if (cur_len == prev_len && memcmp(cur, prev, cur_len) == 0) {
+            free(prev);
+            *out = cur;
+            *out_len = cur_len;
+            return 0;
+        }
+        free(prev);
+        prev = cur;
+        prev_len = cur_len;
+        cur = NULL;
+    }
+    free(prev);
+    if (rc == 0)
+        rc = -EAGAIN;
+    if (rc == -EFBIG)
+        file_err(err, err_len, "%s: larger than %u bytes", path, FILE_MAX);
+    else if (rc == -EAGAIN)
+        file_err(err, err_len, "%s: keeps changing while being read", path);
+    else
+        file_err(err, err_len, "%s: %s", path, strerror(-rc));
+    return rc;
+}

@@ -1,0 +1,593 @@
+/* ca_store.c: loads the CA store directory into an immutable, reference-counted snapshot: the
+ * common bundle, one trust set per tenant found in O(1) by id, their CRLs and trust hashes.
+ * A tenant that fails to load keeps its bundle from the previous snapshot. */
+#include <openssl/is_boringssl.h>
+
+#include "ca_store.h"
+
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <openssl/sha.h>
+#include <openssl/siphash.h>
+
+#include "ca_file.h"
+#include "ca_index.h"
+#include "ca_pem.h"
+
+/* Memoised result of looking for a CRL's signer among the trust set's certificates. */
+enum crl_state {
+    CRL_UNKNOWN = 0, /* not looked at yet */
+    CRL_SIGNED,      /* a certificate of the trust set with the issuer's name verifies it */
+    CRL_UNSIGNED,    /* none does; only the next certificate of a chain may */
+};
+
+/* The objects of common or of one tenant, in file order. */
+struct ca_scope {
+    STACK_OF(X509) * certs;
+    STACK_OF(X509_CRL) * crls;
+    atomic_uchar *crl_state;  /* enum crl_state per CRL, filled lazily by any thread */
+    uint8_t content_hash[32]; /* of the objects' DER, for the trust hash */
+    uint8_t source_hash[32];  /* of the file names and bytes, to reuse unchanged scopes */
+};
+
+struct ca_tenant {
+    char *id; /* "" for common */
+    size_t id_len;
+    struct ca_scope scope;
+    _Atomic(X509_STORE *) trust; /* common + scope; NULL until first used */
+    uint8_t trust_hash[32];
+    bool from_previous; /* this load failed; the bundle is the previous snapshot's */
+};
+
+struct ca_error {
+    char *tenant_id;
+    char *message;
+};
+
+struct ca_store {
+    atomic_size_t refs;
+    char *dir;
+    struct ca_tenant common;
+    struct ca_tenant *tenants;
+    size_t num_tenants;
+    uint32_t *slots; /* open addressing, linear probing: tenant index + 1, 0 when empty */
+    size_t mask;
+    uint64_t hash_key[2];
+    struct ca_error *errors;
+    size_t num_errors;
+};
+
+static void *cs_xrealloc(void *p, size_t n)
+{
+    void *q = realloc(p, n ? n : 1);
+    if (q == NULL)
+        abort();
+    return q;
+}
+
+static void *cs_xcalloc(size_t n, size_t size)
+{
+    void *p = calloc(n ? n : 1, size ? size : 1);
+    if (p == NULL)
+        abort();
+    return p;
+}
+
+static char *cs_xstrdup(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    return memcpy(cs_xrealloc(NULL, n), s, n);
+}
+
+static void cs_scope_cleanup(struct ca_scope *scope)
+{
+    sk_X509_pop_free(scope->certs, X509_free);
+    sk_X509_CRL_pop_free(scope->crls, X509_CRL_free);
+    free(scope->crl_state);
+    memset(scope, 0, sizeof(*scope));
+}
+
+static void cs_scope_init(struct ca_scope *scope)
+{
+    scope->certs = sk_X509_new_null();
+    scope->crls = sk_X509_CRL_new_null();
+    if (scope->certs == NULL || scope->crls == NULL)
+        abort();
+}
+
+/* cs_scope_finish allocates the per-CRL memo once the objects are final. */
+static void cs_scope_finish(struct ca_scope *scope)
+{
+    size_t n = sk_X509_CRL_num(scope->crls);
+    scope->crl_state = cs_xcalloc(n, sizeof(*scope->crl_state));
+    for (size_t i = 0; i < n; i++)
+        atomic_init(&scope->crl_state[i], CRL_UNKNOWN);
+}
+
+/* cs_scope_share takes the objects of a scope of the previous snapshot. */
+static void cs_scope_share(struct ca_scope *scope, const struct ca_scope *from)
+{
+    scope->certs = X509_chain_up_ref(from->certs);
+    scope->crls = sk_X509_CRL_dup(from->crls);
+    if (scope->certs == NULL || scope->crls == NULL)
+        abort();
+    for (size_t i = 0; i < sk_X509_CRL_num(scope->crls); i++)
+        X509_CRL_up_ref(sk_X509_CRL_value(scope->crls, i));
+    memcpy(scope->content_hash, from->content_hash, sizeof(scope->content_hash));
+    memcpy(scope->source_hash, from->source_hash, sizeof(scope->source_hash));
+    cs_scope_finish(scope);
+}
+
+/* cs_scope_load reads the bundles |files| below |base| into |scope|. When |prev| (a scope of the
+ * previous snapshot, may be NULL) was built from the same file names and bytes, its objects are
+ * shared instead of parsed again, so a reload costs little more than reading the files. */
+static int cs_scope_load(struct ca_scope *scope, const char *base,
+                         const struct ca_index_file *files, size_t num_files,
+                         const struct ca_scope *prev, char *err, size_t err_len)
+{
+    SHA256_CTX hash;
+    uint8_t **data = cs_xcalloc(num_files, sizeof(*data));
+    size_t *lens = cs_xcalloc(num_files, sizeof(*lens));
+    char **paths = cs_xcalloc(num_files, sizeof(*paths));
+    int rc = 0;
+
+    SHA256_Init(&hash);
+    for (size_t i = 0; i < num_files && rc == 0; i++) {
+        size_t plen = strlen(base) + strlen(files[i].path) + 2;
+        uint8_t len_be[8];
+        paths[i] = cs_xrealloc(NULL, plen);
+        snprintf(paths[i], plen, "%s/%s", base, files[i].path);
+        rc = ca_file_read(paths[i], &data[i], &lens[i], err, err_len);
+        for (int k = 0; k < 8; k++)
+            len_be[k] = (uint8_t)((uint64_t)lens[i] >> (56 - 8 * k));
+        SHA256_Update(&hash, files[i].path, strlen(files[i].path) + 1);
+        SHA256_Update(&hash, len_be, sizeof(len_be));
+        SHA256_Update(&hash, data[i], lens[i]);
+    }
+    SHA256_Final(scope->source_hash, &hash);
+    if (rc != 0)
+        goto out;
+    if (prev != NULL && prev->certs != NULL &&
+        memcmp(prev->source_hash, scope->source_hash, sizeof(scope->source_hash)) == 0) {
+        cs_scope_share(scope, prev);
+        goto out;
+    }
+    cs_scope_init(scope);
+    SHA256_Init(&hash);
+    for (size_t i = 0; i < num_files && rc == 0; i++)
+        rc = ca_pem_parse(scope->certs, scope->crls, &hash, paths[i], data[i], lens[i], err,
+                          err_len);
+    SHA256_Final(scope->content_hash, &hash);
+    if (rc == 0)
+        cs_scope_finish(scope);
+out:
+    if (rc != 0)
+        cs_scope_cleanup(scope);
+    for (size_t i = 0; i < num_files; i++) {
+        free(data[i]);
+        free(paths[i]);
+    }
+    free(data);
+    free(lens);
+    free(paths);
+    return rc;
+}
+
+static void cs_trust_add(X509_STORE *trust, const struct ca_scope *scope)
+{
+    for (size_t i = 0; i < sk_X509_num(scope->certs); i++) {
+        /* Fails only for a certificate already present (listed twice), which is harmless. */
+        if (!X509_STORE_add_cert(trust, sk_X509_value(scope->certs, i)))
+            ERR_clear_error();
+    }
+}
+
+/* cs_trust_new builds the X509_STORE of common + |t| (|t| may be common itself). */
+static X509_STORE *cs_trust_new(const struct ca_store *store, const struct ca_tenant *t)
+{
+    X509_STORE *trust = X509_STORE_new();
+    if (trust == NULL || !X509_STORE_set_flags(trust, X509_V_FLAG_PARTIAL_CHAIN))
+        abort();
+    cs_trust_add(trust, &store->common.scope);
+    if (t != &store->common)
+        cs_trust_add(trust, &t->scope);
+    return trust;
+}
+
+/* cs_build computes a tenant's trust hash. Its X509_STORE is built on first use by
+ * ca_store_trust (X509_STORE_add_cert is slow for large bundles, and most tenants of a big store
+ * are idle), or shared with |prev|, the same tenant in the previous snapshot, when neither its
+ * content nor common's changed. */
+static void cs_build(struct ca_tenant *t, const struct ca_tenant *common,
+                     const struct ca_tenant *prev, const struct ca_tenant *prev_common)
+{
+    SHA256_CTX hash;
+    uint8_t len_be[4] = {(uint8_t)(t->id_len >> 24), (uint8_t)(t->id_len >> 16),
+                         (uint8_t)(t->id_len >> 8), (uint8_t)t->id_len};
+    /* The id is part of the hash so that two tenants never share a session scope. */
+    SHA256_Init(&hash);
+    SHA256_Update(&hash, "certgate ca-store trust v1", 27);
+    SHA256_Update(&hash, len_be, sizeof(len_be));
+    SHA256_Update(&hash, t->id, t->id_len);
+    SHA256_Update(&hash, common->scope.content_hash, 32);
+    if (t != common)
+        SHA256_Update(&hash, t->scope.content_hash, 32);
+    SHA256_Final(t->trust_hash, &hash);
+
+    X509_STORE *trust = NULL;
+    if (prev != NULL && prev_common != NULL &&
+        memcmp(prev->scope.content_hash, t->scope.content_hash, 32) == 0 &&
+        memcmp(prev_common->scope.content_hash, common->scope.content_hash, 32) == 0) {
+        trust = atomic_load_explicit(&prev->trust, memory_order_acquire);
+        if (trust != NULL)
+            X509_STORE_up_ref(trust);
+    }
+    atomic_init(&t->trust, trust);
+}
+
+static void cs_tenant_cleanup(struct ca_tenant *t)
+{
+    free(t->id);
+    cs_scope_cleanup(&t->scope);
+    X509_STORE_free(atomic_load_explicit(&t->trust, memory_order_acquire));
+}
+
+static void cs_add_error(struct ca_store *store, size_t *cap, const char *tenant_id,
+                         const char *message)
+{
+    if (store->num_errors == *cap) {
+        *cap = *cap ? *cap * 2 : 8;
+        store->errors = cs_xrealloc(store->errors, *cap * sizeof(*store->errors));
+    }
+    store->errors[store->num_errors++] =
+        (struct ca_error){.tenant_id = cs_xstrdup(tenant_id), .message = cs_xstrdup(message)};
+}
+
+static uint64_t cs_hash(const struct ca_store *store, const char *id, size_t len)
+{
+    return SIPHASH_24(store->hash_key, (const uint8_t *)id, len);
+}
+
+/* cs_find returns the slot holding |id| or the empty slot where it would go. */
+static size_t cs_find(const struct ca_store *store, const char *id, size_t len)
+{
+    size_t i = (size_t)cs_hash(store, id, len) & store->mask;
+    for (;; i = (i + 1) & store->mask) {
+        uint32_t v = store->slots[i];
+        if (v == 0)
+            return i;
+        const struct ca_tenant *t = &store->tenants[v - 1];
+        if (t->id_len == len && memcmp(t->id, id, len) == 0)
+            return i;
+    }
+}
+
+static void cs_table_init(struct ca_store *store, size_t num)
+{
+    size_t size = 16;
+    while (size < num * 2)
+        size *= 2;
+    store->slots = cs_xcalloc(size, sizeof(*store->slots));
+    store->mask = size - 1;
+    if (!RAND_bytes((uint8_t *)store->hash_key, sizeof(store->hash_key)))
+        abort();
+}
+
+/* cs_load_tenant loads index entry |it| into the next tenant slot, falling back to |previous|.
+ * Returns false when the tenant ends up absent. */
+static bool cs_load_tenant(struct ca_store *store, size_t *err_cap,
+                           const struct ca_index_tenant *it, const struct ca_store *previous)
+{
+    char msg[1024] = "";
+    struct ca_tenant *t = &store->tenants[store->num_tenants];
+    size_t len = strlen(it->id);
+    bool id_ok = ca_index_valid_tenant_id(it->id, len);
+    size_t slot = 0;
+    bool ok = false;
+    const struct ca_tenant *prev =
+        id_ok && previous != NULL ? ca_store_tenant(previous, it->id, len) : NULL;
+    memset(t, 0, sizeof(*t));
+    if (id_ok) {
+        slot = cs_find(store, it->id, len);
+        if (store->slots[slot] != 0) {
+            snprintf(msg, sizeof(msg), "%s/index.yml:%zu:%zu: duplicate tenant id \"%s\"",
+                     store->dir, it->line, it->col, it->id);
+            cs_add_error(store, err_cap, it->id, msg);
+            return false; /* the first entry stands */
+        }
+    }
+    if (it->error != NULL) {
+        snprintf(msg, sizeof(msg), "%s", it->error);
+    } else {
+        size_t blen = strlen(store->dir) + len + 10;
+        char *base = cs_xrealloc(NULL, blen);
+        snprintf(base, blen, "%s/tenants/%s", store->dir, it->id);
+        ok = cs_scope_load(&t->scope, base, it->files, it->num_files,
+                           prev != NULL ? &prev->scope : NULL, msg, sizeof(msg)) == 0;
+        free(base);
+    }
+    if (!ok) {
+        cs_add_error(store, err_cap, it->id, msg);
+        if (prev == NULL)
+            return false;
+        cs_scope_share(&t->scope, &prev->scope);
+        t->from_previous = true;
+    }
+    t->id = cs_xstrdup(it->id);
+    t->id_len = len;
+    store->slots[slot] = (uint32_t)(store->num_tenants + 1);
+    store->num_tenants++;
+    cs_build(t, &store->common, prev, previous != NULL ? &previous->common : NULL);
+    return true;
+}
+
+int ca_store_load(struct ca_store **out, const char *dir, const struct ca_store *previous,
+                  char *err, size_t err_len)
+{
+    struct ca_index index = {0};
+    struct ca_store *store = NULL;
+    uint8_t *data = NULL;
+    size_t len = 0, err_cap = 0;
+    char *path = NULL;
+    size_t plen = strlen(dir) + 32;
+    int rc = 0;
+
+    *out = NULL;
+    path = cs_xrealloc(NULL, plen);
+    snprintf(path, plen, "%s/index.yml", dir);
+    rc = ca_file_read(path, &data, &len, err, err_len);
+    if (rc != 0)
+        goto fail;
+    rc = ca_index_parse(&index, path, data, len, err, err_len);
+    if (rc != 0)
+        goto fail;
+
+    store = cs_xcalloc(1, sizeof(*store));
+    atomic_init(&store->refs, 1);
+    store->dir = cs_xstrdup(dir);
+    store->common.id = cs_xstrdup("");
+    snprintf(path, plen, "%s/common", dir);
+    rc = cs_scope_load(&store->common.scope, path, index.common, index.num_common,
+                       previous != NULL ? &previous->common.scope : NULL, err, err_len);
+    if (rc != 0)
+        goto fail;
+    cs_build(&store->common, &store->common, previous != NULL ? &previous->common : NULL,
+             previous != NULL ? &previous->common : NULL);
+
+    store->tenants = cs_xcalloc(index.num_tenants, sizeof(*store->tenants));
+    cs_table_init(store, index.num_tenants);
+    for (size_t i = 0; i < index.num_tenants; i++)
+        cs_load_tenant(store, &err_cap, &index.tenants[i], previous);
+    *out = store;
+    store = NULL;
+fail:
+    ca_store_unref(store);
+    ca_index_cleanup(&index);
+    free(data);
+    free(path);
+    return rc;
+}
+
+void ca_store_ref(struct ca_store *store)
+{
+    atomic_fetch_add_explicit(&store->refs, 1, memory_order_relaxed);
+}
+
+void ca_store_unref(struct ca_store *store)
+{
+    if (store == NULL || atomic_fetch_sub_explicit(&store->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    for (size_t i = 0; i < store->num_tenants; i++)
+        cs_tenant_cleanup(&store->tenants[i]);
+    cs_tenant_cleanup(&store->common);
+    for (size_t i = 0; i < store->num_errors; i++) {
+        free(store->errors[i].tenant_id);
+        free(store->errors[i].message);
+    }
+    free(store->errors);
+    free(store->tenants);
+    free(store->slots);
+    free(store->dir);
+    free(store);
+}
+
+const struct ca_tenant *ca_store_tenant(const struct ca_store *store, const char *id, size_t len)
+{
+    if (store == NULL || store->num_tenants == 0)
+        return NULL;
+    uint32_t v = store->slots[cs_find(store, id, len)];
+    return v != 0 ? &store->tenants[v - 1] : NULL;
+}
+
+const char *ca_store_tenant_id(const struct ca_tenant *tenant)
+{
+    return tenant->id;
+}
+
+X509_STORE *ca_store_trust(const struct ca_store *store, const struct ca_tenant *tenant)
+{
+    /* The snapshot is logically immutable; the store is built once, and a thread that loses the
+     * race frees its copy. */
+    struct ca_tenant *t = (struct ca_tenant *)(tenant != NULL ? tenant : &store->common);
+    X509_STORE *trust = atomic_load_explicit(&t->trust, memory_order_acquire);
+    if (trust != NULL)
+        return trust;
+    X509_STORE *fresh = cs_trust_new(store, t);
+    if (atomic_compare_exchange_strong_explicit(&t->trust, &trust, fresh, memory_order_acq_rel,
+                                                memory_order_acquire))
+        return fresh;
+    X509_STORE_free(fresh);
+    return trust;
+}
+
+void ca_store_trust_hash(const struct ca_store *store, const struct ca_tenant *tenant,
+                         uint8_t out[32])
+{
+    memcpy(out, tenant != NULL ? tenant->trust_hash : store->common.trust_hash, 32);
+}
+
+static bool cs_crl_verifies(X509_CRL *crl, X509 *signer)
+{
+    EVP_PKEY *key = X509_get_pubkey(signer);
+    bool ok = key != NULL && X509_CRL_verify(crl, key) == 1;
+    EVP_PKEY_free(key);
+    ERR_clear_error();
+    return ok;
+}
+
+static bool cs_signed_by_scope(X509_CRL *crl, const struct ca_scope *scope)
+{
+    X509_NAME *issuer = X509_CRL_get_issuer(crl);
+    for (size_t i = 0; i < sk_X509_num(scope->certs); i++) {
+        X509 *x = sk_X509_value(scope->certs, i);
+        if (X509_NAME_cmp(X509_get_subject_name(x), issuer) == 0 && cs_crl_verifies(crl, x))
+            return true;
+    }
+    return false;
+}
+
+/* cs_crl_signed reports whether CRL |k| of |owner| is signed by a certificate of the trust set
+ * it belongs to (common for common's CRLs, common + tenant for a tenant's). The answer is
+ * memoised; racing threads compute the same value. */
+static bool cs_crl_signed(const struct ca_store *store, const struct ca_scope *owner, size_t k)
+{
+    unsigned char state = atomic_load_explicit(&owner->crl_state[k], memory_order_relaxed);
+    if (state == CRL_UNKNOWN) {
+        X509_CRL *crl = sk_X509_CRL_value(owner->crls, k);
+        bool ok = cs_signed_by_scope(crl, &store->common.scope) ||
+                  (owner != &store->common.scope && cs_signed_by_scope(crl, owner));
+        state = ok ? CRL_SIGNED : CRL_UNSIGNED;
+        atomic_store_explicit(&owner->crl_state[k], state, memory_order_relaxed);
+    }
+    return state == CRL_SIGNED;
+}
+
+/* cs_check_scope checks chain[i] against the CRLs of |scope|: 1 revoked, 0 not. */
+static int cs_check_scope(const struct ca_store *store, const struct ca_scope *scope,
+                          STACK_OF(X509) * chain, size_t i, bool *stale)
+{
+    X509 *cert = sk_X509_value(chain, i);
+    X509 *up = i + 1 < sk_X509_num(chain) ? sk_X509_value(chain, i + 1) : NULL;
+    X509_NAME *issuer = X509_get_issuer_name(cert);
+    for (size_t k = 0; k < sk_X509_CRL_num(scope->crls); k++) {
+        X509_CRL *crl = sk_X509_CRL_value(scope->crls, k);
+        if (X509_NAME_cmp(X509_CRL_get_issuer(crl), issuer) != 0)
+            continue;
+        /* The CRL counts when a CA of the trust set, or the chain's verified issuer, signed it;
+         * an unverifiable CRL is ignored rather than trusted. */
+        if (!cs_crl_signed(store, scope, k) &&
+            !(up != NULL && X509_NAME_cmp(X509_get_subject_name(up), issuer) == 0 &&
+              cs_crl_verifies(crl, up)))
+            continue;
+        const ASN1_TIME *next = X509_CRL_get0_nextUpdate(crl);
+        if (next != NULL && X509_cmp_current_time(next) < 0)
+            *stale = true;
+        X509_REVOKED *rev = NULL;
+        if (X509_CRL_get0_by_serial(crl, &rev, X509_get_serialNumber(cert)) == 1)
+            return 1;
+    }
+    return 0;
+}
+
+int ca_store_check_crl(const struct ca_store *store, const struct ca_tenant *tenant,
+                       STACK_OF(X509) * chain, size_t *out_index, bool *out_stale)
+{
+    bool stale = false;
+    int rc = 0;
+    for (size_t i = 0; i < sk_X509_num(chain) && rc == 0; i++) {
+        if (cs_check_scope(store, &store->common.scope, chain, i, &stale) ||
+            (tenant != NULL && cs_check_scope(store, &tenant->scope, chain, i, &stale))) {
+            *out_index = i;
+            rc = -EACCES;
+        }
+    }
+    if (out_stale != NULL)
+        *out_stale = stale;
+    return rc;
+}
+
+size_t ca_store_num_tenants(const struct ca_store *store)
+{
+    return store->num_tenants;
+}
+
+size_t ca_store_num_errors(const struct ca_store *store)
+{
+    return store->num_errors;
+}
+
+const char *ca_store_error(const struct ca_store *store, size_t i, const char **out_tenant_id)
+{
+    if (i >= store->num_errors)
+        return NULL;
+    if (out_tenant_id != NULL)
+        *out_tenant_id = store->errors[i].tenant_id;
+    return store->errors[i].message;
+}
+
+static void cs_describe_scope(const struct ca_store *store, const struct ca_scope *scope, BIO *bio)
+{
+    for (size_t i = 0; i < sk_X509_num(scope->certs); i++) {
+        X509 *x = sk_X509_value(scope->certs, i);
+        BIO_puts(bio, "  CA ");
+        X509_NAME_print_ex(bio, X509_get_subject_name(x), 0, XN_FLAG_RFC2253);
+        BIO_puts(bio, " (notAfter ");
+        ASN1_TIME_print(bio, X509_get0_notAfter(x));
+        BIO_puts(bio, X509_cmp_current_time(X509_get0_notAfter(x)) < 0 ? ", EXPIRED)\n" : ")\n");
+    }
+    for (size_t i = 0; i < sk_X509_CRL_num(scope->crls); i++) {
+        X509_CRL *crl = sk_X509_CRL_value(scope->crls, i);
+        const ASN1_TIME *next = X509_CRL_get0_nextUpdate(crl);
+        BIO_puts(bio, "  CRL ");
+        X509_NAME_print_ex(bio, X509_CRL_get_issuer(crl), 0, XN_FLAG_RFC2253);
+        BIO_puts(bio, " (nextUpdate ");
+        if (next != NULL)
+            ASN1_TIME_print(bio, next);
+        else
+            BIO_puts(bio, "none");
+        if (next != NULL && X509_cmp_current_time(next) < 0)
+            BIO_puts(bio, ", STALE");
+        if (!cs_crl_signed(store, scope, i))
+            BIO_puts(bio, ", issuer not in the trust set: used only when a chain holds it");
+        BIO_puts(bio, ")\n");
+    }
+    ERR_clear_error();
+}
+
+static void cs_describe_counts(BIO *bio, const struct ca_scope *scope)
+{
+    size_t nc = sk_X509_num(scope->certs), nr = sk_X509_CRL_num(scope->crls);
+    BIO_printf(bio, "%zu certificate%s, %zu CRL%s", nc, nc == 1 ? "" : "s", nr, nr == 1 ? "" : "s");
+}
+
+void ca_store_describe(const struct ca_store *store, FILE *out)
+{
+    BIO *bio = BIO_new_fp(out, BIO_NOCLOSE);
+    if (bio == NULL)
+        abort();
+    BIO_printf(bio, "CA store %s: %zu tenant%s, %zu load error%s\n", store->dir, store->num_tenants,
+               store->num_tenants == 1 ? "" : "s", store->num_errors,
+               store->num_errors == 1 ? "" : "s");
+    BIO_puts(bio, "common: ");
+    cs_describe_counts(bio, &store->common.scope);
+    BIO_puts(bio, "\n");
+    cs_describe_scope(store, &store->common.scope, bio);
+    for (size_t i = 0; i < store->num_tenants; i++) {
+        const struct ca_tenant *t = &store->tenants[i];
+        BIO_printf(bio, "tenant %s: ", t->id);
+        cs_describe_counts(bio, &t->scope);
+        BIO_puts(bio, t->from_previous ? " (kept from the previous load)\n" : "\n");
+        cs_describe_scope(store, &t->scope, bio);
+    }
+    for (size_t i = 0; i < store->num_errors; i++)
+        BIO_printf(bio, "error: tenant %s: %s\n", store->errors[i].tenant_id,
+                   store->errors[i].message);
+    BIO_free(bio);
+}
