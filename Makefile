@@ -59,7 +59,20 @@ $(BUILD)/unit/%: tests/unit/%.c $(LIB_OBJ)
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -Wno-missing-prototypes -o $@ $^ $(LDLIBS) -lcmocka $(LDFLAGS)
 
-unit: $(UNIT_BIN)
+unit: $(UNIT_BIN) $(BUILD)/fuzz/replay_xfcc
+
+# Fuzz targets: libFuzzer under clang (make fuzz); the same sources build a replay driver
+# with gcc, which make test runs over the committed corpora.
+FUZZ_LIBS = -L$(BSSL_LIB) -Wl,-rpath,$(BSSL_LIB) -lcrypto
+$(BUILD)/fuzz/replay_xfcc: tests/fuzz/fuzz_xfcc.c proxy/xfcc.c proxy/buf.c proxy/base.c
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $^ $(FUZZ_LIBS) $(LDFLAGS)
+
+fuzz:
+	@mkdir -p build/fuzz/corpus-xfcc
+	clang -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -DFUZZING $(CPPFLAGS) \
+	    tests/fuzz/fuzz_xfcc.c proxy/xfcc.c proxy/buf.c proxy/base.c $(FUZZ_LIBS) -o build/fuzz/fuzz_xfcc
+	build/fuzz/fuzz_xfcc -max_total_time=$${FUZZ_SECONDS:-60} -max_len=8192 build/fuzz/corpus-xfcc tests/fuzz/corpus/xfcc
 
 test: deps
 	@$(MAKE) --no-print-directory all unit WERROR=-Werror

@@ -23,6 +23,7 @@ static const char xfcc_hex_upper[] = "0123456789ABCDEF";
 /* Byte sets as 256-bit maps, one bit per byte value: set = percent-encode. */
 #define XFCC_IN_SET(set, c) (((set)[(c) >> 5] >> ((c)&0x1f)) & 1u)
 
+/* clang-format off */
 /* Envoy's PEM url-encoding: exactly '\n', ' ', '+', '/' and '='. */
 static const uint32_t xfcc_envoy_pem_set[8] = {
     0x00000400, /* '\n' */
@@ -35,6 +36,7 @@ static const uint32_t xfcc_nginx_component_set[8] = {
     0xffffffff, 0xfc009fff, 0x78000001, 0xb8000001,
     0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff,
 };
+/* clang-format on */
 
 static const struct {
     const char *name;
@@ -117,21 +119,15 @@ static void xfcc_append_base64(struct buf *out, const uint8_t *data, size_t len)
     buf_commit(out, EVP_EncodeBlock((uint8_t *)dst, data, len));
 }
 
-/* xfcc_append_pem writes |cert| as PEM_write_bio_X509 does: 64 columns, a final newline. */
-static bool xfcc_append_pem(struct buf *out, X509 *cert)
+/* xfcc_append_pem writes |der| as PEM_write_bio_X509 does: 64 columns, a final newline. */
+static void xfcc_append_pem(struct buf *out, const uint8_t *der, size_t len)
 {
-    size_t len = 0;
-    uint8_t *der = xfcc_der(cert, &len);
-    if (der == NULL)
-        return false;
     buf_appends(out, "-----BEGIN CERTIFICATE-----\n");
     for (size_t off = 0; off < len; off += 48) {
         xfcc_append_base64(out, der + off, MIN(48, len - off));
         buf_append(out, "\n", 1);
     }
     buf_appends(out, "-----END CERTIFICATE-----\n");
-    OPENSSL_free(der);
-    return true;
 }
 
 /* xfcc_append_encoded percent-encodes the bytes of |set| (uppercase hex). */
@@ -152,13 +148,24 @@ static void xfcc_append_encoded(struct buf *out, const char *data, size_t len, c
     buf_commit(out, (size_t)(p - dst));
 }
 
-/* xfcc_append_pem_encoded appends |cert|'s PEM percent-encoded with |set|. */
-static void xfcc_append_pem_encoded(struct buf *out, X509 *cert, const uint32_t *set)
+/* xfcc_append_pem_encoded appends the PEM of |der| percent-encoded with |set|. */
+static void xfcc_append_pem_encoded(struct buf *out, const uint8_t *der, size_t len,
+                                    const uint32_t *set)
 {
     struct buf pem = {0};
-    if (xfcc_append_pem(&pem, cert))
-        xfcc_append_encoded(out, buf_data(&pem), buf_used(&pem), set);
+    xfcc_append_pem(&pem, der, len);
+    xfcc_append_encoded(out, buf_data(&pem), buf_used(&pem), set);
     buf_free(&pem);
+}
+
+/* xfcc_append_cert_encoded is xfcc_append_pem_encoded for |cert|; nothing when it has no DER. */
+static void xfcc_append_cert_encoded(struct buf *out, X509 *cert, const uint32_t *set)
+{
+    size_t len = 0;
+    uint8_t *der = xfcc_der(cert, &len);
+    if (der != NULL)
+        xfcc_append_pem_encoded(out, der, len, set);
+    OPENSSL_free(der);
 }
 
 static bool xfcc_is_ctl(unsigned char c)
@@ -202,15 +209,10 @@ static void xfcc_append_value(struct buf *out, const char *data, size_t len, boo
     buf_commit(out, (size_t)(p - dst));
 }
 
-static void xfcc_append_hash(struct buf *out, X509 *leaf)
+static void xfcc_append_hash(struct buf *out, const uint8_t *der, size_t len)
 {
-    size_t len = 0;
-    uint8_t *der = xfcc_der(leaf, &len);
-    if (der == NULL)
-        return;
     uint8_t md[SHA256_DIGEST_LENGTH];
     SHA256(der, len, md);
-    OPENSSL_free(der);
     char *dst = buf_reserve(out, 2 * sizeof(md));
     for (size_t i = 0; i < sizeof(md); i++) {
         dst[2 * i] = "0123456789abcdef"[md[i] >> 4];
@@ -245,8 +247,8 @@ static size_t xfcc_append_sans(struct buf *out, X509 *leaf, int type, const char
         if (name->type != type)
             continue;
         /* GEN_DNS and GEN_URI are both IA5Strings in the same union slot. */
-        const ASN1_STRING *s = type == GEN_URI ? name->d.uniformResourceIdentifier
-                                               : name->d.dNSName;
+        const ASN1_STRING *s =
+            type == GEN_URI ? name->d.uniformResourceIdentifier : name->d.dNSName;
         buf_appends(out, key);
         xfcc_append_value(out, (const char *)ASN1_STRING_get0_data(s),
                           (size_t)ASN1_STRING_length(s), false);
@@ -268,19 +270,28 @@ void xfcc_element(struct buf *out, STACK_OF(X509) *chain, unsigned details,
         xfcc_append_value(out, by_uris[i], strlen(by_uris[i]), false);
         buf_append(out, ";", 1);
     }
+    /* The leaf's DER serves Hash, Cert and the head of Chain. A certificate that parsed but
+     * cannot be re-encoded gets an empty Hash and Cert rather than no element. */
+    size_t leaf_len = 0;
+    uint8_t *leaf_der = xfcc_der(leaf, &leaf_len);
     buf_appends(out, "Hash=");
-    xfcc_append_hash(out, leaf);
+    if (leaf_der != NULL)
+        xfcc_append_hash(out, leaf_der, leaf_len);
     if (details & CC_DETAIL_CERT) {
         buf_appends(out, ";Cert=\"");
-        xfcc_append_pem_encoded(out, leaf, xfcc_envoy_pem_set);
+        if (leaf_der != NULL)
+            xfcc_append_pem_encoded(out, leaf_der, leaf_len, xfcc_envoy_pem_set);
         buf_append(out, "\"", 1);
     }
     if (details & CC_DETAIL_CHAIN) {
         buf_appends(out, ";Chain=\"");
-        for (size_t i = 0; i < sk_X509_num(chain); i++)
-            xfcc_append_pem_encoded(out, sk_X509_value(chain, i), xfcc_envoy_pem_set);
+        if (leaf_der != NULL)
+            xfcc_append_pem_encoded(out, leaf_der, leaf_len, xfcc_envoy_pem_set);
+        for (size_t i = 1; i < sk_X509_num(chain); i++)
+            xfcc_append_cert_encoded(out, sk_X509_value(chain, i), xfcc_envoy_pem_set);
         buf_append(out, "\"", 1);
     }
+    OPENSSL_free(leaf_der);
     if (details & CC_DETAIL_SUBJECT) {
         buf_appends(out, ";Subject=");
         xfcc_append_subject(out, leaf);
@@ -315,7 +326,7 @@ void xfcc_rfc9440(struct buf *cert_out, struct buf *chain_out, STACK_OF(X509) *c
 void xfcc_pem(struct buf *out, X509 *leaf)
 {
     if (leaf != NULL)
-        xfcc_append_pem_encoded(out, leaf, xfcc_nginx_component_set);
+        xfcc_append_cert_encoded(out, leaf, xfcc_nginx_component_set);
 }
 
 char **xfcc_uri_sans(X509 *cert, size_t *out_num)

@@ -28,6 +28,18 @@ for t in build/unit/test_* build/asan/unit/test_*; do
         cat "$out/u"
     fi
 done
+for r in build/fuzz/replay_* build/asan/fuzz/replay_*; do
+    [ -x "$r" ] || continue
+    name=$(basename "$r" | sed 's/^replay_//')
+    if "$r" "tests/fuzz/corpus/$name" >"$out/u" 2>&1; then
+        total_pass=$((total_pass + 1))
+        echo "ok   $r ($(tail -n 1 "$out/u"))"
+    else
+        total_fail=$((total_fail + 1))
+        echo "FAIL $r"
+        cat "$out/u"
+    fi
+done
 if [ -f tests/integration/run.py ]; then
     python3 tests/integration/run.py --binary build/certgate 2>&1 | tee "$out/i"
     tally "$out/i" integration

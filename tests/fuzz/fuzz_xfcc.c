@@ -1,0 +1,236 @@
+/* fuzz_xfcc.c: libFuzzer target for the client-certificate header builder. The input is one DER
+ * certificate, or else a chain of certificates each preceded by a 2-byte big-endian length; every
+ * value built from what parses must stay one element of visible ASCII that a quote-aware parser
+ * reads back with exactly the expected keys. Without -DFUZZING, main() replays a corpus. */
+#include <openssl/is_boringssl.h>
+
+#include <dirent.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <openssl/x509.h>
+
+#include "buf.h"
+#include "config.h"
+#include "xfcc.h"
+#include "xfcc_reparse.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);               \
+            abort();                                                                               \
+        }                                                                                          \
+    } while (0)
+
+#define ALL_DETAILS                                                                                \
+    (CC_DETAIL_CERT | CC_DETAIL_CHAIN | CC_DETAIL_SUBJECT | CC_DETAIL_URI | CC_DETAIL_DNS)
+
+static STACK_OF(X509) *fuzz_parse_chain(const uint8_t *data, size_t size)
+{
+    STACK_OF(X509) *chain = sk_X509_new_null();
+    CHECK(chain != NULL);
+    const uint8_t *p = data;
+    X509 *cert = d2i_X509(NULL, &p, (long)size);
+    if (cert != NULL && p == data + size) {
+        CHECK(sk_X509_push(chain, cert));
+        return chain;
+    }
+    X509_free(cert);
+    for (size_t off = 0; size - off >= 2;) {
+        size_t len = (size_t)data[off] << 8 | data[off + 1];
+        off += 2;
+        if (len > size - off)
+            len = size - off;
+        p = data + off;
+        cert = d2i_X509(NULL, &p, (long)len);
+        if (cert != NULL)
+            CHECK(sk_X509_push(chain, cert));
+        off += len;
+    }
+    return chain;
+}
+
+/* The output is visible ASCII only: no CR, LF, NUL, no other control byte, nothing >= 0x80. */
+static void fuzz_check_visible(const struct buf *b)
+{
+    for (size_t i = 0; i < buf_used(b); i++) {
+        unsigned char c = (unsigned char)buf_data(b)[i];
+        CHECK(c >= 0x20 && c < 0x7f);
+    }
+}
+
+static bool fuzz_is_key(const struct reparse_pair *p, const char *key)
+{
+    return strcmp(p->key, key) == 0;
+}
+
+static void fuzz_check_element(const struct buf *out, const char *const *by, size_t num_by)
+{
+    struct reparse_header h = {0};
+    fuzz_check_visible(out);
+    CHECK(reparse_header(&h, buf_data(out), buf_used(out)) == 0);
+    CHECK(h.num_elements == 1);
+    const struct reparse_element *el = &h.elements[0];
+    size_t i = 0;
+
+    /* By{num_by} Hash Cert Chain Subject URI{1,} DNS* */
+    for (size_t b = 0; b < num_by; b++, i++) {
+        CHECK(i < el->num_pairs && fuzz_is_key(&el->pairs[i], "By"));
+        if (strchr(by[b], '%') == NULL) {
+            size_t len = reparse_pct_decode(el->pairs[i].value, el->pairs[i].value_len);
+            CHECK(len == strlen(by[b]) && memcmp(el->pairs[i].value, by[b], len) == 0);
+        }
+    }
+    CHECK(i < el->num_pairs && fuzz_is_key(&el->pairs[i], "Hash"));
+    CHECK(el->pairs[i].value_len == 64 || el->pairs[i].value_len == 0);
+    CHECK(strspn(el->pairs[i].value, "0123456789abcdef") == el->pairs[i].value_len);
+    i++;
+    static const char *const fixed[] = {"Cert", "Chain", "Subject"};
+    for (size_t k = 0; k < 3; k++, i++) {
+        CHECK(i < el->num_pairs && fuzz_is_key(&el->pairs[i], fixed[k]));
+        CHECK(el->pairs[i].quoted);
+    }
+    size_t num_uri = 0;
+    for (; i < el->num_pairs && fuzz_is_key(&el->pairs[i], "URI"); i++)
+        num_uri++;
+    CHECK(num_uri >= 1);
+    for (; i < el->num_pairs; i++)
+        CHECK(fuzz_is_key(&el->pairs[i], "DNS"));
+    reparse_free(&h);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    /* The name predicate, against the obvious slow definition. */
+    if (size <= 32) {
+        char name[33];
+        bool us = false, want_us = false;
+        for (size_t i = 0; i < size; i++) {
+            char c = (char)data[i];
+            want_us |= c == '_';
+            name[i] = c == '_' ? '-' : (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c;
+        }
+        name[size] = '\0';
+        bool match =
+            strlen(name) == size &&
+            (strcmp(name, "x-forwarded-client-cert") == 0 || strcmp(name, "client-cert") == 0 ||
+             strcmp(name, "client-cert-chain") == 0 || strcmp(name, "x-ssl-client-cert") == 0);
+        enum xfcc_name kind = xfcc_classify((const char *)data, size, &us);
+        CHECK((kind != XFCC_NAME_NONE) == match);
+        CHECK(us == (match && want_us));
+    }
+
+    STACK_OF(X509) *chain = fuzz_parse_chain(data, size);
+    if (sk_X509_num(chain) == 0) {
+        sk_X509_free(chain);
+        return 0;
+    }
+    X509 *leaf = sk_X509_value(chain, 0);
+    size_t num_by = 0;
+    char **by = xfcc_uri_sans(leaf, &num_by);
+    CHECK(by[num_by] == NULL);
+
+    struct buf out = {0};
+    xfcc_element(&out, chain, ALL_DETAILS, (const char *const *)by, num_by);
+    fuzz_check_element(&out, (const char *const *)by, num_by);
+    buf_free(&out);
+
+    struct buf cert = {0}, rest = {0};
+    xfcc_rfc9440(&cert, &rest, chain);
+    fuzz_check_visible(&cert);
+    fuzz_check_visible(&rest);
+    CHECK(buf_used(&cert) >= 2 && buf_data(&cert)[0] == ':' &&
+          buf_data(&cert)[buf_used(&cert) - 1] == ':');
+    CHECK((sk_X509_num(chain) > 1) == (buf_used(&rest) > 0));
+    for (size_t i = 0; i < buf_used(&cert); i++)
+        CHECK(strchr(":+/=ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789",
+                     buf_data(&cert)[i]) != NULL);
+    for (size_t i = 0; i < buf_used(&rest); i++)
+        CHECK(strchr(":, +/=ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789",
+                     buf_data(&rest)[i]) != NULL);
+    buf_free(&cert);
+    buf_free(&rest);
+
+    xfcc_pem(&out, leaf);
+    fuzz_check_visible(&out);
+    for (size_t i = 0; i < buf_used(&out); i++)
+        CHECK(strchr("%-._~ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789",
+                     buf_data(&out)[i]) != NULL);
+    buf_free(&out);
+
+    for (size_t i = 0; i < num_by; i++)
+        free(by[i]);
+    free(by);
+    sk_X509_pop_free(chain, X509_free);
+    return 0;
+}
+
+#ifndef FUZZING
+static int fuzz_replay_file(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        perror(path);
+        return -1;
+    }
+    size_t cap = 4096, len = 0, n;
+    uint8_t *data = malloc(cap);
+    CHECK(data != NULL);
+    while ((n = fread(data + len, 1, cap - len, f)) > 0) {
+        len += n;
+        if (len == cap) {
+            data = realloc(data, cap *= 2);
+            CHECK(data != NULL);
+        }
+    }
+    fclose(f);
+    LLVMFuzzerTestOneInput(data, len);
+    free(data);
+    return 0;
+}
+
+/* main replays every file named on the command line, or found directly in a named directory. */
+int main(int argc, char **argv)
+{
+    size_t num = 0;
+    int failed = 0;
+    for (int a = 1; a < argc; a++) {
+        struct stat st;
+        if (stat(argv[a], &st) != 0) {
+            perror(argv[a]);
+            failed = 1;
+            continue;
+        }
+        if (!S_ISDIR(st.st_mode)) {
+            failed |= fuzz_replay_file(argv[a]) != 0;
+            num++;
+            continue;
+        }
+        DIR *dir = opendir(argv[a]);
+        if (dir == NULL) {
+            perror(argv[a]);
+            failed = 1;
+            continue;
+        }
+        struct dirent *de;
+        while ((de = readdir(dir)) != NULL) {
+            char path[4096];
+            snprintf(path, sizeof(path), "%s/%s", argv[a], de->d_name);
+            if (stat(path, &st) != 0 || !S_ISREG(st.st_mode))
+                continue;
+            failed |= fuzz_replay_file(path) != 0;
+            num++;
+        }
+        closedir(dir);
+    }
+    printf("fuzz_xfcc: replayed %zu inputs\n", num);
+    return failed;
+}
+#endif
