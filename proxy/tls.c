@@ -670,7 +670,8 @@ static int build_listener(struct tls_gen *gen, struct tls_listener *tl,
                                         "ECDHE-RSA-CHACHA20-POLY1305");
     SSL_CTX_set1_curves_list(ctx, "X25519:P-256:P-384");
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
-    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
+    /* Tickets only: a server-side cache would keep every session's peer chain in memory. */
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
     if (!SSL_CTX_use_certificate(ctx, gen->leaf) || !SSL_CTX_use_PrivateKey(ctx, gen->key)) {
         char e[256];
         ssl_error_string(e, sizeof(e));

@@ -987,6 +987,118 @@ def t_forward_basics(t):
     check(hdrs.get("host", "").startswith("localhost"), "host %r" % hdrs.get("host"))
 
 
+@test("http.head_then_get_same_connection")
+def t_head(t):
+    up, cg, ctx = http_env(t)
+    s = tls_connect(t, cg.port(), ctx)
+    r = Reader(s)
+    s.sendall(b"HEAD /echo HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    resp = read_response(r, method="HEAD")
+    check(resp.status == 200 and resp.body == b"", "HEAD: %r" % resp)
+    s.sendall(get_req("/echo?after-head=1"))
+    resp = read_response(r)
+    check(resp.status == 200 and resp.body.startswith(b"GET /echo?after-head=1 "),
+          "GET after HEAD: %r" % resp)
+
+
+@test("http.204_then_get_same_connection")
+def t_204(t):
+    up, cg, ctx = http_env(t)
+    s = tls_connect(t, cg.port(), ctx)
+    r = Reader(s)
+    s.sendall(get_req("/status?code=204"))
+    resp = read_response(r)
+    check(resp.status == 204 and resp.body == b"", "204: %r" % resp)
+    s.sendall(get_req("/echo?after-204=1"))
+    resp = read_response(r)
+    check(resp.status == 200 and resp.body.startswith(b"GET /echo?after-204=1 "),
+          "GET after 204: %r" % resp)
+
+
+@test("http.connection_close_honoured")
+def t_conn_close(t):
+    up, cg, ctx = http_env(t)
+    s = tls_connect(t, cg.port(), ctx)
+    r = Reader(s)
+    s.sendall(get_req("/echo", extra="Connection: close\r\n"))
+    resp = read_response(r)
+    check(resp.status == 200, "status %d" % resp.status)
+    check(r.at_eof(T(2)), "connection still open after Connection: close")
+
+
+@test("http.http10_request")
+def t_http10(t):
+    up, cg, ctx = http_env(t)
+    s = tls_connect(t, cg.port(), ctx)
+    r = Reader(s)
+    s.sendall(b"GET /echo?v10=1 HTTP/1.0\r\nHost: localhost\r\n\r\n")
+    resp = read_response(r)
+    check(resp.status == 200, "status %d" % resp.status)
+    check(b"/echo?v10=1" in resp.body, "body %r" % resp.body[:60])
+    check(r.at_eof(T(2)), "HTTP/1.0 connection without keep-alive left open")
+
+
+@test("http.hop_by_hop_headers_removed")
+def t_hop_by_hop(t):
+    up, cg, ctx = http_env(t)
+    resp = https_request(t, cg.port(), ctx, get_req(
+        "/echo", extra="Connection: keep-alive, X-Hop\r\nX-Hop: secret\r\n"
+                       "Keep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nX-End: 1\r\n"))
+    check(resp.status == 200, "status %d" % resp.status)
+    hdrs = {k.lower(): v for k, v in up.requests()[0]["headers"]}
+    check("x-end" in hdrs, "end-to-end header lost: %r" % hdrs)
+    for h in ("x-hop", "keep-alive", "proxy-connection"):
+        check(h not in hdrs, "hop-by-hop header %s forwarded" % h)
+
+
+@test("http.curl_large_post_expect_100")
+def t_expect100(t):
+    up, cg, _ = http_env(t)
+    path = os.path.join(t.dir, "post.bin")
+    data = os.urandom(3 * MIB)
+    with open(path, "wb") as f:
+        f.write(data)
+    # curl sends "Expect: 100-continue" for bodies over 1 MiB
+    p = curl(t, cg.port(), "/body", "ecdsa", extra=["--data-binary", "@" + path])
+    check(p.returncode == 0, "curl exit %d: %s" % (p.returncode, p.stderr.strip()))
+    body, _, code = p.stdout.rpartition("\n")
+    check(code == "200", "status %s" % code)
+    check("body-sha256: " + hashlib.sha256(data).hexdigest() in body, "body changed")
+
+
+@test("http.many_pipelined_requests")
+def t_many_pipelined(t):
+    up, cg, ctx = http_env(t)
+    s = tls_connect(t, cg.port(), ctx, timeout=15)
+    n = 200
+    s.sendall(b"".join(get_req("/echo?n=%d" % i) for i in range(n)))
+    r = Reader(s)
+    for i in range(n):
+        resp = read_response(r)
+        check(resp.status == 200 and resp.body.startswith(b"GET /echo?n=%d " % i),
+              "response %d: %r" % (i, resp))
+
+
+@test("host.sni_host_mismatch_421")
+def t_421(t):
+    up, cg, ctx = http_env(t)
+    resp = https_request(t, cg.port(), ctx, get_req("/echo", host="other.example"))
+    check(resp.status == 421, "status %d, want 421" % resp.status)
+    time.sleep(0.1)
+    check(up.received() == b"", "upstream received bytes")
+
+
+@test("host.host_case_port_and_trailing_dot_match")
+def t_host_variants(t):
+    up, cg, ctx = http_env(t)
+    s = tls_connect(t, cg.port(), ctx)
+    r = Reader(s)
+    for host in ("localhost:%d" % cg.port(), "LOCALHOST", "localhost."):
+        s.sendall(get_req("/echo", host=host))
+        resp = read_response(r)
+        check(resp.status == 200, "Host %s: status %d" % (host, resp.status))
+
+
 @test("http.upgrade_200_stays_http")
 def t_upgrade200(t):
     up, cg, ctx = http_env(t)
@@ -1385,6 +1497,52 @@ def t_limits_ok(t):
     check(resp.status == 200, "status %d" % resp.status)
 
 
+@test("limits.idle_keepalive_closed")
+def t_idle(t):
+    up, cg, ctx = http_env(t, limits={"idle_timeout": "1s"})
+    s = tls_connect(t, cg.port(), ctx, timeout=6)
+    r = Reader(s)
+    s.sendall(get_req("/echo"))
+    check(read_response(r).status == 200, "first request failed")
+    start = time.time()
+    check(r.at_eof(T(4)), "idle connection still open after %.1fs" % (time.time() - start))
+    check(time.time() - start > 0.5, "closed too early (%.2fs)" % (time.time() - start))
+
+
+@test("limits.handshake_timeout_closes")
+def t_handshake_timeout(t):
+    up, cg, ctx = http_env(t, limits={"handshake_timeout": "1s"})
+    s = plain_connect(t, cg.port(), timeout=6)
+    s.sendall(b"\x16\x03\x01")  # the start of a ClientHello, never finished
+    start = time.time()
+    check(Reader(s).at_eof(T(4)), "half handshake still open after %.1fs" % (time.time() - start))
+
+
+@test("limits.max_connections_pauses_accept")
+def t_max_conns(t):
+    up, cg, ctx = http_env(t, limits={"max_connections": 2})
+    a = tls_connect(t, cg.port(), ctx)
+    a.sendall(get_req("/echo"))
+    read_response(Reader(a))
+    b = tls_connect(t, cg.port(), ctx)
+    b.sendall(get_req("/echo"))
+    read_response(Reader(b))
+    # the third connection is not served while two are open ...
+    res = {}
+
+    def third():
+        res["r"] = attempt(t, cg.port(), ctx)
+    th = threading.Thread(target=third, daemon=True)
+    th.start()
+    th.join(0.8)
+    check("r" not in res or res["r"][0] != "ok", "a third connection was served")
+    # ... and is served once one closes
+    a.close()
+    th.join(T(5))
+    check("r" in res, "third connection never finished")
+    check(res["r"][0] == "ok", "third connection after a close: %r" % (res["r"],))
+
+
 @test("limits.slowloris_partial_head_408")
 def t_slowloris(t):
     up, cg, ctx = http_env(t, limits=LIMITS)
@@ -1656,7 +1814,11 @@ def t_drain(t):
     th.join(T(10))
     check("resp" in result, "in-flight request failed: %r" % result.get("err"))
     check(result["resp"].status == 200, "in-flight request got %d" % result["resp"].status)
+    done = time.time()
     rc = cg.wait(T(7))
+    if Opts.verbose:
+        print("    drain: response %.2fs, exit %.2fs after SIGTERM; response Connection: %s"
+              % (done - start, time.time() - start, result["resp"].header("connection")))
     check(rc is not None, "certgate still running %.1fs after SIGTERM" % (time.time() - start))
     check(rc == 0, "exit status %d" % rc)
     check(time.time() - start < T(5.5), "exit took %.1fs" % (time.time() - start))

@@ -14,7 +14,8 @@ Two servers, each optional, one thread per connection:
                   /slow?ms=N                  sleep N ms before answering (echo)
                   /reset                      RST the connection (SO_LINGER 0, close)
                   /close                      echo, with Connection: close, then close
-                  /status?code=N              answer with status N (echo body)
+                  /status?code=N              answer with status N (echo body; none for
+                                              204, 304 and 1xx; HEAD never gets a body)
                   /ws                         WebSocket 101 handshake, then echo frames
                   /upgrade200                 answer 200 with a body, even to an upgrade request
                   /badframing?kind=K          bad response framing: K = clte (CL and TE),
@@ -165,15 +166,22 @@ class HttpHandler:
         self.n = n
         self.rec = Recorder(args.record, "http-%d" % n, args.record_max)
         self.c = Conn(sock, self.rec)
+        self.method = "GET"
 
     def send(self, data):
         self.sock.sendall(data)
 
     def respond(self, status, body, extra=(), close=False, reason=None):
+        """Sends a response; no body for HEAD, 1xx, 204 and 304 (as HTTP requires)."""
         reason = reason or {200: "OK", 101: "Switching Protocols"}.get(status, "Status")
         head = "HTTP/1.1 %d %s\r\n" % (status, reason)
-        head += "Content-Type: text/plain\r\n"
-        head += "Content-Length: %d\r\n" % len(body)
+        if status in (204, 304) or 100 <= status < 200:
+            body = b""
+        else:
+            head += "Content-Type: text/plain\r\n"
+            head += "Content-Length: %d\r\n" % len(body)
+            if self.method == "HEAD":
+                body = b""
         head += "X-Upstream-Conn: %d\r\n" % self.n
         for k, v in extra:
             head += "%s: %s\r\n" % (k, v)
@@ -246,6 +254,7 @@ class HttpHandler:
             self.respond(400, b"upstream: bad request\n", close=True)
             return False
         method, target, version, headers = req
+        self.method = method
         url = urlsplit(target)
         q = {k: v[-1] for k, v in parse_qs(url.query).items()}
         h = hashlib.sha256()

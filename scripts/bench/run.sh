@@ -1,0 +1,547 @@
+#!/usr/bin/env bash
+# run.sh: `make bench`. Installs nginx, HAProxy and Caddy from Debian, gives each the same job as
+# certgate (mTLS required and verified against the demo root, client certificate forwarded in
+# x-forwarded-client-cert, the client's own copy removed, keep-alive to one upstream), measures
+# every figure with tests/bench/loadgen.c on 127.0.0.1 only, and prints one table, also written
+# to tests/bench/last-results.md with the machine description.
+#
+# Environment (all optional):
+#   BENCH_DURATION=5       seconds measured per figure (plus 0.5 s warm-up)
+#   BENCH_IDLE_CONNS=5000  idle mTLS connections held for the memory figure
+#   BENCH_PEERS="nginx haproxy caddy"   peers to run (a peer that cannot be installed is skipped)
+#   BENCH_WORKERS2=on      also run the 2-worker figures (off to skip)
+#   BENCH_PIN=on           1-worker runs: proxy on CPU 0, load generator and upstream on CPU 1
+#   BENCH_PERF=auto        perf profiles of certgate (handshake, keep-alive): auto | on | off
+#   BENCH_INSTALL=on       apt-get install missing peers (off: use what is installed)
+#   BENCH_DIR=build/bench  work directory (configs, logs, perf data)
+#   BENCH_RESULTS=tests/bench/last-results.md
+#   CERTGATE=build/certgate
+# Everything listens on and talks to 127.0.0.1 only; every step is bounded in time, and every
+# process this script starts is stopped by it (by pid) on exit.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$root"
+D=${BENCH_DURATION:-5}
+IDLE=${BENCH_IDLE_CONNS:-5000}
+PEERS=${BENCH_PEERS:-nginx haproxy caddy}
+WORKERS2=${BENCH_WORKERS2:-on}
+PIN=${BENCH_PIN:-on}
+PERF=${BENCH_PERF:-auto}
+INSTALL=${BENCH_INSTALL:-on}
+out=${BENCH_DIR:-$root/build/bench}
+results=${BENCH_RESULTS:-$root/tests/bench/last-results.md}
+certgate=${CERTGATE:-$root/build/certgate}
+case "$out" in /*) ;; *) out="$root/$out" ;; esac
+case "$certgate" in /*) ;; *) certgate="$root/$certgate" ;; esac
+
+UP_PORT=18080
+declare -A PORT=([certgate]=18443 [nginx]=18444 [haproxy]=18445 [caddy]=18446)
+declare -A TITLE=([certgate]=certgate [nginx]=nginx [haproxy]=HAProxy [caddy]=Caddy)
+BSSL=/usr/lib/x86_64-linux-gnu/android
+t_start=$(date +%s)
+
+log() { printf 'bench: %s\n' "$*" >&2; }
+
+# ---- processes: everything started here is recorded and stopped by pid ----------------------
+PIDS=()
+cleanup() {
+    local p
+    for p in "${PIDS[@]:-}"; do
+        [ -n "$p" ] && kill -TERM "$p" 2>/dev/null || true
+    done
+    sleep 0.3
+    for p in "${PIDS[@]:-}"; do
+        [ -n "$p" ] && kill -KILL "$p" 2>/dev/null || true
+    done
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+stop_pid() { # stop_pid PID: TERM, wait up to 5 s, then KILL
+    local p=$1 i
+    kill -TERM "$p" 2>/dev/null || return 0
+    for i in $(seq 50); do
+        kill -0 "$p" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$p" 2>/dev/null || true
+    wait "$p" 2>/dev/null || true
+}
+
+# ---- 1. install peers, build certgate and the load generator --------------------------------
+declare -A PKG=([nginx]=nginx [haproxy]=haproxy [caddy]=caddy)
+declare -A BIN=([nginx]=nginx [haproxy]=haproxy [caddy]=caddy)
+SKIPPED=""
+active=()
+missing=()
+for p in $PEERS; do
+    [ -n "${PKG[$p]:-}" ] || { log "unknown peer $p, skipped"; continue; }
+    command -v "${BIN[$p]}" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ] && [ "$INSTALL" = on ]; then
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO=sudo
+    export DEBIAN_FRONTEND=noninteractive
+    log "installing ${missing[*]} from Debian"
+    $SUDO apt-get update -qq >/dev/null 2>&1 || log "apt-get update failed; trying the cached lists"
+    for p in "${missing[@]}"; do
+        if ! apt-cache policy "${PKG[$p]}" 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+            log "${PKG[$p]} has no installation candidate here"
+            continue
+        fi
+        # --no-install-recommends; the packages' own services are not what we measure
+        $SUDO apt-get install -y -qq --no-install-recommends "${PKG[$p]}" >"$out.apt-$p.log" 2>&1 ||
+            log "apt-get install ${PKG[$p]} failed (see $out.apt-$p.log)"
+    done
+fi
+for p in $PEERS; do
+    [ -n "${PKG[$p]:-}" ] || continue
+    if command -v "${BIN[$p]}" >/dev/null 2>&1; then
+        active+=("$p")
+    else
+        SKIPPED="$SKIPPED $p"
+        log "peer $p is not installed: skipped"
+    fi
+done
+command -v taskset >/dev/null 2>&1 || PIN=off
+command -v curl >/dev/null 2>&1 || { log "curl is needed (make deps)"; exit 1; }
+command -v python3 >/dev/null 2>&1 || { log "python3 is needed (make deps)"; exit 1; }
+
+mkdir -p "$out"
+if [ ! -x "$certgate" ]; then
+    log "building certgate"
+    make --no-print-directory -C "$root" all >/dev/null
+fi
+loadgen="$out/loadgen"
+if [ ! -x "$loadgen" ] || [ "$root/tests/bench/loadgen.c" -nt "$loadgen" ]; then
+    log "building the load generator"
+    cc -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -I/usr/include/android \
+        -o "$loadgen" "$root/tests/bench/loadgen.c" \
+        -L"$BSSL" -Wl,-rpath,"$BSSL" -lssl -lcrypto -lpthread
+fi
+
+# ---- 2. PKI, file descriptors, upstream ------------------------------------------------------
+pki="$out/pki"
+if [ ! -f "$pki/client-chain.crt" ] || [ ! -f "$pki/ca-store/index.yml" ]; then
+    "$root/scripts/pki.sh" "$pki" 2>/dev/null
+fi
+cat "$pki/server.crt" "$pki/server.key" >"$pki/server-haproxy.pem"
+cat "$pki/intermediate.crt" "$pki/root.crt" >"$pki/stime-ca.pem" # lets s_time send the chain
+
+hard=$(ulimit -Hn)
+[ "$hard" = unlimited ] && hard=1048576
+ulimit -n "$hard" 2>/dev/null || true
+nofile=$(ulimit -n)
+max_idle=$(((nofile - 200) / 2))
+if [ "$IDLE" -gt "$max_idle" ]; then
+    log "BENCH_IDLE_CONNS=$IDLE lowered to $max_idle (open-file limit $nofile)"
+    IDLE=$max_idle
+fi
+maxconn=$((IDLE + 1000))
+
+PIN_PROXY=()
+PIN_CLIENT=()
+if [ "$PIN" = on ] && [ "$(nproc)" -ge 2 ]; then
+    PIN_PROXY=(taskset -c 0)
+    PIN_CLIENT=(taskset -c 1)
+else
+    PIN=off
+fi
+
+free_port() { # free_port PORT: fail when something listens there already
+    python3 - "$1" <<'PY'
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers do: TIME_WAIT is fine
+try:
+    s.bind(("127.0.0.1", int(sys.argv[1])))
+except OSError:
+    sys.exit("bench: 127.0.0.1:%s is already in use" % sys.argv[1])
+PY
+}
+
+up="$out/upstream"
+mkdir -p "$up/www" "$up/tmp"
+printf 'hello from the bench upstream\n' >"$up/www/index.html"
+[ -f "$up/www/1m" ] || head -c 1048576 /dev/urandom >"$up/www/1m"
+cat >"$up/nginx.conf" <<EOF
+# the trivial upstream every proxy forwards to (written by scripts/bench/run.sh)
+daemon off;
+master_process off;
+worker_processes 1;
+pid $up/nginx.pid;
+error_log $up/error.log warn;
+worker_rlimit_nofile $nofile;
+events { worker_connections $((nofile - 100)); }
+http {
+    access_log off;
+    keepalive_requests 10000000;
+    keepalive_timeout 300s;
+    default_type application/octet-stream;
+    client_body_temp_path $up/tmp; proxy_temp_path $up/tmp; fastcgi_temp_path $up/tmp;
+    uwsgi_temp_path $up/tmp; scgi_temp_path $up/tmp;
+    server {
+        listen 127.0.0.1:$UP_PORT backlog=4096;
+        root $up/www;
+        location = / { try_files /index.html =404; }
+        location = /xfcc { return 200 "xfcc=[\$http_x_forwarded_client_cert]\n"; }
+    }
+}
+EOF
+command -v nginx >/dev/null 2>&1 || { log "the upstream is nginx: install nginx"; exit 1; }
+free_port $UP_PORT
+"${PIN_CLIENT[@]}" nginx -c "$up/nginx.conf" -p "$up" >"$up/stdout.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 50); do
+    curl -sf -o /dev/null "http://127.0.0.1:$UP_PORT/" && break
+    sleep 0.1
+done
+curl -sf -o /dev/null "http://127.0.0.1:$UP_PORT/" || { log "upstream did not start"; exit 1; }
+
+# ---- 3. the proxies --------------------------------------------------------------------------
+write_config() { # write_config NAME WORKERS -> prints the command line
+    local n=$1 w=$2 d="$out/$1"
+    local port=${PORT[$n]}
+    mkdir -p "$d"
+    case $n in
+    certgate)
+        cat >"$d/certgate.yaml" <<EOF
+workers: $w
+log: {level: warn, access: off}
+credentials: {dir: $pki, cert: server.crt, key: server.key}
+ca_store: {dir: $pki/ca-store}
+limits: {max_connections: $maxconn}
+listeners:
+  - name: bench
+    address: 127.0.0.1:$port
+    mode: http
+    upstream: 127.0.0.1:$UP_PORT
+    client_auth: require
+EOF
+        echo "$certgate run -c $d/certgate.yaml"
+        ;;
+    nginx)
+        mkdir -p "$d/tmp"
+        cat >"$d/nginx.conf" <<EOF
+daemon off;
+worker_processes $w;
+pid $d/nginx.pid;
+error_log $d/error.log warn;
+worker_rlimit_nofile $nofile;
+events { worker_connections $((nofile - 100)); }
+http {
+    access_log off;
+    keepalive_requests 10000000;
+    keepalive_timeout 300s;
+    client_body_temp_path $d/tmp; proxy_temp_path $d/tmp; fastcgi_temp_path $d/tmp;
+    uwsgi_temp_path $d/tmp; scgi_temp_path $d/tmp;
+    upstream app {
+        server 127.0.0.1:$UP_PORT;
+        keepalive 64;
+    }
+    server {
+        listen 127.0.0.1:$port ssl backlog=4096;
+        ssl_certificate $pki/server.crt;
+        ssl_certificate_key $pki/server.key;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_client_certificate $pki/root.crt;
+        ssl_verify_client on;
+        ssl_verify_depth 3;
+        location / {
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            # replaces any client copy (underscore spellings are dropped by nginx itself)
+            proxy_set_header X-Forwarded-Client-Cert \$ssl_client_escaped_cert;
+            proxy_buffer_size 16k;
+            proxy_buffers 16 64k;
+            proxy_max_temp_file_size 0;
+        }
+    }
+}
+EOF
+        echo "nginx -c $d/nginx.conf -p $d"
+        ;;
+    haproxy)
+        cat >"$d/haproxy.cfg" <<EOF
+global
+    nbthread $w
+    maxconn $maxconn
+    ssl-default-bind-options ssl-min-ver TLSv1.2
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 300s
+    timeout server 300s
+    timeout http-request 30s
+    timeout http-keep-alive 300s
+frontend fe
+    bind 127.0.0.1:$port ssl crt $pki/server-haproxy.pem ca-file $pki/root.crt verify required
+    maxconn $maxconn
+    http-request del-header x-forwarded-client-cert
+    http-request set-header X-Forwarded-Client-Cert %[ssl_c_der,base64]
+    default_backend app
+backend app
+    http-reuse always
+    server up 127.0.0.1:$UP_PORT
+EOF
+        echo "haproxy -db -f $d/haproxy.cfg"
+        ;;
+    caddy)
+        mkdir -p "$d/home"
+        cat >"$d/Caddyfile" <<EOF
+{
+    admin off
+    auto_https off
+    servers {
+        protocols h1
+    }
+}
+https://localhost:$port {
+    bind 127.0.0.1
+    tls $pki/server.crt $pki/server.key {
+        protocols tls1.2 tls1.3
+        client_auth {
+            mode require_and_verify
+            trusted_ca_cert_file $pki/root.crt
+        }
+    }
+    reverse_proxy 127.0.0.1:$UP_PORT {
+        header_up X-Forwarded-Client-Cert {http.request.tls.client.certificate_der_base64}
+    }
+}
+EOF
+        echo "caddy run --config $d/Caddyfile --adapter caddyfile"
+        ;;
+    esac
+}
+
+SERVER_PID=""
+start_server() { # start_server NAME WORKERS
+    local n=$1 w=$2 d="$out/$1" cmd pin=()
+    cmd=$(write_config "$n" "$w")
+    [ "$w" = 1 ] && pin=("${PIN_PROXY[@]}")
+    free_port "${PORT[$n]}" || return 1
+    # shellcheck disable=SC2086
+    GOMAXPROCS=$w HOME="$d/home" XDG_DATA_HOME="$d/home" XDG_CONFIG_HOME="$d/home" \
+        "${pin[@]}" $cmd >"$d/server-$w.log" 2>&1 &
+    SERVER_PID=$!
+    PIDS+=("$SERVER_PID")
+    local code=""
+    for _ in $(seq 100); do
+        code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 --cacert "$pki/root.crt" \
+            --cert "$pki/client-chain.crt" --key "$pki/client.key" \
+            "https://localhost:${PORT[$n]}/" 2>/dev/null || true)
+        [ "$code" = 200 ] && return 0
+        kill -0 "$SERVER_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    log "$n ($w workers) did not answer 200 (last: $code); see $d/server-$w.log"
+    tail -5 "$d/server-$w.log" >&2 || true
+    stop_pid "$SERVER_PID"
+    return 1
+}
+
+proc_tree() { # proc_tree PID: the pid and all its descendants
+    local c
+    echo "$1"
+    for c in $(pgrep -P "$1" 2>/dev/null); do proc_tree "$c"; done
+}
+rss_kb() { # rss_kb PID: VmRSS summed over the process tree, in KiB
+    local t=0 p r
+    for p in $(proc_tree "$1"); do
+        r=$(awk '/^VmRSS:/ {print $2}' "/proc/$p/status" 2>/dev/null || true)
+        t=$((t + ${r:-0}))
+    done
+    echo "$t"
+}
+
+RES="$out/results.txt"
+: >"$RES"
+record() { # record SERVER FIGURE VALUE [NOTE]
+    printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "${4:-}" >>"$RES"
+}
+field() { # field KEY LINE
+    sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$2"
+}
+
+LG_COMMON=(--cert "$pki/client-chain.crt" --key "$pki/client.key" --ca "$pki/root.crt"
+    -s localhost -H "X-Forwarded-Client-Cert: By=forged;Hash=00")
+
+loadgen_run() { # loadgen_run SERVER FIGURE WORKERS MODE ARGS... -> records rate (and latency)
+    local n=$1 fig=$2 w=$3 mode=$4
+    shift 4
+    local pin=() line
+    [ "$w" = 1 ] && pin=("${PIN_CLIENT[@]}")
+    line=$(timeout $((${D%.*} + 30)) "${pin[@]}" "$loadgen" "$mode" -a "127.0.0.1:${PORT[$n]}" \
+        -d "${D}s" -l "$n/$fig/w$w" "${LG_COMMON[@]}" "$@" 2>>"$out/$n/loadgen.err" || true)
+    echo "$line" >>"$out/loadgen.log"
+    if [ -z "$line" ]; then
+        record "$n" "$fig" "" "loadgen failed"
+        return
+    fi
+    local errs note=""
+    errs=$(field errors "$line")
+    [ "${errs:-0}" != 0 ] && note="$errs errors, first $(field first_error "$line")"
+    record "$n" "$fig" "$(field rate "$line")" "$note"
+    if [ "$mode" = keepalive ]; then
+        record "$n" "${fig}_p50" "$(field p50_ms "$line")"
+        record "$n" "${fig}_p99" "$(field p99_ms "$line")"
+    fi
+    log "$(printf '%-8s %-10s w%s %s' "$n" "$fig" "$w" "$(field rate "$line") $(field unit "$line")${note:+ ($note)}")"
+}
+
+check_forwarding() { # the header reached the upstream, and the client's forged copy did not
+    local n=$1 body
+    body=$(curl -s --max-time 5 --cacert "$pki/root.crt" --cert "$pki/client-chain.crt" \
+        --key "$pki/client.key" -H "X-Forwarded-Client-Cert: By=forged;Hash=00" \
+        "https://localhost:${PORT[$n]}/xfcc" || true)
+    echo "$n: $body" >>"$out/forwarding.log"
+    if [[ "$body" == "xfcc=["?*"]" ]] && [[ "$body" != *forged* ]]; then
+        record "$n" forwarding ok
+    else
+        record "$n" forwarding FAIL "upstream saw: ${body:0:80}"
+    fi
+}
+
+measure_idle() { # fresh process: RSS before and after IDLE connections are held
+    local n=$1 pid=$2 before after lpid ready="" f="$out/$n/idle.out"
+    "${PIN_CLIENT[@]}" "$loadgen" handshake -a "127.0.0.1:${PORT[$n]}" -c 4 -d 0.3s -w 0 \
+        "${LG_COMMON[@]}" >/dev/null 2>&1 || true
+    sleep 0.5
+    before=$(rss_kb "$pid")
+    "${PIN_CLIENT[@]}" "$loadgen" idle -a "127.0.0.1:${PORT[$n]}" -c "$IDLE" -P 64 -d 120s \
+        "${LG_COMMON[@]}" >"$f" 2>>"$out/$n/loadgen.err" &
+    lpid=$!
+    PIDS+=("$lpid")
+    for _ in $(seq 1500); do # up to 150 s
+        ready=$(grep -m1 '^loadgen-ready' "$f" 2>/dev/null || true)
+        [ -n "$ready" ] && break
+        kill -0 "$lpid" 2>/dev/null || break
+        sleep 0.1
+    done
+    sleep 1
+    after=$(rss_kb "$pid")
+    stop_pid "$lpid"
+    local held failed
+    held=$(field conns "$ready")
+    failed=$(field failed "$ready")
+    if [ -z "$ready" ] || [ "${held:-0}" -le 0 ]; then
+        record "$n" idle_kb "" "idle connections were not established"
+        return
+    fi
+    local kb
+    kb=$(python3 -c "print('%.1f' % (($after - $before) / $held))")
+    record "$n" idle_kb "$kb" "$([ "${failed:-0}" != 0 ] && echo "$failed of $IDLE failed")"
+    record "$n" idle_held "$held"
+    log "$(printf '%-8s %-10s    %s KB per connection (%s held, RSS %s -> %s KiB)' "$n" idle "$kb" "$held" "$before" "$after")"
+}
+
+stime_run() { # openssl s_time: one connection at a time, full handshakes + GET /
+    local n=$1 secs=2 t0 t1 txt count
+    t0=$(date +%s.%N)
+    txt=$(timeout 20 "${PIN_CLIENT[@]}" openssl s_time -connect "127.0.0.1:${PORT[$n]}" -new \
+        -time $secs -www / -cert "$pki/client.crt" -key "$pki/client.key" \
+        -CAfile "$pki/stime-ca.pem" 2>&1 || true)
+    t1=$(date +%s.%N)
+    count=$(sed -n 's/^\([0-9]*\) connections in [0-9]* real seconds.*/\1/p' <<<"$txt" | tail -1)
+    local bytes
+    bytes=$(sed -n 's/.* real seconds, \([0-9]*\) bytes read per connection/\1/p' <<<"$txt" | tail -1)
+    if [ -z "$count" ] || [ "${bytes:-0}" = 0 ]; then
+        record "$n" stime "" "s_time failed"
+        return
+    fi
+    record "$n" stime "$(python3 -c "print('%.1f' % ($count / ($t1 - $t0)))")"
+}
+
+PERF_ON=off
+if [ "$PERF" != off ] && command -v perf >/dev/null 2>&1; then
+    if perf record -e cpu-clock -o "$out/perf-probe.data" -- true >/dev/null 2>&1; then
+        PERF_ON=on
+    elif [ "$PERF" = on ]; then
+        log "perf does not work here; no profiles"
+    fi
+    rm -f "$out/perf-probe.data"
+fi
+
+profile() { # profile PID NAME MODE ARGS...: perf while loadgen runs, then a text report
+    local pid=$1 name=$2 mode=$3
+    shift 3
+    local data="$out/perf-$name.data"
+    "${PIN_CLIENT[@]}" "$loadgen" "$mode" -a "127.0.0.1:${PORT[certgate]}" -d "$((${D%.*} + 1))s" \
+        -w 0 "${LG_COMMON[@]}" "$@" >/dev/null 2>&1 &
+    local lpid=$!
+    PIDS+=("$lpid")
+    sleep 0.5
+    timeout 60 perf record -e cpu-clock -F 499 --call-graph dwarf,16384 -o "$data" -p "$pid" \
+        -- sleep "${D%.*}" >/dev/null 2>&1 || true
+    wait "$lpid" 2>/dev/null || true
+    {
+        echo "## perf: certgate, $name (inclusive, symbols >= 2%)"
+        perf report -i "$data" --stdio --children --sort symbol -g none --percent-limit 2 \
+            2>/dev/null | grep -v '^#' | grep -v '^$' | grep -v '\] 0x0000' | head -45
+        echo
+        echo "## perf: certgate, $name (self, by library)"
+        perf report -i "$data" --stdio --no-children --sort dso -g none 2>/dev/null |
+            grep -v '^#' | grep -v '^$' | head -8
+    } >"$out/perf-$name.txt" 2>&1
+    log "profile written to $out/perf-$name.txt"
+}
+
+run_server() { # run_server NAME
+    local n=$1
+    log "---- $n, 1 worker"
+    if ! start_server "$n" 1; then
+        record "$n" started no
+        return
+    fi
+    local pid=$SERVER_PID
+    check_forwarding "$n"
+    measure_idle "$n" "$pid"
+    loadgen_run "$n" hs13 1 handshake -V 1.3 -c 64
+    loadgen_run "$n" hs12 1 handshake -V 1.2 -c 64
+    loadgen_run "$n" res13 1 resume -V 1.3 -c 64
+    loadgen_run "$n" ka 1 keepalive -c 50
+    loadgen_run "$n" large 1 large -c 4
+    loadgen_run "$n" hs13_c1 1 handshake -V 1.3 -c 1 -d 2s
+    stime_run "$n"
+    if [ "$n" = certgate ] && [ "$PERF_ON" = on ]; then
+        profile "$pid" handshake handshake -V 1.3 -c 64
+        profile "$pid" keepalive keepalive -c 50
+    fi
+    stop_pid "$pid"
+    if [ "$WORKERS2" = on ]; then
+        log "---- $n, 2 workers"
+        if start_server "$n" 2; then
+            pid=$SERVER_PID
+            loadgen_run "$n" hs13_w2 2 handshake -V 1.3 -c 64 -t 2
+            loadgen_run "$n" ka_w2 2 keepalive -c 50 -t 2
+            stop_pid "$pid"
+        fi
+    fi
+}
+
+log "duration ${D}s per figure, $IDLE idle connections, pinning $PIN, perf $PERF_ON," \
+    "peers: ${active[*]:-none}${SKIPPED:+ (skipped:$SKIPPED)}"
+for n in certgate "${active[@]}"; do
+    run_server "$n"
+done
+
+# ---- 4. the table ----------------------------------------------------------------------------
+versions() {
+    echo "certgate: $("$certgate" version 2>&1 | head -1)"
+    for p in "${active[@]}"; do
+        case $p in
+        nginx) echo "nginx: $(nginx -v 2>&1 | sed 's/^nginx version: //'), $(nginx -V 2>&1 | grep -o 'built with OpenSSL [0-9.a-z]*')" ;;
+        haproxy) echo "HAProxy: $(haproxy -v 2>&1 | head -1 | awk '{print $3}'), $(haproxy -vv 2>&1 | grep -o 'Running on OpenSSL version : [^ ]*' | sed 's/Running on //')" ;;
+        caddy) echo "Caddy: $(caddy version 2>&1 | head -1)" ;;
+        esac
+    done
+}
+elapsed=$(($(date +%s) - t_start))
+python3 "$root/scripts/bench/table.py" \
+    --results "$RES" --servers "certgate ${active[*]}" --skipped "${SKIPPED# }" \
+    --duration "$D" --idle "$IDLE" --pin "$PIN" --elapsed "$elapsed" \
+    --versions "$(versions)" --perf-dir "$([ "$PERF_ON" = on ] && echo "$out")" \
+    --out "$results"

@@ -1,0 +1,193 @@
+#!/usr/bin/env python3
+"""table.py: turns scripts/bench/run.sh's results.txt (server, figure, value, note; tab
+separated) into the one benchmark table, printed on stdout and written as Markdown with the
+machine description to tests/bench/last-results.md."""
+import argparse
+import datetime
+import os
+import platform
+import re
+
+# (figure key, label, better: "high" | "low" | None, number format)
+ROWS = [
+    ("hs13", "full mTLS handshakes/s, TLS 1.3", "high", "{:,.0f}"),
+    ("hs12", "full mTLS handshakes/s, TLS 1.2", "high", "{:,.0f}"),
+    ("res13", "resumed handshakes/s, TLS 1.3", "high", "{:,.0f}"),
+    ("ka", "keep-alive requests/s, 50 connections", "high", "{:,.0f}"),
+    ("ka_p50", "keep-alive latency p50, ms (lower is better)", "low", "{:.2f}"),
+    ("ka_p99", "keep-alive latency p99, ms (lower is better)", "low", "{:.2f}"),
+    ("large", "1 MiB responses, MB/s (4 connections)", "high", "{:,.0f}"),
+    ("idle_kb", "memory per idle TLS connection, KB (lower is better)", "low", "{:.1f}"),
+    ("hs13_w2", "2 workers: full handshakes/s, TLS 1.3", "high", "{:,.0f}"),
+    ("ka_w2", "2 workers: keep-alive requests/s", "high", "{:,.0f}"),
+    ("scale_hs", "2 workers / 1 worker, handshakes", "high", "{:.2f}x"),
+    ("scale_ka", "2 workers / 1 worker, keep-alive", "high", "{:.2f}x"),
+    ("hs13_c1", "cross-check, 1 connection: loadgen handshakes/s", None, "{:,.0f}"),
+    ("stime", "cross-check, 1 connection: openssl s_time handshakes/s", None, "{:,.0f}"),
+    ("forwarding", "client cert forwarded, forged copy removed", None, "{}"),
+]
+
+
+def load(path):
+    vals, notes = {}, []
+    with open(path) as f:
+        for line in f:
+            parts = line.rstrip("\n").split("\t")
+            while len(parts) < 4:
+                parts.append("")
+            server, fig, value, note = parts[:4]
+            vals[(server, fig)] = value
+            if note:
+                notes.append((server, fig, note))
+    return vals, notes
+
+
+def num(v):
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def machine():
+    model = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem = "?"
+    try:
+        with open("/proc/meminfo") as f:
+            kb = int(re.search(r"MemTotal:\s+(\d+)", f.read()).group(1))
+            mem = "%.1f GiB" % (kb / 1048576)
+    except (OSError, AttributeError):
+        pass
+    distro = "?"
+    try:
+        with open("/etc/os-release") as f:
+            m = re.search(r'PRETTY_NAME="([^"]*)"', f.read())
+            distro = m.group(1) if m else "?"
+    except OSError:
+        pass
+    return "%d CPUs, %s, %s RAM, %s, Linux %s" % (
+        os.cpu_count() or 0, model, mem, distro, platform.release())
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--results", required=True)
+    ap.add_argument("--servers", required=True)
+    ap.add_argument("--skipped", default="")
+    ap.add_argument("--duration", default="5")
+    ap.add_argument("--idle", default="")
+    ap.add_argument("--pin", default="off")
+    ap.add_argument("--elapsed", default="")
+    ap.add_argument("--versions", default="")
+    ap.add_argument("--perf-dir", default="")
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args()
+
+    servers = a.servers.split()
+    peers = [s for s in servers if s != "certgate"]
+    titles = {"certgate": "certgate", "nginx": "nginx", "haproxy": "HAProxy", "caddy": "Caddy"}
+    vals, notes = load(a.results)
+    for s in servers:
+        for fig, one, two in (("scale_hs", "hs13", "hs13_w2"), ("scale_ka", "ka", "ka_w2")):
+            x, y = num(vals.get((s, one))), num(vals.get((s, two)))
+            if x and y is not None:
+                vals[(s, fig)] = str(y / x)
+    noted = {(s, f) for s, f, _ in notes}
+
+    head = ["figure"] + [titles.get(s, s) for s in servers] + ["certgate / best peer"]
+    table = []
+    for key, label, better, fmt in ROWS:
+        if key == "idle_kb":
+            held = vals.get(("certgate", "idle_held")) or a.idle
+            label = "memory per idle TLS connection, KB (%s held; lower is better)" % held
+        row = [label]
+        present = False
+        for s in servers:
+            v = vals.get((s, key), "")
+            n = num(v)
+            if n is not None:
+                cell = fmt.format(n)
+                present = True
+            else:
+                cell = v if v else "-"
+                present = present or bool(v)
+            if (s, key) in noted:
+                cell += " *"
+            row.append(cell)
+        ratio = "-"
+        mine = num(vals.get(("certgate", key)))
+        theirs = [num(vals.get((p, key))) for p in peers]
+        theirs = [t for t in theirs if t is not None and t > 0]
+        if better and mine is not None and theirs:
+            best = max(theirs) if better == "high" else min(theirs)
+            ratio = "%.2f" % (mine / best)
+        row.append(ratio)
+        if present:
+            table.append(row)
+
+    widths = [max(len(r[i]) for r in [head] + table) for i in range(len(head))]
+
+    def line(r):
+        return "| " + " | ".join(c.ljust(widths[i]) if i == 0 else c.rjust(widths[i])
+                                 for i, c in enumerate(r)) + " |"
+
+    sep = "| " + " | ".join(("-" * widths[i]) if i == 0 else ("-" * (widths[i] - 1) + ":")
+                            for i in range(len(head))) + " |"
+    text = [line(head), sep] + [line(r) for r in table]
+    footer = []
+    if notes:
+        footer.append("")
+        footer.append("Notes (* in the table):")
+        for s, f, n in notes:
+            footer.append("- %s %s: %s" % (titles.get(s, s), f, n))
+    if a.skipped.strip():
+        footer.append("")
+        footer.append("Skipped peers (not installable here): " + a.skipped)
+
+    desc = [
+        "Machine: " + machine(),
+        "Run: %s, %s s per figure (+0.5 s warm-up), 1 worker each unless stated; "
+        "CPU pinning (1 worker: proxy on CPU 0, load generator and upstream on CPU 1): %s; "
+        "whole run %s s." % (datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), a.duration,
+                             a.pin, a.elapsed),
+    ]
+    print("\n".join(text + footer))
+    print()
+    print("\n".join(desc))
+
+    md = ["# certgate benchmark: last results", "",
+          "Written by `make bench` (scripts/bench/run.sh); the ratios in one run are what count,",
+          "absolute numbers move from machine to machine.", ""]
+    md += ["- " + d for d in desc]
+    for v in a.versions.splitlines():
+        md.append("- " + v)
+    md += ["", ""] + text + footer
+    md += ["", "Method: tests/bench/loadgen.c presents the client chain (ECDSA P-256, root -> "
+           "intermediate -> client), verifies the server against the root; handshake figures "
+           "are 64 connections each doing handshake + GET / + close; resumed uses the newest "
+           "session ticket per connection; keep-alive is 50 connections of sequential GET /; "
+           "1 MiB is 4 keep-alive connections; idle is the RSS growth of a fresh proxy "
+           "process (all its processes) while the connections are held after one request each. "
+           "Upstream: nginx on 127.0.0.1 serving a 30-byte body and a 1 MiB file."]
+    if a.perf_dir:
+        for name in ("handshake", "keepalive"):
+            p = os.path.join(a.perf_dir, "perf-%s.txt" % name)
+            if os.path.exists(p):
+                with open(p) as f:
+                    body = f.read().rstrip()
+                md += ["", "```", body, "```"]
+    with open(a.out, "w") as f:
+        f.write("\n".join(md) + "\n")
+    print("written to %s" % a.out)
+
+
+if __name__ == "__main__":
+    main()
