@@ -310,7 +310,8 @@ static void write_cc_headers(struct conn *c, struct scratch *s, const struct tok
                 tls_client_cert_headers(c->gen, c->index, c->ssl, &lines, &element);
             if (c->has_client_cert) {
                 c->cc_headers = xstrndup(buf_data(&lines), buf_used(&lines));
-                c->cc_element = xstrndup(buf_data(&element), buf_used(&element));
+                if (lc->forward_client_cert == FCC_APPEND_FORWARD)
+                    c->cc_element = xstrndup(buf_data(&element), buf_used(&element));
             }
             buf_free(&lines);
             buf_free(&element);

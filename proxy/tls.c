@@ -27,6 +27,7 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/pkcs8.h>
+#include <openssl/pool.h>
 #include <openssl/sha.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
@@ -65,6 +66,8 @@ struct tls_gen {
     EVP_PKEY *key;
     char **by_uris; /* URI SANs of our own certificate, for XFCC By= */
     size_t num_by_uris;
+    CRYPTO_BUFFER **cert_bufs; /* leaf + chain as DER, for SSL_CTX_set_chain_and_key */
+    size_t num_cert_bufs;
     struct ca_store *store; /* NULL when no ca_store is configured */
     struct tls_listener *listeners;
     size_t num_listeners;
@@ -288,6 +291,31 @@ static void peer_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int index, lo
     free(ptr);
 }
 
+/* Certificates are kept as DER in one pool shared by every connection (the BoringSSL
+ * "buffers" mode): an intermediate that a thousand gateways send is stored once, and no
+ * connection keeps a parsed X509 of its peer. That halves the memory of an idle connection. */
+static CRYPTO_BUFFER_POOL *tls_pool;
+
+/* peer_chain parses the peer's certificates (leaf first, as sent); NULL when it sent none.
+ * The caller frees it with sk_X509_pop_free(chain, X509_free). */
+static STACK_OF(X509) *peer_chain(const SSL *ssl)
+{
+    const STACK_OF(CRYPTO_BUFFER) *bufs = SSL_get0_peer_certificates(ssl);
+    if (bufs == NULL || sk_CRYPTO_BUFFER_num(bufs) == 0)
+        return NULL;
+    STACK_OF(X509) *chain = sk_X509_new_null();
+    for (size_t i = 0; i < sk_CRYPTO_BUFFER_num(bufs); i++) {
+        X509 *x = X509_parse_from_buffer(sk_CRYPTO_BUFFER_value(bufs, i));
+        if (x == NULL) {
+            sk_X509_pop_free(chain, X509_free);
+            ERR_clear_error();
+            return NULL;
+        }
+        sk_X509_push(chain, x);
+    }
+    return chain;
+}
+
 static struct tls_peer *peer_of(const SSL *ssl)
 {
     return SSL_get_ex_data(ssl, tls_peer_index);
@@ -403,10 +431,43 @@ static bool cn_matches(struct tls_listener *tl, X509 *leaf)
     return ok;
 }
 
+static bool peer_chain_unparsable(const SSL *ssl)
+{
+    const STACK_OF(CRYPTO_BUFFER) *bufs = SSL_get0_peer_certificates(ssl);
+    for (size_t i = 0; i < sk_CRYPTO_BUFFER_num(bufs); i++) {
+        CBS cbs;
+        CRYPTO_BUFFER_init_CBS(sk_CRYPTO_BUFFER_value(bufs, i), &cbs);
+        const uint8_t *p = CBS_data(&cbs);
+        X509 *x = d2i_X509(NULL, &p, (long)CBS_len(&cbs));
+        if (x == NULL) {
+            ERR_clear_error();
+            return true;
+        }
+        X509_free(x);
+    }
+    return false;
+}
+
+static enum ssl_verify_result_t verify_chain(SSL *ssl, struct tls_listener *tl,
+                                             STACK_OF(X509) *peer, uint8_t *out_alert);
+
 static enum ssl_verify_result_t verify_peer(SSL *ssl, uint8_t *out_alert)
 {
     struct tls_listener *tl = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), tls_listener_index);
-    STACK_OF(X509) *peer = SSL_get_peer_full_cert_chain(ssl);
+    if (SSL_get0_peer_certificates(ssl) != NULL && peer_chain_unparsable(ssl)) {
+        log_refusal(ssl, "error", "the client's certificate does not parse", NULL);
+        *out_alert = SSL_AD_BAD_CERTIFICATE;
+        return ssl_verify_invalid;
+    }
+    STACK_OF(X509) *peer = peer_chain(ssl);
+    enum ssl_verify_result_t ret = verify_chain(ssl, tl, peer, out_alert);
+    sk_X509_pop_free(peer, X509_free);
+    return ret;
+}
+
+static enum ssl_verify_result_t verify_chain(SSL *ssl, struct tls_listener *tl,
+                                             STACK_OF(X509) *peer, uint8_t *out_alert)
+{
     X509 *leaf = peer && sk_X509_num(peer) > 0 ? sk_X509_value(peer, 0) : NULL;
     char reason[512];
     const char *result = "untrusted";
@@ -658,7 +719,8 @@ static int build_listener(struct tls_gen *gen, struct tls_listener *tl,
         }
         tl->has_cn_re = true;
     }
-    SSL_CTX *ctx = SSL_CTX_new(TLS_method());
+    SSL_CTX *ctx = SSL_CTX_new(TLS_with_buffers_method());
+    SSL_CTX_set0_buffer_pool(ctx, tls_pool);
     tl->ctx = ctx;
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
     SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION);
@@ -672,14 +734,12 @@ static int build_listener(struct tls_gen *gen, struct tls_listener *tl,
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     /* Tickets only: a server-side cache would keep every session's peer chain in memory. */
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
-    if (!SSL_CTX_use_certificate(ctx, gen->leaf) || !SSL_CTX_use_PrivateKey(ctx, gen->key)) {
+    if (!SSL_CTX_set_chain_and_key(ctx, gen->cert_bufs, gen->num_cert_bufs, gen->key, NULL)) {
         char e[256];
         ssl_error_string(e, sizeof(e));
         snprintf(err, err_len, "listener %s: cannot use the credentials: %s", lc->name, e);
         return -EINVAL;
     }
-    for (size_t i = 0; i < sk_X509_num(gen->chain); i++)
-        SSL_CTX_add1_chain_cert(ctx, sk_X509_value(gen->chain, i));
     /* Sessions resume only into the same listener and the same trust state. */
     uint8_t sid[SHA256_DIGEST_LENGTH];
     SHA256_CTX sha;
@@ -718,6 +778,7 @@ int tls_gen_new(struct tls_gen **out, const struct config *cfg, const struct tls
     if (tls_listener_index < 0) {
         tls_listener_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
         tls_peer_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, peer_free);
+        tls_pool = CRYPTO_BUFFER_POOL_new();
     }
     struct tls_gen *gen = xcalloc(1, sizeof(*gen));
     atomic_init(&gen->refs, 1);
@@ -734,6 +795,21 @@ int tls_gen_new(struct tls_gen **out, const struct config *cfg, const struct tls
         if (r < 0)
             goto fail;
         gen->by_uris = xfcc_uri_sans(gen->leaf, &gen->num_by_uris);
+        gen->num_cert_bufs = 1 + sk_X509_num(gen->chain);
+        gen->cert_bufs = xcalloc(gen->num_cert_bufs, sizeof(*gen->cert_bufs));
+        for (size_t i = 0; i < gen->num_cert_bufs; i++) {
+            X509 *x = i == 0 ? gen->leaf : sk_X509_value(gen->chain, i - 1);
+            uint8_t *der = NULL;
+            int len = i2d_X509(x, &der);
+            if (len > 0)
+                gen->cert_bufs[i] = CRYPTO_BUFFER_new(der, (size_t)len, tls_pool);
+            OPENSSL_free(der);
+            if (gen->cert_bufs[i] == NULL) {
+                snprintf(err, err_len, "cannot encode the server certificate chain");
+                r = -EINVAL;
+                goto fail;
+            }
+        }
     }
     if (cfg->ca_store_dir != NULL) {
         r = ca_store_load(&gen->store, cfg->ca_store_dir, prev ? prev->store : NULL, err, err_len);
@@ -772,6 +848,9 @@ void tls_gen_unref(struct tls_gen *gen)
     for (size_t i = 0; i < gen->num_by_uris; i++)
         free(gen->by_uris[i]);
     free(gen->by_uris);
+    for (size_t i = 0; i < gen->num_cert_bufs; i++)
+        CRYPTO_BUFFER_free(gen->cert_bufs[i]);
+    free(gen->cert_bufs);
     X509_free(gen->leaf);
     sk_X509_pop_free(gen->chain, X509_free);
     EVP_PKEY_free(gen->key);
@@ -908,17 +987,19 @@ bool tls_resumed(struct ssl_st *ssl)
 
 char *tls_peer_subject(struct ssl_st *ssl)
 {
-    STACK_OF(X509) *peer = SSL_get_peer_full_cert_chain(ssl);
-    if (peer == NULL || sk_X509_num(peer) == 0)
+    STACK_OF(X509) *peer = peer_chain(ssl);
+    if (peer == NULL)
         return NULL;
-    return name_rfc2253(X509_get_subject_name(sk_X509_value(peer, 0)));
+    char *subject = name_rfc2253(X509_get_subject_name(sk_X509_value(peer, 0)));
+    sk_X509_pop_free(peer, X509_free);
+    return subject;
 }
 
 bool tls_client_cert_headers(struct tls_gen *gen, size_t index, struct ssl_st *ssl,
                              struct buf *out, struct buf *element)
 {
-    STACK_OF(X509) *peer = SSL_get_peer_full_cert_chain(ssl);
-    if (peer == NULL || sk_X509_num(peer) == 0)
+    STACK_OF(X509) *peer = peer_chain(ssl);
+    if (peer == NULL)
         return false;
     const struct listener_config *lc = gen->listeners[index].lc;
     switch (lc->client_cert_header) {
@@ -954,6 +1035,7 @@ bool tls_client_cert_headers(struct tls_gen *gen, size_t index, struct ssl_st *s
         break;
     }
     }
+    sk_X509_pop_free(peer, X509_free);
     return true;
 }
 
