@@ -1,128 +1,511 @@
-/* admin.c: the admin listener: /healthz, /ready, POST /reload. A request is read whole (it is
- * small and bounded), answered, and the connection closed. */
+/* admin.c: the admin listener of CONTRACT section 7. A request is read whole (its head is small
+ * and bounded, a body is read and ignored), parsed strictly, answered, and the connection closed;
+ * a bad request gets a 4xx, a slow one is cut off by a timer. */
 #include "admin.h"
 
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <unistd.h>
 
 #include "base.h"
 #include "buf.h"
 #include "config.h"
 #include "listener.h"
 #include "log.h"
+#include "metrics.h"
+#include "reload.h"
+#include "tls.h"
 
-#define ADMIN_MAX_REQUEST 8192
+#define ADMIN_MAX_HEAD 8192
+#define ADMIN_MAX_BODY 65536
+#define ADMIN_MAX_CONNS 64
+#define ADMIN_TIMEOUT_MS 10000
+#define ADMIN_MAX_TOKEN 4096
 
 struct admin_conn {
     uv_tcp_t tcp;
+    uv_timer_t timer;
     uv_write_t write;
     struct buf in;
     struct buf out;
     bool responded;
+    bool closing;
+    int pending_closes;
+    struct admin_conn *prev, *next;
+};
+
+/* A parsed request head; pointers into the head, lengths alongside. */
+struct request {
+    const char *method;
+    size_t method_len;
+    const char *path; /* without the query */
+    size_t path_len;
+    const char *auth; /* Authorization value, NULL when absent */
+    size_t auth_len;
+    uint64_t content_length;
+    size_t head_len;
 };
 
 static uv_tcp_t admin_server;
 static bool admin_running;
 static struct server *admin_srv;
-static int (*admin_reload)(struct server *, const char *, char *, size_t);
+static struct admin_conn *admin_conns;
+static size_t admin_num_conns;
 
-static void admin_conn_close_cb(uv_handle_t *h)
+/* --- responses ------------------------------------------------------------------------------ */
+
+static const char *reason_of(int code)
+{
+    switch (code) {
+    case 200: return "OK";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 413: return "Content Too Large";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 503: return "Service Unavailable";
+    case 505: return "HTTP Version Not Supported";
+    default: return "Unknown";
+    }
+}
+
+/* Appends a whole response; |extra| is more header lines ("Name: value\r\n") or NULL. */
+static void respond(struct buf *out, int code, const char *type, const char *body, size_t body_len,
+                    const char *extra, bool head_only)
+{
+    buf_appendf(out,
+                "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+                "Cache-Control: no-store\r\nConnection: close\r\n%s\r\n",
+                code, reason_of(code), type, body_len, extra ? extra : "");
+    if (!head_only)
+        buf_append(out, body, body_len);
+}
+
+static void respond_text(struct buf *out, int code, const char *text, const char *extra)
+{
+    respond(out, code, "text/plain; charset=utf-8", text, strlen(text), extra, false);
+}
+
+/* --- parsing -------------------------------------------------------------------------------- */
+
+static bool is_tchar(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           (c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL);
+}
+
+static bool eq_nocase(const char *a, size_t len, const char *lit)
+{
+    return len == strlen(lit) && strncasecmp(a, lit, len) == 0;
+}
+
+/* Parses |len| bytes that end with the blank line. Returns 0, or the status code to answer. */
+static int parse_head(const char *head, size_t len, struct request *rq)
+{
+    memset(rq, 0, sizeof(*rq));
+    rq->head_len = len;
+    const char *end = head + len;
+    const char *eol = memmem(head, len, "\r\n", 2);
+    if (eol == NULL)
+        return 400;
+    /* request-line = method SP request-target SP HTTP-version */
+    const char *p = head;
+    while (p < eol && is_tchar((unsigned char)*p))
+        p++;
+    if (p == head || p == eol || *p != ' ')
+        return 400;
+    rq->method = head;
+    rq->method_len = (size_t)(p - head);
+    const char *target = ++p;
+    while (p < eol && *p != ' ' && (unsigned char)*p > 0x20 && *p != 0x7f)
+        p++;
+    if (p == target || p == eol || *p != ' ')
+        return 400;
+    if (*target != '/')
+        return 400; /* origin-form only */
+    const char *q = memchr(target, '?', (size_t)(p - target));
+    rq->path = target;
+    rq->path_len = (size_t)((q ? q : p) - target);
+    p++;
+    if ((size_t)(eol - p) != 8 || memcmp(p, "HTTP/1.", 7) != 0)
+        return 400;
+    if (p[7] != '0' && p[7] != '1')
+        return 505;
+    bool have_cl = false;
+    for (const char *line = eol + 2; line < end;) {
+        const char *le = memmem(line, (size_t)(end - line), "\r\n", 2);
+        if (le == NULL)
+            return 400;
+        if (le == line)
+            break; /* the blank line */
+        const char *c = line;
+        while (c < le && is_tchar((unsigned char)*c))
+            c++;
+        /* No obs-fold, no space before the colon, no empty name. */
+        if (c == line || c == le || *c != ':')
+            return 400;
+        const char *name = line;
+        size_t name_len = (size_t)(c - line);
+        const char *v = c + 1, *ve = le;
+        for (const char *x = v; x < ve; x++)
+            if (((unsigned char)*x < 0x20 && *x != '\t') || *x == 0x7f)
+                return 400;
+        while (v < ve && (*v == ' ' || *v == '\t'))
+            v++;
+        while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
+            ve--;
+        size_t vlen = (size_t)(ve - v);
+        if (eq_nocase(name, name_len, "authorization")) {
+            if (rq->auth != NULL)
+                return 400;
+            rq->auth = v;
+            rq->auth_len = vlen;
+        } else if (eq_nocase(name, name_len, "content-length")) {
+            uint64_t n = 0;
+            if (vlen == 0 || vlen > 12)
+                return 400;
+            for (size_t i = 0; i < vlen; i++) {
+                if (v[i] < '0' || v[i] > '9')
+                    return 400;
+                n = n * 10 + (uint64_t)(v[i] - '0');
+            }
+            if (have_cl && n != rq->content_length)
+                return 400;
+            have_cl = true;
+            rq->content_length = n;
+        } else if (eq_nocase(name, name_len, "transfer-encoding")) {
+            return 501; /* the admin API takes no chunked bodies */
+        }
+        line = le + 2;
+    }
+    if (rq->content_length > ADMIN_MAX_BODY)
+        return 413;
+    return 0;
+}
+
+/* --- handlers ------------------------------------------------------------------------------- */
+
+static bool method_is(const struct request *rq, const char *m)
+{
+    return rq->method_len == strlen(m) && memcmp(rq->method, m, rq->method_len) == 0;
+}
+
+static bool path_is(const struct request *rq, const char *p)
+{
+    return rq->path_len == strlen(p) && memcmp(rq->path, p, rq->path_len) == 0;
+}
+
+/* Reads admin.token_file (it may be rotated, so on every call); trailing whitespace is dropped.
+ * Returns its length, or -1 when it cannot be read or is empty. */
+static int read_token(const char *path, char *out, size_t cap)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0)
+        return -1;
+    size_t len = 0;
+    for (;;) {
+        ssize_t n = read(fd, out + len, cap - len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+        if (len == cap)
+            break;
+    }
+    close(fd);
+    while (len > 0 && strchr(" \t\r\n", out[len - 1]) != NULL)
+        len--;
+    return len > 0 ? (int)len : -1;
+}
+
+/* Returns 0 when the request may mutate, else the status code to answer. */
+static int authorize(const struct request *rq)
+{
+    const char *file = admin_srv->cfg->admin_token_file;
+    if (file == NULL)
+        return 0;
+    char token[ADMIN_MAX_TOKEN];
+    int tlen = read_token(file, token, sizeof(token));
+    if (tlen < 0) {
+        log_msg(LOG_LEVEL_ERROR, "admin_token_unavailable",
+                "%s cannot be read or is empty: mutating admin calls are refused", file);
+        return 500;
+    }
+    if (rq->auth == NULL || rq->auth_len < 7 || strncasecmp(rq->auth, "Bearer ", 7) != 0)
+        return 401;
+    const char *given = rq->auth + 7;
+    size_t glen = rq->auth_len - 7;
+    while (glen > 0 && *given == ' ') {
+        given++;
+        glen--;
+    }
+    /* Constant time in the token's content; its length is not a secret worth hiding. */
+    unsigned char diff = glen != (size_t)tlen;
+    for (size_t i = 0; i < (size_t)tlen; i++)
+        diff |= (unsigned char)(token[i] ^ (i < glen ? given[i] : 0));
+    return diff == 0 ? 0 : 401;
+}
+
+static void json_str(struct buf *out, const char *s)
+{
+    struct buf tmp = {0};
+    log_str(&tmp, "k", s); /* ,"k":"escaped" */
+    buf_append(out, buf_data(&tmp) + 5, buf_used(&tmp) - 5);
+    buf_free(&tmp);
+}
+
+static void address_text(char *out, size_t len, size_t i)
+{
+    const struct listener_config *lc = &admin_srv->cfg->listeners[i];
+    const struct sockaddr_storage *ss = admin_srv->bound ? &admin_srv->bound[i] : NULL;
+    char ip[INET6_ADDRSTRLEN] = "";
+    if (ss != NULL && ss->ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
+        inet_ntop(AF_INET, &a->sin_addr, ip, sizeof(ip));
+        snprintf(out, len, "%s:%u", ip, ntohs(a->sin_port));
+    } else if (ss != NULL && ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
+        inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof(ip));
+        snprintf(out, len, "[%s]:%u", ip, ntohs(a->sin6_port));
+    } else {
+        snprintf(out, len, "%s", lc->address.text ? lc->address.text : "");
+    }
+}
+
+static void status_json(struct buf *out)
+{
+    const struct config *cfg = admin_srv->cfg;
+    buf_appends(out, "{\"version\":");
+    json_str(out, CERTGATE_VERSION);
+    buf_appends(out, ",\"tls_library\":");
+    json_str(out, tls_library());
+    buf_appendf(out, ",\"generation\":%llu,\"ready\":%s,",
+                (unsigned long long)reload_generation(),
+                atomic_load(&admin_srv->ready) ? "true" : "false");
+    struct tls_gen *gen = listener_gen(admin_srv);
+    if (gen != NULL) {
+        tls_gen_status_json(gen, out);
+        tls_gen_unref(gen);
+    } else {
+        buf_appends(out, "\"credentials\":null,\"tenants\":{}");
+    }
+    buf_appends(out, ",\"listeners\":[");
+    for (size_t i = 0; i < cfg->num_listeners; i++) {
+        const struct listener_config *lc = &cfg->listeners[i];
+        char addr[INET6_ADDRSTRLEN + 16];
+        address_text(addr, sizeof(addr), i);
+        buf_appends(out, i ? ",{\"name\":" : "{\"name\":");
+        json_str(out, lc->name);
+        buf_appends(out, ",\"address\":");
+        json_str(out, addr);
+        buf_appends(out, ",\"mode\":");
+        json_str(out, lc->mode == LISTENER_HTTP  ? "http"
+                      : lc->mode == LISTENER_TLS ? "tls"
+                                                 : "tcp");
+        buf_appends(out, ",\"upstream\":");
+        json_str(out, lc->upstream.text);
+        buf_appends(out, "}");
+    }
+    buf_appends(out, "],\"last_reload\":");
+    reload_result_json(out);
+    buf_appends(out, ",\"watches\":");
+    reload_watches_json(out);
+    buf_appends(out, "}\n");
+}
+
+static void metrics_text(struct buf *out)
+{
+    metrics_render(out);
+    struct tls_gen *gen = listener_gen(admin_srv);
+    if (gen != NULL) {
+        tls_gen_metrics(gen, out);
+        tls_gen_unref(gen);
+    }
+    reload_metrics(out);
+}
+
+static void route(const struct request *rq, struct buf *out)
+{
+    bool get = method_is(rq, "GET"), head = method_is(rq, "HEAD");
+    struct buf body = {0};
+    if (path_is(rq, "/healthz")) {
+        if (!get && !head)
+            goto not_allowed_get;
+        respond(out, 200, "text/plain; charset=utf-8", "ok\n", 3, NULL, head);
+    } else if (path_is(rq, "/ready")) {
+        if (!get && !head)
+            goto not_allowed_get;
+        bool ready = atomic_load(&admin_srv->ready);
+        const char *text = ready ? "ready\n" : "not ready\n";
+        respond(out, ready ? 200 : 503, "text/plain; charset=utf-8", text, strlen(text), NULL,
+                head);
+    } else if (path_is(rq, "/metrics")) {
+        if (!get && !head)
+            goto not_allowed_get;
+        metrics_text(&body);
+        respond(out, 200, "text/plain; version=0.0.4; charset=utf-8", buf_data(&body),
+                buf_used(&body), NULL, head);
+    } else if (path_is(rq, "/status")) {
+        if (!get && !head)
+            goto not_allowed_get;
+        status_json(&body);
+        respond(out, 200, "application/json", buf_data(&body), buf_used(&body), NULL, head);
+    } else if (path_is(rq, "/reload")) {
+        if (!method_is(rq, "POST")) {
+            respond_text(out, 405, "method not allowed\n", "Allow: POST\r\n");
+            return;
+        }
+        int code = authorize(rq);
+        if (code == 401) {
+            respond_text(out, 401, "unauthorized\n", "WWW-Authenticate: Bearer realm=\"certgate\"\r\n");
+            return;
+        }
+        if (code != 0) {
+            respond_text(out, code, "admin token unavailable\n", NULL);
+            return;
+        }
+        char err[1024] = "";
+        int r = reload_run("admin", true, err, sizeof(err));
+        reload_result_json(&body);
+        buf_append(&body, "\n", 1);
+        respond(out, r < 0 ? 500 : 200, "application/json", buf_data(&body), buf_used(&body),
+                NULL, false);
+    } else {
+        respond_text(out, 404, "not found\n", NULL);
+    }
+    buf_free(&body);
+    return;
+not_allowed_get:
+    respond_text(out, 405, "method not allowed\n", "Allow: GET, HEAD\r\n");
+}
+
+void admin_handle(const char *head, size_t head_len, struct buf *out)
+{
+    struct request rq;
+    int code = parse_head(head, head_len, &rq);
+    if (code != 0) {
+        respond_text(out, code, code == 413 ? "request body too large\n" : "bad request\n", NULL);
+        return;
+    }
+    route(&rq, out);
+}
+
+void admin_set_server(struct server *srv)
+{
+    admin_srv = srv;
+}
+
+/* --- connections ---------------------------------------------------------------------------- */
+
+static void conn_close_cb(uv_handle_t *h)
 {
     struct admin_conn *ac = h->data;
+    if (--ac->pending_closes > 0)
+        return;
     buf_free(&ac->in);
     buf_free(&ac->out);
     free(ac);
 }
 
-static void admin_write_cb(uv_write_t *req, int status)
+static void conn_close(struct admin_conn *ac)
 {
-    struct admin_conn *ac = req->data;
-    uv_close((uv_handle_t *)&ac->tcp, admin_conn_close_cb);
+    if (ac->closing)
+        return;
+    ac->closing = true;
+    if (ac->prev)
+        ac->prev->next = ac->next;
+    else
+        admin_conns = ac->next;
+    if (ac->next)
+        ac->next->prev = ac->prev;
+    admin_num_conns--;
+    ac->pending_closes = 2;
+    uv_close((uv_handle_t *)&ac->timer, conn_close_cb);
+    uv_close((uv_handle_t *)&ac->tcp, conn_close_cb);
 }
 
-static void respond(struct admin_conn *ac, int code, const char *reason, const char *type,
-                    const char *body)
+static void write_cb(uv_write_t *req, int status)
+{
+    conn_close(req->data);
+}
+
+static void timeout_cb(uv_timer_t *t);
+
+static void send_response(struct admin_conn *ac)
 {
     ac->responded = true;
     uv_read_stop((uv_stream_t *)&ac->tcp);
-    buf_appendf(&ac->out,
-                "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-                "Connection: close\r\n\r\n%s",
-                code, reason, type, strlen(body), body);
+    uv_timer_start(&ac->timer, timeout_cb, ADMIN_TIMEOUT_MS, 0);
     uv_buf_t b = uv_buf_init(buf_data(&ac->out), (unsigned)buf_used(&ac->out));
     ac->write.data = ac;
-    if (uv_write(&ac->write, (uv_stream_t *)&ac->tcp, &b, 1, admin_write_cb) < 0)
-        uv_close((uv_handle_t *)&ac->tcp, admin_conn_close_cb);
+    if (uv_write(&ac->write, (uv_stream_t *)&ac->tcp, &b, 1, write_cb) < 0)
+        conn_close(ac);
 }
 
-static void handle(struct admin_conn *ac)
+static void timeout_cb(uv_timer_t *t)
 {
-    const char *d = buf_data(&ac->in);
-    size_t len = buf_used(&ac->in);
-    const char *sp1 = memchr(d, ' ', len);
-    const char *sp2 = sp1 ? memchr(sp1 + 1, ' ', len - (size_t)(sp1 + 1 - d)) : NULL;
-    if (sp1 == NULL || sp2 == NULL) {
-        respond(ac, 400, "Bad Request", "text/plain", "bad request\n");
+    struct admin_conn *ac = t->data;
+    if (ac->responded) {
+        conn_close(ac); /* the client does not read its answer */
         return;
     }
-    size_t ml = (size_t)(sp1 - d), pl = (size_t)(sp2 - sp1 - 1);
-    const char *path = sp1 + 1;
-#define IS(m, p) (ml == strlen(m) && memcmp(d, m, ml) == 0 && pl == strlen(p) && memcmp(path, p, pl) == 0)
-    if (IS("GET", "/healthz")) {
-        respond(ac, 200, "OK", "text/plain", "ok\n");
-    } else if (IS("GET", "/ready")) {
-        if (atomic_load(&admin_srv->ready))
-            respond(ac, 200, "OK", "text/plain", "ready\n");
-        else
-            respond(ac, 503, "Service Unavailable", "text/plain", "not ready\n");
-    } else if (IS("POST", "/reload")) {
-        char err[1024] = "";
-        int r = admin_reload(admin_srv, "admin", err, sizeof(err));
-        struct buf body = {0};
-        log_begin(&body, LOG_LEVEL_INFO, "reload");
-        log_str(&body, "result", r == 0 ? "success" : "failure");
-        log_str(&body, "error", r == 0 ? NULL : err);
-        /* The log line is also the answer: drop the time/level prefix. */
-        const char *json = strstr(buf_data(&body), ",\"result\"");
-        char *answer = xmalloc(buf_used(&body) + 4);
-        snprintf(answer, buf_used(&body) + 4, "{%.*s}\n",
-                 (int)(buf_used(&body) - (size_t)(json + 1 - buf_data(&body))), json + 1);
-        respond(ac, r == 0 ? 200 : 500, r == 0 ? "OK" : "Internal Server Error",
-                "application/json", answer);
-        free(answer);
-        buf_free(&body);
-    } else if (IS("GET", "/healthz") || IS("GET", "/ready")) {
-        respond(ac, 405, "Method Not Allowed", "text/plain", "method not allowed\n");
-    } else {
-        respond(ac, 404, "Not Found", "text/plain", "not found\n");
-    }
-#undef IS
+    respond_text(&ac->out, 408, "request timeout\n", NULL);
+    send_response(ac);
 }
 
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *b)
 {
     struct admin_conn *ac = h->data;
-    b->base = buf_reserve(&ac->in, 2048);
-    b->len = 2048;
+    b->base = buf_reserve(&ac->in, 4096);
+    b->len = 4096;
 }
 
 static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
 {
     struct admin_conn *ac = s->data;
     if (n < 0) {
-        uv_close((uv_handle_t *)s, admin_conn_close_cb);
+        conn_close(ac);
         return;
     }
     buf_commit(&ac->in, (size_t)n);
     if (ac->responded)
         return;
-    if (buf_used(&ac->in) > ADMIN_MAX_REQUEST) {
-        respond(ac, 431, "Request Header Fields Too Large", "text/plain", "too large\n");
+    const char *d = buf_data(&ac->in);
+    size_t len = buf_used(&ac->in);
+    const char *end = memmem(d, MIN(len, (size_t)ADMIN_MAX_HEAD), "\r\n\r\n", 4);
+    if (end == NULL) {
+        if (len >= ADMIN_MAX_HEAD) {
+            respond_text(&ac->out, 431, "request head too large\n", NULL);
+            send_response(ac);
+        }
         return;
     }
-    if (memmem(buf_data(&ac->in), buf_used(&ac->in), "\r\n\r\n", 4) != NULL)
-        handle(ac);
+    size_t head_len = (size_t)(end + 4 - d);
+    struct request rq;
+    int code = parse_head(d, head_len, &rq);
+    if (code != 0) {
+        respond_text(&ac->out, code, code == 413 ? "request body too large\n" : "bad request\n",
+                     NULL);
+        send_response(ac);
+        return;
+    }
+    /* Read the whole body before answering: closing with unread bytes would reset the
+     * connection and could destroy the answer before the client reads it. */
+    if (len - head_len < rq.content_length)
+        return;
+    route(&rq, &ac->out);
+    send_response(ac);
 }
 
 static void connection_cb(uv_stream_t *server, int status)
@@ -131,21 +514,26 @@ static void connection_cb(uv_stream_t *server, int status)
         return;
     struct admin_conn *ac = xcalloc(1, sizeof(*ac));
     uv_tcp_init(server->loop, &ac->tcp);
+    uv_timer_init(server->loop, &ac->timer);
     ac->tcp.data = ac;
-    if (uv_accept(server, (uv_stream_t *)&ac->tcp) != 0) {
-        uv_close((uv_handle_t *)&ac->tcp, admin_conn_close_cb);
+    ac->timer.data = ac;
+    ac->next = admin_conns;
+    if (admin_conns)
+        admin_conns->prev = ac;
+    admin_conns = ac;
+    admin_num_conns++;
+    if (uv_accept(server, (uv_stream_t *)&ac->tcp) != 0 || admin_num_conns > ADMIN_MAX_CONNS) {
+        conn_close(ac);
         return;
     }
+    uv_timer_start(&ac->timer, timeout_cb, ADMIN_TIMEOUT_MS, 0);
     uv_read_start((uv_stream_t *)&ac->tcp, alloc_cb, read_cb);
 }
 
-int admin_start(uv_loop_t *loop, struct server *srv,
-                int (*reload)(struct server *srv, const char *source, char *err, size_t err_len),
-                char *err, size_t err_len)
+int admin_start(uv_loop_t *loop, struct server *srv, char *err, size_t err_len)
 {
     const struct config *cfg = srv->cfg;
     admin_srv = srv;
-    admin_reload = reload;
     if (cfg->admin_address.text == NULL)
         return 0;
     uv_tcp_init(loop, &admin_server);
@@ -167,4 +555,6 @@ void admin_stop(void)
     if (admin_running)
         uv_close((uv_handle_t *)&admin_server, NULL);
     admin_running = false;
+    while (admin_conns != NULL)
+        conn_close(admin_conns);
 }

@@ -1,18 +1,29 @@
-/* admin.h: the admin API of CONTRACT section 7 on the main loop. */
+/* admin.h: the admin API of CONTRACT section 7 (/healthz, /ready, /metrics, /status,
+ * POST /reload) on the main loop, with the optional bearer token for mutating calls. */
 #ifndef CERTGATE_ADMIN_H
 #define CERTGATE_ADMIN_H
 
+#include <stddef.h>
+
 #include <uv.h>
+
+#include "buf.h"
 
 struct server;
 
-/* admin_start listens on cfg->admin_address when set. |reload| is called for POST /reload and
- * returns 0 or a negative errno with a message in its |err|. Returns 0 or a negative errno. */
-int admin_start(uv_loop_t *loop, struct server *srv,
-                int (*reload)(struct server *srv, const char *source, char *err, size_t err_len),
-                char *err, size_t err_len);
+/* admin_start listens on cfg->admin_address when set (nothing happens when it is off). POST
+ * /reload calls reload_run. Returns 0 or a negative errno with a message in |err|. */
+int admin_start(uv_loop_t *loop, struct server *srv, char *err, size_t err_len);
 
-/* admin_stop closes the admin listener and its connections. */
+/* admin_stop closes the admin listener and its open connections. */
 void admin_stop(void);
+
+/* admin_handle answers one complete request: |head| is the request head up to and including
+ * the blank line (|head_len| bytes). The whole response (status line, headers, body) is
+ * appended to |out|. Exposed for unit tests; needs admin_start's |srv| (admin_set_server). */
+void admin_handle(const char *head, size_t head_len, struct buf *out);
+
+/* admin_set_server sets the server admin_handle reports on without listening (for tests). */
+void admin_set_server(struct server *srv);
 
 #endif

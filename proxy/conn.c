@@ -18,6 +18,7 @@
 #include "http.h"
 #include "listener.h"
 #include "log.h"
+#include "metrics.h"
 #include "tls.h"
 
 #define LINGER_MS 2000
@@ -75,6 +76,10 @@ static void upstream_text(struct conn *c, struct buf *b)
 
 static void access_log(struct conn *c)
 {
+    if (c->lc->mode == LISTENER_HTTP) {
+        uint64_t start = c->req_start ? c->req_start : c->start;
+        metrics_request(c->index, c->status, (base_now_ms() - start) * 1000);
+    }
     if (!c->worker->srv->cfg->log_access)
         return;
     struct buf b = {0};
@@ -136,6 +141,9 @@ static uint64_t state_timeout(struct conn *c)
 static void on_timeout(struct conn *c)
 {
     switch (c->state) {
+    case CONN_HANDSHAKE:
+        metrics_handshake(c->index, METRICS_HS_ERROR);
+        break;
     case CONN_HEAD:
         if (c->head_started && buf_used(&c->cin) > 0) {
             conn_error(c, 408);
@@ -144,10 +152,12 @@ static void on_timeout(struct conn *c)
         break;
     case CONN_PROXY:
         if (c->up_state == UP_CONNECTING) {
+            metrics_upstream_error(c->index, METRICS_UP_CONNECT);
             conn_error(c, 503);
             return;
         }
         if (!c->resp_head_done) {
+            metrics_upstream_error(c->index, METRICS_UP_TIMEOUT);
             conn_error(c, 504);
             return;
         }
@@ -247,6 +257,8 @@ static void proxy_v2_header(struct conn *c, struct buf *out)
 
 static void upstream_failed(struct conn *c, int status)
 {
+    if (c->state == CONN_PROXY || c->state == CONN_TUNNEL)
+        metrics_upstream_error(c->index, status == 503 ? METRICS_UP_CONNECT : METRICS_UP_RESET);
     if (c->lc->mode == LISTENER_HTTP && c->state == CONN_PROXY) {
         conn_error(c, status);
         return;
@@ -608,6 +620,7 @@ static void client_flush(struct conn *c)
 
 static void handshake_done(struct conn *c)
 {
+    metrics_handshake(c->index, tls_resumed(c->ssl) ? METRICS_HS_RESUMED : METRICS_HS_OK);
     if (c->lc->mode == LISTENER_TLS) {
         set_state(c, CONN_TUNNEL);
         conn_upstream_connect(c);
@@ -708,6 +721,7 @@ void conn_accept(struct worker *w, size_t index, int fd)
     c->lc = &w->srv->cfg->listeners[index];
     c->fd = fd;
     c->gen = listener_gen(w->srv);
+    c->checked_gen_id = tls_gen_id(c->gen);
     c->start = base_now_ms();
     c->state = CONN_HANDSHAKE;
     c->timer_base = now_ms(c);
@@ -722,6 +736,7 @@ void conn_accept(struct worker *w, size_t index, int fd)
         w->conns->prev = c;
     w->conns = c;
     w->num_conns++;
+    metrics_conn_open(index);
     http_conn_init(c);
     if (c->lc->mode == LISTENER_TCP) {
         set_state(c, CONN_TUNNEL);
@@ -772,6 +787,7 @@ static void conn_close(struct conn *c)
     if (c->next != NULL)
         c->next->prev = c->prev;
     w->num_conns--;
+    metrics_conn_close(c->index);
     c->pending_closes = 2;
     uv_close((uv_handle_t *)&c->poll, conn_close_cb);
     uv_close((uv_handle_t *)&c->timer, conn_close_cb);
@@ -840,6 +856,29 @@ void conn_tunnel(struct conn *c)
     access_log(c);
     set_state(c, CONN_TUNNEL);
     up_flush(c);
+}
+
+bool conn_still_trusted(struct conn *c)
+{
+    struct server *srv = c->worker->srv;
+    if (c->ssl == NULL || c->untrusted)
+        return !c->untrusted;
+    if (atomic_load_explicit(&srv->gen, memory_order_acquire) == c->gen)
+        return true;
+    struct tls_gen *gen = listener_gen(srv);
+    uint64_t id = tls_gen_id(gen);
+    if (id > c->checked_gen_id) {
+        c->checked_gen_id = id;
+        c->untrusted = !tls_reverify(gen, c->index, c->ssl);
+    }
+    tls_gen_unref(gen);
+    return !c->untrusted;
+}
+
+void conn_recheck(struct conn *c)
+{
+    if (c->state == CONN_TUNNEL && !conn_still_trusted(c))
+        conn_close(c);
 }
 
 void conn_drain(struct conn *c)

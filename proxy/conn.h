@@ -53,6 +53,8 @@ struct conn {
     const struct listener_config *lc;
     size_t index; /* listener index */
     struct tls_gen *gen;
+    uint64_t checked_gen_id; /* newest generation the client was verified under */
+    bool untrusted;          /* a newer generation refused the client */
     enum conn_state state;
 
     int fd;
@@ -132,6 +134,14 @@ void conn_error(struct conn *c, int status);
 
 /* conn_http_cycle_done is called by http.c when a request and its response are complete. */
 void conn_http_cycle_done(struct conn *c);
+
+/* conn_still_trusted tells whether the client still verifies under the current generation
+ * (CA store, CRLs and policy can change under a live connection). One verification per
+ * connection per reload; the common case (no reload since the handshake) is one atomic load. */
+bool conn_still_trusted(struct conn *c);
+
+/* conn_recheck closes a tunnel (WebSocket, tls relay) whose client no longer verifies. */
+void conn_recheck(struct conn *c);
 
 /* conn_tunnel switches to raw relaying (after a 101). */
 void conn_tunnel(struct conn *c);

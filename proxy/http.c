@@ -13,6 +13,7 @@
 #include "body.h"
 #include "conn.h"
 #include "listener.h"
+#include "metrics.h"
 #include "tls.h"
 #include "xfcc.h"
 
@@ -446,6 +447,10 @@ static int request_head_done(llhttp_t *p)
             conn_error(c, 421); /* the tenant is bound to the connection, never to Host */
             return -1;
         }
+        if (!conn_still_trusted(c)) {
+            conn_error(c, 403); /* revoked, removed or distrusted since the handshake */
+            return -1;
+        }
     }
 
     c->req_chunked = (p->flags & F_CHUNKED) != 0;
@@ -718,6 +723,7 @@ void http_response_process(struct conn *c)
             }
             size_t head_len = (size_t)(end + 4 - d);
             if (!parse_head(&c->resp_parser, s, d, head_len)) {
+                metrics_upstream_error(c->index, METRICS_UP_FRAMING);
                 conn_error(c, 502);
                 return;
             }
@@ -731,6 +737,7 @@ void http_response_process(struct conn *c)
         }
         int r = body_feed(&c->resp_body, &c->uin, &c->cout, &c->bytes_out);
         if (r < 0) {
+            metrics_upstream_error(c->index, METRICS_UP_FRAMING);
             conn_error(c, 502);
             return;
         }

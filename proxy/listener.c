@@ -156,6 +156,8 @@ static void accept_cb(uv_poll_t *h, int status, int events)
 
 static void stop_worker(struct worker *w)
 {
+    if (!uv_is_closing((uv_handle_t *)&w->regen))
+        uv_close((uv_handle_t *)&w->regen, NULL);
     if (!uv_is_closing((uv_handle_t *)&w->wakeup))
         uv_close((uv_handle_t *)&w->wakeup, NULL);
     if (!uv_is_closing((uv_handle_t *)&w->resume))
@@ -167,6 +169,17 @@ static void lsock_close_cb(uv_handle_t *h)
     struct lsock *ls = h->data;
     close(ls->fd);
     ls->fd = -1;
+}
+
+static void regen_cb(uv_async_t *a)
+{
+    struct worker *w = a->data;
+    struct conn *c = w->conns;
+    while (c != NULL) {
+        struct conn *next = c->next;
+        conn_recheck(c);
+        c = next;
+    }
 }
 
 static void wakeup_cb(uv_async_t *a)
@@ -209,6 +222,8 @@ int listener_start(struct server *srv)
         uv_loop_init(&w->loop);
         uv_async_init(&w->loop, &w->wakeup, wakeup_cb);
         w->wakeup.data = w;
+        uv_async_init(&w->loop, &w->regen, regen_cb);
+        w->regen.data = w;
         uv_timer_init(&w->loop, &w->resume);
         w->resume.data = w;
         w->scratch = http_scratch_new(srv->cfg->limits.max_headers);
@@ -225,6 +240,12 @@ int listener_start(struct server *srv)
             return r;
     }
     return 0;
+}
+
+void listener_gen_changed(struct server *srv)
+{
+    for (size_t n = 0; n < srv->num_workers; n++)
+        uv_async_send(&srv->workers[n].regen);
 }
 
 void listener_drain(struct server *srv)

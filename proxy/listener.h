@@ -32,6 +32,7 @@ struct worker {
     uv_loop_t loop;
     uv_thread_t thread;
     uv_async_t wakeup; /* drain request from the main thread */
+    uv_async_t regen;  /* a new generation was swapped in */
     uv_timer_t resume; /* retries accepting after EMFILE */
     struct lsock *socks;
     size_t num_socks;
@@ -61,6 +62,11 @@ int listener_start(struct server *srv);
 
 /* listener_drain asks every worker to stop accepting and to finish in-flight requests. */
 void listener_drain(struct server *srv);
+
+/* listener_gen_changed tells every worker that a new generation is in place, so that tunnels
+ * whose client no longer verifies are closed (keep-alive connections check on their next
+ * request). Call it after swapping srv->gen. */
+void listener_gen_changed(struct server *srv);
 
 /* listener_join waits for every worker thread to finish and frees the workers. */
 void listener_join(struct server *srv);

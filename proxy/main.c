@@ -13,6 +13,8 @@
 #include "config.h"
 #include "listener.h"
 #include "log.h"
+#include "metrics.h"
+#include "reload.h"
 #include "tls.h"
 
 static struct server srv;
@@ -22,7 +24,6 @@ static uv_timer_t drain_timer;
 static uv_async_t workers_done;
 static uv_thread_t joiner;
 static bool stopping;
-static unsigned long generation = 1;
 
 static int usage(void)
 {
@@ -30,24 +31,6 @@ static int usage(void)
                     "       certgate check [-c FILE]   validate config, credentials, CA store\n"
                     "       certgate version           print the version and TLS library\n");
     return 2;
-}
-
-static int reload(struct server *s, const char *source, char *err, size_t err_len)
-{
-    struct tls_gen *gen = NULL;
-    int r = tls_gen_new(&gen, s->cfg, atomic_load(&s->gen), err, err_len);
-    if (r < 0) {
-        log_msg(LOG_LEVEL_ERROR, "reload_failed", "%s (source %s): keeping the current state",
-                err, source);
-        return r;
-    }
-    uv_mutex_lock(&s->gen_lock);
-    struct tls_gen *old = atomic_exchange(&s->gen, gen);
-    uv_mutex_unlock(&s->gen_lock);
-    tls_gen_unref(old); /* open connections keep their own references */
-    generation++;
-    log_msg(LOG_LEVEL_INFO, "reloaded", "generation %lu (source %s)", generation, source);
-    return 0;
 }
 
 static void join_workers(void *arg)
@@ -76,6 +59,7 @@ static void stop_cb(uv_signal_t *s, int signum)
             signum);
     atomic_store(&srv.ready, false);
     admin_stop();
+    reload_stop();
     listener_drain(&srv);
     uv_timer_start(&drain_timer, drain_timeout_cb, srv.cfg->limits.drain_timeout_ms, 0);
     uv_thread_create(&joiner, join_workers, NULL);
@@ -84,7 +68,7 @@ static void stop_cb(uv_signal_t *s, int signum)
 static void hup_cb(uv_signal_t *s, int signum)
 {
     char err[1024];
-    reload(&srv, "signal", err, sizeof(err));
+    reload_run("signal", true, err, sizeof(err));
 }
 
 static int cmd_check(const char *path)
@@ -129,23 +113,23 @@ static int cmd_run(const char *path)
     signal(SIGPIPE, SIG_IGN);
     srv.cfg = cfg;
     uv_mutex_init(&srv.gen_lock);
-    struct tls_gen *gen = NULL;
-    r = tls_gen_new(&gen, cfg, NULL, err, sizeof(err));
+    metrics_init(cfg);
+    r = reload_init(&srv, err, sizeof(err));
     if (r < 0) {
         log_msg(LOG_LEVEL_ERROR, "startup_failed", "%s", err);
         config_free(cfg);
         return 1;
     }
-    atomic_store(&srv.gen, gen);
     if (listener_bind(&srv, err, sizeof(err)) < 0) {
         log_msg(LOG_LEVEL_ERROR, "startup_failed", "%s", err);
         return 1;
     }
     main_loop = uv_default_loop();
-    if (admin_start(main_loop, &srv, reload, err, sizeof(err)) < 0) {
+    if (admin_start(main_loop, &srv, err, sizeof(err)) < 0) {
         log_msg(LOG_LEVEL_ERROR, "startup_failed", "%s", err);
         return 1;
     }
+    reload_start(main_loop);
     uv_signal_init(main_loop, &sig_term);
     uv_signal_start(&sig_term, stop_cb, SIGTERM);
     uv_signal_init(main_loop, &sig_int);
@@ -172,6 +156,7 @@ static int cmd_run(const char *path)
     uv_run(main_loop, UV_RUN_NOWAIT);
     tls_gen_unref(atomic_load(&srv.gen));
     uv_mutex_destroy(&srv.gen_lock);
+    metrics_free();
     config_free(cfg);
     uv_loop_close(main_loop);
     return 0;

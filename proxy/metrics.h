@@ -42,4 +42,15 @@ void metrics_upstream_error(size_t listener, enum metrics_upstream kind);
 void metrics_reload(const char *source, bool ok);
 void metrics_crl_stale(void);
 
+/* metrics_render appends every counter above in the Prometheus text format 0.0.4, each family
+ * with its HELP and TYPE lines. The generation's certificate gauges come from tls_gen_metrics. */
+void metrics_render(struct buf *out);
+
+/* metrics_reload_count returns certgate_reload_total for |source| and |ok| (0 when unknown). */
+uint64_t metrics_reload_count(const char *source, bool ok);
+
+/* metrics_free releases what metrics_init allocated (for tests and a clean exit); metrics_init
+ * may be called again afterwards, which also zeroes the process-wide counters. */
+void metrics_free(void);
+
 #endif

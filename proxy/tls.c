@@ -36,6 +36,7 @@
 #include "base.h"
 #include "ca_store.h"
 #include "log.h"
+#include "metrics.h"
 #include "tenancy.h"
 #include "xfcc.h"
 
@@ -45,6 +46,7 @@
 /* What one listener needs at handshake time; the SSL_CTX's app data. */
 struct tls_listener {
     struct tls_gen *gen;
+    size_t index;
     const struct listener_config *lc;
     SSL_CTX *ctx;
     regex_t cn_re;
@@ -60,6 +62,7 @@ struct tls_peer {
 
 struct tls_gen {
     atomic_int refs;
+    uint64_t id; /* increases with every generation built */
     const struct config *cfg;
     X509 *leaf;
     STACK_OF(X509) *chain; /* intermediates after the leaf */
@@ -365,9 +368,21 @@ static void peer_address(SSL *ssl, char *out, size_t len)
 }
 
 /* Logs a refused client with everything an operator needs to act on it. */
+static enum metrics_handshake result_metric(const char *result)
+{
+    static const char *const names[] = {"ok", "resumed", "no_cert", "untrusted",
+                                        "expired", "revoked", "policy", "error"};
+    for (size_t i = 0; i < ARRAY_SIZE(names); i++)
+        if (strcmp(result, names[i]) == 0)
+            return (enum metrics_handshake)i;
+    return METRICS_HS_ERROR;
+}
+
 static void log_refusal(SSL *ssl, const char *result, const char *reason, X509 *leaf)
 {
     struct tls_listener *tl = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), tls_listener_index);
+    if (tl != NULL)
+        metrics_handshake(tl->index, result_metric(result));
     struct buf b = {0};
     char peer[80];
     peer_address(ssl, peer, sizeof(peer));
@@ -449,6 +464,7 @@ static bool peer_chain_unparsable(const SSL *ssl)
 }
 
 static enum ssl_verify_result_t verify_chain(SSL *ssl, struct tls_listener *tl,
+                                             const struct ca_tenant *tenant,
                                              STACK_OF(X509) *peer, uint8_t *out_alert);
 
 static enum ssl_verify_result_t verify_peer(SSL *ssl, uint8_t *out_alert)
@@ -460,12 +476,14 @@ static enum ssl_verify_result_t verify_peer(SSL *ssl, uint8_t *out_alert)
         return ssl_verify_invalid;
     }
     STACK_OF(X509) *peer = peer_chain(ssl);
-    enum ssl_verify_result_t ret = verify_chain(ssl, tl, peer, out_alert);
+    struct tls_peer *pe = peer_of(ssl);
+    enum ssl_verify_result_t ret = verify_chain(ssl, tl, pe ? pe->tenant : NULL, peer, out_alert);
     sk_X509_pop_free(peer, X509_free);
     return ret;
 }
 
 static enum ssl_verify_result_t verify_chain(SSL *ssl, struct tls_listener *tl,
+                                             const struct ca_tenant *tenant,
                                              STACK_OF(X509) *peer, uint8_t *out_alert)
 {
     X509 *leaf = peer && sk_X509_num(peer) > 0 ? sk_X509_value(peer, 0) : NULL;
@@ -482,8 +500,6 @@ static enum ssl_verify_result_t verify_chain(SSL *ssl, struct tls_listener *tl,
     if (!tl->lc->verify)
         return ssl_verify_ok;
 
-    struct tls_peer *pe = peer_of(ssl);
-    const struct ca_tenant *tenant = pe ? pe->tenant : NULL;
     const char *tenant_name = tenant ? ca_store_tenant_id(tenant) : "common";
     X509_STORE *store = tl->gen->store ? ca_store_trust(tl->gen->store, tenant) : NULL;
     if (store == NULL) {
@@ -579,6 +595,8 @@ static enum ssl_verify_result_t verify_chain(SSL *ssl, struct tls_listener *tl,
             *out_alert = SSL_AD_CERTIFICATE_REVOKED;
             goto refuse;
         }
+        if (stale)
+            metrics_crl_stale();
         if (stale)
             log_msg(LOG_LEVEL_WARN, "crl_stale", "a CRL used for listener %s is past nextUpdate",
                     tl->lc->name);
@@ -696,6 +714,37 @@ bool tls_host_allowed(struct tls_gen *gen, size_t index, struct ssl_st *ssl, con
     return has_host && strcmp(name, sni_name) == 0;
 }
 
+bool tls_reverify(struct tls_gen *gen, size_t index, struct ssl_st *ssl)
+{
+    struct tls_listener *tl = &gen->listeners[index];
+    if (tl->ctx == NULL || tl->lc->client_auth == CLIENT_AUTH_NONE)
+        return true;
+    struct tls_peer *pe = peer_of(ssl);
+    const struct ca_tenant *tenant = NULL;
+    if (pe != NULL && pe->id[0] != '\0') {
+        tenant = gen->store ? ca_store_tenant(gen->store, pe->id, strlen(pe->id)) : NULL;
+        if (tenant == NULL && gen->cfg->tenancy_unknown == TENANCY_REJECT) {
+            log_refusal(ssl, "policy", "the connection's tenant is gone from the CA store", NULL);
+            return false;
+        }
+    }
+    STACK_OF(X509) *peer = peer_chain(ssl);
+    uint8_t alert = 0;
+    bool ok = verify_chain(ssl, tl, tenant, peer, &alert) == ssl_verify_ok;
+    sk_X509_pop_free(peer, X509_free);
+    return ok;
+}
+
+uint64_t tls_gen_id(const struct tls_gen *gen)
+{
+    return gen->id;
+}
+
+size_t tls_gen_store_errors(const struct tls_gen *gen)
+{
+    return gen->store ? ca_store_num_errors(gen->store) : 0;
+}
+
 const char *tls_tenant(struct ssl_st *ssl)
 {
     struct tls_peer *pe = peer_of(ssl);
@@ -709,6 +758,7 @@ static int build_listener(struct tls_gen *gen, struct tls_listener *tl,
 {
     tl->gen = gen;
     tl->lc = lc;
+    tl->index = (size_t)(tl - gen->listeners);
     if (lc->mode == LISTENER_TCP)
         return 0;
     if (lc->subject_cn_pattern != NULL) {
@@ -780,8 +830,10 @@ int tls_gen_new(struct tls_gen **out, const struct config *cfg, const struct tls
         tls_peer_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, peer_free);
         tls_pool = CRYPTO_BUFFER_POOL_new();
     }
+    static atomic_uint_fast64_t next_id = 1;
     struct tls_gen *gen = xcalloc(1, sizeof(*gen));
     atomic_init(&gen->refs, 1);
+    gen->id = atomic_fetch_add(&next_id, 1);
     gen->cfg = cfg;
     int r = 0;
     bool needs_tls = false;
@@ -934,6 +986,10 @@ int tls_handshake(struct ssl_st *ssl)
         }
         log_refusal(ssl, reason == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE ? "no_cert" : "error",
                     why, NULL);
+    } else if (e == 0) {
+        struct tls_listener *tl = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), tls_listener_index);
+        if (tl != NULL)
+            metrics_handshake(tl->index, METRICS_HS_ERROR); /* the client went away */
     }
     ERR_clear_error();
     return TLS_ERROR;

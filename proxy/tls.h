@@ -93,6 +93,17 @@ char *tls_peer_subject(struct ssl_st *ssl);
 bool tls_host_allowed(struct tls_gen *gen, size_t index, struct ssl_st *ssl, const char *host,
                       size_t host_len);
 
+/* tls_reverify checks an established connection's client again under generation |gen| (after
+ * a reload changed the CA store, CRLs or policy): true when it still verifies. A refusal is
+ * logged. One full chain verification: callers cache the answer per generation. */
+bool tls_reverify(struct tls_gen *gen, size_t index, struct ssl_st *ssl);
+
+/* tls_gen_id returns the generation's number; a newer generation has a larger one. */
+uint64_t tls_gen_id(const struct tls_gen *gen);
+
+/* tls_gen_store_errors returns how many tenants of the CA store failed to load. */
+size_t tls_gen_store_errors(const struct tls_gen *gen);
+
 /* tls_tenant returns the tenant id the connection's SNI named, or NULL. */
 const char *tls_tenant(struct ssl_st *ssl);
 
