@@ -213,6 +213,7 @@ static void worker_main(void *arg)
 {
     struct worker *w = arg;
     uv_run(&w->loop, UV_RUN_DEFAULT);
+    tls_thread_cleanup();
 }
 
 int listener_start(struct server *srv)

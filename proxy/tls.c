@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/bio.h>
@@ -467,17 +468,88 @@ static enum ssl_verify_result_t verify_chain(SSL *ssl, struct tls_listener *tl,
                                              const struct ca_tenant *tenant,
                                              STACK_OF(X509) *peer, uint8_t *out_alert);
 
+/* Verified chains are remembered per worker thread, keyed by the chain's bytes, the tenant,
+ * the listener and the generation (which fixes the trust set, the CRLs and the policy), until
+ * the first notAfter of the chain: a gateway that reconnects costs a hash, not a verification.
+ * Only successes are cached. */
+#define VERIFY_CACHE_SIZE 1024
+
+struct verify_entry {
+    uint8_t key[SHA256_DIGEST_LENGTH];
+    uint64_t gen_id;
+    int64_t expires; /* Unix time */
+};
+
+static _Thread_local struct verify_entry *verify_cache;
+
+static void chain_key(const SSL *ssl, const struct tls_listener *tl, const char *tenant_id,
+                      uint8_t out[SHA256_DIGEST_LENGTH])
+{
+    const STACK_OF(CRYPTO_BUFFER) *bufs = SSL_get0_peer_certificates(ssl);
+    SHA256_CTX sha;
+    SHA256_Init(&sha);
+    uint64_t index = tl->index;
+    SHA256_Update(&sha, &index, sizeof(index));
+    SHA256_Update(&sha, tenant_id, strlen(tenant_id) + 1);
+    for (size_t i = 0; i < sk_CRYPTO_BUFFER_num(bufs); i++) {
+        const CRYPTO_BUFFER *b = sk_CRYPTO_BUFFER_value(bufs, i);
+        uint64_t len = CRYPTO_BUFFER_len(b);
+        SHA256_Update(&sha, &len, sizeof(len));
+        SHA256_Update(&sha, CRYPTO_BUFFER_data(b), CRYPTO_BUFFER_len(b));
+    }
+    SHA256_Final(out, &sha);
+}
+
+static struct verify_entry *verify_slot(const uint8_t key[SHA256_DIGEST_LENGTH])
+{
+    if (verify_cache == NULL)
+        verify_cache = xcalloc(VERIFY_CACHE_SIZE, sizeof(*verify_cache));
+    uint32_t h;
+    memcpy(&h, key, sizeof(h));
+    return &verify_cache[h % VERIFY_CACHE_SIZE];
+}
+
+static int64_t asn1_unix(const ASN1_TIME *t);
+
+void tls_thread_cleanup(void)
+{
+    free(verify_cache);
+    verify_cache = NULL;
+}
+
 static enum ssl_verify_result_t verify_peer(SSL *ssl, uint8_t *out_alert)
 {
     struct tls_listener *tl = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), tls_listener_index);
+    struct tls_peer *pe = peer_of(ssl);
+    const struct ca_tenant *tenant = pe ? pe->tenant : NULL;
+    const STACK_OF(CRYPTO_BUFFER) *bufs = SSL_get0_peer_certificates(ssl);
+    bool cacheable = tl->lc->verify && bufs != NULL && sk_CRYPTO_BUFFER_num(bufs) > 0;
+    uint8_t key[SHA256_DIGEST_LENGTH];
+    if (cacheable) {
+        chain_key(ssl, tl, tenant ? ca_store_tenant_id(tenant) : "", key);
+        struct verify_entry *e = verify_slot(key);
+        if (e->gen_id == tl->gen->id && memcmp(e->key, key, sizeof(key)) == 0 &&
+            (int64_t)time(NULL) < e->expires)
+            return ssl_verify_ok;
+    }
     if (SSL_get0_peer_certificates(ssl) != NULL && peer_chain_unparsable(ssl)) {
         log_refusal(ssl, "error", "the client's certificate does not parse", NULL);
         *out_alert = SSL_AD_BAD_CERTIFICATE;
         return ssl_verify_invalid;
     }
     STACK_OF(X509) *peer = peer_chain(ssl);
-    struct tls_peer *pe = peer_of(ssl);
-    enum ssl_verify_result_t ret = verify_chain(ssl, tl, pe ? pe->tenant : NULL, peer, out_alert);
+    enum ssl_verify_result_t ret = verify_chain(ssl, tl, tenant, peer, out_alert);
+    if (ret == ssl_verify_ok && cacheable) {
+        int64_t expires = INT64_MAX;
+        for (size_t i = 0; i < sk_X509_num(peer); i++) {
+            int64_t t = asn1_unix(X509_get0_notAfter(sk_X509_value(peer, i)));
+            expires = MIN(expires, t);
+        }
+        struct verify_entry *e = verify_slot(key);
+        memcpy(e->key, key, sizeof(key));
+        e->gen_id = tl->gen->id;
+        e->expires = expires;
+    }
     sk_X509_pop_free(peer, X509_free);
     return ret;
 }

@@ -55,6 +55,10 @@ void tls_gen_describe(const struct tls_gen *gen, const struct config *cfg);
  * tls_app. Returns NULL only for a listener without TLS. */
 struct ssl_st *tls_new_ssl(struct tls_gen *gen, size_t index, int fd, void *app);
 
+/* tls_thread_cleanup frees what the calling thread cached (its verified-chain cache); worker
+ * threads call it before they end. */
+void tls_thread_cleanup(void);
+
 /* tls_free frees an SSL; NULL is a no-op. */
 void tls_free(struct ssl_st *ssl);
 
