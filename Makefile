@@ -4,6 +4,8 @@ CC       ?= cc
 OPT      ?= -O2
 SAN      ?=
 WERROR   ?=
+V        ?=
+Q         = $(if $(V),,@)
 BSSL_INC  = /usr/include/android
 BSSL_LIB  = /usr/lib/x86_64-linux-gnu/android
 LLHTTP_SRC = /usr/share/llhttp
@@ -40,24 +42,29 @@ deps:
 	@scripts/install-deps.sh
 
 $(BUILD)/certgate: $(BUILD)/proxy/main.o $(LIB_OBJ)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	@$(if $(V),,echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/proxy/%.o: proxy/%.c $(wildcard proxy/*.h ca-store/*.h)
 	@mkdir -p $(@D)
-	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
+	@$(if $(V),,echo "  CC      $<")
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
 
 $(BUILD)/ca-store/%.o: ca-store/%.c $(wildcard ca-store/*.h)
 	@mkdir -p $(@D)
-	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
+	@$(if $(V),,echo "  CC      $<")
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
 
 # llhttp's generated C is compiled with its own, quiet flags.
 $(BUILD)/llhttp/%.o: $(LLHTTP_SRC)/%.c
 	@mkdir -p $(@D)
-	$(CC) -std=c99 $(OPT) -g -w $(SAN) -I$(LLHTTP_INC) -c -o $@ $<
+	@$(if $(V),,echo "  CC      $<")
+	$(Q)$(CC) -std=c99 $(OPT) -g -w $(SAN) -I$(LLHTTP_INC) -c -o $@ $<
 
 $(BUILD)/unit/%: tests/unit/%.c $(LIB_OBJ)
 	@mkdir -p $(@D)
-	$(CC) $(CPPFLAGS) $(CFLAGS) -Wno-missing-prototypes -o $@ $^ $(LDLIBS) -lcmocka $(LDFLAGS)
+	@$(if $(V),,echo "  LD      $@")
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -Wno-missing-prototypes -o $@ $^ $(LDLIBS) -lcmocka $(LDFLAGS)
 
 unit: $(UNIT_BIN) $(BUILD)/fuzz/replay_xfcc
 
@@ -66,7 +73,8 @@ unit: $(UNIT_BIN) $(BUILD)/fuzz/replay_xfcc
 FUZZ_LIBS = -L$(BSSL_LIB) -Wl,-rpath,$(BSSL_LIB) -lcrypto
 $(BUILD)/fuzz/replay_xfcc: tests/fuzz/fuzz_xfcc.c proxy/xfcc.c proxy/buf.c proxy/base.c
 	@mkdir -p $(@D)
-	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $^ $(FUZZ_LIBS) $(LDFLAGS)
+	@$(if $(V),,echo "  LD      $@")
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $^ $(FUZZ_LIBS) $(LDFLAGS)
 
 fuzz:
 	@mkdir -p build/fuzz/corpus-xfcc

@@ -42,7 +42,7 @@ static uint64_t now_ms(struct conn *c)
     return uv_now(&c->worker->loop);
 }
 
-static void set_state(struct conn *c, enum conn_state to)
+void conn_set_state(struct conn *c, enum conn_state to)
 {
     /* The transitions the design allows; anything else is a bug. */
     switch (to) {
@@ -59,6 +59,9 @@ static void set_state(struct conn *c, enum conn_state to)
     case CONN_FLUSH:
         ASSERT_TRANSITION(c->state != CONN_CLOSING);
         break;
+    case CONN_CLOSING:
+        c->state = to;
+        return; /* no timer: the handles are closing */
     default:
         break;
     }
@@ -622,11 +625,11 @@ static void handshake_done(struct conn *c)
 {
     metrics_handshake(c->index, tls_resumed(c->ssl) ? METRICS_HS_RESUMED : METRICS_HS_OK);
     if (c->lc->mode == LISTENER_TLS) {
-        set_state(c, CONN_TUNNEL);
+        conn_set_state(c, CONN_TUNNEL);
         conn_upstream_connect(c);
         return;
     }
-    set_state(c, CONN_HEAD);
+    conn_set_state(c, CONN_HEAD);
     client_read(c);
 }
 
@@ -739,7 +742,7 @@ void conn_accept(struct worker *w, size_t index, int fd)
     metrics_conn_open(index);
     http_conn_init(c);
     if (c->lc->mode == LISTENER_TCP) {
-        set_state(c, CONN_TUNNEL);
+        conn_set_state(c, CONN_TUNNEL);
         conn_upstream_connect(c);
         if (c->state != CONN_CLOSING)
             update_polls(c);
@@ -777,7 +780,7 @@ static void conn_close(struct conn *c)
         return;
     if (c->lc->mode != LISTENER_HTTP && c->state == CONN_TUNNEL)
         access_log(c);
-    c->state = CONN_CLOSING;
+    conn_set_state(c, CONN_CLOSING);
     close_upstream(c);
     struct worker *w = c->worker;
     if (c->prev != NULL)
@@ -813,7 +816,7 @@ void conn_error(struct conn *c, int status)
     close_upstream(c);
     buf_free(&c->uout);
     http_error_response(c, status);
-    set_state(c, CONN_FLUSH);
+    conn_set_state(c, CONN_FLUSH);
     client_flush(c);
     if (c->state != CONN_CLOSING)
         update_polls(c);
@@ -826,7 +829,7 @@ void conn_http_cycle_done(struct conn *c)
     if (!c->up_reusable)
         close_upstream(c);
     if (c->close_after || c->draining || !c->req_keep_alive) {
-        set_state(c, CONN_FLUSH);
+        conn_set_state(c, CONN_FLUSH);
         client_flush(c);
         return;
     }
@@ -839,7 +842,7 @@ void conn_http_cycle_done(struct conn *c)
     c->head_lines = 0;
     c->bytes_in = c->bytes_out = 0;
     c->req_start = 0;
-    set_state(c, CONN_HEAD);
+    conn_set_state(c, CONN_HEAD);
     if (buf_used(&c->cin) > 0) {
         c->head_started = true;
         http_request_process(c);
@@ -854,7 +857,7 @@ void conn_tunnel(struct conn *c)
     buf_append(&c->uout, buf_data(&c->cin), buf_used(&c->cin));
     buf_free(&c->cin);
     access_log(c);
-    set_state(c, CONN_TUNNEL);
+    conn_set_state(c, CONN_TUNNEL);
     up_flush(c);
 }
 

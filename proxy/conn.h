@@ -118,6 +118,10 @@ struct conn {
     uint64_t start;
 };
 
+/* conn_set_state moves |c| to state |to|, aborting on a transition the design does not allow,
+ * and arms the timer with the new state's timeout. */
+void conn_set_state(struct conn *c, enum conn_state to);
+
 /* conn_accept takes ownership of the accepted socket |fd| and starts the connection. */
 void conn_accept(struct worker *w, size_t index, int fd);
 

@@ -517,7 +517,7 @@ static int request_head_done(llhttp_t *p)
     buf_append(o, "\r\n", 2);
     s->in_trailers = true;
 
-    c->state = CONN_PROXY;
+    conn_set_state(c, CONN_PROXY);
     if (conn_upstream_connect(c) < 0)
         return -1;
     return HPE_PAUSED;
