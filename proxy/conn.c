@@ -195,7 +195,8 @@ static void arm_timer(struct conn *c)
 /* Streaming states time out on inactivity: moving the base is enough, the timer catches up. */
 static void activity(struct conn *c)
 {
-    if (c->state == CONN_TUNNEL || (c->state == CONN_PROXY && c->resp_head_done))
+    bool awaiting_head = c->state == CONN_PROXY && c->req_done && !c->resp_head_done;
+    if (c->state == CONN_TUNNEL || (c->state == CONN_PROXY && !awaiting_head))
         c->timer_base = now_ms(c);
 }
 
@@ -820,6 +821,15 @@ void conn_error(struct conn *c, int status)
     client_flush(c);
     if (c->state != CONN_CLOSING)
         update_polls(c);
+}
+
+void conn_request_done(struct conn *c)
+{
+    c->req_done = true;
+    c->timer_base = now_ms(c); /* upstream_response_timeout starts now */
+    arm_timer(c);
+    if (c->resp_done)
+        conn_http_cycle_done(c);
 }
 
 void conn_http_cycle_done(struct conn *c)

@@ -136,6 +136,9 @@ int conn_upstream_connect(struct conn *c);
  * already on its way it closes at once. */
 void conn_error(struct conn *c, int status);
 
+/* conn_request_done is called by http.c when the whole request has been read. */
+void conn_request_done(struct conn *c);
+
 /* conn_http_cycle_done is called by http.c when a request and its response are complete. */
 void conn_http_cycle_done(struct conn *c);
 

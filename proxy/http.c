@@ -689,11 +689,8 @@ void http_request_process(struct conn *c)
         conn_error(c, 400);
         return;
     }
-    if (r == 1) {
-        c->req_done = true;
-        if (c->resp_done)
-            conn_http_cycle_done(c);
-    }
+    if (r == 1)
+        conn_request_done(c);
 }
 
 static void response_done(struct conn *c)
