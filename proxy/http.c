@@ -319,9 +319,13 @@ static void write_cc_headers(struct conn *c, struct scratch *s, const struct tok
         }
     }
     enum fcc_mode mode = lc->forward_client_cert;
-    bool keep_incoming = mode == FCC_ALWAYS_FORWARD_ONLY ||
-                         (c->has_client_cert &&
-                          (mode == FCC_FORWARD_ONLY || mode == FCC_APPEND_FORWARD));
+    /* append_forward only means something for XFCC's element list; for the other formats it
+     * replaces, as sanitize_set does. */
+    bool keep_incoming =
+        mode == FCC_ALWAYS_FORWARD_ONLY ||
+        (c->has_client_cert &&
+         (mode == FCC_FORWARD_ONLY ||
+          (mode == FCC_APPEND_FORWARD && lc->client_cert_header == CC_HEADER_XFCC)));
     bool add_ours = c->has_client_cert &&
                     (mode == FCC_SANITIZE_SET ||
                      (mode == FCC_APPEND_FORWARD && lc->client_cert_header != CC_HEADER_XFCC));

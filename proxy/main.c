@@ -95,9 +95,15 @@ static int cmd_check(const char *path)
                lc->mode == LISTENER_HTTP ? "http" : lc->mode == LISTENER_TLS ? "tls" : "tcp");
     }
     tls_gen_describe(gen, cfg);
+    /* A tenant that did not load is a validation failure, even though run would serve the
+     * others. */
+    size_t broken = tls_gen_store_errors(gen);
+    if (broken > 0)
+        fprintf(stderr, "check: %zu tenant%s of the CA store failed to load\n", broken,
+                broken == 1 ? "" : "s");
     tls_gen_unref(gen);
     config_free(cfg);
-    return 0;
+    return broken > 0 ? 1 : 0;
 }
 
 static int cmd_run(const char *path)
@@ -120,12 +126,14 @@ static int cmd_run(const char *path)
         config_free(cfg);
         return 1;
     }
-    if (listener_bind(&srv, err, sizeof(err)) < 0) {
+    /* The admin port listens first, so that whoever sees it up and asks /ready gets 503 until
+     * the listeners really accept, never a refused connection after they do. */
+    main_loop = uv_default_loop();
+    if (admin_start(main_loop, &srv, err, sizeof(err)) < 0) {
         log_msg(LOG_LEVEL_ERROR, "startup_failed", "%s", err);
         return 1;
     }
-    main_loop = uv_default_loop();
-    if (admin_start(main_loop, &srv, err, sizeof(err)) < 0) {
+    if (listener_bind(&srv, err, sizeof(err)) < 0) {
         log_msg(LOG_LEVEL_ERROR, "startup_failed", "%s", err);
         return 1;
     }

@@ -273,11 +273,21 @@ static void follow_links(struct scan *s, const char *path)
     }
 }
 
+/* A root that is itself a symlink (dir -> versions/v2, swapped by rename) changes in the
+ * directory holding the link: watch that one too. */
+static void follow_root(struct scan *s, const char *root)
+{
+    struct stat st;
+    if (lstat(root, &st) == 0 && S_ISLNK(st.st_mode))
+        follow_links(s, root);
+}
+
 static void scan_credentials(struct scan *s, const struct config *cfg)
 {
     if (cfg->credentials_dir == NULL)
         return;
     hash_str(&s->h, "\002credentials");
+    follow_root(s, cfg->credentials_dir);
     if (!add_dir(s, cfg->credentials_dir))
         s->missing = true;
     const char *files[] = {cfg->credentials_cert, cfg->credentials_key, cfg->credentials_pkcs12,
@@ -344,6 +354,7 @@ static void scan_ca_store(struct scan *s, const struct config *cfg)
     if (cfg->ca_store_dir == NULL)
         return;
     hash_str(&s->h, "\002ca_store");
+    follow_root(s, cfg->ca_store_dir);
     if (!add_dir(s, cfg->ca_store_dir)) {
         s->missing = true;
         hash_str(&s->h, "\001missing");

@@ -1840,6 +1840,12 @@ def t_drain_idle(t):
 # ---------------------------------------------------------------------------------------------
 # runner
 
+sys.path.insert(0, HERE)
+for _m in ("test_reload", "test_tenancy", "test_xfcc", "test_scripts"):
+    if os.path.exists(os.path.join(HERE, _m + ".py")):
+        __import__(_m).register(sys.modules[__name__])
+
+
 def make_pki():
     for alg, flags in (("ecdsa", []), ("rsa", ["--rsa"])):
         d = os.path.join(Opts.tmp, "pki-" + alg)
@@ -1937,5 +1943,16 @@ def main():
     return 1 if failed else 0
 
 
+def load_test_modules():
+    """Adds the tests of every tests/integration/test_*.py: each has register(harness)."""
+    sys.path.insert(0, HERE)
+    for name in sorted(os.listdir(HERE)):
+        if re.fullmatch(r"test_\w+\.py", name):
+            mod = __import__(name[:-3])
+            if hasattr(mod, "register"):
+                mod.register(sys.modules[__name__])
+
+
 if __name__ == "__main__":
+    load_test_modules()
     sys.exit(main())
