@@ -591,3 +591,13 @@ void ca_store_describe(const struct ca_store *store, FILE *out)
                    store->errors[i].message);
     BIO_free(bio);
 }
+
+const struct ca_tenant *ca_store_tenant_at(const struct ca_store *store, size_t i)
+{
+    return i < store->num_tenants ? &store->tenants[i] : NULL;
+}
+
+const STACK_OF(X509) *ca_store_cas(const struct ca_store *store, const struct ca_tenant *tenant)
+{
+    return tenant != NULL ? tenant->scope.certs : store->common.scope.certs;
+}

@@ -62,6 +62,13 @@ int ca_store_check_crl(const struct ca_store *store, const struct ca_tenant *ten
 /* ca_store_num_tenants returns the number of tenants loaded. */
 size_t ca_store_num_tenants(const struct ca_store *store);
 
+/* ca_store_tenant_at returns the i-th tenant (0 <= i < ca_store_num_tenants), or NULL. */
+const struct ca_tenant *ca_store_tenant_at(const struct ca_store *store, size_t i);
+
+/* ca_store_cas returns the CA certificates of |tenant|'s own bundle (NULL: the common bundle).
+ * Borrowed: valid as long as the store. */
+const STACK_OF(X509) *ca_store_cas(const struct ca_store *store, const struct ca_tenant *tenant);
+
 /* ca_store_num_errors returns the number of tenants that failed to load;
  * ca_store_error(store, i, &tenant_id) returns the i-th message ("FILE:LINE: what"). */
 size_t ca_store_num_errors(const struct ca_store *store);

@@ -1243,7 +1243,54 @@ void tls_gen_status_json(const struct tls_gen *gen, struct buf *out)
             buf_appendf(out, "%02x", md[i]);
         buf_appends(out, "\"}");
     }
-    buf_appends(out, ",\"tenants\":{}");
+    buf_appends(out, ",\"tenants\":{");
+    if (gen->store != NULL) {
+        size_t n = ca_store_num_tenants(gen->store);
+        for (size_t i = 0; i <= n; i++) {
+            const struct ca_tenant *t = i == 0 ? NULL : ca_store_tenant_at(gen->store, i - 1);
+            const char *id = t ? ca_store_tenant_id(t) : "";
+            if (i > 0)
+                buf_append(out, ",", 1);
+            json_str(out, id);
+            buf_appends(out, ":{\"cas\":[");
+            const STACK_OF(X509) *cas = ca_store_cas(gen->store, t);
+            for (size_t j = 0; j < sk_X509_num(cas); j++) {
+                X509 *x = sk_X509_value(cas, j);
+                char *subject = name_rfc2253(X509_get_subject_name(x));
+                buf_appends(out, j ? ",{\"subject\":" : "{\"subject\":");
+                json_str(out, subject);
+                free(subject);
+                buf_appendf(out, ",\"not_after\":%lld}",
+                            (long long)asn1_unix(X509_get0_notAfter(x)));
+            }
+            buf_appends(out, "],\"error\":");
+            const char *error = NULL;
+            for (size_t k = 0; k < ca_store_num_errors(gen->store); k++) {
+                const char *tid = NULL;
+                const char *msg = ca_store_error(gen->store, k, &tid);
+                if (tid != NULL && strcmp(tid, id) == 0)
+                    error = msg;
+            }
+            if (error != NULL)
+                json_str(out, error);
+            else
+                buf_appends(out, "null");
+            buf_append(out, "}", 1);
+        }
+        /* Tenants that failed to load and have no previous bundle still get their error. */
+        for (size_t k = 0; k < ca_store_num_errors(gen->store); k++) {
+            const char *tid = NULL;
+            const char *msg = ca_store_error(gen->store, k, &tid);
+            if (tid == NULL || ca_store_tenant(gen->store, tid, strlen(tid)) != NULL)
+                continue;
+            buf_append(out, ",", 1);
+            json_str(out, tid);
+            buf_appends(out, ":{\"cas\":[],\"error\":");
+            json_str(out, msg);
+            buf_append(out, "}", 1);
+        }
+    }
+    buf_append(out, "}", 1);
 }
 
 void tls_gen_metrics(const struct tls_gen *gen, struct buf *out)
@@ -1253,6 +1300,44 @@ void tls_gen_metrics(const struct tls_gen *gen, struct buf *out)
     if (gen->leaf != NULL)
         buf_appendf(out, "certgate_certificate_not_after_seconds{kind=\"server\",tenant=\"\"} %lld\n",
                     (long long)tls_gen_server_not_after(gen));
+    if (gen->store != NULL) {
+        size_t n = ca_store_num_tenants(gen->store);
+        for (size_t i = 0; i <= n; i++) {
+            const struct ca_tenant *t = i == 0 ? NULL : ca_store_tenant_at(gen->store, i - 1);
+            const STACK_OF(X509) *cas = ca_store_cas(gen->store, t);
+            int64_t first = INT64_MAX;
+            for (size_t j = 0; j < sk_X509_num(cas); j++)
+                first = MIN(first, asn1_unix(X509_get0_notAfter(sk_X509_value(cas, j))));
+            if (first != INT64_MAX)
+                buf_appendf(out,
+                            "certgate_certificate_not_after_seconds{kind=\"ca\",tenant=\"%s\"} %lld\n",
+                            t ? ca_store_tenant_id(t) : "", (long long)first);
+        }
+    }
     buf_appends(out, "# HELP certgate_tenant_load_errors Tenants whose CA bundle failed to load.\n"
                      "# TYPE certgate_tenant_load_errors gauge\n");
+    for (size_t k = 0; gen->store != NULL && k < ca_store_num_errors(gen->store); k++) {
+        const char *tid = NULL;
+        ca_store_error(gen->store, k, &tid);
+        tid = tid ? tid : "";
+        bool seen = false;
+        for (size_t j = 0; j < k && !seen; j++) {
+            const char *other = NULL;
+            ca_store_error(gen->store, j, &other);
+            seen = other != NULL && strcmp(other, tid) == 0;
+        }
+        if (seen)
+            continue;
+        /* A broken index may name a tenant anything: escape it as a label value. */
+        buf_appends(out, "certgate_tenant_load_errors{tenant=\"");
+        for (const char *p = tid; *p; p++) {
+            if (*p == '\\' || *p == '"')
+                buf_appendf(out, "\\%c", *p);
+            else if (*p == '\n')
+                buf_appends(out, "\\n");
+            else
+                buf_append(out, p, 1);
+        }
+        buf_appends(out, "\"} 1\n");
+    }
 }
