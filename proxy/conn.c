@@ -592,6 +592,18 @@ static void finish_flush(struct conn *c)
 
 static void client_flush(struct conn *c)
 {
+    if (c->tls_flush_pending && buf_used(&c->cout) == 0) {
+        int r = tls_flush(c->ssl);
+        if (r == TLS_WANT_WRITE || r == TLS_WANT_READ) {
+            c->client_write_blocked = true;
+            return;
+        }
+        c->tls_flush_pending = false;
+        if (r == TLS_ERROR) {
+            conn_close(c);
+            return;
+        }
+    }
     while (buf_used(&c->cout) > 0) {
         int n;
         if (c->ssl != NULL) {
@@ -625,6 +637,10 @@ static void client_flush(struct conn *c)
 static void handshake_done(struct conn *c)
 {
     metrics_handshake(c->index, tls_resumed(c->ssl) ? METRICS_HS_RESUMED : METRICS_HS_OK);
+    c->tls_flush_pending = true;
+    client_flush(c);
+    if (c->state == CONN_CLOSING)
+        return;
     if (c->lc->mode == LISTENER_TLS) {
         conn_set_state(c, CONN_TUNNEL);
         conn_upstream_connect(c);

@@ -65,6 +65,7 @@ struct conn {
     bool client_write_blocked; /* the last write would have blocked */
     bool client_read_wants_write;
     bool hs_want_write;
+    bool tls_flush_pending; /* session tickets still to be sent */
     bool lingering;      /* response sent and SHUT_WR done: discard input until EOF */
     bool client_shut_wr; /* relay: our side of the client connection is shut */
 

@@ -22,6 +22,23 @@
 
 static void endpoint_string(const struct sockaddr_storage *ss, char *out, size_t len);
 
+static int probe_free(const struct sockaddr_storage *addr, socklen_t addr_len)
+{
+    const struct sockaddr_in *in = (const struct sockaddr_in *)addr;
+    const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)addr;
+    if ((addr->ss_family == AF_INET && in->sin_port == 0) ||
+        (addr->ss_family == AF_INET6 && in6->sin6_port == 0))
+        return 0; /* the kernel picks a free port */
+    int fd = socket(addr->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    int r = bind(fd, (const struct sockaddr *)addr, addr_len) == 0 ? 0 : -errno;
+    close(fd);
+    return r;
+}
+
 int listener_bind(struct server *srv, char *err, size_t err_len)
 {
     const struct config *cfg = srv->cfg;
@@ -41,6 +58,15 @@ int listener_bind(struct server *srv, char *err, size_t err_len)
         const struct listener_config *lc = &cfg->listeners[i];
         struct sockaddr_storage addr = lc->address.addr;
         socklen_t addr_len = lc->address.addr_len;
+        /* SO_REUSEPORT would let us share a port another process already listens on (and take
+         * part of its traffic): make sure the address is really free first, as nginx and Envoy
+         * do by failing with "address in use". */
+        int r = probe_free(&addr, addr_len);
+        if (r < 0) {
+            snprintf(err, err_len, "listener %s: cannot listen on %s: %s", lc->name,
+                     lc->address.text, strerror(-r));
+            return r;
+        }
         for (size_t w = 0; w < srv->num_workers; w++) {
             int fd = socket(addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
             if (fd < 0) {

@@ -10,6 +10,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <regex.h>
 #include <stdatomic.h>
@@ -29,6 +30,9 @@
 #include <openssl/pem.h>
 #include <openssl/pkcs8.h>
 #include <openssl/pool.h>
+#include <openssl/rand.h>
+#include <openssl/hmac.h>
+#include <openssl/cipher.h>
 #include <openssl/sha.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
@@ -823,6 +827,65 @@ const char *tls_tenant(struct ssl_st *ssl)
     return pe != NULL && pe->id[0] != '\0' ? pe->id : NULL;
 }
 
+/* --- session tickets ------------------------------------------------------------------------ */
+
+/* One ticket key ring for the whole process, so that a session resumes on any worker and
+ * across reloads (the session id context, not the key, decides whether a session may resume
+ * into a tenant and trust set). Keys rotate every 12 hours; the previous key still decrypts,
+ * so a ticket lives at most a day. */
+#define TICKET_ROTATE_SECONDS (12 * 3600)
+
+struct ticket_key {
+    uint8_t name[SSL_TICKET_KEY_NAME_LEN];
+    uint8_t aes[16];
+    uint8_t hmac[32];
+    int64_t created;
+};
+
+static struct ticket_key ticket_keys[2]; /* current, previous */
+static pthread_mutex_t ticket_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int ticket_cb(SSL *ssl, uint8_t *key_name, uint8_t *iv, EVP_CIPHER_CTX *cctx,
+                     HMAC_CTX *hctx, int encrypt)
+{
+    struct ticket_key k;
+    bool previous = false;
+    int64_t now = (int64_t)time(NULL);
+    pthread_mutex_lock(&ticket_lock);
+    if (ticket_keys[0].created == 0 || now - ticket_keys[0].created >= TICKET_ROTATE_SECONDS) {
+        ticket_keys[1] = ticket_keys[0];
+        RAND_bytes(ticket_keys[0].name, sizeof(ticket_keys[0].name));
+        RAND_bytes(ticket_keys[0].aes, sizeof(ticket_keys[0].aes));
+        RAND_bytes(ticket_keys[0].hmac, sizeof(ticket_keys[0].hmac));
+        ticket_keys[0].created = now;
+    }
+    if (encrypt) {
+        k = ticket_keys[0];
+    } else if (memcmp(key_name, ticket_keys[0].name, SSL_TICKET_KEY_NAME_LEN) == 0) {
+        k = ticket_keys[0];
+    } else if (ticket_keys[1].created != 0 &&
+               memcmp(key_name, ticket_keys[1].name, SSL_TICKET_KEY_NAME_LEN) == 0) {
+        k = ticket_keys[1];
+        previous = true;
+    } else {
+        pthread_mutex_unlock(&ticket_lock);
+        return 0; /* unknown key: a full handshake */
+    }
+    pthread_mutex_unlock(&ticket_lock);
+    if (encrypt) {
+        memcpy(key_name, k.name, SSL_TICKET_KEY_NAME_LEN);
+        RAND_bytes(iv, 16);
+        if (!EVP_EncryptInit_ex(cctx, EVP_aes_128_cbc(), NULL, k.aes, iv))
+            return -1;
+    } else if (!EVP_DecryptInit_ex(cctx, EVP_aes_128_cbc(), NULL, k.aes, iv)) {
+        return -1;
+    }
+    if (!HMAC_Init_ex(hctx, k.hmac, sizeof(k.hmac), EVP_sha256(), NULL))
+        return -1;
+    OPENSSL_cleanse(&k, sizeof(k));
+    return previous ? 2 : 1; /* 2: renew a ticket made with the previous key */
+}
+
 /* --- contexts ------------------------------------------------------------------------------ */
 
 static int build_listener(struct tls_gen *gen, struct tls_listener *tl,
@@ -856,6 +919,7 @@ static int build_listener(struct tls_gen *gen, struct tls_listener *tl,
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     /* Tickets only: a server-side cache would keep every session's peer chain in memory. */
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+    SSL_CTX_set_tlsext_ticket_key_cb(ctx, ticket_cb);
     if (!SSL_CTX_set_chain_and_key(ctx, gen->cert_bufs, gen->num_cert_bufs, gen->key, NULL)) {
         char e[256];
         ssl_error_string(e, sizeof(e));
@@ -1043,7 +1107,8 @@ int tls_handshake(struct ssl_st *ssl)
     /* Verification failures were logged by verify_peer; log the rest here. */
     unsigned long e = ERR_peek_error();
     int reason = ERR_GET_REASON(e);
-    if (e != 0 && reason != SSL_R_CERTIFICATE_VERIFY_FAILED) {
+    /* Refusals by verify_peer and select_tenant were logged and counted there. */
+    if (e != 0 && reason != SSL_R_CERTIFICATE_VERIFY_FAILED && reason != SSL_R_CONNECTION_REJECTED) {
         char text[256];
         const char *why = NULL;
         if (reason == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE)
@@ -1090,6 +1155,18 @@ int tls_write(struct ssl_st *ssl, const char *data, size_t len)
     int r = map_error(ssl, rv);
     ERR_clear_error();
     return r == TLS_EOF ? TLS_ERROR : r;
+}
+
+int tls_flush(struct ssl_st *ssl)
+{
+    /* A zero-length write sends what BoringSSL queued without data: after a TLS 1.3 handshake
+     * with client authentication, that is the session tickets. */
+    int rv = SSL_write(ssl, "", 0);
+    if (rv >= 0)
+        return 0;
+    int r = map_error(ssl, rv);
+    ERR_clear_error();
+    return r == TLS_WANT_WRITE || r == TLS_WANT_READ ? r : TLS_ERROR;
 }
 
 void tls_shutdown(struct ssl_st *ssl)

@@ -75,6 +75,10 @@ bool tls_pending(struct ssl_st *ssl);
 /* tls_write writes up to |len| bytes: a count > 0, or TLS_WANT_*, TLS_ERROR. */
 int tls_write(struct ssl_st *ssl, const char *data, size_t len);
 
+/* tls_flush sends records BoringSSL queued without application data (session tickets): 0, or
+ * TLS_WANT_WRITE / TLS_WANT_READ to try again when the socket allows, or TLS_ERROR. */
+int tls_flush(struct ssl_st *ssl);
+
 /* tls_shutdown sends close_notify (best effort, never blocks). */
 void tls_shutdown(struct ssl_st *ssl);
 

@@ -6,7 +6,10 @@
 # to tests/bench/last-results.md with the machine description.
 #
 # Environment (all optional):
-#   BENCH_DURATION=5       seconds measured per figure (plus 0.5 s warm-up)
+#   BENCH_DURATION=5       seconds measured per figure and proxy, split into BENCH_ROUNDS
+#   BENCH_ROUNDS=3         interleaved rounds (proxy A, B, C, D, then again...), each with a
+#                          0.3 s warm-up; a figure is the median of its rounds, so that a burst
+#                          of other load on the machine does not decide a comparison
 #   BENCH_IDLE_CONNS=5000  idle mTLS connections held for the memory figure
 #   BENCH_PEERS="nginx haproxy caddy"   peers to run (a peer that cannot be installed is skipped)
 #   BENCH_WORKERS2=on      also run the 2-worker figures (off to skip)
@@ -23,6 +26,8 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 D=${BENCH_DURATION:-5}
+ROUNDS=${BENCH_ROUNDS:-3}
+DR=$(awk -v d="$D" -v r="$ROUNDS" 'BEGIN { printf "%.2f", d / r }')
 IDLE=${BENCH_IDLE_CONNS:-5000}
 PEERS=${BENCH_PEERS:-nginx haproxy caddy}
 WORKERS2=${BENCH_WORKERS2:-on}
@@ -40,6 +45,7 @@ declare -A PORT=([certgate]=18443 [nginx]=18444 [haproxy]=18445 [caddy]=18446)
 declare -A TITLE=([certgate]=certgate [nginx]=nginx [haproxy]=HAProxy [caddy]=Caddy)
 BSSL=/usr/lib/x86_64-linux-gnu/android
 t_start=$(date +%s)
+loadavg=$(cut -d' ' -f1-3 /proc/loadavg)
 
 log() { printf 'bench: %s\n' "$*" >&2; }
 
@@ -369,14 +375,27 @@ field() { # field KEY LINE
 LG_COMMON=(--cert "$pki/client-chain.crt" --key "$pki/client.key" --ca "$pki/root.crt"
     -s localhost -H "X-Forwarded-Client-Cert: By=forged;Hash=00")
 
+cpu_ticks() { # cpu_ticks PID: user+system clock ticks of the process tree
+    local t=0 p v
+    for p in $(proc_tree "$1"); do
+        v=$(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12 + $13}' || true)
+        t=$((t + ${v:-0}))
+    done
+    echo "$t"
+}
+HZ=$(getconf CLK_TCK)
+
 loadgen_run() { # loadgen_run SERVER FIGURE WORKERS MODE ARGS... -> records rate (and latency)
     local n=$1 fig=$2 w=$3 mode=$4
     shift 4
-    local pin=() line
+    local pin=() line c0 c1
     [ "$w" = 1 ] && pin=("${PIN_CLIENT[@]}")
+    c0=$(cpu_ticks "${SPID[$n]}")
     line=$(timeout $((${D%.*} + 30)) "${pin[@]}" "$loadgen" "$mode" -a "127.0.0.1:${PORT[$n]}" \
-        -d "${D}s" -l "$n/$fig/w$w" "${LG_COMMON[@]}" "$@" 2>>"$out/$n/loadgen.err" || true)
-    echo "$line" >>"$out/loadgen.log"
+        -d "${DR}s" -w 0.3s -l "$n/$fig/w$w" "${LG_COMMON[@]}" "$@" \
+        2>>"$out/$n/loadgen.err" || true)
+    c1=$(cpu_ticks "${SPID[$n]}")
+    echo "$line proxy_ticks=$((c1 - c0))" >>"$out/loadgen.log"
     if [ -z "$line" ]; then
         record "$n" "$fig" "" "loadgen failed"
         return
@@ -384,7 +403,24 @@ loadgen_run() { # loadgen_run SERVER FIGURE WORKERS MODE ARGS... -> records rate
     local errs note=""
     errs=$(field errors "$line")
     [ "${errs:-0}" != 0 ] && note="$errs errors, first $(field first_error "$line")"
+    local ccpu
+    ccpu=$(field client_cpu_pct "$line")
+    if [ "${ccpu:-0}" -ge 90 ]; then
+        note="${note:+$note; }load generator at ${ccpu}% of its CPU (a lower bound)"
+    fi
     record "$n" "$fig" "$(field rate "$line")" "$note"
+    # the proxy's own CPU time per operation: far less sensitive to other load than rates
+    local total per
+    if [ "$mode" = large ]; then
+        total=$(field total_bytes "$line")
+        per=$(awk -v t=$((c1 - c0)) -v n="${total:-0}" -v hz="$HZ" \
+            'BEGIN { if (n > 0) printf "%.1f", t * 1e6 / hz / (n / 1e6) }')
+    else
+        total=$(field total "$line")
+        per=$(awk -v t=$((c1 - c0)) -v n="${total:-0}" -v hz="$HZ" \
+            'BEGIN { if (n > 0) printf "%.1f", t * 1e6 / hz / n }')
+    fi
+    [ "$w" = 1 ] && [ -n "$per" ] && record "$n" "${fig}_cpu" "$per"
     if [ "$mode" = keepalive ]; then
         record "$n" "${fig}_p50" "$(field p50_ms "$line")"
         record "$n" "${fig}_p99" "$(field p99_ms "$line")"
@@ -480,53 +516,76 @@ profile() { # profile PID NAME MODE ARGS...: perf while loadgen runs, then a tex
     {
         echo "## perf: certgate, $name (inclusive, symbols >= 2%)"
         perf report -i "$data" --stdio --children --sort symbol -g none --percent-limit 2 \
-            2>/dev/null | grep -v '^#' | grep -v '^$' | grep -v '\] 0x0000' | head -45
+            2>/dev/null | grep -v -e '^#' -e '^$' -e '\] 0x0000' | head -45 || true
         echo
         echo "## perf: certgate, $name (self, by library)"
         perf report -i "$data" --stdio --no-children --sort dso -g none 2>/dev/null |
-            grep -v '^#' | grep -v '^$' | head -8
-    } >"$out/perf-$name.txt" 2>&1
+            grep -v -e '^#' -e '^$' | head -8 || true
+    } >"$out/perf-$name.txt" 2>&1 || true
     log "profile written to $out/perf-$name.txt"
 }
 
-run_server() { # run_server NAME
-    local n=$1
-    log "---- $n, 1 worker"
-    if ! start_server "$n" 1; then
-        record "$n" started no
-        return
-    fi
-    local pid=$SERVER_PID
-    check_forwarding "$n"
-    measure_idle "$n" "$pid"
-    loadgen_run "$n" hs13 1 handshake -V 1.3 -c 64
-    loadgen_run "$n" hs12 1 handshake -V 1.2 -c 64
-    loadgen_run "$n" res13 1 resume -V 1.3 -c 64
-    loadgen_run "$n" ka 1 keepalive -c 50
-    loadgen_run "$n" large 1 large -c 4
-    loadgen_run "$n" hs13_c1 1 handshake -V 1.3 -c 1 -d 2s
-    stime_run "$n"
-    if [ "$n" = certgate ] && [ "$PERF_ON" = on ]; then
-        profile "$pid" handshake handshake -V 1.3 -c 64
-        profile "$pid" keepalive keepalive -c 50
-    fi
-    stop_pid "$pid"
-    if [ "$WORKERS2" = on ]; then
-        log "---- $n, 2 workers"
-        if start_server "$n" 2; then
-            pid=$SERVER_PID
-            loadgen_run "$n" hs13_w2 2 handshake -V 1.3 -c 64 -t 2
-            loadgen_run "$n" ka_w2 2 keepalive -c 50 -t 2
-            stop_pid "$pid"
+declare -A SPID=()
+start_all() { # start_all WORKERS: every proxy, fresh; a proxy that does not start is dropped
+    local w=$1 n
+    running=()
+    for n in "${servers[@]}"; do
+        if start_server "$n" "$w"; then
+            SPID[$n]=$SERVER_PID
+            running+=("$n")
+        else
+            record "$n" started no "did not start with $w workers"
         fi
-    fi
+    done
+}
+stop_all() {
+    local n
+    for n in "${running[@]}"; do stop_pid "${SPID[$n]}"; done
+    running=()
 }
 
-log "duration ${D}s per figure, $IDLE idle connections, pinning $PIN, perf $PERF_ON," \
+interleaved() { # interleaved FIGURE WORKERS MODE ARGS...: ROUNDS rounds over the running proxies
+    local fig=$1 w=$2 r i k n
+    shift 2
+    for r in $(seq 0 $((ROUNDS - 1))); do
+        k=${#running[@]}
+        for i in $(seq 0 $((k - 1))); do
+            n=${running[$(((i + r) % k))]}
+            loadgen_run "$n" "$fig" "$w" "$@"
+        done
+    done
+}
+
+servers=(certgate "${active[@]}")
+running=()
+log "$D s per figure in $ROUNDS rounds, $IDLE idle connections, pinning $PIN, perf $PERF_ON," \
     "peers: ${active[*]:-none}${SKIPPED:+ (skipped:$SKIPPED)}"
-for n in certgate "${active[@]}"; do
-    run_server "$n"
+
+log "---- 1 worker each"
+start_all 1
+for n in "${running[@]}"; do
+    check_forwarding "$n"
+    measure_idle "$n" "${SPID[$n]}"
 done
+interleaved hs13 1 handshake -V 1.3 -c 64
+interleaved hs12 1 handshake -V 1.2 -c 64
+interleaved res13 1 resume -V 1.3 -c 64
+interleaved ka 1 keepalive -c 50
+interleaved large 1 large -c 4
+interleaved hs13_c1 1 handshake -V 1.3 -c 1
+for n in "${running[@]}"; do stime_run "$n"; done
+if [ "$PERF_ON" = on ] && [ -n "${SPID[certgate]:-}" ] && kill -0 "${SPID[certgate]}" 2>/dev/null; then
+    profile "${SPID[certgate]}" handshake handshake -V 1.3 -c 64
+    profile "${SPID[certgate]}" keepalive keepalive -c 50
+fi
+stop_all
+if [ "$WORKERS2" = on ]; then
+    log "---- 2 workers each"
+    start_all 2
+    interleaved hs13_w2 2 handshake -V 1.3 -c 64 -t 2
+    interleaved ka_w2 2 keepalive -c 50 -t 2
+    stop_all
+fi
 
 # ---- 4. the table ----------------------------------------------------------------------------
 versions() {
@@ -534,7 +593,7 @@ versions() {
     for p in "${active[@]}"; do
         case $p in
         nginx) echo "nginx: $(nginx -v 2>&1 | sed 's/^nginx version: //'), $(nginx -V 2>&1 | grep -o 'built with OpenSSL [0-9.a-z]*')" ;;
-        haproxy) echo "HAProxy: $(haproxy -v 2>&1 | head -1 | awk '{print $3}'), $(haproxy -vv 2>&1 | grep -o 'Running on OpenSSL version : [^ ]*' | sed 's/Running on //')" ;;
+        haproxy) echo "HAProxy: $(haproxy -v 2>&1 | head -1 | awk '{print $3}'), $(haproxy -vv 2>&1 | sed -n 's/^Running on OpenSSL version : //p' | head -1)" ;;
         caddy) echo "Caddy: $(caddy version 2>&1 | head -1)" ;;
         esac
     done
@@ -542,6 +601,6 @@ versions() {
 elapsed=$(($(date +%s) - t_start))
 python3 "$root/scripts/bench/table.py" \
     --results "$RES" --servers "certgate ${active[*]}" --skipped "${SKIPPED# }" \
-    --duration "$D" --idle "$IDLE" --pin "$PIN" --elapsed "$elapsed" \
+    --duration "$D" --rounds "$ROUNDS" --loadavg "$loadavg" --idle "$IDLE" --pin "$PIN" --elapsed "$elapsed" \
     --versions "$(versions)" --perf-dir "$([ "$PERF_ON" = on ] && echo "$out")" \
     --out "$results"

@@ -18,6 +18,11 @@ ROWS = [
     ("ka_p99", "keep-alive latency p99, ms (lower is better)", "low", "{:.2f}"),
     ("large", "1 MiB responses, MB/s (4 connections)", "high", "{:,.0f}"),
     ("idle_kb", "memory per idle TLS connection, KB (lower is better)", "low", "{:.1f}"),
+    ("hs13_cpu", "proxy CPU per full handshake, TLS 1.3, us (lower is better)", "low", "{:,.0f}"),
+    ("hs12_cpu", "proxy CPU per full handshake, TLS 1.2, us (lower is better)", "low", "{:,.0f}"),
+    ("res13_cpu", "proxy CPU per resumed handshake, us (lower is better)", "low", "{:,.0f}"),
+    ("ka_cpu", "proxy CPU per keep-alive request, us (lower is better)", "low", "{:,.1f}"),
+    ("large_cpu", "proxy CPU per MB of 1 MiB responses, us (lower is better)", "low", "{:,.0f}"),
     ("hs13_w2", "2 workers: full handshakes/s, TLS 1.3", "high", "{:,.0f}"),
     ("ka_w2", "2 workers: keep-alive requests/s", "high", "{:,.0f}"),
     ("scale_hs", "2 workers / 1 worker, handshakes", "high", "{:.2f}x"),
@@ -29,16 +34,25 @@ ROWS = [
 
 
 def load(path):
-    vals, notes = {}, []
+    """Returns {(server, figure): value} with the median of a figure's rounds, and the notes."""
+    rounds, notes = {}, []
     with open(path) as f:
         for line in f:
             parts = line.rstrip("\n").split("\t")
             while len(parts) < 4:
                 parts.append("")
             server, fig, value, note = parts[:4]
-            vals[(server, fig)] = value
+            rounds.setdefault((server, fig), []).append(value)
             if note:
                 notes.append((server, fig, note))
+    vals = {}
+    for key, vs in rounds.items():
+        nums = sorted(n for n in (num(v) for v in vs) if n is not None)
+        if nums:
+            mid = len(nums) // 2
+            vals[key] = str(nums[mid] if len(nums) % 2 else (nums[mid - 1] + nums[mid]) / 2)
+        else:
+            vals[key] = vs[0]
     return vals, notes
 
 
@@ -83,11 +97,13 @@ def main():
     ap.add_argument("--servers", required=True)
     ap.add_argument("--skipped", default="")
     ap.add_argument("--duration", default="5")
+    ap.add_argument("--rounds", default="1")
     ap.add_argument("--idle", default="")
     ap.add_argument("--pin", default="off")
     ap.add_argument("--elapsed", default="")
     ap.add_argument("--versions", default="")
     ap.add_argument("--perf-dir", default="")
+    ap.add_argument("--loadavg", default="?")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
 
@@ -106,7 +122,8 @@ def main():
     table = []
     for key, label, better, fmt in ROWS:
         if key == "idle_kb":
-            held = vals.get(("certgate", "idle_held")) or a.idle
+            held = num(vals.get(("certgate", "idle_held"))) or num(a.idle) or 0
+            held = "{:,}".format(int(held))
             label = "memory per idle TLS connection, KB (%s held; lower is better)" % held
         row = [label]
         present = False
@@ -154,10 +171,11 @@ def main():
 
     desc = [
         "Machine: " + machine(),
-        "Run: %s, %s s per figure (+0.5 s warm-up), 1 worker each unless stated; "
-        "CPU pinning (1 worker: proxy on CPU 0, load generator and upstream on CPU 1): %s; "
-        "whole run %s s." % (datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), a.duration,
-                             a.pin, a.elapsed),
+        "Run: %s, %s s per figure and proxy in %s interleaved rounds (median of the rounds), "
+        "1 worker each unless stated; CPU pinning (1 worker: proxy on CPU 0, load generator "
+        "and upstream on CPU 1): %s; whole run %s s; load average before the run: %s." % (
+            datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), a.duration, a.rounds, a.pin,
+            a.elapsed, a.loadavg),
     ]
     print("\n".join(text + footer))
     print()
