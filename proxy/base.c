@@ -44,7 +44,8 @@ char *xstrdup(const char *s)
 char *xstrndup(const char *s, size_t len)
 {
     char *p = xmalloc(len + 1);
-    memcpy(p, s, len);
+    if (len > 0)
+        memcpy(p, s, len);
     p[len] = '\0';
     return p;
 }

@@ -140,8 +140,7 @@ uint64_t metrics_reload_count(const char *source, bool ok)
     return 0;
 }
 
-/* Label values are escaped as the text format wants: backslash, double quote and newline. */
-static void label(struct buf *out, const char *value)
+void metrics_label(struct buf *out, const char *value)
 {
     buf_append(out, "\"", 1);
     for (const char *p = value; *p; p++) {
@@ -163,7 +162,7 @@ static void family(struct buf *out, const char *name, const char *type, const ch
 static void sample_start(struct buf *out, const char *name, const struct listener_metrics *m)
 {
     buf_appendf(out, "%s{listener=", name);
-    label(out, m->name);
+    metrics_label(out, m->name);
 }
 
 static void render_listeners(struct buf *out)

@@ -42,6 +42,10 @@ void metrics_upstream_error(size_t listener, enum metrics_upstream kind);
 void metrics_reload(const char *source, bool ok);
 void metrics_crl_stale(void);
 
+/* metrics_label appends |value| as a quoted Prometheus label value, escaping backslash, double
+ * quote and newline as the text format wants. */
+void metrics_label(struct buf *out, const char *value);
+
 /* metrics_render appends every counter above in the Prometheus text format 0.0.4, each family
  * with its HELP and TYPE lines. The generation's certificate gauges come from tls_gen_metrics. */
 void metrics_render(struct buf *out);

@@ -1406,15 +1406,8 @@ void tls_gen_metrics(const struct tls_gen *gen, struct buf *out)
         if (seen)
             continue;
         /* A broken index may name a tenant anything: escape it as a label value. */
-        buf_appends(out, "certgate_tenant_load_errors{tenant=\"");
-        for (const char *p = tid; *p; p++) {
-            if (*p == '\\' || *p == '"')
-                buf_appendf(out, "\\%c", *p);
-            else if (*p == '\n')
-                buf_appends(out, "\\n");
-            else
-                buf_append(out, p, 1);
-        }
-        buf_appends(out, "\"} 1\n");
+        buf_appends(out, "certgate_tenant_load_errors{tenant=");
+        metrics_label(out, tid);
+        buf_appends(out, "} 1\n");
     }
 }
