@@ -454,6 +454,8 @@ static void up_read(struct conn *c)
             client_flush(c);
             if (c->state == CONN_CLOSING)
                 return;
+            if ((size_t)n < CONN_READ_SIZE)
+                return; /* drained */
             continue;
         }
         if (buf_used(dst) == 0)
@@ -481,7 +483,11 @@ static bool can_read_client(struct conn *c)
     case CONN_HEAD:
         return buf_used(&c->cin) <= limits(c)->max_request_head;
     case CONN_PROXY:
-        return !c->req_done && buf_used(&c->uout) < CONN_HWM;
+        /* After the request, keep the socket readable: a pipelined request is buffered
+         * (bounded like a head) instead of turning the poll off and on for every request. */
+        if (c->req_done)
+            return buf_used(&c->cin) <= limits(c)->max_request_head;
+        return buf_used(&c->uout) < CONN_HWM;
     case CONN_TUNNEL:
         return buf_used(&c->uout) < CONN_HWM;
     case CONN_FLUSH:
@@ -557,6 +563,9 @@ static void client_read(struct conn *c)
                 return;
             up_flush(c);
             if (c->state == CONN_CLOSING)
+                return;
+            /* A short read drained the socket: the next read would only say EAGAIN. */
+            if ((size_t)n < CONN_READ_SIZE && (c->ssl == NULL || !tls_pending(c->ssl)))
                 return;
             continue;
         }

@@ -920,6 +920,7 @@ static int build_listener(struct tls_gen *gen, struct tls_listener *tl,
     /* Tickets only: a server-side cache would keep every session's peer chain in memory. */
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
     SSL_CTX_set_tlsext_ticket_key_cb(ctx, ticket_cb);
+    SSL_CTX_set_num_tickets(ctx, 1); /* one resumption per handshake is what clients use */
     if (!SSL_CTX_set_chain_and_key(ctx, gen->cert_bufs, gen->num_cert_bufs, gen->key, NULL)) {
         char e[256];
         ssl_error_string(e, sizeof(e));
@@ -1144,7 +1145,8 @@ int tls_read(struct ssl_st *ssl, char *out, size_t len)
 
 bool tls_pending(struct ssl_st *ssl)
 {
-    return SSL_pending(ssl) > 0;
+    /* Also records read from the socket but not yet decrypted: epoll will not report them. */
+    return SSL_has_pending(ssl);
 }
 
 int tls_write(struct ssl_st *ssl, const char *data, size_t len)

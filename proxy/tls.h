@@ -69,7 +69,7 @@ int tls_handshake(struct ssl_st *ssl);
 /* tls_read reads up to |len| decrypted bytes: a count > 0, or TLS_WANT_*, TLS_EOF, TLS_ERROR. */
 int tls_read(struct ssl_st *ssl, char *out, size_t len);
 
-/* tls_pending tells whether decrypted bytes are buffered inside the SSL. */
+/* tls_pending tells whether bytes (decrypted or not) are buffered inside the SSL. */
 bool tls_pending(struct ssl_st *ssl);
 
 /* tls_write writes up to |len| bytes: a count > 0, or TLS_WANT_*, TLS_ERROR. */
