@@ -601,3 +601,33 @@ const STACK_OF(X509) *ca_store_cas(const struct ca_store *store, const struct ca
 {
     return tenant != NULL ? tenant->scope.certs : store->common.scope.certs;
 }
+
+static int64_t cs_unix_time(const ASN1_TIME *t)
+{
+    int days = 0, secs = 0;
+    ASN1_TIME *epoch = ASN1_TIME_set(NULL, 0);
+    int ok = epoch != NULL && ASN1_TIME_diff(&days, &secs, epoch, t);
+    ASN1_TIME_free(epoch);
+    return ok ? (int64_t)days * 86400 + secs : 0;
+}
+
+static void cs_scope_next_update(const struct ca_scope *scope, int64_t *earliest)
+{
+    for (size_t i = 0; i < sk_X509_CRL_num(scope->crls); i++) {
+        const ASN1_TIME *next = X509_CRL_get0_nextUpdate(sk_X509_CRL_value(scope->crls, i));
+        if (next == NULL)
+            continue;
+        int64_t t = cs_unix_time(next);
+        if (t < *earliest)
+            *earliest = t;
+    }
+}
+
+int64_t ca_store_crl_next_update(const struct ca_store *store, const struct ca_tenant *tenant)
+{
+    int64_t earliest = INT64_MAX;
+    cs_scope_next_update(&store->common.scope, &earliest);
+    if (tenant != NULL)
+        cs_scope_next_update(&tenant->scope, &earliest);
+    return earliest;
+}

@@ -59,6 +59,11 @@ void ca_store_trust_hash(const struct ca_store *store, const struct ca_tenant *t
 int ca_store_check_crl(const struct ca_store *store, const struct ca_tenant *tenant,
                        STACK_OF(X509) *chain, size_t *out_index, bool *out_stale);
 
+/* ca_store_crl_next_update returns the earliest nextUpdate (Unix time) of the CRLs of the trust
+ * set common + |tenant|, INT64_MAX when none has one: a verification result that consulted
+ * them holds until then. */
+int64_t ca_store_crl_next_update(const struct ca_store *store, const struct ca_tenant *tenant);
+
 /* ca_store_num_tenants returns the number of tenants loaded. */
 size_t ca_store_num_tenants(const struct ca_store *store);
 

@@ -202,6 +202,8 @@ static void activity(struct conn *c)
 
 /* --- upstream ------------------------------------------------------------------------------ */
 
+static void up_poll_cb(uv_poll_t *h, int status, int events);
+
 static void up_close_cb(uv_handle_t *h)
 {
     struct upconn *up = h->data;
@@ -223,6 +225,72 @@ static void close_upstream(struct conn *c)
     c->up_shut_wr = false;
     buf_free(&c->uin);
     llhttp_reset(&c->resp_parser);
+}
+
+/* --- the worker's pool of idle upstream connections --------------------------------------- */
+
+static void pool_unlink(struct worker *w, struct upconn *up)
+{
+    for (struct upconn **pp = &w->up_pool; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == up) {
+            *pp = up->next;
+            w->num_up_pool--;
+            return;
+        }
+    }
+}
+
+/* Parks the connection's idle upstream for the next client connection of this listener, so
+ * that a gateway's reconnect costs no connect(2). */
+static bool pool_put(struct conn *c)
+{
+    struct worker *w = c->worker;
+    struct upconn *up = c->up;
+    if (w->draining || w->num_up_pool >= CONN_UP_POOL_MAX || c->lc->mode != LISTENER_HTTP)
+        return false;
+    up->c = NULL;
+    up->index = c->index;
+    up->next = w->up_pool;
+    w->up_pool = up;
+    w->num_up_pool++;
+    up->events = UV_READABLE; /* any byte or EOF from an idle upstream retires it */
+    uv_poll_start(&up->poll, UV_READABLE, up_poll_cb);
+    c->up = NULL;
+    c->up_state = UP_NONE;
+    return true;
+}
+
+static struct upconn *pool_take(struct conn *c)
+{
+    struct worker *w = c->worker;
+    struct upconn *up = w->up_pool;
+    while (up != NULL) {
+        struct upconn *next = up->next;
+        if (up->index == c->index) {
+            pool_unlink(w, up);
+            char probe;
+            ssize_t n = recv(up->fd, &probe, 1, MSG_PEEK | MSG_DONTWAIT);
+            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+                uv_poll_stop(&up->poll);
+                up->events = 0;
+                up->c = c;
+                return up;
+            }
+            uv_close((uv_handle_t *)&up->poll, up_close_cb); /* closed or talking: retire */
+        }
+        up = next;
+    }
+    return NULL;
+}
+
+void conn_pool_close_all(struct worker *w)
+{
+    while (w->up_pool != NULL) {
+        struct upconn *up = w->up_pool;
+        w->up_pool = up->next;
+        uv_close((uv_handle_t *)&up->poll, up_close_cb);
+    }
+    w->num_up_pool = 0;
 }
 
 /* PROXY protocol v2 header: who the client is, for a relay upstream. */
@@ -279,8 +347,13 @@ static void up_poll_cb(uv_poll_t *h, int status, int events)
 {
     struct upconn *up = h->data;
     struct conn *c = up->c;
-    if (c == NULL)
+    if (c == NULL) {
+        /* A pooled upstream spoke or closed: it cannot take a request any more. */
+        pool_unlink(up->worker, up);
+        uv_poll_stop(&up->poll);
+        uv_close((uv_handle_t *)&up->poll, up_close_cb);
         return;
+    }
     if (status < 0)
         events |= UV_READABLE | UV_WRITABLE;
     if (c->up_state == UP_CONNECTING) {
@@ -310,9 +383,18 @@ static void up_poll_cb(uv_poll_t *h, int status, int events)
 int conn_upstream_connect(struct conn *c)
 {
     c->timer_base = now_ms(c);
+    c->up_idle = false;
+    if (c->up_state == UP_NONE && c->lc->mode == LISTENER_HTTP) {
+        struct upconn *up = pool_take(c);
+        if (up != NULL) {
+            c->up = up;
+            c->up_state = UP_OPEN;
+        }
+    }
     if (c->up_state != UP_NONE) {
         arm_timer(c);
         up_flush(c);
+        update_polls(c);
         return 0;
     }
     const struct config_endpoint *ep = &c->lc->upstream;
@@ -342,6 +424,7 @@ int conn_upstream_connect(struct conn *c)
     }
     struct upconn *up = xcalloc(1, sizeof(*up));
     up->c = c;
+    up->worker = c->worker;
     up->fd = fd;
     uv_poll_init(&c->worker->loop, &up->poll, fd);
     up->poll.data = up;
@@ -807,7 +890,10 @@ static void conn_close(struct conn *c)
     if (c->lc->mode != LISTENER_HTTP && c->state == CONN_TUNNEL)
         access_log(c);
     conn_set_state(c, CONN_CLOSING);
-    close_upstream(c);
+    bool idle_up = c->up != NULL && c->up_idle && c->up_state == UP_OPEN && !c->up_eof &&
+                   buf_used(&c->uout) == 0 && buf_used(&c->uin) == 0;
+    if (!idle_up || !pool_put(c))
+        close_upstream(c);
     struct worker *w = c->worker;
     if (c->prev != NULL)
         c->prev->next = c->next;
@@ -863,6 +949,8 @@ void conn_http_cycle_done(struct conn *c)
     c->num_requests++;
     if (!c->up_reusable)
         close_upstream(c);
+    else
+        c->up_idle = true;
     if (c->close_after || c->draining || !c->req_keep_alive) {
         conn_set_state(c, CONN_FLUSH);
         client_flush(c);

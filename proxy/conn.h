@@ -31,10 +31,16 @@ enum conn_state {
  * and open another while libuv is still closing the first. */
 struct upconn {
     uv_poll_t poll;
-    struct conn *c;
+    struct conn *c;        /* NULL while it waits in the worker's pool */
+    struct worker *worker;
+    struct upconn *next;   /* the pool's list */
+    size_t index;          /* listener it belongs to */
     int fd;
     int events;
 };
+
+/* Idle upstream connections a worker keeps for its next client connections. */
+#define CONN_UP_POOL_MAX 64
 
 enum up_state {
     UP_NONE,       /* no upstream connection */
@@ -75,6 +81,7 @@ struct conn {
     bool up_write_blocked;
     bool up_shut_wr; /* SHUT_WR sent to the upstream (relay half-close) */
     bool up_reusable; /* the upstream may take another request */
+    bool up_idle;     /* the upstream has no request in flight */
 
     uv_timer_t timer;
     uint64_t timer_base; /* when the current timeout started */
@@ -150,6 +157,9 @@ bool conn_still_trusted(struct conn *c);
 
 /* conn_recheck closes a tunnel (WebSocket, tls relay) whose client no longer verifies. */
 void conn_recheck(struct conn *c);
+
+/* conn_pool_close_all closes the idle upstream connections of worker |w|. */
+void conn_pool_close_all(struct worker *w);
 
 /* conn_tunnel switches to raw relaying (after a 101). */
 void conn_tunnel(struct conn *c);

@@ -404,6 +404,7 @@ static int request_head_done(llhttp_t *p)
     }
     unsigned n_host = 0, n_te = 0, n_cl = 0;
     struct hdr *host = NULL, *te = NULL, *upgrade = NULL;
+    bool h2c = false;
     struct tokens conn_tokens = {0};
     for (unsigned i = 0; i < s->num; i++) {
         struct hdr *h = &s->h[i];
@@ -419,7 +420,12 @@ static int request_head_done(llhttp_t *p)
         } else if (name_is(n, h->name_len, "connection")) {
             collect_tokens(&conn_tokens, HVALUE(s, h), h->value_len);
         } else if (name_is(n, h->name_len, "upgrade")) {
+            /* h2c in any Upgrade header, or more than one Upgrade header, is refused. */
+            if (upgrade != NULL || has_token(HVALUE(s, h), h->value_len, "h2c"))
+                h2c = true;
             upgrade = h;
+        } else if (name_is(n, h->name_len, "http2-settings")) {
+            h2c = true;
         }
     }
     int major = llhttp_get_http_major(p), minor = llhttp_get_http_minor(p);
@@ -433,8 +439,7 @@ static int request_head_done(llhttp_t *p)
         bad |= n_te > 1 || !name_is(v, vl, "chunked");
     }
     bad |= llhttp_get_method(p) == HTTP_CONNECT;
-    if (upgrade != NULL && has_token(HVALUE(s, upgrade), upgrade->value_len, "h2c"))
-        bad = true;
+    bad |= h2c;
     if (bad) {
         conn_error(c, 400);
         return -1;
@@ -700,7 +705,13 @@ void http_request_process(struct conn *c)
 static void response_done(struct conn *c)
 {
     c->resp_done = true;
-    c->up_reusable = llhttp_should_keep_alive(&c->resp_parser) && !c->resp_until_close;
+    /* An upstream that sent more than the response, or a body it should not have after HEAD,
+     * 204 or 304 (which may still be on its way), is not trusted with another request: its
+     * extra bytes would answer the next one (SECURITY 14). */
+    int status = c->resp_parser.status_code;
+    bool bodiless = c->req_head_method || status == 204 || status == 304;
+    c->up_reusable = llhttp_should_keep_alive(&c->resp_parser) && !c->resp_until_close &&
+                     buf_used(&c->uin) == 0 && !bodiless;
     if (!c->req_done) {
         /* Answered before the request ended: finish here, the rest of it is not read. */
         c->close_after = true;

@@ -182,6 +182,7 @@ static void accept_cb(uv_poll_t *h, int status, int events)
 
 static void stop_worker(struct worker *w)
 {
+    conn_pool_close_all(w);
     if (!uv_is_closing((uv_handle_t *)&w->regen))
         uv_close((uv_handle_t *)&w->regen, NULL);
     if (!uv_is_closing((uv_handle_t *)&w->wakeup))

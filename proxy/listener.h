@@ -40,6 +40,8 @@ struct worker {
     size_t num_conns;
     bool draining;
     void *scratch; /* http.c's per-worker parse scratch */
+    struct upconn *up_pool; /* idle upstream connections (conn.c) */
+    unsigned num_up_pool;
 };
 
 struct server {

@@ -204,7 +204,15 @@ static int load_pem_credentials(struct tls_gen *gen, const struct config *cfg, c
     X509 *x;
     while ((x = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL)
         sk_X509_push(gen->chain, x);
+    /* The loop ends at the end of the file, or at a block that does not parse: a file caught
+     * half-written must not be served as a shorter chain. */
+    unsigned long e = ERR_peek_last_error();
     ERR_clear_error();
+    if (ERR_GET_LIB(e) != ERR_LIB_PEM || ERR_GET_REASON(e) != PEM_R_NO_START_LINE) {
+        snprintf(err, err_len, "%s: certificate %zu of the chain does not parse", cert_path,
+                 sk_X509_num(gen->chain) + 2);
+        goto fail;
+    }
     BIO_free(bio);
     bio = BIO_new_mem_buf(key_pem, (int)key_len);
     gen->key = PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL);
@@ -544,7 +552,11 @@ static enum ssl_verify_result_t verify_peer(SSL *ssl, uint8_t *out_alert)
     STACK_OF(X509) *peer = peer_chain(ssl);
     enum ssl_verify_result_t ret = verify_chain(ssl, tl, tenant, peer, out_alert);
     if (ret == ssl_verify_ok && cacheable) {
+        /* Valid until a certificate expires or a CRL is due (a stale CRL: not cached, so that
+         * every verification says so). */
         int64_t expires = INT64_MAX;
+        if (tl->gen->store != NULL && tl->gen->cfg->revocation_crl)
+            expires = ca_store_crl_next_update(tl->gen->store, tenant);
         for (size_t i = 0; i < sk_X509_num(peer); i++) {
             int64_t t = asn1_unix(X509_get0_notAfter(sk_X509_value(peer, i)));
             expires = MIN(expires, t);
@@ -642,6 +654,13 @@ static enum ssl_verify_result_t verify_chain(SSL *ssl, struct tls_listener *tl,
         goto refuse;
     }
     STACK_OF(X509) *verified = X509_STORE_CTX_get0_chain(ctx);
+    if (sk_X509_num(verified) > MAX_CHAIN_DEPTH) {
+        snprintf(reason, sizeof(reason), "the chain has %zu certificates, more than %d",
+                 sk_X509_num(verified), MAX_CHAIN_DEPTH);
+        result = "policy";
+        *out_alert = SSL_AD_BAD_CERTIFICATE;
+        goto refuse;
+    }
     for (size_t i = 0; i < sk_X509_num(verified); i++) {
         X509 *x = sk_X509_value(verified, i);
         bool anchor = i + 1 == sk_X509_num(verified);
@@ -663,7 +682,15 @@ static enum ssl_verify_result_t verify_chain(SSL *ssl, struct tls_listener *tl,
     if (tl->gen->cfg->revocation_crl) {
         size_t idx = 0;
         bool stale = false;
-        if (ca_store_check_crl(tl->gen->store, tenant, verified, &idx, &stale) < 0) {
+        int crl = ca_store_check_crl(tl->gen->store, tenant, verified, &idx, &stale);
+        if (stale) {
+            /* Loud on purpose: revocations published after nextUpdate are being missed. */
+            metrics_crl_stale();
+            log_msg(LOG_LEVEL_WARN, "crl_stale",
+                    "listener %s: a CRL of the trust set of tenant %s is past its nextUpdate",
+                    tl->lc->name, tenant_name);
+        }
+        if (crl < 0) {
             char *subject = name_rfc2253(X509_get_subject_name(sk_X509_value(verified, idx)));
             snprintf(reason, sizeof(reason), "certificate \"%s\" is revoked", subject);
             free(subject);
@@ -671,11 +698,6 @@ static enum ssl_verify_result_t verify_chain(SSL *ssl, struct tls_listener *tl,
             *out_alert = SSL_AD_CERTIFICATE_REVOKED;
             goto refuse;
         }
-        if (stale)
-            metrics_crl_stale();
-        if (stale)
-            log_msg(LOG_LEVEL_WARN, "crl_stale", "a CRL used for listener %s is past nextUpdate",
-                    tl->lc->name);
     }
     if (!cn_matches(tl, leaf)) {
         snprintf(reason, sizeof(reason), "certificate CN does not match subject_cn_pattern %s",
@@ -959,6 +981,27 @@ static int build_listener(struct tls_gen *gen, struct tls_listener *tl,
     return 0;
 }
 
+/* A chain file caught between its leaf and its intermediates (a writer that is not atomic)
+ * parses as a shorter chain. When the serving chain carries the leaf's issuer and the new one
+ * does not, take it for a half-written file and keep the old state (SECURITY 19). */
+static int check_chain_complete(const struct tls_gen *gen, const struct tls_gen *prev, char *err,
+                                size_t err_len)
+{
+    if (prev == NULL || prev->leaf == NULL || sk_X509_num(prev->chain) == 0)
+        return 0;
+    X509_NAME *issuer = X509_get_issuer_name(gen->leaf);
+    if (X509_NAME_cmp(issuer, X509_get_subject_name(gen->leaf)) == 0)
+        return 0; /* self-issued */
+    for (size_t i = 0; i < sk_X509_num(gen->chain); i++)
+        if (X509_NAME_cmp(issuer, X509_get_subject_name(sk_X509_value(gen->chain, i))) == 0)
+            return 0;
+    snprintf(err, err_len,
+             "%s: the new certificate comes without its issuer while the serving one has its "
+             "chain: not loaded (a file still being written?); restart to serve a leaf alone",
+             gen->cfg->credentials_cert ? gen->cfg->credentials_cert : "credentials");
+    return -EINVAL;
+}
+
 int tls_gen_new(struct tls_gen **out, const struct config *cfg, const struct tls_gen *prev,
                 char *err, size_t err_len)
 {
@@ -981,6 +1024,9 @@ int tls_gen_new(struct tls_gen **out, const struct config *cfg, const struct tls
             r = load_pkcs12_credentials(gen, cfg, err, err_len);
         else
             r = load_pem_credentials(gen, cfg, err, err_len);
+        if (r < 0)
+            goto fail;
+        r = check_chain_complete(gen, prev, err, err_len);
         if (r < 0)
             goto fail;
         gen->by_uris = xfcc_uri_sans(gen->leaf, &gen->num_by_uris);

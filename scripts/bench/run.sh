@@ -224,6 +224,9 @@ listeners:
     mode: http
     upstream: 127.0.0.1:$UP_PORT
     client_auth: require
+    # the leaf, as the peers forward it (nginx: escaped PEM, HAProxy/Caddy: base64 DER), not
+    # the whole chain and subject that certgate's default XFCC carries
+    client_cert_details: [cert]
 EOF
         echo "$certgate run -c $d/certgate.yaml"
         ;;
