@@ -865,14 +865,18 @@ static int parse_limits(struct cfg_ctx *c, yaml_node_t *map)
         if ((rc = map_pair(c, map, p, "in limits", &key, &k, &v)) != 0)
             return rc;
         snprintf(what, sizeof(what), "limits.%.40s", key);
+        /* Upper bounds keep a typo from becoming an allocation that cannot succeed. */
         if (strcmp(key, "max_connections") == 0) {
-            rc = node_count(c, v, what, UINT32_MAX, &n);
+            rc = node_count(c, v, what, 10000000, &n);
             lim->max_connections = (uint32_t)n;
         } else if (strcmp(key, "max_headers") == 0) {
-            rc = node_count(c, v, what, UINT32_MAX, &n);
+            rc = node_count(c, v, what, 10000, &n);
             lim->max_headers = (uint32_t)n;
         } else if (strcmp(key, "max_request_head") == 0) {
             rc = node_size(c, v, what, &lim->max_request_head);
+            if (rc == 0 && (lim->max_request_head < 256 || lim->max_request_head > (16u << 20)))
+                rc = ctx_fail(c, v, "invalid value for %s: expected a size from 256 to 16MiB",
+                              what);
         } else {
             for (i = 0; i < ARRAY_SIZE(durations); i++)
                 if (strcmp(key, durations[i].key) == 0)

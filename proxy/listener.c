@@ -169,13 +169,18 @@ static void accept_cb(uv_poll_t *h, int status, int events)
             if (errno == EINTR || errno == ECONNABORTED)
                 continue;
             if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-                /* Spinning on a full descriptor table helps nobody: wait a little. */
-                log_msg(LOG_LEVEL_WARN, "accept_paused", "accept: %s", strerror(errno));
+                /* Spinning on a full descriptor table helps nobody: wait a little. Said once
+                 * per episode, not at every retry. */
+                if (!w->accept_paused_logged)
+                    log_msg(LOG_LEVEL_WARN, "accept_paused", "accept: %s; retrying every %d ms",
+                            strerror(errno), ACCEPT_RETRY_MS);
+                w->accept_paused_logged = true;
                 pause_accepting(w);
             }
             return;
         }
         atomic_fetch_add(&srv->num_conns, 1);
+        w->accept_paused_logged = false;
         conn_accept(w, ls->index, fd);
     }
 }

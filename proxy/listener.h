@@ -39,6 +39,7 @@ struct worker {
     struct conn *conns; /* every open connection, for draining */
     size_t num_conns;
     bool draining;
+    bool accept_paused_logged; /* accept_paused said for this episode */
     void *scratch; /* http.c's per-worker parse scratch */
     struct upconn *up_pool; /* idle upstream connections (conn.c) */
     unsigned num_up_pool;

@@ -443,10 +443,16 @@ static void test_error_positions(void **state)
                  "such as 512, 64KiB or 1MiB");
     expect_error("limits:\n  max_connections: 4294967296\n" TCP_LISTENER,
                  "t.yaml:2:20: invalid value \"4294967296\" for limits.max_connections: expected "
-                 "an integer from 1 to 4294967295");
+                 "an integer from 1 to 10000000");
     expect_error("limits:\n  max_headers: 0\n" TCP_LISTENER,
                  "t.yaml:2:16: invalid value \"0\" for limits.max_headers: expected an integer "
-                 "from 1 to 4294967295");
+                 "from 1 to 10000");
+    expect_error("limits:\n  max_headers: 4000000000\n" TCP_LISTENER,
+                 "t.yaml:2:16: invalid value \"4000000000\" for limits.max_headers: expected an "
+                 "integer from 1 to 10000");
+    expect_error("limits:\n  max_request_head: 1GiB\n" TCP_LISTENER,
+                 "t.yaml:2:21: invalid value for limits.max_request_head: expected a size from "
+                 "256 to 16MiB");
     expect_error("limits:\n  max_header: 10\n" TCP_LISTENER,
                  "t.yaml:2:3: unknown key \"max_header\" in limits");
     expect_error("workers: 0\n" TCP_LISTENER,
