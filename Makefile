@@ -34,6 +34,8 @@ help:
 	@echo "make run        demo PKI, CA store, config, echo upstream; runs certgate in the foreground"
 	@echo "make test       unit + integration tests, then the same under ASan+UBSan; last line 'N passed, N failed'"
 	@echo "make asan       build into build/asan with ASan+UBSan"
+	@echo "make bench      certgate vs nginx, HAProxy and Caddy on 127.0.0.1 (~5 min; BENCH_* knobs)"
+	@echo "make fuzz       libFuzzer on the header builder (clang; FUZZ_SECONDS=60)"
 	@echo "make format     clang-format the sources"
 	@echo "make lint       clang-tidy and cppcheck"
 	@echo "make clean      remove build/"
@@ -94,6 +96,9 @@ asan:
 
 run: deps all
 	@scripts/demo.sh
+
+bench: deps all
+	@scripts/bench/run.sh
 
 format:
 	clang-format -i proxy/*.[ch] ca-store/*.[ch] tests/unit/*.c
