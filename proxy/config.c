@@ -870,7 +870,7 @@ static int parse_limits(struct cfg_ctx *c, yaml_node_t *map)
             rc = node_count(c, v, what, 10000000, &n);
             lim->max_connections = (uint32_t)n;
         } else if (strcmp(key, "max_headers") == 0) {
-            rc = node_count(c, v, what, 10000, &n);
+            rc = node_count(c, v, what, 100000, &n);
             lim->max_headers = (uint32_t)n;
         } else if (strcmp(key, "max_request_head") == 0) {
             rc = node_size(c, v, what, &lim->max_request_head);

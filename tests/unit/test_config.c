@@ -446,10 +446,10 @@ static void test_error_positions(void **state)
                  "an integer from 1 to 10000000");
     expect_error("limits:\n  max_headers: 0\n" TCP_LISTENER,
                  "t.yaml:2:16: invalid value \"0\" for limits.max_headers: expected an integer "
-                 "from 1 to 10000");
+                 "from 1 to 100000");
     expect_error("limits:\n  max_headers: 4000000000\n" TCP_LISTENER,
                  "t.yaml:2:16: invalid value \"4000000000\" for limits.max_headers: expected an "
-                 "integer from 1 to 10000");
+                 "integer from 1 to 100000");
     expect_error("limits:\n  max_request_head: 1GiB\n" TCP_LISTENER,
                  "t.yaml:2:21: invalid value for limits.max_request_head: expected a size from "
                  "256 to 16MiB");
