@@ -16,6 +16,8 @@
 #   BENCH_PIN=on           1-worker runs: proxy on CPU 0, load generator and upstream on CPU 1
 #   BENCH_PERF=auto        perf profiles of certgate (handshake, keep-alive): auto | on | off
 #   BENCH_INSTALL=on       apt-get install missing peers (off: use what is installed)
+#   BENCH_TENANTS=off      on: also scripts/bench/tenants.sh, a CA store of 10,000 tenants against
+#                          one (handshake cost, reload of one tenant; ~80 s more)
 #   BENCH_DIR=build/bench  work directory (configs, logs, perf data)
 #   BENCH_RESULTS=tests/bench/last-results.md
 #   CERTGATE=build/certgate
@@ -588,6 +590,13 @@ if [ "$WORKERS2" = on ]; then
     interleaved hs13_w2 2 handshake -V 1.3 -c 64 -t 2
     interleaved ka_w2 2 keepalive -c 50 -t 2
     stop_all
+fi
+
+if [ "${BENCH_TENANTS:-off}" = on ]; then
+    log "---- CA store of 10,000 tenants (scripts/bench/tenants.sh)"
+    BENCH_DIR="$out" CERTGATE="$certgate" BENCH_PIN="$PIN" BENCH_PERF="$PERF" \
+        BENCH_RESULTS_TSV="$RES" "$root/scripts/bench/tenants.sh" >"$out/tenants.txt" ||
+        log "tenants.sh failed (see $out/tenants.txt)"
 fi
 
 # ---- 4. the table ----------------------------------------------------------------------------

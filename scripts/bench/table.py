@@ -30,6 +30,15 @@ ROWS = [
     ("hs13_c1", "cross-check, 1 connection: loadgen handshakes/s", None, "{:,.0f}"),
     ("stime", "cross-check, 1 connection: openssl s_time handshakes/s", None, "{:,.0f}"),
     ("forwarding", "client cert forwarded, forged copy removed", None, "{}"),
+    # BENCH_TENANTS=on (scripts/bench/tenants.sh; details in tests/bench/last-tenants.md)
+    ("tenants_hs_ratio", "CA store of 10,000 tenants / 1 tenant: full handshakes/s (goal >= 0.95)",
+     None, "{:.3f}"),
+    ("tenants_cpu_ratio", "CA store of 10,000 tenants / 1 tenant: CPU per handshake (goal <= 1.05)",
+     None, "{:.3f}"),
+    ("tenants_reload_ms", "CA store of 10,000 tenants: reload of one tenant, ms (goal < 50)", None,
+     "{:,.0f}"),
+    ("tenants_visible_ms", "CA store of 10,000 tenants: rename to a new handshake seeing it, ms",
+     None, "{:,.0f}"),
 ]
 
 
