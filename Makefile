@@ -25,7 +25,7 @@ LIB_OBJ    = $(PROXY_SRC:%.c=$(BUILD)/%.o) $(CA_SRC:%.c=$(BUILD)/%.o) \
 UNIT_SRC   = $(wildcard tests/unit/test_*.c)
 UNIT_BIN   = $(UNIT_SRC:tests/unit/%.c=$(BUILD)/unit/%)
 
-.PHONY: all deps run test unit integration asan fuzz format lint bench clean help
+.PHONY: all deps run test unit integration asan fuzz format lint bench soak clean help
 all: $(BUILD)/certgate
 
 help:
@@ -35,6 +35,7 @@ help:
 	@echo "make test       unit + integration tests, then the same under ASan+UBSan; last line 'N passed, N failed'"
 	@echo "make asan       build into build/asan with ASan+UBSan"
 	@echo "make bench      certgate vs nginx, HAProxy and Caddy on 127.0.0.1 (~5 min; BENCH_* knobs)"
+	@echo "make soak       100 credential rotations per layout under mTLS load (issue 5's long run)"
 	@echo "make fuzz       libFuzzer on the header builder (clang; FUZZ_SECONDS=60)"
 	@echo "make format     clang-format the sources"
 	@echo "make lint       clang-tidy and cppcheck"
@@ -99,6 +100,10 @@ run: deps all
 
 bench: deps all
 	@scripts/bench/run.sh
+
+# The longer reload soak of issue 5: 100 rotations per layout under load.
+soak: deps all
+	@CERTGATE_RELOAD_ROTATIONS=100 python3 tests/integration/run.py --binary $(BUILD)/certgate -k reload.load_
 
 format:
 	clang-format -i proxy/*.[ch] ca-store/*.[ch] tests/unit/*.c

@@ -519,8 +519,12 @@ static void up_read(struct conn *c)
 {
     for (int i = 0; i < READS_PER_EVENT && can_read_up(c); i++) {
         struct buf *dst = c->state == CONN_TUNNEL ? &c->cout : &c->uin;
-        char *p = buf_reserve(dst, CONN_READ_SIZE);
-        ssize_t n = recv(c->up->fd, p, CONN_READ_SIZE, 0);
+        /* Bodies and tunnels stream: bigger reads, fewer system calls (the queue is still
+         * bounded by CONN_HWM plus one read). Heads and idle connections read small. */
+        size_t want = c->state == CONN_TUNNEL || c->resp_head_done ? CONN_STREAM_READ_SIZE
+                                                                   : CONN_READ_SIZE;
+        char *p = buf_reserve(dst, want);
+        ssize_t n = recv(c->up->fd, p, want, 0);
         if (n > 0) {
             buf_commit(dst, (size_t)n);
             activity(c);
@@ -537,7 +541,7 @@ static void up_read(struct conn *c)
             client_flush(c);
             if (c->state == CONN_CLOSING)
                 return;
-            if ((size_t)n < CONN_READ_SIZE)
+            if ((size_t)n < want)
                 return; /* drained */
             continue;
         }

@@ -52,6 +52,8 @@ enum up_state {
 #define CONN_HWM (64 * 1024)
 /* One read's worth. */
 #define CONN_READ_SIZE (16 * 1024)
+/* One read from an upstream that streams a body or a tunnel. */
+#define CONN_STREAM_READ_SIZE (64 * 1024)
 
 struct conn {
     struct worker *worker;
