@@ -1841,7 +1841,8 @@ def t_drain_idle(t):
 # runner
 
 sys.path.insert(0, HERE)
-for _m in ("test_reload", "test_tenancy", "test_xfcc", "test_scripts", "test_security"):
+for _m in ("test_reload", "test_tenancy", "test_xfcc", "test_scripts", "test_security",
+           "test_misc"):
     if os.path.exists(os.path.join(HERE, _m + ".py")):
         __import__(_m).register(sys.modules[__name__])
 
