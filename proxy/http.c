@@ -338,7 +338,9 @@ static void write_cc_headers(struct conn *c, struct scratch *s, const struct tok
             struct hdr *h = &s->h[i];
             bool underscore = false;
             enum xfcc_name kind = xfcc_classify(HNAME(s, h), h->name_len, &underscore);
-            if (kind == XFCC_NAME_NONE || underscore)
+            /* A copy the client declared hop-by-hop (named in Connection) is not forwarded. */
+            if (kind == XFCC_NAME_NONE || underscore ||
+                in_tokens(conn_tokens, HNAME(s, h), h->name_len))
                 continue;
             bool own = (lc->client_cert_header == CC_HEADER_XFCC && kind == XFCC_NAME_XFCC) ||
                        (lc->client_cert_header == CC_HEADER_RFC9440 &&
@@ -357,7 +359,8 @@ static void write_cc_headers(struct conn *c, struct scratch *s, const struct tok
                 for (unsigned j = i; j < s->num; j++) {
                     struct hdr *hj = &s->h[j];
                     bool u2 = false;
-                    if (xfcc_classify(HNAME(s, hj), hj->name_len, &u2) != XFCC_NAME_XFCC || u2)
+                    if (xfcc_classify(HNAME(s, hj), hj->name_len, &u2) != XFCC_NAME_XFCC || u2 ||
+                        in_tokens(conn_tokens, HNAME(s, hj), hj->name_len))
                         continue;
                     const char *vj = HVALUE(s, hj);
                     size_t vjl = hj->value_len;
@@ -391,7 +394,6 @@ static void write_cc_headers(struct conn *c, struct scratch *s, const struct tok
     }
     if (add_ours)
         buf_appends(&c->uout, c->cc_headers);
-    (void)conn_tokens;
 }
 
 static int request_head_done(llhttp_t *p)
