@@ -32,18 +32,28 @@ enum crl_state {
 struct ca_scope {
     STACK_OF(X509) * certs;
     STACK_OF(X509_CRL) * crls;
+    atomic_size_t *refs;      /* of certs and crls, shared by consecutive snapshots */
     atomic_uchar *crl_state;  /* enum crl_state per CRL, filled lazily by any thread */
     uint8_t content_hash[32]; /* of the objects' DER, for the trust hash */
     uint8_t source_hash[32];  /* of the file names and bytes, to reuse unchanged scopes */
 };
 
 struct ca_tenant {
-    char *id; /* "" for common */
+    const char *id; /* "" for common; in the store's index */
     size_t id_len;
     struct ca_scope scope;
     _Atomic(X509_STORE *) trust; /* common + scope; NULL until first used */
     uint8_t trust_hash[32];
     bool from_previous; /* this load failed; the bundle is the previous snapshot's */
+    const struct ca_index_file *files; /* the list it loaded from, in the store's index; NULL */
+    size_t num_files;                  /* when from_previous: reuse needs the same list */
+};
+
+/* A parsed index.yml, shared by consecutive snapshots while its bytes stay the same. */
+struct cs_index {
+    atomic_size_t refs;
+    struct ca_index idx;
+    uint8_t hash[32]; /* SHA-256 of the file's bytes */
 };
 
 struct ca_error {
@@ -62,7 +72,13 @@ struct ca_store {
     uint64_t hash_key[2];
     struct ca_error *errors;
     size_t num_errors;
+    struct cs_index *index;
+    size_t num_read; /* tenants (and common) whose files this load read */
 };
+
+/* The hint of ca_store_hint_next_load, per thread. */
+static _Thread_local struct ca_store_changes cs_hint;
+static _Thread_local bool cs_hint_set;
 
 static void *cs_xrealloc(void *p, size_t n)
 {
@@ -88,8 +104,12 @@ static char *cs_xstrdup(const char *s)
 
 static void cs_scope_cleanup(struct ca_scope *scope)
 {
-    sk_X509_pop_free(scope->certs, X509_free);
-    sk_X509_CRL_pop_free(scope->crls, X509_CRL_free);
+    if (scope->refs == NULL ||
+        atomic_fetch_sub_explicit(scope->refs, 1, memory_order_acq_rel) == 1) {
+        sk_X509_pop_free(scope->certs, X509_free);
+        sk_X509_CRL_pop_free(scope->crls, X509_CRL_free);
+        free(scope->refs);
+    }
     free(scope->crl_state);
     memset(scope, 0, sizeof(*scope));
 }
@@ -100,26 +120,29 @@ static void cs_scope_init(struct ca_scope *scope)
     scope->crls = sk_X509_CRL_new_null();
     if (scope->certs == NULL || scope->crls == NULL)
         abort();
+    scope->refs = cs_xcalloc(1, sizeof(*scope->refs));
+    atomic_init(scope->refs, 1);
 }
 
 /* cs_scope_finish allocates the per-CRL memo once the objects are final. */
 static void cs_scope_finish(struct ca_scope *scope)
 {
     size_t n = sk_X509_CRL_num(scope->crls);
+    if (n == 0)
+        return;
     scope->crl_state = cs_xcalloc(n, sizeof(*scope->crl_state));
     for (size_t i = 0; i < n; i++)
         atomic_init(&scope->crl_state[i], CRL_UNKNOWN);
 }
 
-/* cs_scope_share takes the objects of a scope of the previous snapshot. */
+/* cs_scope_share takes the objects of a scope of the previous snapshot (read-only stacks, shared
+ * by reference); the CRL memo is new, as the trust set around them may differ. */
 static void cs_scope_share(struct ca_scope *scope, const struct ca_scope *from)
 {
-    scope->certs = X509_chain_up_ref(from->certs);
-    scope->crls = sk_X509_CRL_dup(from->crls);
-    if (scope->certs == NULL || scope->crls == NULL)
-        abort();
-    for (size_t i = 0; i < sk_X509_CRL_num(scope->crls); i++)
-        X509_CRL_up_ref(sk_X509_CRL_value(scope->crls, i));
+    scope->certs = from->certs;
+    scope->crls = from->crls;
+    scope->refs = from->refs;
+    atomic_fetch_add_explicit(scope->refs, 1, memory_order_relaxed);
     memcpy(scope->content_hash, from->content_hash, sizeof(scope->content_hash));
     memcpy(scope->source_hash, from->source_hash, sizeof(scope->source_hash));
     cs_scope_finish(scope);
@@ -211,6 +234,20 @@ static void cs_build(struct ca_tenant *t, const struct ca_tenant *common,
     SHA256_CTX hash;
     uint8_t len_be[4] = {(uint8_t)(t->id_len >> 24), (uint8_t)(t->id_len >> 16),
                          (uint8_t)(t->id_len >> 8), (uint8_t)t->id_len};
+    bool same = prev != NULL && prev_common != NULL && prev->id_len == t->id_len &&
+                memcmp(prev->id, t->id, t->id_len) == 0 &&
+                memcmp(prev->scope.content_hash, t->scope.content_hash, 32) == 0 &&
+                memcmp(prev_common->scope.content_hash, common->scope.content_hash, 32) == 0;
+    X509_STORE *trust = NULL;
+    if (same) {
+        /* The same id and contents: the same hash, and the same X509_STORE if it was built. */
+        memcpy(t->trust_hash, prev->trust_hash, sizeof(t->trust_hash));
+        trust = atomic_load_explicit(&prev->trust, memory_order_acquire);
+        if (trust != NULL)
+            X509_STORE_up_ref(trust);
+        atomic_init(&t->trust, trust);
+        return;
+    }
     /* The id is part of the hash so that two tenants never share a session scope. */
     SHA256_Init(&hash);
     SHA256_Update(&hash, "certgate ca-store trust v1", 27);
@@ -220,21 +257,11 @@ static void cs_build(struct ca_tenant *t, const struct ca_tenant *common,
     if (t != common)
         SHA256_Update(&hash, t->scope.content_hash, 32);
     SHA256_Final(t->trust_hash, &hash);
-
-    X509_STORE *trust = NULL;
-    if (prev != NULL && prev_common != NULL &&
-        memcmp(prev->scope.content_hash, t->scope.content_hash, 32) == 0 &&
-        memcmp(prev_common->scope.content_hash, common->scope.content_hash, 32) == 0) {
-        trust = atomic_load_explicit(&prev->trust, memory_order_acquire);
-        if (trust != NULL)
-            X509_STORE_up_ref(trust);
-    }
     atomic_init(&t->trust, trust);
 }
 
 static void cs_tenant_cleanup(struct ca_tenant *t)
 {
-    free(t->id);
     cs_scope_cleanup(&t->scope);
     X509_STORE_free(atomic_load_explicit(&t->trust, memory_order_acquire));
 }
@@ -282,8 +309,34 @@ static void cs_table_init(struct ca_store *store, size_t num)
 
 /* cs_load_tenant loads index entry |it| into the next tenant slot, falling back to |previous|.
  * Returns false when the tenant ends up absent. */
+/* cs_same_files reports whether |t| loaded from the list |files| (an index shared by both
+ * snapshots gives the very same list). */
+static bool cs_same_files(const struct ca_tenant *t, const struct ca_index_file *files, size_t n)
+{
+    if (t->files == NULL || t->num_files != n)
+        return false;
+    if (t->files == files)
+        return true;
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(t->files[i].path, files[i].path) != 0)
+            return false;
+    }
+    return true;
+}
+
+/* cs_unchanged reports whether |prev| can stand for index entry |it| without reading its files:
+ * the caller says tenants/<id>/ did not change, and |prev| loaded cleanly from the same list. */
+static bool cs_unchanged(const struct ca_tenant *prev, const struct ca_index_tenant *it,
+                         const struct ca_store_changes *changes)
+{
+    return changes != NULL && prev != NULL && !prev->from_previous && it->error == NULL &&
+           prev->scope.certs != NULL && cs_same_files(prev, it->files, it->num_files) &&
+           !changes->tenant_changed(changes->ctx, it->id);
+}
+
 static bool cs_load_tenant(struct ca_store *store, size_t *err_cap,
-                           const struct ca_index_tenant *it, const struct ca_store *previous)
+                           const struct ca_index_tenant *it, const struct ca_store *previous,
+                           const struct ca_store_changes *changes)
 {
     char msg[1024] = "";
     struct ca_tenant *t = &store->tenants[store->num_tenants];
@@ -305,7 +358,11 @@ static bool cs_load_tenant(struct ca_store *store, size_t *err_cap,
     }
     if (it->error != NULL) {
         snprintf(msg, sizeof(msg), "%s", it->error);
+    } else if (cs_unchanged(prev, it, changes)) {
+        cs_scope_share(&t->scope, &prev->scope);
+        ok = true;
     } else {
+        store->num_read++;
         size_t blen = strlen(store->dir) + len + 10;
         char *base = cs_xrealloc(NULL, blen);
         snprintf(base, blen, "%s/tenants/%s", store->dir, it->id);
@@ -319,8 +376,11 @@ static bool cs_load_tenant(struct ca_store *store, size_t *err_cap,
             return false;
         cs_scope_share(&t->scope, &prev->scope);
         t->from_previous = true;
+    } else {
+        t->files = it->files;
+        t->num_files = it->num_files;
     }
-    t->id = cs_xstrdup(it->id);
+    t->id = it->id;
     t->id_len = len;
     store->slots[slot] = (uint32_t)(store->num_tenants + 1);
     store->num_tenants++;
@@ -328,10 +388,34 @@ static bool cs_load_tenant(struct ca_store *store, size_t *err_cap,
     return true;
 }
 
+static void cs_index_unref(struct cs_index *index)
+{
+    if (index == NULL || atomic_fetch_sub_explicit(&index->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    ca_index_cleanup(&index->idx);
+    free(index);
+}
+
+void ca_store_hint_next_load(const struct ca_store_changes *changes)
+{
+    cs_hint_set = changes != NULL;
+    if (changes != NULL)
+        cs_hint = *changes;
+}
+
 int ca_store_load(struct ca_store **out, const char *dir, const struct ca_store *previous,
                   char *err, size_t err_len)
 {
-    struct ca_index index = {0};
+    struct ca_store_changes hint = cs_hint;
+    bool hinted = cs_hint_set;
+    cs_hint_set = false;
+    return ca_store_load_changes(out, dir, previous, hinted ? &hint : NULL, err, err_len);
+}
+
+int ca_store_load_changes(struct ca_store **out, const char *dir, const struct ca_store *previous,
+                          const struct ca_store_changes *changes, char *err, size_t err_len)
+{
+    struct cs_index *index = NULL;
     struct ca_store *store = NULL;
     uint8_t *data = NULL;
     size_t len = 0, err_cap = 0;
@@ -342,34 +426,59 @@ int ca_store_load(struct ca_store **out, const char *dir, const struct ca_store 
     *out = NULL;
     path = cs_xrealloc(NULL, plen);
     snprintf(path, plen, "%s/index.yml", dir);
+    if (previous == NULL || strcmp(previous->dir, dir) != 0)
+        changes = NULL;
     rc = ca_file_read(path, &data, &len, err, err_len);
     if (rc != 0)
         goto fail;
-    rc = ca_index_parse(&index, path, data, len, err, err_len);
-    if (rc != 0)
-        goto fail;
+    uint8_t index_hash[32];
+    SHA256(data, len, index_hash);
+    if (previous != NULL && previous->index != NULL && strcmp(previous->dir, dir) == 0 &&
+        memcmp(previous->index->hash, index_hash, sizeof(index_hash)) == 0) {
+        /* The same bytes parse the same: skip the YAML parser (a 10,000-tenant index is
+         * 30,000 lines). */
+        index = previous->index;
+        atomic_fetch_add_explicit(&index->refs, 1, memory_order_relaxed);
+    } else {
+        index = cs_xcalloc(1, sizeof(*index));
+        atomic_init(&index->refs, 1);
+        memcpy(index->hash, index_hash, sizeof(index_hash));
+        rc = ca_index_parse(&index->idx, path, data, len, err, err_len);
+        if (rc != 0)
+            goto fail;
+    }
 
     store = cs_xcalloc(1, sizeof(*store));
     atomic_init(&store->refs, 1);
     store->dir = cs_xstrdup(dir);
-    store->common.id = cs_xstrdup("");
+    store->common.id = "";
+    store->index = index;
+    atomic_fetch_add_explicit(&index->refs, 1, memory_order_relaxed);
     snprintf(path, plen, "%s/common", dir);
-    rc = cs_scope_load(&store->common.scope, path, index.common, index.num_common,
-                       previous != NULL ? &previous->common.scope : NULL, err, err_len);
+    if (changes != NULL && !changes->common &&
+        cs_same_files(&previous->common, index->idx.common, index->idx.num_common)) {
+        cs_scope_share(&store->common.scope, &previous->common.scope);
+    } else {
+        store->num_read++;
+        rc = cs_scope_load(&store->common.scope, path, index->idx.common, index->idx.num_common,
+                           previous != NULL ? &previous->common.scope : NULL, err, err_len);
+    }
+    store->common.files = index->idx.common;
+    store->common.num_files = index->idx.num_common;
     if (rc != 0)
         goto fail;
     cs_build(&store->common, &store->common, previous != NULL ? &previous->common : NULL,
              previous != NULL ? &previous->common : NULL);
 
-    store->tenants = cs_xcalloc(index.num_tenants, sizeof(*store->tenants));
-    cs_table_init(store, index.num_tenants);
-    for (size_t i = 0; i < index.num_tenants; i++)
-        cs_load_tenant(store, &err_cap, &index.tenants[i], previous);
+    store->tenants = cs_xcalloc(index->idx.num_tenants, sizeof(*store->tenants));
+    cs_table_init(store, index->idx.num_tenants);
+    for (size_t i = 0; i < index->idx.num_tenants; i++)
+        cs_load_tenant(store, &err_cap, &index->idx.tenants[i], previous, changes);
     *out = store;
     store = NULL;
 fail:
     ca_store_unref(store);
-    ca_index_cleanup(&index);
+    cs_index_unref(index);
     free(data);
     free(path);
     return rc;
@@ -395,7 +504,13 @@ void ca_store_unref(struct ca_store *store)
     free(store->tenants);
     free(store->slots);
     free(store->dir);
+    cs_index_unref(store->index);
     free(store);
+}
+
+size_t ca_store_num_read(const struct ca_store *store)
+{
+    return store->num_read;
 }
 
 const struct ca_tenant *ca_store_tenant(const struct ca_store *store, const char *id, size_t len)

@@ -29,6 +29,35 @@ struct ca_tenant;
 int ca_store_load(struct ca_store **out, const char *dir, const struct ca_store *previous,
                   char *err, size_t err_len);
 
+/* What changed in the CA store directory since the snapshot passed as |previous| was loaded, as a
+ * caller that watches the files knows it: |common| is true when anything outside tenants/<id>/
+ * may have changed (index.yml, common/); |tenant_changed(ctx, id)| returns true when
+ * tenants/<id>/ may have changed, or is not known to be unchanged. */
+struct ca_store_changes {
+    bool common;
+    bool (*tenant_changed)(void *ctx, const char *id);
+    void *ctx;
+};
+
+/* ca_store_load_changes is ca_store_load with a hint: a tenant that |changes| reports unchanged,
+ * that loaded cleanly into |previous| from the same list of files and whose entry in index.yml is
+ * the same, takes its bundle from |previous| without reading its files. Every other tenant, and
+ * common, load as in ca_store_load (read until two reads agree). |changes| NULL, or |previous|
+ * NULL or of another directory, is ca_store_load. The caller vouches for the hint: a tenant it
+ * wrongly reports unchanged keeps its previous bundle until the next load that reads it. */
+int ca_store_load_changes(struct ca_store **out, const char *dir, const struct ca_store *previous,
+                          const struct ca_store_changes *changes, char *err, size_t err_len);
+
+/* ca_store_hint_next_load makes the next ca_store_load on the calling thread behave as
+ * ca_store_load_changes with |changes| (copied; NULL clears the hint). The hint is used once:
+ * that load clears it, whatever its result. For callers that reach ca_store_load through
+ * another module. */
+void ca_store_hint_next_load(const struct ca_store_changes *changes);
+
+/* ca_store_num_read returns the number of tenants (plus 1 for common) whose files the load that
+ * made |store| actually read, as opposed to took unchanged from the previous snapshot. */
+size_t ca_store_num_read(const struct ca_store *store);
+
 /* ca_store_ref adds a reference (thread-safe). */
 void ca_store_ref(struct ca_store *store);
 

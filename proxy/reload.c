@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "base.h"
+#include "ca_store.h"
 #include "config.h"
 #include "listener.h"
 #include "log.h"
@@ -30,6 +31,13 @@
 #define MAX_LINKS 16            /* symlink hops followed from a credentials file */
 #define RETRY_MS 250            /* re-arming a directory that vanished */
 #define MIN_MAX_WAIT_MS 1000    /* a stream of events still reloads at least this often */
+#define MAX_DIRTY 64            /* directories remembered from events; beyond, a full scan */
+
+/* Who a watched directory belongs to, when a full scan found it: a tenant (index >= 0) or: */
+#define OWNER_TOP (-1)    /* the CA store outside tenants/<id>/ */
+#define OWNER_MIXED (-2)  /* found twice, for different owners */
+#define OWNER_LINKED (-3) /* on the way to a symlinked file or root */
+#define OWNER_CRED (-4)   /* the credentials, rescanned on every check */
 
 /* A 128-bit content hash built from two independent 64-bit mixes. It only has to notice
  * changes made by whoever can write the watched trees, so it need not be cryptographic. */
@@ -37,10 +45,36 @@ struct hash {
     uint64_t a, b;
 };
 
-/* What one scan of both trees found: the content hash and the directories to watch. */
-struct scan {
+/* The directories below tenants/ that one full scan found, by name (their order in the scan). */
+struct tenants {
+    int refs;
+    char **names;
+    size_t num;
+    size_t cap;
+    size_t *index; /* open addressing over names: 1 + position, 0 when empty */
+    size_t cap_index;
+};
+
+/* The content hash of one tenant directory's tree. */
+struct trec {
     struct hash h;
+    bool always; /* holds what the scan skips (hidden entries, too deep): never "unchanged" */
+};
+
+/* What one scan of both trees found: the content hashes and the directories to watch. A check
+ * after events in tenant directories only rescans those and the credentials (an incremental
+ * scan); the hash of the whole is then made of the parts again. */
+struct scan {
+    struct hash cred; /* the credentials */
+    struct hash top;  /* the CA store outside tenants/<id>/ */
+    struct hash *cur; /* where the walk hashes now */
+    struct trec *cur_rec; /* the tenant being walked, or NULL */
+    int cur_owner;
+    struct tenants *ten;
+    struct trec *recs; /* parallel to ten->names */
+    size_t cap_recs;
     char **dirs; /* real paths, without duplicates */
+    int *owner;  /* parallel to dirs: OWNER_* or a tenant index */
     size_t num_dirs;
     size_t cap_dirs;
     size_t *index; /* open addressing over dirs: 1 + position, 0 when empty */
@@ -80,6 +114,18 @@ static struct watch *watches;
 static size_t num_watches;
 static struct hash last_hash;
 static bool have_hash;
+/* The last full scan, updated by incremental ones; valid unless it hit MAX_FILES. */
+static struct scan state;
+static bool have_state;
+/* The tenant hashes the CA store in use was loaded after: what "unchanged" is relative to. */
+static struct tenants *base_ten;
+static struct trec *base_recs;
+static struct hash base_top;
+static bool have_base;
+/* Directories named by events since the last check. */
+static char *dirty[MAX_DIRTY];
+static size_t num_dirty;
+static bool dirty_overflow;
 static uint64_t generation;
 static struct last_reload last;
 
@@ -118,18 +164,18 @@ static void hash_num(struct hash *h, uint64_t v)
  * hashes as its errno, so that fixing its permissions counts as a change. */
 static void hash_file(struct scan *s, const char *name, const char *path)
 {
-    hash_str(&s->h, name);
+    hash_str(s->cur, name);
     s->num_files++;
     /* O_NONBLOCK: a FIFO dropped into the tree must not block the main loop. */
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
-        hash_str(&s->h, "\001error");
-        hash_num(&s->h, (uint64_t)errno);
+        hash_str(s->cur, "\001error");
+        hash_num(s->cur, (uint64_t)errno);
         return;
     }
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        hash_str(&s->h, "\001not a regular file");
+        hash_str(s->cur, "\001not a regular file");
         close(fd);
         return;
     }
@@ -140,18 +186,18 @@ static void hash_file(struct scan *s, const char *name, const char *path)
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0) {
-            hash_str(&s->h, "\001read error");
-            hash_num(&s->h, (uint64_t)errno);
+            hash_str(s->cur, "\001read error");
+            hash_num(s->cur, (uint64_t)errno);
             break;
         }
         if (n == 0)
             break;
-        hash_bytes(&s->h, chunk, (size_t)n);
+        hash_bytes(s->cur, chunk, (size_t)n);
         total += (size_t)n;
         if (total > MAX_FILE_BYTES)
             break;
     }
-    hash_num(&s->h, total);
+    hash_num(s->cur, total);
     close(fd);
 }
 
@@ -207,7 +253,15 @@ static size_t *index_build(char *const *keys, size_t num, size_t *out_cap)
     return index;
 }
 
-/* Adds the directory |path| (by its real path) to the watch list; false when it is absent. */
+static size_t index_find(const size_t *index, size_t cap, char *const *keys, const char *key)
+{
+    if (index == NULL)
+        return 0;
+    return *index_slot((size_t *)index, cap, keys, key);
+}
+
+/* Adds the directory |path| (by its real path) to the watch list, owned by s->cur_owner; false
+ * when it is absent. */
 static bool add_dir(struct scan *s, const char *path)
 {
     char *real = realpath(path, NULL);
@@ -218,7 +272,10 @@ static bool add_dir(struct scan *s, const char *path)
         free(real);
         return false;
     }
-    if (s->index != NULL && *index_slot(s->index, s->cap_index, s->dirs, real) != 0) {
+    size_t at = index_find(s->index, s->cap_index, s->dirs, real);
+    if (at != 0) {
+        if (s->owner[at - 1] != s->cur_owner)
+            s->owner[at - 1] = OWNER_MIXED;
         free(real);
         return true;
     }
@@ -229,7 +286,9 @@ static bool add_dir(struct scan *s, const char *path)
     if (s->num_dirs == s->cap_dirs) {
         s->cap_dirs = s->cap_dirs ? s->cap_dirs * 2 : 16;
         s->dirs = xrealloc(s->dirs, s->cap_dirs * sizeof(*s->dirs));
+        s->owner = xrealloc(s->owner, s->cap_dirs * sizeof(*s->owner));
     }
+    s->owner[s->num_dirs] = s->cur_owner;
     s->dirs[s->num_dirs++] = real;
     if (2 * s->num_dirs + 2 > s->cap_index) {
         free(s->index);
@@ -245,6 +304,10 @@ static bool add_dir(struct scan *s, const char *path)
  * ..data/tls.crt -> ..2026_11_23_.../tls.crt each change in a directory of their own. */
 static void follow_links(struct scan *s, const char *path)
 {
+    /* A change in these directories changes a file of another one: never incremental. */
+    int saved_owner = s->cur_owner;
+    if (s->cur_owner != OWNER_CRED)
+        s->cur_owner = OWNER_LINKED;
     char *cur = xstrdup(path);
     for (int hop = 0; hop < MAX_LINKS; hop++) {
         char *dir = parent_of(cur);
@@ -271,6 +334,7 @@ static void follow_links(struct scan *s, const char *path)
         free(dir);
         free(real);
     }
+    s->cur_owner = saved_owner;
 }
 
 /* A root that is itself a symlink (dir -> versions/v2, swapped by rename) changes in the
@@ -286,7 +350,7 @@ static void scan_credentials(struct scan *s, const struct config *cfg)
 {
     if (cfg->credentials_dir == NULL)
         return;
-    hash_str(&s->h, "\002credentials");
+    hash_str(s->cur, "\002credentials");
     follow_root(s, cfg->credentials_dir);
     if (!add_dir(s, cfg->credentials_dir))
         s->missing = true;
@@ -302,6 +366,66 @@ static void scan_credentials(struct scan *s, const struct config *cfg)
     }
 }
 
+static void walk(struct scan *s, const char *dir, const char *rel, int depth);
+
+static struct tenants *tenants_new(void)
+{
+    struct tenants *t = xcalloc(1, sizeof(*t));
+    t->refs = 1;
+    return t;
+}
+
+static void tenants_unref(struct tenants *t)
+{
+    if (t == NULL || --t->refs > 0)
+        return;
+    for (size_t i = 0; i < t->num; i++)
+        free(t->names[i]);
+    free(t->names);
+    free(t->index);
+    free(t);
+}
+
+/* The position + 1 of tenant directory |name| in |t|, 0 when absent. */
+static size_t tenants_find(const struct tenants *t, const char *name)
+{
+    return t == NULL ? 0 : index_find(t->index, t->cap_index, t->names, name);
+}
+
+/* Walks tenants/|name| (at |path|) into a hash of its own, a new entry of s->ten. */
+static void walk_tenant(struct scan *s, const char *path, const char *rel, const char *name)
+{
+    struct tenants *t = s->ten;
+    if (t->num == t->cap) {
+        t->cap = t->cap ? 2 * t->cap : 64;
+        t->names = xrealloc(t->names, t->cap * sizeof(*t->names));
+    }
+    if (t->num == s->cap_recs) {
+        s->cap_recs = s->cap_recs ? 2 * s->cap_recs : 64;
+        s->recs = xrealloc(s->recs, s->cap_recs * sizeof(*s->recs));
+    }
+    size_t k = t->num++;
+    t->names[k] = xstrdup(name);
+    if (2 * t->num + 2 > t->cap_index) {
+        free(t->index);
+        t->index = index_build(t->names, t->num, &t->cap_index);
+    } else {
+        *index_slot(t->index, t->cap_index, t->names, name) = t->num;
+    }
+    struct trec *r = &s->recs[k];
+    memset(r, 0, sizeof(*r));
+    hash_init(&r->h);
+    struct hash *saved = s->cur;
+    s->cur = &r->h;
+    s->cur_rec = r;
+    s->cur_owner = (int)k;
+    add_dir(s, path);
+    walk(s, path, rel, 2);
+    s->cur = saved;
+    s->cur_rec = NULL;
+    s->cur_owner = OWNER_TOP;
+}
+
 /* Hidden entries are skipped: editors' swap files, .git, and Kubernetes' ..data and timestamp
  * directories, whose files are reached through the visible symlinks anyway. */
 static void walk(struct scan *s, const char *dir, const char *rel, int depth)
@@ -309,14 +433,19 @@ static void walk(struct scan *s, const char *dir, const char *rel, int depth)
     struct dirent **names = NULL;
     int n = scandir(dir, &names, NULL, alphasort);
     if (n < 0) {
-        hash_str(&s->h, rel);
-        hash_str(&s->h, "\001unreadable directory");
+        hash_str(s->cur, rel);
+        hash_str(s->cur, "\001unreadable directory");
         return;
     }
+    bool tenants_dir = depth == 1 && strcmp(rel, "tenants") == 0;
     for (int i = 0; i < n; i++) {
         const char *name = names[i]->d_name;
-        if (name[0] == '.')
+        if (name[0] == '.') {
+            /* A hidden file may be listed in index.yml, and its changes are not hashed. */
+            if (s->cur_rec != NULL && strcmp(name, ".") != 0 && strcmp(name, "..") != 0)
+                s->cur_rec->always = true;
             continue;
+        }
         if (s->num_files >= MAX_FILES) {
             s->too_many = true;
             break;
@@ -325,14 +454,18 @@ static void walk(struct scan *s, const char *dir, const char *rel, int depth)
         char *relpath = rel[0] ? join(rel, name) : xstrdup(name);
         struct stat st, lst;
         if (stat(path, &st) != 0) {
-            hash_str(&s->h, relpath);
-            hash_str(&s->h, "\001dangling");
+            hash_str(s->cur, relpath);
+            hash_str(s->cur, "\001dangling");
         } else if (S_ISDIR(st.st_mode)) {
-            hash_str(&s->h, relpath);
-            hash_str(&s->h, "\001dir");
-            if (depth < MAX_DEPTH) {
+            hash_str(s->cur, relpath);
+            hash_str(s->cur, "\001dir");
+            if (depth < MAX_DEPTH && tenants_dir)
+                walk_tenant(s, path, relpath, name);
+            else if (depth < MAX_DEPTH) {
                 add_dir(s, path);
                 walk(s, path, relpath, depth + 1);
+            } else if (s->cur_rec != NULL) {
+                s->cur_rec->always = true;
             }
         } else if (S_ISREG(st.st_mode)) {
             hash_file(s, relpath, path);
@@ -353,11 +486,11 @@ static void scan_ca_store(struct scan *s, const struct config *cfg)
 {
     if (cfg->ca_store_dir == NULL)
         return;
-    hash_str(&s->h, "\002ca_store");
+    hash_str(s->cur, "\002ca_store");
     follow_root(s, cfg->ca_store_dir);
     if (!add_dir(s, cfg->ca_store_dir)) {
         s->missing = true;
-        hash_str(&s->h, "\001missing");
+        hash_str(s->cur, "\001missing");
         return;
     }
     walk(s, cfg->ca_store_dir, "", 0);
@@ -365,9 +498,29 @@ static void scan_ca_store(struct scan *s, const struct config *cfg)
 
 static void scan_all(struct scan *s, const struct config *cfg)
 {
-    hash_init(&s->h);
+    hash_init(&s->cred);
+    hash_init(&s->top);
+    s->ten = tenants_new();
+    s->cur = &s->cred;
+    s->cur_owner = OWNER_CRED;
     scan_credentials(s, cfg);
+    s->cur = &s->top;
+    s->cur_owner = OWNER_TOP;
     scan_ca_store(s, cfg);
+}
+
+/* The hash of everything |s| covers. */
+static struct hash scan_total(const struct scan *s)
+{
+    struct hash h;
+    hash_init(&h);
+    hash_bytes(&h, &s->cred, sizeof(s->cred));
+    hash_bytes(&h, &s->top, sizeof(s->top));
+    for (size_t i = 0; s->ten != NULL && i < s->ten->num; i++) {
+        hash_str(&h, s->ten->names[i]);
+        hash_bytes(&h, &s->recs[i].h, sizeof(s->recs[i].h));
+    }
+    return h;
 }
 
 static void scan_free(struct scan *s)
@@ -375,12 +528,17 @@ static void scan_free(struct scan *s)
     for (size_t i = 0; i < s->num_dirs; i++)
         free(s->dirs[i]);
     free(s->dirs);
+    free(s->owner);
     free(s->index);
+    free(s->recs);
+    tenants_unref(s->ten);
+    memset(s, 0, sizeof(*s));
 }
 
 /* --- watchers ---------------------------------------------------------------------------- */
 
 static void schedule(void);
+static void retry_cb(uv_timer_t *t);
 
 static void watch_close_cb(uv_handle_t *h)
 {
@@ -389,10 +547,28 @@ static void watch_close_cb(uv_handle_t *h)
     free(w);
 }
 
+static void dirty_clear(void)
+{
+    for (size_t i = 0; i < num_dirty; i++)
+        free(dirty[i]);
+    num_dirty = 0;
+    dirty_overflow = false;
+}
+
 static void event_cb(uv_fs_event_t *ev, const char *filename, int events, int status)
 {
     /* Any event, even an error or the directory's own deletion, means "look again": the check
-     * re-arms whatever was replaced. */
+     * re-arms whatever was replaced. The directory tells the check what to rescan. */
+    struct watch *w = ev->data;
+    if (status < 0 || w == NULL || num_dirty == MAX_DIRTY) {
+        dirty_overflow = true;
+    } else {
+        size_t i = 0;
+        while (i < num_dirty && strcmp(dirty[i], w->path) != 0)
+            i++;
+        if (i == num_dirty)
+            dirty[num_dirty++] = xstrdup(w->path);
+    }
     schedule();
 }
 
@@ -462,6 +638,164 @@ static void rearm(const struct scan *s)
     }
 }
 
+/* Watches the directories of an incremental scan |s| that are not watched yet or were replaced,
+ * keeping every other watch (the next full scan drops those no longer needed). */
+static void rearm_some(const struct scan *s)
+{
+    for (size_t i = 0; i < s->num_dirs; i++) {
+        struct stat st;
+        if (stat(s->dirs[i], &st) != 0)
+            continue;
+        struct watch **pp = &watches;
+        while (*pp != NULL && strcmp((*pp)->path, s->dirs[i]) != 0)
+            pp = &(*pp)->next;
+        struct watch *w = *pp;
+        if (w != NULL && w->dev == st.st_dev && w->ino == st.st_ino)
+            continue;
+        if (w != NULL) {
+            *pp = w->next;
+            num_watches--;
+            uv_fs_event_stop(&w->ev);
+            uv_close((uv_handle_t *)&w->ev, watch_close_cb);
+        }
+        struct watch *nw = xcalloc(1, sizeof(*nw));
+        nw->path = xstrdup(s->dirs[i]);
+        nw->dev = st.st_dev;
+        nw->ino = st.st_ino;
+        nw->keep = true;
+        uv_fs_event_init(rl_loop, &nw->ev);
+        nw->ev.data = nw;
+        int r = uv_fs_event_start(&nw->ev, event_cb, nw->path, 0);
+        if (r < 0) {
+            if (!watch_full_logged)
+                log_msg(LOG_LEVEL_WARN, "watch_failed",
+                        "cannot watch %s: %s; the periodic rescan still picks changes up",
+                        nw->path, uv_strerror(r));
+            watch_full_logged = true;
+            uv_close((uv_handle_t *)&nw->ev, watch_close_cb);
+            continue;
+        }
+        nw->next = watches;
+        watches = nw;
+        num_watches++;
+    }
+}
+
+/* Rescans only the credentials and the tenant directories the events named, updating |state|.
+ * Returns false (|state| untouched) when the events named anything else, or the rescan found a
+ * directory the last full scan did not give the same owner: a full scan must decide. */
+static bool scan_incremental(const struct config *cfg)
+{
+    if (!have_state || dirty_overflow || num_dirty == 0 || state.too_many || state.missing ||
+        cfg->ca_store_dir == NULL)
+        return false;
+    size_t todo[MAX_DIRTY];
+    size_t num_todo = 0;
+    for (size_t i = 0; i < num_dirty; i++) {
+        size_t at = index_find(state.index, state.cap_index, state.dirs, dirty[i]);
+        if (at == 0)
+            return false;
+        int owner = state.owner[at - 1];
+        if (owner == OWNER_CRED)
+            continue;
+        if (owner < 0 || (size_t)owner >= state.ten->num)
+            return false;
+        size_t k = 0;
+        while (k < num_todo && todo[k] != (size_t)owner)
+            k++;
+        if (k == num_todo)
+            todo[num_todo++] = (size_t)owner;
+    }
+    struct scan t = {0};
+    struct trec recs[MAX_DIRTY];
+    bool ok = true;
+    hash_init(&t.cred);
+    t.cur = &t.cred;
+    t.cur_owner = OWNER_CRED;
+    scan_credentials(&t, cfg);
+    ok = !t.missing;
+    for (size_t k = 0; k < num_todo && ok; k++) {
+        const char *name = state.ten->names[todo[k]];
+        char *rel = join("tenants", name);
+        char *path = join(cfg->ca_store_dir, rel);
+        struct stat st;
+        if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode)) {
+            ok = false; /* the full scan hashes it as something else */
+        } else {
+            memset(&recs[k], 0, sizeof(recs[k]));
+            hash_init(&recs[k].h);
+            t.cur = &recs[k].h;
+            t.cur_rec = &recs[k];
+            t.cur_owner = (int)todo[k];
+            add_dir(&t, path);
+            walk(&t, path, rel, 2);
+            t.cur_rec = NULL;
+        }
+        free(rel);
+        free(path);
+    }
+    for (size_t i = 0; i < t.num_dirs && ok; i++) {
+        size_t at = index_find(state.index, state.cap_index, state.dirs, t.dirs[i]);
+        ok = at != 0 && state.owner[at - 1] == t.owner[i];
+    }
+    if (ok && state.num_files + t.num_files >= MAX_FILES)
+        ok = false;
+    if (ok) {
+        if (started)
+            rearm_some(&t);
+        state.cred = t.cred;
+        for (size_t k = 0; k < num_todo; k++)
+            state.recs[todo[k]] = recs[k];
+    }
+    scan_free(&t);
+    return ok;
+}
+
+/* The hint for ca_store_load: whether tenants/|id|/ may differ from when the store in use was
+ * loaded. */
+static bool tenant_changed(void *ctx, const char *id)
+{
+    size_t at = tenants_find(state.ten, id), b = tenants_find(base_ten, id);
+    if (at == 0 || b == 0)
+        return true;
+    const struct trec *r = &state.recs[at - 1], *br = &base_recs[b - 1];
+    return r->always || br->always || memcmp(&r->h, &br->h, sizeof(r->h)) != 0;
+}
+
+/* Remembers |state| as what the CA store in use was loaded after. */
+static void set_base(void)
+{
+    tenants_unref(base_ten);
+    free(base_recs);
+    base_ten = NULL;
+    base_recs = NULL;
+    have_base = have_state;
+    if (!have_state)
+        return;
+    base_ten = state.ten;
+    base_ten->refs++;
+    base_recs = xmalloc((base_ten->num + 1) * sizeof(*base_recs));
+    if (base_ten->num > 0)
+        memcpy(base_recs, state.recs, base_ten->num * sizeof(*base_recs));
+    base_top = state.top;
+}
+
+/* A full scan becomes |state|. */
+static void scan_full(const struct config *cfg)
+{
+    scan_free(&state);
+    scan_all(&state, cfg);
+    have_state = !state.too_many;
+    if (started) {
+        rearm(&state);
+        if (state.missing && !retrying)
+            uv_timer_start(&retry_timer, retry_cb, RETRY_MS, RETRY_MS);
+        else if (!state.missing && retrying)
+            uv_timer_stop(&retry_timer);
+        retrying = state.missing;
+    }
+}
+
 static void check(const char *source)
 {
     char err[1024];
@@ -481,6 +815,7 @@ static void poll_cb(uv_timer_t *t)
 
 static void retry_cb(uv_timer_t *t)
 {
+    dirty_overflow = true; /* a root was missing: look at everything */
     check("watch");
 }
 
@@ -545,19 +880,14 @@ int reload_run(const char *source, bool force, char *err, size_t err_len)
         return -EINVAL;
     }
     uint64_t t0 = uv_hrtime();
-    struct scan s = {0};
-    scan_all(&s, rl_srv->cfg);
-    if (started) {
-        rearm(&s);
-        if (s.missing && !retrying)
-            uv_timer_start(&retry_timer, retry_cb, RETRY_MS, RETRY_MS);
-        else if (!s.missing && retrying)
-            uv_timer_stop(&retry_timer);
-        retrying = s.missing;
-    }
-    struct hash h = s.h;
-    bool too_many = s.too_many;
-    scan_free(&s);
+    /* Events in tenant directories only: rescan those; anything else (the periodic rescan,
+     * SIGHUP, POST /reload, other directories): everything. */
+    bool watch = strcmp(source, "watch") == 0;
+    if (force || !watch || !scan_incremental(rl_srv->cfg))
+        scan_full(rl_srv->cfg);
+    dirty_clear();
+    struct hash h = scan_total(&state);
+    bool too_many = state.too_many;
     if (too_many) {
         /* The hash covers only part of the store: it cannot vouch for "unchanged". */
         hash_num(&h, uv_hrtime());
@@ -571,8 +901,17 @@ int reload_run(const char *source, bool force, char *err, size_t err_len)
     last_hash = h;
     have_hash = true;
     struct tls_gen *gen = NULL;
+    /* Not forced: tenants whose directories hash as when the store in use was loaded keep
+     * their bundles without being read again. */
+    struct ca_store_changes changes = {.tenant_changed = tenant_changed};
+    if (!force && have_base && have_state) {
+        changes.common = memcmp(&state.top, &base_top, sizeof(base_top)) != 0;
+        ca_store_hint_next_load(&changes);
+    }
     int r = tls_gen_new(&gen, rl_srv->cfg, atomic_load(&rl_srv->gen), err, err_len);
+    ca_store_hint_next_load(NULL);
     if (r == 0) {
+        set_base();
         uv_mutex_lock(&rl_srv->gen_lock);
         struct tls_gen *old = atomic_exchange(&rl_srv->gen, gen);
         uv_mutex_unlock(&rl_srv->gen_lock);
@@ -590,15 +929,16 @@ int reload_init(struct server *srv, char *err, size_t err_len)
 {
     rl_srv = srv;
     memset(&last, 0, sizeof(last));
-    struct scan s = {0};
-    scan_all(&s, srv->cfg);
-    last_hash = s.h;
+    scan_full(srv->cfg);
+    last_hash = scan_total(&state);
+    if (state.too_many)
+        hash_num(&last_hash, uv_hrtime());
     have_hash = true;
-    scan_free(&s);
     struct tls_gen *gen = NULL;
     int r = tls_gen_new(&gen, srv->cfg, NULL, err, err_len);
     if (r < 0)
         return r;
+    set_base();
     atomic_store(&srv->gen, gen);
     generation = 1;
     return 0;
@@ -636,6 +976,14 @@ void reload_stop(void)
         uv_close((uv_handle_t *)&w->ev, watch_close_cb);
     }
     num_watches = 0;
+    dirty_clear();
+    scan_free(&state);
+    have_state = false;
+    tenants_unref(base_ten);
+    free(base_recs);
+    base_ten = NULL;
+    base_recs = NULL;
+    have_base = false;
 }
 
 uint64_t reload_generation(void)

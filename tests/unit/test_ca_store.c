@@ -731,6 +731,130 @@ static void test_previous_fallback(void **state)
     rm_dir(d);
 }
 
+/* Which tenant ids test_load_changes reports changed: a comma-separated list. */
+static bool changed_in(void *ctx, const char *id)
+{
+    const char *list = ctx;
+    size_t n = strlen(id);
+    for (const char *p = list; *p;) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        if (len == n && memcmp(p, id, n) == 0)
+            return true;
+        p += len + (end ? 1 : 0);
+    }
+    return false;
+}
+
+static struct ca_store *load_changes(const char *dir, const struct ca_store *previous, bool common,
+                                     const char *changed)
+{
+    struct ca_store_changes c = {.common = common, .tenant_changed = changed_in,
+                                 .ctx = (void *)changed};
+    struct ca_store *store = NULL;
+    char err[512] = "";
+    int rc = ca_store_load_changes(&store, dir, previous, &c, err, sizeof(err));
+    if (rc != 0)
+        fail_msg("load %s: %s", dir, err);
+    return store;
+}
+
+static void test_load_changes(void **state)
+{
+    char *d = new_dir();
+    put(d, "index.yml", "common: [root.pem]\ntenants:\n  a: [a.pem]\n  b: [b.pem]\n  s: [s.pem]\n");
+    put_pki(d, "common/root.pem", "root.pem", NULL);
+    put_pki(d, "tenants/a/a.pem", "root2.pem", NULL);
+    put_pki(d, "tenants/b/b.pem", "root2.pem", NULL);
+    put_pki(d, "tenants/s/s.pem", "inter.pem", NULL);
+    struct ca_store *v1 = load_ok(d, NULL);
+    assert_int_equal(ca_store_num_read(v1), 4);
+    X509_STORE *s_trust1 = ca_store_trust(v1, tenant(v1, "s"));
+    uint8_t hs1[32], hs2[32];
+    ca_store_trust_hash(v1, tenant(v1, "s"), hs1);
+
+    /* a and b change on disk, only a is reported: b keeps its bundle without being read */
+    put_pki(d, "tenants/a/a.pem", "inter.pem", NULL);
+    put(d, "tenants/b/b.pem", "-----BEGIN CERTIFICATE-----\n");
+    struct ca_store *v2 = load_changes(d, v1, false, "a");
+    assert_int_equal(ca_store_num_read(v2), 1);
+    assert_int_equal(ca_store_num_errors(v2), 0);
+    assert_true(verifies(ca_store_trust(v2, tenant(v2, "a")), "leaf1.pem", NULL));
+    assert_true(verifies(ca_store_trust(v2, tenant(v2, "b")), "leafb.pem", NULL));
+    assert_ptr_equal(ca_store_trust(v2, tenant(v2, "s")), s_trust1);
+    ca_store_trust_hash(v2, tenant(v2, "s"), hs2);
+    assert_memory_equal(hs1, hs2, 32);
+    ca_store_unref(v1);
+
+    /* b reported: it fails and keeps its last good bundle */
+    struct ca_store *v3 = load_changes(d, v2, false, "b");
+    assert_int_equal(ca_store_num_read(v3), 1);
+    assert_true(has_error(v3, "b", "tenants/b/b.pem:1: CERTIFICATE block has no END line"));
+    assert_true(verifies(ca_store_trust(v3, tenant(v3, "b")), "leafb.pem", NULL));
+    ca_store_unref(v2);
+
+    /* a tenant kept from an older snapshot is always read again, even when not reported */
+    struct ca_store *v4 = load_changes(d, v3, false, "");
+    assert_int_equal(ca_store_num_read(v4), 1);
+    assert_true(has_error(v4, "b", "tenants/b/b.pem"));
+    ca_store_unref(v3);
+
+    /* a changed list in index.yml is read although not reported; a new tenant is read */
+    put(d, "tenants/b/b.pem", "");
+    put_pki(d, "tenants/b/b.pem", "root2.pem", NULL);
+    put_pki(d, "tenants/s/s2.pem", "root2.pem", NULL);
+    put_pki(d, "tenants/c/c.pem", "root2.pem", NULL);
+    put(d, "index.yml",
+        "common: [root.pem]\ntenants:\n  a: [a.pem]\n  b: [b.pem]\n  s: [s.pem, s2.pem]\n"
+        "  c: [c.pem]\n");
+    struct ca_store *v5 = load_changes(d, v4, false, "");
+    assert_int_equal(ca_store_num_read(v5), 3); /* b (kept before), s (new list), c (new) */
+    assert_int_equal(ca_store_num_errors(v5), 0);
+    assert_true(verifies(ca_store_trust(v5, tenant(v5, "s")), "leafb.pem", NULL));
+    assert_true(verifies(ca_store_trust(v5, tenant(v5, "c")), "leafb.pem", NULL));
+    ca_store_unref(v4);
+
+    /* common is read only when reported */
+    put_pki(d, "common/root.pem", "root2.pem", NULL);
+    struct ca_store *v6 = load_changes(d, v5, false, "");
+    assert_int_equal(ca_store_num_read(v6), 0);
+    assert_true(verifies(ca_store_trust(v6, NULL), "leaf1.pem", "inter.pem"));
+    struct ca_store *v7 = load_changes(d, v6, true, "");
+    assert_int_equal(ca_store_num_read(v7), 1);
+    assert_false(verifies(ca_store_trust(v7, NULL), "leaf1.pem", "inter.pem"));
+    assert_true(verifies(ca_store_trust(v7, NULL), "leafb.pem", NULL));
+    ca_store_unref(v5);
+    ca_store_unref(v6);
+
+    /* the hint of ca_store_hint_next_load is used once; no hint reads everything */
+    struct ca_store_changes c = {.common = false, .tenant_changed = changed_in, .ctx = ""};
+    ca_store_hint_next_load(&c);
+    struct ca_store *v8 = load_ok(d, v7);
+    assert_int_equal(ca_store_num_read(v8), 0);
+    struct ca_store *v9 = load_ok(d, v8);
+    assert_int_equal(ca_store_num_read(v9), 5);
+    ca_store_hint_next_load(&c);
+    ca_store_hint_next_load(NULL);
+    struct ca_store *v10 = load_ok(d, v9);
+    assert_int_equal(ca_store_num_read(v10), 5);
+    /* no previous snapshot: the hint cannot apply */
+    struct ca_store *v11 = load_changes(d, NULL, false, "");
+    assert_int_equal(ca_store_num_read(v11), 5);
+    ca_store_unref(v7);
+    ca_store_unref(v8);
+    ca_store_unref(v9);
+    ca_store_unref(v10);
+    ca_store_unref(v11);
+
+    /* an index.yml that no longer parses still fails the whole load, hint or not */
+    put(d, "index.yml", "common: [\n");
+    struct ca_store *none = NULL;
+    char err[256];
+    assert_int_equal(ca_store_load_changes(&none, d, NULL, &c, err, sizeof(err)), -EINVAL);
+    assert_null(none);
+    rm_dir(d);
+}
+
 static void test_lookup_many(void **state)
 {
     enum { N = 1000 };
@@ -1193,6 +1317,7 @@ int main(void)
         cmocka_unit_test(test_unknown_block_type),
         cmocka_unit_test(test_path_escape),
         cmocka_unit_test(test_previous_fallback),
+        cmocka_unit_test(test_load_changes),
         cmocka_unit_test(test_lookup_many),
         cmocka_unit_test(test_partial_chain),
         cmocka_unit_test(test_crl_revoked),
