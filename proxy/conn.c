@@ -829,7 +829,8 @@ static void update_polls(struct conn *c)
 
 /* --- lifecycle ----------------------------------------------------------------------------- */
 
-void conn_accept(struct worker *w, size_t index, int fd)
+void conn_accept(struct worker *w, size_t index, int fd, const struct sockaddr *peer,
+                 socklen_t peer_len)
 {
     struct conn *c = xcalloc(1, sizeof(*c));
     c->worker = w;
@@ -861,7 +862,7 @@ void conn_accept(struct worker *w, size_t index, int fd)
             update_polls(c);
         return;
     }
-    c->ssl = tls_new_ssl(c->gen, index, fd, c);
+    c->ssl = tls_new_ssl(c->gen, index, fd, c, peer, peer_len);
     arm_timer(c);
     do_handshake(c);
     if (c->state != CONN_CLOSING)

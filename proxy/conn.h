@@ -6,6 +6,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include <llhttp.h>
 #include <uv.h>
@@ -132,8 +133,10 @@ struct conn {
  * and arms the timer with the new state's timeout. */
 void conn_set_state(struct conn *c, enum conn_state to);
 
-/* conn_accept takes ownership of the accepted socket |fd| and starts the connection. */
-void conn_accept(struct worker *w, size_t index, int fd);
+/* conn_accept takes ownership of the socket |fd| accepted from |peer| and starts the
+ * connection. */
+void conn_accept(struct worker *w, size_t index, int fd, const struct sockaddr *peer,
+                 socklen_t peer_len);
 
 /* conn_drain makes an idle connection close now and a busy one close after its response. */
 void conn_drain(struct conn *c);

@@ -164,7 +164,9 @@ static void accept_cb(uv_poll_t *h, int status, int events)
             pause_accepting(w);
             return;
         }
-        int fd = accept4(ls->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        struct sockaddr_storage peer;
+        socklen_t peer_len = sizeof(peer);
+        int fd = accept4(ls->fd, (struct sockaddr *)&peer, &peer_len, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED)
                 continue;
@@ -181,7 +183,7 @@ static void accept_cb(uv_poll_t *h, int status, int events)
         }
         atomic_fetch_add(&srv->num_conns, 1);
         w->accept_paused_logged = false;
-        conn_accept(w, ls->index, fd);
+        conn_accept(w, ls->index, fd, (struct sockaddr *)&peer, peer_len);
     }
 }
 

@@ -63,6 +63,11 @@ struct tls_listener {
 struct tls_peer {
     const struct ca_tenant *tenant; /* NULL: the common bundle */
     char id[TENANCY_MAX_ID + 1];    /* the tenant the SNI named ("" when none) */
+    union {
+        struct sockaddr sa;
+        struct sockaddr_in in;
+        struct sockaddr_in6 in6;
+    } addr; /* the client, kept from accept: it may be gone when a refusal is logged */
 };
 
 struct tls_gen {
@@ -366,7 +371,11 @@ static void peer_address(SSL *ssl, char *out, size_t len)
     socklen_t sl = sizeof(ss);
     char host[INET6_ADDRSTRLEN] = "?";
     int port = 0;
-    if (getpeername(SSL_get_fd(ssl), (struct sockaddr *)&ss, &sl) == 0) {
+    struct tls_peer *pe = peer_of(ssl);
+    bool known = pe != NULL && pe->addr.sa.sa_family != AF_UNSPEC;
+    if (known)
+        memcpy(&ss, &pe->addr, sizeof(pe->addr));
+    if (known || getpeername(SSL_get_fd(ssl), (struct sockaddr *)&ss, &sl) == 0) {
         if (ss.ss_family == AF_INET) {
             struct sockaddr_in *in = (struct sockaddr_in *)&ss;
             inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
@@ -752,8 +761,11 @@ static enum ssl_select_cert_result_t select_tenant(const SSL_CLIENT_HELLO *hello
     SSL *ssl = hello->ssl;
     struct tls_listener *tl = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), tls_listener_index);
     const struct config *cfg = tl->gen->cfg;
-    struct tls_peer *pe = xcalloc(1, sizeof(*pe));
-    SSL_set_ex_data(ssl, tls_peer_index, pe);
+    struct tls_peer *pe = peer_of(ssl);
+    if (pe == NULL) {
+        pe = xcalloc(1, sizeof(*pe));
+        SSL_set_ex_data(ssl, tls_peer_index, pe);
+    }
     char raw[TENANCY_MAX_NAME + 1], name[TENANCY_MAX_NAME + 1];
     bool has_sni = client_hello_sni(hello, raw, sizeof(raw)) &&
                    tenancy_normalize(name, raw, strlen(raw), false) && !tenancy_is_ip_literal(name);
@@ -1109,12 +1121,17 @@ void tls_gen_describe(const struct tls_gen *gen, const struct config *cfg)
 
 /* --- connections ------------------------------------------------------------------------- */
 
-struct ssl_st *tls_new_ssl(struct tls_gen *gen, size_t index, int fd, void *app)
+struct ssl_st *tls_new_ssl(struct tls_gen *gen, size_t index, int fd, void *app,
+                           const struct sockaddr *peer, socklen_t peer_len)
 {
     SSL_CTX *ctx = gen->listeners[index].ctx;
     if (ctx == NULL)
         return NULL;
     SSL *ssl = SSL_new(ctx);
+    struct tls_peer *pe = xcalloc(1, sizeof(*pe));
+    if (peer != NULL && peer_len <= sizeof(pe->addr))
+        memcpy(&pe->addr, peer, peer_len);
+    SSL_set_ex_data(ssl, tls_peer_index, pe);
     SSL_set_fd(ssl, fd);
     SSL_set_accept_state(ssl);
     SSL_set_app_data(ssl, app);

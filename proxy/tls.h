@@ -9,6 +9,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <sys/socket.h>
+
 #include "buf.h"
 #include "config.h"
 
@@ -51,9 +53,10 @@ void tls_gen_unref(struct tls_gen *gen);
 /* tls_gen_describe prints the credentials and CA store summary for `certgate check`. */
 void tls_gen_describe(const struct tls_gen *gen, const struct config *cfg);
 
-/* tls_new_ssl makes a server SSL for listener |index| on socket |fd|. |app| is passed back by
- * tls_app. Returns NULL only for a listener without TLS. */
-struct ssl_st *tls_new_ssl(struct tls_gen *gen, size_t index, int fd, void *app);
+/* tls_new_ssl makes a server SSL for listener |index| on socket |fd| accepted from |peer| (may
+ * be NULL), which refusal logs name. Returns NULL only for a listener without TLS. */
+struct ssl_st *tls_new_ssl(struct tls_gen *gen, size_t index, int fd, void *app,
+                           const struct sockaddr *peer, socklen_t peer_len);
 
 /* tls_thread_cleanup frees what the calling thread cached (its verified-chain cache); worker
  * threads call it before they end. */
