@@ -327,8 +327,28 @@ static void proxy_v2_header(struct conn *c, struct buf *out)
     }
 }
 
+/* A kept-alive upstream may close an idle connection just as a request goes out on it. A
+ * bodiless request that got no byte of answer is sent once more on a fresh connection, as
+ * nginx does; anything else gets its 502. */
+static bool try_replay(struct conn *c)
+{
+    if (c->state != CONN_PROXY || buf_used(&c->replay) == 0 || c->resp_sent ||
+        buf_used(&c->uin) > 0)
+        return false;
+    close_upstream(c);
+    buf_free(&c->uout);
+    c->uout = c->replay;
+    memset(&c->replay, 0, sizeof(c->replay));
+    c->replayed = true;
+    log_msg(LOG_LEVEL_DEBUG, "upstream_retry", "listener %s: a reused upstream connection "
+            "closed before answering; sending the request on a new one", c->lc->name);
+    return conn_upstream_connect(c) == 0;
+}
+
 static void upstream_failed(struct conn *c, int status)
 {
+    if (status == 502 && try_replay(c))
+        return;
     if (c->state == CONN_PROXY || c->state == CONN_TUNNEL)
         metrics_upstream_error(c->index, status == 503 ? METRICS_UP_CONNECT : METRICS_UP_RESET);
     if (c->lc->mode == LISTENER_HTTP && c->state == CONN_PROXY) {
@@ -383,14 +403,18 @@ static void up_poll_cb(uv_poll_t *h, int status, int events)
 int conn_upstream_connect(struct conn *c)
 {
     c->timer_base = now_ms(c);
+    bool reused = c->up_state == UP_OPEN && c->up_idle;
     c->up_idle = false;
-    if (c->up_state == UP_NONE && c->lc->mode == LISTENER_HTTP) {
+    if (c->up_state == UP_NONE && c->lc->mode == LISTENER_HTTP && !c->replayed) {
         struct upconn *up = pool_take(c);
         if (up != NULL) {
             c->up = up;
             c->up_state = UP_OPEN;
+            reused = true;
         }
     }
+    if (reused && !c->replayed && c->req_body.kind == BODY_NONE && !c->req_upgrade)
+        buf_append(&c->replay, buf_data(&c->uout), buf_used(&c->uout));
     if (c->up_state != UP_NONE) {
         arm_timer(c);
         up_flush(c);
@@ -504,7 +528,8 @@ static void up_eof(struct conn *c)
     c->up_eof = true;
     switch (c->state) {
     case CONN_PROXY:
-        http_upstream_eof(c);
+        if (!try_replay(c))
+            http_upstream_eof(c);
         break;
     case CONN_TUNNEL:
         tunnel_maybe_done(c);
@@ -880,6 +905,7 @@ static void conn_close_cb(uv_handle_t *h)
     buf_free(&c->cout);
     buf_free(&c->uin);
     buf_free(&c->uout);
+    buf_free(&c->replay);
     free(c->method_path);
     free(c->client_subject);
     free(c->cc_headers);
@@ -964,7 +990,8 @@ void conn_http_cycle_done(struct conn *c)
     c->req_done = c->req_chunked = c->req_head_method = c->req_http10 = false;
     c->req_upgrade = c->resp_head_done = c->resp_chunked = c->resp_done = false;
     c->resp_until_close = c->resp_sent = c->close_after = c->head_started = false;
-    c->up_reusable = false;
+    c->up_reusable = c->replayed = false;
+    buf_free(&c->replay);
     c->status = 0;
     c->head_scan = 0;
     c->head_lines = 0;

@@ -94,6 +94,8 @@ struct conn {
     struct buf uout; /* bytes for the upstream */
     struct buf uin;  /* bytes from the upstream, not yet parsed */
     struct buf cout; /* bytes for the client */
+    struct buf replay; /* a bodiless request sent on a reused upstream, until its answer */
+    bool replayed;     /* the request was already sent again once */
 
     /* HTTP: the request and response in flight. */
     llhttp_t req_parser;

@@ -629,6 +629,7 @@ static int response_head_done(llhttp_t *p)
     s->in_trailers = true;
     if (!informational)
         c->resp_head_done = true;
+    buf_free(&c->replay); /* answered: never sent again */
     return HPE_PAUSED;
 }
 

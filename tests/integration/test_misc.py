@@ -134,10 +134,89 @@ def t_unix_upstream(t):
         up.close()
 
 
+class ClosingUpstream:
+    """A TCP upstream that answers the first request of each connection with keep-alive, then
+    closes the connection without answering when the next request arrives: the race between an
+    application's idle timeout and a proxy reusing the connection."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.conns = 0
+        self.stop = False
+        threading.Thread(target=self.run, daemon=True).start()
+
+    def run(self):
+        while not self.stop:
+            try:
+                c, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            self.conns += 1
+            threading.Thread(target=self.serve, args=(c, self.conns), daemon=True).start()
+
+    def serve(self, c, no):
+        c.settimeout(5)
+        data = b""
+        try:
+            for req in (1, 2):
+                while b"\r\n\r\n" not in data:
+                    more = c.recv(65536)
+                    if not more:
+                        return
+                    data += more
+                _, data = data.split(b"\r\n\r\n", 1)
+                if req == 2:
+                    return  # closes without an answer
+                body = b"conn-%d" % no
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+    def close(self):
+        self.stop = True
+        self.sock.close()
+
+
+def t_retry_on_closed_reused_upstream(t):
+    up = ClosingUpstream()
+    try:
+        cg = t.certgate("ecdsa", [H.listener("https", "http", "127.0.0.1:%d" % up.port,
+                                             client_auth="require")])
+        s = H.tls_connect(t, cg.port(), H.client_ctx("ecdsa"))
+        r = H.Reader(s)
+        s.sendall(H.get_req("/a"))
+        first = H.read_response(r)
+        check(first.status == 200 and first.body == b"conn-1", "first: %r" % first)
+        s.sendall(H.get_req("/b"))
+        second = H.read_response(r)
+        check(second.status == 200 and second.body == b"conn-2",
+              "a GET on a reused upstream that closed without answering: %d %r (want a retry "
+              "on a new connection)" % (second.status, second.body[:40]))
+        # a request with a body is not sent twice: 502
+        s2 = H.tls_connect(t, cg.port(), H.client_ctx("ecdsa"))
+        r2 = H.Reader(s2)
+        s2.sendall(H.get_req("/c"))
+        H.read_response(r2)
+        s2.sendall(b"POST /d HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\n\r\nhi")
+        third = H.read_response(r2)
+        check(third.status == 502, "a POST must not be replayed: got %d" % third.status)
+    finally:
+        up.close()
+
+
 TESTS = [
     ("misc.pkcs12_credentials", t_pkcs12_credentials),
     ("misc.pkcs12_wrong_password_refused", t_pkcs12_wrong_password),
     ("misc.unix_socket_upstream", t_unix_upstream),
+    ("misc.retry_bodiless_request_on_closed_reused_upstream", t_retry_on_closed_reused_upstream),
 ]
 
 
