@@ -572,6 +572,31 @@ static void event_cb(uv_fs_event_t *ev, const char *filename, int events, int st
     schedule();
 }
 
+
+/* Starts watching directory |path| (|st| its stat); NULL when the kernel refuses (said once:
+ * the periodic rescan still picks changes up). */
+static struct watch *watch_start(const char *path, const struct stat *st)
+{
+    struct watch *nw = xcalloc(1, sizeof(*nw));
+    nw->path = xstrdup(path);
+    nw->dev = st->st_dev;
+    nw->ino = st->st_ino;
+    nw->keep = true;
+    uv_fs_event_init(rl_loop, &nw->ev);
+    nw->ev.data = nw;
+    int r = uv_fs_event_start(&nw->ev, event_cb, nw->path, 0);
+    if (r < 0) {
+        if (!watch_full_logged)
+            log_msg(LOG_LEVEL_WARN, "watch_failed",
+                    "cannot watch %s: %s; the periodic rescan still picks changes up", nw->path,
+                    uv_strerror(r));
+        watch_full_logged = true;
+        uv_close((uv_handle_t *)&nw->ev, watch_close_cb);
+        return NULL;
+    }
+    return nw;
+}
+
 /* Brings the watches in line with |s|: a directory that is gone or was replaced (same path,
  * another inode) loses its watch and the new one gets one. */
 static void rearm(const struct scan *s)
@@ -599,23 +624,9 @@ static void rearm(const struct scan *s)
         }
         if (w != NULL)
             w->keep = false; /* replaced: closed below, a new watch follows */
-        struct watch *nw = xcalloc(1, sizeof(*nw));
-        nw->path = xstrdup(s->dirs[i]);
-        nw->dev = st.st_dev;
-        nw->ino = st.st_ino;
-        nw->keep = true;
-        uv_fs_event_init(rl_loop, &nw->ev);
-        nw->ev.data = nw;
-        int r = uv_fs_event_start(&nw->ev, event_cb, nw->path, 0);
-        if (r < 0) {
-            if (!watch_full_logged)
-                log_msg(LOG_LEVEL_WARN, "watch_failed",
-                        "cannot watch %s: %s; the periodic rescan still picks changes up",
-                        nw->path, uv_strerror(r));
-            watch_full_logged = true;
-            uv_close((uv_handle_t *)&nw->ev, watch_close_cb);
+        struct watch *nw = watch_start(s->dirs[i], &st);
+        if (nw == NULL)
             continue;
-        }
         /* Insert in front: the loop below sees it as kept. */
         nw->next = watches;
         watches = nw;
@@ -658,23 +669,9 @@ static void rearm_some(const struct scan *s)
             uv_fs_event_stop(&w->ev);
             uv_close((uv_handle_t *)&w->ev, watch_close_cb);
         }
-        struct watch *nw = xcalloc(1, sizeof(*nw));
-        nw->path = xstrdup(s->dirs[i]);
-        nw->dev = st.st_dev;
-        nw->ino = st.st_ino;
-        nw->keep = true;
-        uv_fs_event_init(rl_loop, &nw->ev);
-        nw->ev.data = nw;
-        int r = uv_fs_event_start(&nw->ev, event_cb, nw->path, 0);
-        if (r < 0) {
-            if (!watch_full_logged)
-                log_msg(LOG_LEVEL_WARN, "watch_failed",
-                        "cannot watch %s: %s; the periodic rescan still picks changes up",
-                        nw->path, uv_strerror(r));
-            watch_full_logged = true;
-            uv_close((uv_handle_t *)&nw->ev, watch_close_cb);
+        struct watch *nw = watch_start(s->dirs[i], &st);
+        if (nw == NULL)
             continue;
-        }
         nw->next = watches;
         watches = nw;
         num_watches++;
