@@ -746,3 +746,9 @@ int64_t ca_store_crl_next_update(const struct ca_store *store, const struct ca_t
         cs_scope_next_update(&tenant->scope, &earliest);
     return earliest;
 }
+
+int ca_store_read_file(const char *path, uint8_t **out, size_t *out_len, char *err,
+                       size_t err_len)
+{
+    return ca_file_read(path, out, out_len, err, err_len);
+}

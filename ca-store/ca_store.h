@@ -20,6 +20,13 @@
 struct ca_store;
 struct ca_tenant;
 
+/* ca_store_read_file reads the regular file |path| (at most 16 MiB) until two reads give the
+ * same bytes (a writer may be half-way through it) and sets |*out| (malloc'd, the caller frees
+ * it) and |*out_len|. Returns 0, or a negative errno with "PATH: what" in |err|. The store uses
+ * it for its bundles; the proxy uses it for its credentials. */
+int ca_store_read_file(const char *path, uint8_t **out, size_t *out_len, char *err,
+                       size_t err_len);
+
 /* ca_store_load reads |dir|/index.yml and every bundle it lists. On success it returns 0 and
  * sets |*out| with one reference. A tenant whose files are missing or malformed is left out of
  * the snapshot and its error recorded (ca_store_num_errors); when |previous| is non-NULL such

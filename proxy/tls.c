@@ -86,8 +86,6 @@ struct tls_gen {
     size_t num_listeners;
 };
 
-static int read_file_stable(const char *path, uint8_t **out, size_t *out_len, char *err,
-                            size_t err_len);
 
 const char *tls_library(void)
 {
@@ -104,74 +102,6 @@ static char *join_path(const char *dir, const char *file)
     char *p = xmalloc(n);
     snprintf(p, n, "%s/%s", dir, file);
     return p;
-}
-
-static int read_file_once(const char *path, uint8_t **out, size_t *out_len)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    size_t cap = 8192, len = 0;
-    uint8_t *data = xmalloc(cap);
-    for (;;) {
-        if (len == cap) {
-            if (cap >= (64u << 20)) {
-                free(data);
-                close(fd);
-                return -EFBIG;
-            }
-            cap *= 2;
-            data = xrealloc(data, cap);
-        }
-        ssize_t n = read(fd, data + len, cap - len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            int e = -errno;
-            free(data);
-            close(fd);
-            return e;
-        }
-        if (n == 0)
-            break;
-        len += (size_t)n;
-    }
-    close(fd);
-    *out = data;
-    *out_len = len;
-    return 0;
-}
-
-/* A writer may be half-way through a file: read until two reads give the same bytes. */
-static int read_file_stable(const char *path, uint8_t **out, size_t *out_len, char *err,
-                            size_t err_len)
-{
-    uint8_t *prev = NULL;
-    size_t prev_len = 0;
-    for (int attempt = 0; attempt < 10; attempt++) {
-        uint8_t *data = NULL;
-        size_t len = 0;
-        int r = read_file_once(path, &data, &len);
-        if (r < 0) {
-            free(prev);
-            snprintf(err, err_len, "%s: %s", path, strerror(-r));
-            return r;
-        }
-        if (prev != NULL && prev_len == len && memcmp(prev, data, len) == 0) {
-            free(prev);
-            *out = data;
-            *out_len = len;
-            return 0;
-        }
-        free(prev);
-        prev = data;
-        prev_len = len;
-        if (attempt > 0)
-            usleep(20000);
-    }
-    free(prev);
-    snprintf(err, err_len, "%s: the file kept changing while it was read", path);
-    return -EAGAIN;
 }
 
 static void ssl_error_string(char *out, size_t len)
@@ -192,10 +122,10 @@ static int load_pem_credentials(struct tls_gen *gen, const struct config *cfg, c
     uint8_t *cert_pem = NULL, *key_pem = NULL;
     size_t cert_len = 0, key_len = 0;
     BIO *bio = NULL;
-    int r = read_file_stable(cert_path, &cert_pem, &cert_len, err, err_len);
+    int r = ca_store_read_file(cert_path, &cert_pem, &cert_len, err, err_len);
     if (r < 0)
         goto fail;
-    r = read_file_stable(key_path, &key_pem, &key_len, err, err_len);
+    r = ca_store_read_file(key_path, &key_pem, &key_len, err, err_len);
     if (r < 0)
         goto fail;
     r = -EINVAL;
@@ -253,12 +183,12 @@ static int load_pkcs12_credentials(struct tls_gen *gen, const struct config *cfg
     size_t p12_len = 0, pass_len = 0;
     char *password = NULL;
     STACK_OF(X509) *certs = sk_X509_new_null();
-    int r = read_file_stable(p12_path, &p12, &p12_len, err, err_len);
+    int r = ca_store_read_file(p12_path, &p12, &p12_len, err, err_len);
     if (r < 0)
         goto fail;
     if (cfg->credentials_pkcs12_password_file != NULL) {
         pass_path = join_path(cfg->credentials_dir, cfg->credentials_pkcs12_password_file);
-        r = read_file_stable(pass_path, &pass, &pass_len, err, err_len);
+        r = ca_store_read_file(pass_path, &pass, &pass_len, err, err_len);
         if (r < 0)
             goto fail;
         while (pass_len > 0 && (pass[pass_len - 1] == '\n' || pass[pass_len - 1] == '\r'))
