@@ -23,6 +23,7 @@ import base64
 import hashlib
 import json
 import os
+import random
 import re
 import select
 import shutil
@@ -97,7 +98,39 @@ def test_each_alg(name):
 # ---------------------------------------------------------------------------------------------
 # processes
 
+def _ephemeral_range():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            lo, hi = (int(x) for x in f.read().split())
+            return lo, hi
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+_EPHEMERAL = _ephemeral_range()
+_HANDED_OUT = set()
+
+
 def free_port():
+    """A port that is free now and that no outgoing connection will take before certgate binds
+    it: picked below the kernel's ephemeral range (a port the kernel hands out with bind(0) can
+    be taken by any connect() in between, which made "Address already in use" flakes), and
+    never handed out twice in one run."""
+    lo = 20000 if _EPHEMERAL[0] > 21000 else 1024
+    hi = min(_EPHEMERAL[0] - 1, lo + 12000) if _EPHEMERAL[0] > 21000 else _EPHEMERAL[0] - 1
+    for _ in range(200):
+        port = random.randint(lo, hi)
+        if port in _HANDED_OUT:
+            continue
+        s = socket.socket()
+        try:
+            s.bind((HOST, port))
+        except OSError:
+            continue
+        finally:
+            s.close()
+        _HANDED_OUT.add(port)
+        return port
     s = socket.socket()
     s.bind((HOST, 0))
     port = s.getsockname()[1]
