@@ -20,6 +20,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -816,7 +817,7 @@ def t_admin_bad_requests(t):
 # ---------------------------------------------------------------------------------------------
 # tests: tenants change under a running proxy
 
-def tenant_env(t, tenants):
+def tenant_env(t, tenants, debounce="100ms", poll="1h"):
     """A CA store whose common bundle trusts nobody we use (the unknown root) and whose tenants
     map to bundle files; tenancy.unknown: reject, so a tenant exists only when loaded."""
     pki = H.Opts.pki["ecdsa"]
@@ -827,7 +828,7 @@ def tenant_env(t, tenants):
     write_tenants(store, tenants)
     up = t.upstream(record_max=4096)
     extra = {"credentials": creds, "ca_store": {"dir": store},
-             "reload": {"debounce": "100ms", "poll_interval": "1h"},
+             "reload": {"debounce": debounce, "poll_interval": poll},
              "tenancy": {"sni": "{tenant}.example.com", "unknown": "reject", "no_sni": "reject"}}
     cg = t.certgate("ecdsa", [H.listener("https", "http", up.http, client_auth="require")],
                     extra=extra)
@@ -917,6 +918,67 @@ def t_broken_tenant_isolated(t):
     check(status(cg)["last_reload"]["result"] == "success", "the reload failed as a whole")
 
 
+def opened_during(pid, seconds, under):
+    """The files (not directories) below any of |under| that process |pid| (all its threads)
+    opened within |seconds|, seen with strace."""
+    out = os.path.join(tempfile.mkdtemp(), "strace.txt")
+    p = subprocess.Popen(["strace", "-f", "-qq", "-e", "trace=open,openat", "-o", out,
+                          "-p", str(pid)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    time.sleep(seconds)
+    p.send_signal(signal.SIGINT)
+    try:
+        _, err = p.communicate(timeout=5)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        raise H.Failure("strace did not stop")
+    if not os.path.exists(out):
+        raise H.Failure("strace could not attach: %s" % err.decode(errors="replace")[:200])
+    seen = []
+    with open(out) as f:
+        for line in f:
+            m = re.search(r'open(?:at)?\((?:[^,]*, )?"([^"]*)"', line)
+            if (m and any(m.group(1).startswith(u) for u in under)
+                    and not os.path.isdir(m.group(1))):  # scandir opens directories
+                seen.append(m.group(1))
+    return seen
+
+
+def padded(text, n):
+    """|text| (a PEM) followed by a comment line so that the whole is n bytes long."""
+    return text + "#" * (n - len(text) - 1) + "\n"
+
+
+def t_poll_reads_only_changed_files(t):
+    """The periodic rescan compares metadata first: with nothing changed, a poll opens none of
+    the store's or the credentials' files; a CA file rewritten in place, same size, its old
+    mtime restored (what cp -p or touch -r leave) is still noticed by the next poll (its ctime
+    moved), and only that file is read to notice it."""
+    a, b = pem("unknown-root.crt"), pem("root.crt")
+    n = max(len(a), len(b)) + 32
+    store, cg, ctx = tenant_env(t, {"acme": padded(a, n), "beta": pem("unknown-root.crt")},
+                                debounce="1h", poll="250ms")
+    port = cg.port()
+    check(tenant_request(port, ctx, "acme") == "refused", "acme trusts our root too early")
+    creds_dir = cg.cfg["credentials"]["dir"]
+    watched = [os.path.realpath(store), store, creds_dir, os.path.realpath(creds_dir)]
+    time.sleep(3.2)  # older than the 2 s racy window: the next polls may trust the metadata
+    seen = opened_during(cg.pid, 1.5, watched)
+    check(seen == [], "polls of an unchanged store opened %d files: %s" % (len(seen), seen[:4]))
+    path = os.path.join(store, "tenants", "acme", "ca.pem")
+    st = os.stat(path)
+    with open(path, "r+") as f:
+        f.write(padded(b, n))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    st2 = os.stat(path)
+    check((st2.st_ino, st2.st_size, st2.st_mtime_ns) == (st.st_ino, st.st_size, st.st_mtime_ns),
+          "the rewrite changed inode, size or mtime")
+    # the next full read of every file is a minute away: only the ctime can tell
+    wait_tenant(port, ctx, "acme", "ok", timeout=3)
+    ms = metrics(cg)
+    check(mval(ms, "certgate_reload_total", source="poll", result="success") >= 1,
+          "the change was not picked up by a poll")
+
+
 def t_ca_store_k8s_configmap(t):
     """The CA store as a Kubernetes ConfigMap/projected volume: index.yml and common/ are
     symlinks into ..data, swapped atomically."""
@@ -956,6 +1018,7 @@ TESTS = [
     ("reload.sighup_swaps_certificate", t_sighup),
     ("reload.admin_post_swaps_certificate", t_admin_reload),
     ("reload.admin_post_failure_500_keeps_old", t_admin_reload_failure_500),
+    ("reload.poll_reads_only_changed_files", t_poll_reads_only_changed_files),
     ("reload.watch_rename_over", watch_case(plain_layout)),
     ("reload.watch_k8s_data_symlink_swap", watch_case(k8s_layout)),
     ("reload.watch_certbot_live_archive", watch_case(certbot_layout)),
