@@ -1,17 +1,15 @@
 /* conn.c: one client connection's state machine. The client socket is driven with uv_poll and
- * BoringSSL reads and writes it directly (no memory BIOs, no copies); the upstream socket is a
- * plain non-blocking socket. One timer per connection carries the timeout of the current state.
- * Memory is freed only in the last close callback. */
+ * BoringSSL reads and writes it directly (no memory BIOs, no copies); the upstream socket is
+ * upstream.c's. One timer per connection carries the timeout of the current state. Memory is
+ * freed only in the last close callback. */
 #include "conn.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include "base.h"
@@ -20,24 +18,16 @@
 #include "log.h"
 #include "metrics.h"
 #include "tls.h"
+#include "upstream.h"
 
 #define LINGER_MS 2000
-#define READS_PER_EVENT 8
-
-static void client_read(struct conn *c);
-static void client_flush(struct conn *c);
-static void up_read(struct conn *c);
-static void up_flush(struct conn *c);
-static void update_polls(struct conn *c);
-static void arm_timer(struct conn *c);
-static void conn_close(struct conn *c);
 
 static const struct config_limits *limits(struct conn *c)
 {
     return &c->worker->srv->cfg->limits;
 }
 
-static uint64_t now_ms(struct conn *c)
+uint64_t conn_now_ms(struct conn *c)
 {
     return uv_now(&c->worker->loop);
 }
@@ -66,8 +56,8 @@ void conn_set_state(struct conn *c, enum conn_state to)
         break;
     }
     c->state = to;
-    c->timer_base = now_ms(c);
-    arm_timer(c);
+    c->timer_base = conn_now_ms(c);
+    conn_arm_timer(c);
 }
 
 /* --- access log ---------------------------------------------------------------------------- */
@@ -175,7 +165,7 @@ static void timer_cb(uv_timer_t *t)
 {
     struct conn *c = t->data;
     uint64_t deadline = c->timer_base + state_timeout(c);
-    uint64_t now = now_ms(c);
+    uint64_t now = conn_now_ms(c);
     if (now < deadline) {
         uv_timer_start(&c->timer, timer_cb, deadline - now, 0);
         return;
@@ -183,332 +173,24 @@ static void timer_cb(uv_timer_t *t)
     on_timeout(c);
 }
 
-static void arm_timer(struct conn *c)
+void conn_arm_timer(struct conn *c)
 {
     if (c->state == CONN_CLOSING)
         return;
     uint64_t deadline = c->timer_base + state_timeout(c);
-    uint64_t now = now_ms(c);
+    uint64_t now = conn_now_ms(c);
     uv_timer_start(&c->timer, timer_cb, deadline > now ? deadline - now : 0, 0);
 }
 
 /* Streaming states time out on inactivity: moving the base is enough, the timer catches up. */
-static void activity(struct conn *c)
+void conn_activity(struct conn *c)
 {
     bool awaiting_head = c->state == CONN_PROXY && c->req_done && !c->resp_head_done;
     if (c->state == CONN_TUNNEL || (c->state == CONN_PROXY && !awaiting_head))
-        c->timer_base = now_ms(c);
+        c->timer_base = conn_now_ms(c);
 }
 
-/* --- upstream ------------------------------------------------------------------------------ */
-
-static void up_poll_cb(uv_poll_t *h, int status, int events);
-
-static void up_close_cb(uv_handle_t *h)
-{
-    struct upconn *up = h->data;
-    close(up->fd);
-    free(up);
-}
-
-static void close_upstream(struct conn *c)
-{
-    if (c->up == NULL)
-        return;
-    uv_poll_stop(&c->up->poll);
-    c->up->c = NULL;
-    uv_close((uv_handle_t *)&c->up->poll, up_close_cb);
-    c->up = NULL;
-    c->up_state = UP_NONE;
-    c->up_eof = false;
-    c->up_write_blocked = false;
-    c->up_shut_wr = false;
-    buf_free(&c->uin);
-    llhttp_reset(&c->resp_parser);
-}
-
-/* --- the worker's pool of idle upstream connections --------------------------------------- */
-
-static void pool_unlink(struct worker *w, struct upconn *up)
-{
-    for (struct upconn **pp = &w->up_pool; *pp != NULL; pp = &(*pp)->next) {
-        if (*pp == up) {
-            *pp = up->next;
-            w->num_up_pool--;
-            return;
-        }
-    }
-}
-
-/* Parks the connection's idle upstream for the next client connection of this listener, so
- * that a gateway's reconnect costs no connect(2). */
-static bool pool_put(struct conn *c)
-{
-    struct worker *w = c->worker;
-    struct upconn *up = c->up;
-    if (w->draining || w->num_up_pool >= CONN_UP_POOL_MAX || c->lc->mode != LISTENER_HTTP)
-        return false;
-    up->c = NULL;
-    up->index = c->index;
-    up->next = w->up_pool;
-    w->up_pool = up;
-    w->num_up_pool++;
-    up->events = UV_READABLE; /* any byte or EOF from an idle upstream retires it */
-    uv_poll_start(&up->poll, UV_READABLE, up_poll_cb);
-    c->up = NULL;
-    c->up_state = UP_NONE;
-    return true;
-}
-
-static struct upconn *pool_take(struct conn *c)
-{
-    struct worker *w = c->worker;
-    struct upconn *up = w->up_pool;
-    while (up != NULL) {
-        struct upconn *next = up->next;
-        if (up->index == c->index) {
-            pool_unlink(w, up);
-            char probe;
-            ssize_t n = recv(up->fd, &probe, 1, MSG_PEEK | MSG_DONTWAIT);
-            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-                uv_poll_stop(&up->poll);
-                up->events = 0;
-                up->c = c;
-                return up;
-            }
-            uv_close((uv_handle_t *)&up->poll, up_close_cb); /* closed or talking: retire */
-        }
-        up = next;
-    }
-    return NULL;
-}
-
-void conn_pool_close_all(struct worker *w)
-{
-    while (w->up_pool != NULL) {
-        struct upconn *up = w->up_pool;
-        w->up_pool = up->next;
-        uv_close((uv_handle_t *)&up->poll, up_close_cb);
-    }
-    w->num_up_pool = 0;
-}
-
-/* PROXY protocol v2 header: who the client is, for a relay upstream. */
-static void proxy_v2_header(struct conn *c, struct buf *out)
-{
-    struct sockaddr_storage src, dst;
-    socklen_t sl = sizeof(src), dl = sizeof(dst);
-    static const uint8_t sig[12] = {0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D,
-                                    0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A};
-    buf_append(out, sig, sizeof(sig));
-    if (getpeername(c->fd, (struct sockaddr *)&src, &sl) != 0 ||
-        getsockname(c->fd, (struct sockaddr *)&dst, &dl) != 0 || src.ss_family != dst.ss_family ||
-        (src.ss_family != AF_INET && src.ss_family != AF_INET6)) {
-        const uint8_t local[4] = {0x20, 0x00, 0x00, 0x00}; /* LOCAL, UNSPEC */
-        buf_append(out, local, sizeof(local));
-        return;
-    }
-    if (src.ss_family == AF_INET) {
-        struct sockaddr_in *s4 = (struct sockaddr_in *)&src, *d4 = (struct sockaddr_in *)&dst;
-        const uint8_t hdr[4] = {0x21, 0x11, 0x00, 12};
-        buf_append(out, hdr, sizeof(hdr));
-        buf_append(out, &s4->sin_addr, 4);
-        buf_append(out, &d4->sin_addr, 4);
-        buf_append(out, &s4->sin_port, 2);
-        buf_append(out, &d4->sin_port, 2);
-    } else {
-        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&src, *d6 = (struct sockaddr_in6 *)&dst;
-        const uint8_t hdr[4] = {0x21, 0x21, 0x00, 36};
-        buf_append(out, hdr, sizeof(hdr));
-        buf_append(out, &s6->sin6_addr, 16);
-        buf_append(out, &d6->sin6_addr, 16);
-        buf_append(out, &s6->sin6_port, 2);
-        buf_append(out, &d6->sin6_port, 2);
-    }
-}
-
-/* A kept-alive upstream may close an idle connection just as a request goes out on it. A
- * bodiless request that got no byte of answer is sent once more on a fresh connection, as
- * nginx does; anything else gets its 502. */
-static bool try_replay(struct conn *c)
-{
-    if (c->state != CONN_PROXY || buf_used(&c->replay) == 0 || c->resp_sent ||
-        buf_used(&c->uin) > 0)
-        return false;
-    close_upstream(c);
-    buf_free(&c->uout);
-    c->uout = c->replay;
-    memset(&c->replay, 0, sizeof(c->replay));
-    c->replayed = true;
-    log_msg(LOG_LEVEL_DEBUG, "upstream_retry", "listener %s: a reused upstream connection "
-            "closed before answering; sending the request on a new one", c->lc->name);
-    return conn_upstream_connect(c) == 0;
-}
-
-static void upstream_failed(struct conn *c, int status)
-{
-    if (status == 502 && try_replay(c))
-        return;
-    if (c->state == CONN_PROXY || c->state == CONN_TUNNEL)
-        metrics_upstream_error(c->index, status == 503 ? METRICS_UP_CONNECT : METRICS_UP_RESET);
-    if (c->lc->mode == LISTENER_HTTP && c->state == CONN_PROXY) {
-        conn_error(c, status);
-        return;
-    }
-    if (c->state == CONN_HEAD) {
-        close_upstream(c); /* an idle kept-alive upstream went away */
-        update_polls(c);
-        return;
-    }
-    conn_close(c);
-}
-
-static void up_poll_cb(uv_poll_t *h, int status, int events)
-{
-    struct upconn *up = h->data;
-    struct conn *c = up->c;
-    if (c == NULL) {
-        /* A pooled upstream spoke or closed: it cannot take a request any more. */
-        pool_unlink(up->worker, up);
-        uv_poll_stop(&up->poll);
-        uv_close((uv_handle_t *)&up->poll, up_close_cb);
-        return;
-    }
-    if (status < 0)
-        events |= UV_READABLE | UV_WRITABLE;
-    if (c->up_state == UP_CONNECTING) {
-        int err = 0;
-        socklen_t len = sizeof(err);
-        if (getsockopt(up->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
-            err = errno;
-        if (err != 0) {
-            log_msg(LOG_LEVEL_WARN, "upstream_connect_failed", "listener %s: %s: %s",
-                    c->lc->name, c->lc->upstream.text, strerror(err));
-            upstream_failed(c, 503);
-            return;
-        }
-        c->up_state = UP_OPEN;
-        c->timer_base = now_ms(c);
-        arm_timer(c);
-        events |= UV_WRITABLE;
-    }
-    if (events & UV_WRITABLE)
-        up_flush(c);
-    if (c->state != CONN_CLOSING && c->up != NULL && (events & UV_READABLE))
-        up_read(c);
-    if (c->state != CONN_CLOSING)
-        update_polls(c);
-}
-
-int conn_upstream_connect(struct conn *c)
-{
-    c->timer_base = now_ms(c);
-    bool reused = c->up_state == UP_OPEN && c->up_idle;
-    c->up_idle = false;
-    if (c->up_state == UP_NONE && c->lc->mode == LISTENER_HTTP && !c->replayed) {
-        struct upconn *up = pool_take(c);
-        if (up != NULL) {
-            c->up = up;
-            c->up_state = UP_OPEN;
-            reused = true;
-        }
-    }
-    if (reused && !c->replayed && c->req_body.kind == BODY_NONE && !c->req_upgrade)
-        buf_append(&c->replay, buf_data(&c->uout), buf_used(&c->uout));
-    if (c->up_state != UP_NONE) {
-        arm_timer(c);
-        up_flush(c);
-        update_polls(c);
-        return 0;
-    }
-    const struct config_endpoint *ep = &c->lc->upstream;
-    int family = ep->unix_path ? AF_UNIX : ep->addr.ss_family;
-    int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        upstream_failed(c, 503);
-        return -errno;
-    }
-    int r;
-    if (ep->unix_path != NULL) {
-        struct sockaddr_un sun = {.sun_family = AF_UNIX};
-        snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", ep->unix_path);
-        r = connect(fd, (struct sockaddr *)&sun, sizeof(sun));
-    } else {
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        r = connect(fd, (const struct sockaddr *)&ep->addr, ep->addr_len);
-    }
-    if (r != 0 && errno != EINPROGRESS && errno != EAGAIN) {
-        int e = errno;
-        close(fd);
-        log_msg(LOG_LEVEL_WARN, "upstream_connect_failed", "listener %s: %s: %s", c->lc->name,
-                ep->text, strerror(e));
-        upstream_failed(c, 503);
-        return -e;
-    }
-    struct upconn *up = xcalloc(1, sizeof(*up));
-    up->c = c;
-    up->worker = c->worker;
-    up->fd = fd;
-    uv_poll_init(&c->worker->loop, &up->poll, fd);
-    up->poll.data = up;
-    c->up = up;
-    c->up_state = UP_CONNECTING;
-    if (c->lc->proxy_protocol) {
-        struct buf hdr = {0};
-        proxy_v2_header(c, &hdr);
-        buf_append(&hdr, buf_data(&c->uout), buf_used(&c->uout));
-        buf_free(&c->uout);
-        c->uout = hdr;
-    }
-    arm_timer(c);
-    update_polls(c);
-    return 0;
-}
-
-static void up_flush(struct conn *c)
-{
-    if (c->up == NULL || c->up_state != UP_OPEN)
-        return;
-    while (buf_used(&c->uout) > 0) {
-        ssize_t n = send(c->up->fd, buf_data(&c->uout), buf_used(&c->uout), MSG_NOSIGNAL);
-        if (n > 0) {
-            buf_consume(&c->uout, (size_t)n);
-            activity(c);
-            continue;
-        }
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            c->up_write_blocked = true;
-            return;
-        }
-        upstream_failed(c, 502);
-        return;
-    }
-    c->up_write_blocked = false;
-    if (c->state == CONN_TUNNEL && c->client_eof && !c->up_shut_wr) {
-        shutdown(c->up->fd, SHUT_WR);
-        c->up_shut_wr = true;
-    }
-}
-
-static bool can_read_up(struct conn *c)
-{
-    if (c->up == NULL || c->up_state != UP_OPEN || c->up_eof)
-        return false;
-    switch (c->state) {
-    case CONN_PROXY:
-    case CONN_TUNNEL:
-        return buf_used(&c->cout) < CONN_HWM;
-    case CONN_HEAD:
-        return true; /* an idle upstream: notice when it closes */
-    default:
-        return false;
-    }
-}
-
-static void tunnel_maybe_done(struct conn *c)
+void conn_tunnel_maybe_done(struct conn *c)
 {
     if (c->state != CONN_TUNNEL)
         return;
@@ -521,68 +203,6 @@ static void tunnel_maybe_done(struct conn *c)
     }
     if (c->up_eof && c->client_eof && buf_used(&c->cout) == 0 && buf_used(&c->uout) == 0)
         conn_close(c);
-}
-
-static void up_eof(struct conn *c)
-{
-    c->up_eof = true;
-    switch (c->state) {
-    case CONN_PROXY:
-        if (!try_replay(c))
-            http_upstream_eof(c);
-        break;
-    case CONN_TUNNEL:
-        tunnel_maybe_done(c);
-        break;
-    default:
-        close_upstream(c);
-        break;
-    }
-}
-
-static void up_read(struct conn *c)
-{
-    for (int i = 0; i < READS_PER_EVENT && can_read_up(c); i++) {
-        struct buf *dst = c->state == CONN_TUNNEL ? &c->cout : &c->uin;
-        /* Bodies and tunnels stream: bigger reads, fewer system calls (the queue is still
-         * bounded by CONN_HWM plus one read). Heads and idle connections read small. */
-        size_t want = c->state == CONN_TUNNEL || c->resp_head_done ? CONN_STREAM_READ_SIZE
-                                                                   : CONN_READ_SIZE;
-        char *p = buf_reserve(dst, want);
-        ssize_t n = recv(c->up->fd, p, want, 0);
-        if (n > 0) {
-            buf_commit(dst, (size_t)n);
-            activity(c);
-            if (c->state == CONN_PROXY) {
-                http_response_process(c);
-            } else if (c->state == CONN_HEAD) {
-                close_upstream(c); /* bytes nobody asked for */
-                return;
-            } else {
-                c->bytes_out += (uint64_t)n;
-            }
-            if (c->state == CONN_CLOSING)
-                return;
-            client_flush(c);
-            if (c->state == CONN_CLOSING)
-                return;
-            if ((size_t)n < want)
-                return; /* drained */
-            continue;
-        }
-        if (buf_used(dst) == 0)
-            buf_free(dst);
-        if (n == 0) {
-            up_eof(c);
-            return;
-        }
-        if (errno == EINTR)
-            continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK)
-            return;
-        upstream_failed(c, 502);
-        return;
-    }
 }
 
 /* --- client -------------------------------------------------------------------------------- */
@@ -626,7 +246,7 @@ static void client_eof(struct conn *c)
             shutdown(c->up->fd, SHUT_WR);
             c->up_shut_wr = true;
         }
-        tunnel_maybe_done(c);
+        conn_tunnel_maybe_done(c);
         break;
     default:
         conn_close(c);
@@ -637,7 +257,7 @@ static void client_eof(struct conn *c)
 static void client_read(struct conn *c)
 {
     c->client_read_wants_write = false;
-    for (int i = 0; i < READS_PER_EVENT && can_read_client(c); i++) {
+    for (int i = 0; i < CONN_READS_PER_EVENT && can_read_client(c); i++) {
         if (c->state == CONN_FLUSH) {
             char discard[4096];
             ssize_t n = recv(c->fd, discard, sizeof(discard), 0);
@@ -661,11 +281,11 @@ static void client_read(struct conn *c)
         }
         if (n > 0) {
             buf_commit(dst, (size_t)n);
-            activity(c);
+            conn_activity(c);
             if (c->state == CONN_HEAD && !c->head_started) {
                 c->head_started = true;
-                c->timer_base = now_ms(c);
-                arm_timer(c);
+                c->timer_base = conn_now_ms(c);
+                conn_arm_timer(c);
             }
             if (c->state == CONN_TUNNEL)
                 c->bytes_in += (uint64_t)n;
@@ -673,7 +293,7 @@ static void client_read(struct conn *c)
                 http_request_process(c);
             if (c->state == CONN_CLOSING)
                 return;
-            up_flush(c);
+            upstream_flush(c);
             if (c->state == CONN_CLOSING)
                 return;
             /* A short read drained the socket: the next read would only say EAGAIN. */
@@ -707,11 +327,11 @@ static void finish_flush(struct conn *c)
     shutdown(c->fd, SHUT_WR);
     c->lingering = true;
     c->client_eof = false;
-    c->timer_base = now_ms(c);
-    arm_timer(c);
+    c->timer_base = conn_now_ms(c);
+    conn_arm_timer(c);
 }
 
-static void client_flush(struct conn *c)
+void conn_client_flush(struct conn *c)
 {
     if (c->tls_flush_pending && buf_used(&c->cout) == 0) {
         int r = tls_flush(c->ssl);
@@ -738,7 +358,7 @@ static void client_flush(struct conn *c)
         }
         if (n > 0) {
             buf_consume(&c->cout, (size_t)n);
-            activity(c);
+            conn_activity(c);
             continue;
         }
         if (n == TLS_WANT_WRITE || n == TLS_WANT_READ) {
@@ -752,19 +372,19 @@ static void client_flush(struct conn *c)
     if (c->state == CONN_FLUSH && !c->lingering)
         finish_flush(c);
     else if (c->state == CONN_TUNNEL)
-        tunnel_maybe_done(c);
+        conn_tunnel_maybe_done(c);
 }
 
 static void handshake_done(struct conn *c)
 {
     metrics_handshake(c->index, tls_resumed(c->ssl) ? METRICS_HS_RESUMED : METRICS_HS_OK);
     c->tls_flush_pending = true;
-    client_flush(c);
+    conn_client_flush(c);
     if (c->state == CONN_CLOSING)
         return;
     if (c->lc->mode == LISTENER_TLS) {
         conn_set_state(c, CONN_TUNNEL);
-        conn_upstream_connect(c);
+        upstream_connect(c);
         return;
     }
     conn_set_state(c, CONN_HEAD);
@@ -797,16 +417,16 @@ static void client_poll_cb(uv_poll_t *h, int status, int events)
         do_handshake(c);
     } else {
         if (events & UV_WRITABLE)
-            client_flush(c);
+            conn_client_flush(c);
         if (c->state != CONN_CLOSING &&
             ((events & UV_READABLE) || (c->client_read_wants_write && (events & UV_WRITABLE))))
             client_read(c);
     }
     if (c->state != CONN_CLOSING)
-        update_polls(c);
+        conn_update_polls(c);
 }
 
-static void update_polls(struct conn *c)
+void conn_update_polls(struct conn *c)
 {
     if (c->state == CONN_CLOSING)
         return;
@@ -832,24 +452,7 @@ static void update_polls(struct conn *c)
         else
             uv_poll_stop(&c->poll);
     }
-    if (c->up != NULL) {
-        int uev = 0;
-        if (c->up_state == UP_CONNECTING)
-            uev = UV_WRITABLE;
-        else {
-            if (can_read_up(c))
-                uev |= UV_READABLE;
-            if (c->up_write_blocked)
-                uev |= UV_WRITABLE;
-        }
-        if (uev != c->up->events) {
-            c->up->events = uev;
-            if (uev)
-                uv_poll_start(&c->up->poll, uev, up_poll_cb);
-            else
-                uv_poll_stop(&c->up->poll);
-        }
-    }
+    upstream_update_poll(c);
 }
 
 /* --- lifecycle ----------------------------------------------------------------------------- */
@@ -866,7 +469,7 @@ void conn_accept(struct worker *w, size_t index, int fd, const struct sockaddr *
     c->checked_gen_id = tls_gen_id(c->gen);
     c->start = base_now_ms();
     c->state = CONN_HANDSHAKE;
-    c->timer_base = now_ms(c);
+    c->timer_base = conn_now_ms(c);
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     uv_poll_init(&w->loop, &c->poll, fd);
@@ -882,16 +485,16 @@ void conn_accept(struct worker *w, size_t index, int fd, const struct sockaddr *
     http_conn_init(c);
     if (c->lc->mode == LISTENER_TCP) {
         conn_set_state(c, CONN_TUNNEL);
-        conn_upstream_connect(c);
+        upstream_connect(c);
         if (c->state != CONN_CLOSING)
-            update_polls(c);
+            conn_update_polls(c);
         return;
     }
     c->ssl = tls_new_ssl(c->gen, index, fd, c, peer, peer_len);
-    arm_timer(c);
+    conn_arm_timer(c);
     do_handshake(c);
     if (c->state != CONN_CLOSING)
-        update_polls(c);
+        conn_update_polls(c);
 }
 
 static void conn_close_cb(uv_handle_t *h)
@@ -914,17 +517,14 @@ static void conn_close_cb(uv_handle_t *h)
     free(c);
 }
 
-static void conn_close(struct conn *c)
+void conn_close(struct conn *c)
 {
     if (c->state == CONN_CLOSING)
         return;
     if (c->lc->mode != LISTENER_HTTP && c->state == CONN_TUNNEL)
         access_log(c);
     conn_set_state(c, CONN_CLOSING);
-    bool idle_up = c->up != NULL && c->up_idle && c->up_state == UP_OPEN && !c->up_eof &&
-                   buf_used(&c->uout) == 0 && buf_used(&c->uin) == 0;
-    if (!idle_up || !pool_put(c))
-        close_upstream(c);
+    upstream_release(c);
     struct worker *w = c->worker;
     if (c->prev != NULL)
         c->prev->next = c->next;
@@ -956,20 +556,20 @@ void conn_error(struct conn *c, int status)
     if (c->req_start == 0)
         c->req_start = base_now_ms();
     access_log(c);
-    close_upstream(c);
+    upstream_close(c);
     buf_free(&c->uout);
     http_error_response(c, status);
     conn_set_state(c, CONN_FLUSH);
-    client_flush(c);
+    conn_client_flush(c);
     if (c->state != CONN_CLOSING)
-        update_polls(c);
+        conn_update_polls(c);
 }
 
 void conn_request_done(struct conn *c)
 {
     c->req_done = true;
-    c->timer_base = now_ms(c); /* upstream_response_timeout starts now */
-    arm_timer(c);
+    c->timer_base = conn_now_ms(c); /* upstream_response_timeout starts now */
+    conn_arm_timer(c);
     if (c->resp_done)
         conn_http_cycle_done(c);
 }
@@ -979,12 +579,12 @@ void conn_http_cycle_done(struct conn *c)
     access_log(c);
     c->num_requests++;
     if (!c->up_reusable)
-        close_upstream(c);
+        upstream_close(c);
     else
         c->up_idle = true;
     if (c->close_after || c->draining || !c->req_keep_alive) {
         conn_set_state(c, CONN_FLUSH);
-        client_flush(c);
+        conn_client_flush(c);
         return;
     }
     c->req_done = c->req_chunked = c->req_head_method = c->req_http10 = false;
@@ -1013,7 +613,7 @@ void conn_tunnel(struct conn *c)
     buf_free(&c->cin);
     access_log(c);
     conn_set_state(c, CONN_TUNNEL);
-    up_flush(c);
+    upstream_flush(c);
 }
 
 bool conn_still_trusted(struct conn *c)

@@ -1,6 +1,7 @@
 /* conn.h: one client connection and, when it has one, its upstream connection: the state
  * machine, the single timer, the four buffers (named by direction, as in hitch) and the close
- * protocol. http.c reads and writes these fields while it parses. */
+ * protocol. http.c reads and writes these fields while it parses; upstream.c drives the
+ * upstream side. */
 #ifndef CERTGATE_CONN_H
 #define CERTGATE_CONN_H
 
@@ -18,6 +19,7 @@
 struct worker;
 struct tls_gen;
 struct ssl_st;
+struct upconn;
 
 enum conn_state {
     CONN_HANDSHAKE, /* TLS handshake in progress */
@@ -27,21 +29,6 @@ enum conn_state {
     CONN_FLUSH,     /* writing what is left to the client, then closing */
     CONN_CLOSING,   /* handles are closing; memory goes in the last close callback */
 };
-
-/* The upstream socket lives in its own allocation so that a connection can drop one upstream
- * and open another while libuv is still closing the first. */
-struct upconn {
-    uv_poll_t poll;
-    struct conn *c;        /* NULL while it waits in the worker's pool */
-    struct worker *worker;
-    struct upconn *next;   /* the pool's list */
-    size_t index;          /* listener it belongs to */
-    int fd;
-    int events;
-};
-
-/* Idle upstream connections a worker keeps for its next client connections. */
-#define CONN_UP_POOL_MAX 64
 
 enum up_state {
     UP_NONE,       /* no upstream connection */
@@ -55,6 +42,8 @@ enum up_state {
 #define CONN_READ_SIZE (16 * 1024)
 /* One read from an upstream that streams a body or a tunnel. */
 #define CONN_STREAM_READ_SIZE (64 * 1024)
+/* Reads per poll event and side, so that one busy connection cannot starve the others. */
+#define CONN_READS_PER_EVENT 8
 
 struct conn {
     struct worker *worker;
@@ -78,7 +67,7 @@ struct conn {
     bool lingering;      /* response sent and SHUT_WR done: discard input until EOF */
     bool client_shut_wr; /* relay: our side of the client connection is shut */
 
-    struct upconn *up; /* NULL when there is no upstream connection */
+    struct upconn *up; /* upstream.c's; NULL when there is no upstream connection */
     enum up_state up_state;
     bool up_eof;
     bool up_write_blocked;
@@ -143,10 +132,6 @@ void conn_accept(struct worker *w, size_t index, int fd, const struct sockaddr *
 /* conn_drain makes an idle connection close now and a busy one close after its response. */
 void conn_drain(struct conn *c);
 
-/* conn_upstream_connect starts connecting to the listener's upstream (http.c calls it when a
- * request head is ready). Returns 0 or a negative errno (the caller answers 503). */
-int conn_upstream_connect(struct conn *c);
-
 /* conn_error answers |status| with a short body and closes after it; when a response is
  * already on its way it closes at once. */
 void conn_error(struct conn *c, int status);
@@ -165,10 +150,37 @@ bool conn_still_trusted(struct conn *c);
 /* conn_recheck closes a tunnel (WebSocket, tls relay) whose client no longer verifies. */
 void conn_recheck(struct conn *c);
 
-/* conn_pool_close_all closes the idle upstream connections of worker |w|. */
-void conn_pool_close_all(struct worker *w);
-
 /* conn_tunnel switches to raw relaying (after a 101). */
 void conn_tunnel(struct conn *c);
+
+/* The rest is for upstream.c, which drives the upstream side of the same connection. */
+
+/* conn_now_ms returns the worker loop's time in milliseconds (what the timer measures). */
+uint64_t conn_now_ms(struct conn *c);
+
+/* conn_arm_timer (re)starts the connection's timer for the current state's timeout, counted
+ * from c->timer_base. */
+void conn_arm_timer(struct conn *c);
+
+/* conn_activity restarts the inactivity timeout of a streaming state after bytes moved. */
+void conn_activity(struct conn *c);
+
+/* conn_update_polls starts or stops watching both sockets for what the connection can use
+ * now, after taking bytes already decrypted inside the SSL (they raise no poll event), which may
+ * close |c|. A no-op on a closing connection. */
+void conn_update_polls(struct conn *c);
+
+/* conn_client_flush writes c->cout to the client until the socket would block. Once it is
+ * empty, a closing connection says goodbye (close_notify, SHUT_WR) and lingers, and a tunnel
+ * checks whether both sides are done. May close |c|. */
+void conn_client_flush(struct conn *c);
+
+/* conn_tunnel_maybe_done half-closes the client side of a tunnel once the upstream has ended
+ * and everything is written, and closes the connection when both sides are done. */
+void conn_tunnel_maybe_done(struct conn *c);
+
+/* conn_close closes |c| at once (no response); its memory goes in the last close callback. A
+ * no-op on a connection that is already closing. */
+void conn_close(struct conn *c);
 
 #endif

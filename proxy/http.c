@@ -15,6 +15,7 @@
 #include "listener.h"
 #include "metrics.h"
 #include "tls.h"
+#include "upstream.h"
 #include "xfcc.h"
 
 struct hdr {
@@ -529,7 +530,7 @@ static int request_head_done(llhttp_t *p)
     s->in_trailers = true;
 
     conn_set_state(c, CONN_PROXY);
-    if (conn_upstream_connect(c) < 0)
+    if (upstream_connect(c) < 0)
         return -1;
     return HPE_PAUSED;
 }

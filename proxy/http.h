@@ -16,7 +16,7 @@ void http_scratch_free(void *scratch);
 void http_conn_init(struct conn *c);
 
 /* http_request_process parses what c->cin holds: heads go to c->uout re-serialised, bodies
- * re-framed. It may call conn_error and conn_upstream_connect. */
+ * re-framed. It may call conn_error and upstream_connect. */
 void http_request_process(struct conn *c);
 
 /* http_response_process parses what c->uin holds into c->cout. It may call conn_error,

@@ -16,6 +16,7 @@
 #include "http.h"
 #include "log.h"
 #include "tls.h"
+#include "upstream.h"
 
 #define ACCEPTS_PER_EVENT 64
 #define ACCEPT_RETRY_MS 100
@@ -189,7 +190,7 @@ static void accept_cb(uv_poll_t *h, int status, int events)
 
 static void stop_worker(struct worker *w)
 {
-    conn_pool_close_all(w);
+    upstream_pool_close_all(w);
     if (!uv_is_closing((uv_handle_t *)&w->regen))
         uv_close((uv_handle_t *)&w->regen, NULL);
     if (!uv_is_closing((uv_handle_t *)&w->wakeup))

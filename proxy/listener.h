@@ -41,7 +41,7 @@ struct worker {
     bool draining;
     bool accept_paused_logged; /* accept_paused said for this episode */
     void *scratch; /* http.c's per-worker parse scratch */
-    struct upconn *up_pool; /* idle upstream connections (conn.c) */
+    struct upconn *up_pool; /* idle upstream connections (upstream.c) */
     unsigned num_up_pool;
 };
 

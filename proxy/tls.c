@@ -1,5 +1,6 @@
-/* tls.c: server TLS with BoringSSL: credentials, per-listener contexts, client verification
- * with reasons an operator can act on, and the socket-level read/write pump. */
+/* tls.c: server TLS with BoringSSL: credentials, per-listener contexts, session tickets, the
+ * tenant chosen from the SNI, the socket-level read/write pump and the status report. Client
+ * verification is in tls_verify.c. */
 #include <openssl/is_boringssl.h>
 #include <openssl/base.h>
 #if !defined(OPENSSL_IS_BORINGSSL)
@@ -43,49 +44,15 @@
 #include "log.h"
 #include "metrics.h"
 #include "tenancy.h"
+#include "tls_verify.h"
 #include "xfcc.h"
 
-#define MAX_CHAIN_DEPTH 8
-#define MIN_RSA_BITS 2048
+/* struct tls_gen, tls_listener and tls_peer are in tls_verify.h, which tls_verify.c shares. */
 
-/* What one listener needs at handshake time; the SSL_CTX's app data. */
-struct tls_listener {
-    struct tls_gen *gen;
-    size_t index;
-    const struct listener_config *lc;
-    SSL_CTX *ctx;
-    regex_t cn_re;
-    bool has_cn_re;
-    uint8_t sid_ctx[SHA256_DIGEST_LENGTH]; /* listener + trust + policy */
-};
-
-/* What a handshake decided about its tenant; the SSL's ex data. */
-struct tls_peer {
-    const struct ca_tenant *tenant; /* NULL: the common bundle */
-    char id[TENANCY_MAX_ID + 1];    /* the tenant the SNI named ("" when none) */
-    union {
-        struct sockaddr sa;
-        struct sockaddr_in in;
-        struct sockaddr_in6 in6;
-    } addr; /* the client, kept from accept: it may be gone when a refusal is logged */
-};
-
-struct tls_gen {
-    atomic_int refs;
-    uint64_t id; /* increases with every generation built */
-    const struct config *cfg;
-    X509 *leaf;
-    STACK_OF(X509) *chain; /* intermediates after the leaf */
-    EVP_PKEY *key;
-    char **by_uris; /* URI SANs of our own certificate, for XFCC By= */
-    size_t num_by_uris;
-    CRYPTO_BUFFER **cert_bufs; /* leaf + chain as DER, for SSL_CTX_set_chain_and_key */
-    size_t num_cert_bufs;
-    struct ca_store *store; /* NULL when no ca_store is configured */
-    struct tls_listener *listeners;
-    size_t num_listeners;
-};
-
+/* Certificates are kept as DER in one pool shared by every connection (the BoringSSL
+ * "buffers" mode): an intermediate that a thousand gateways send is stored once, and no
+ * connection keeps a parsed X509 of its peer. That halves the memory of an idle connection. */
+static CRYPTO_BUFFER_POOL *tls_pool;
 
 const char *tls_library(void)
 {
@@ -231,430 +198,6 @@ fail:
     return r;
 }
 
-/* --- verification -------------------------------------------------------------------------- */
-
-static int tls_listener_index = -1;
-static int tls_peer_index = -1;
-
-static void peer_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int index, long argl,
-                      void *argp)
-{
-    free(ptr);
-}
-
-/* Certificates are kept as DER in one pool shared by every connection (the BoringSSL
- * "buffers" mode): an intermediate that a thousand gateways send is stored once, and no
- * connection keeps a parsed X509 of its peer. That halves the memory of an idle connection. */
-static CRYPTO_BUFFER_POOL *tls_pool;
-
-/* peer_chain parses the peer's certificates (leaf first, as sent); NULL when it sent none.
- * The caller frees it with sk_X509_pop_free(chain, X509_free). */
-static STACK_OF(X509) *peer_chain(const SSL *ssl)
-{
-    const STACK_OF(CRYPTO_BUFFER) *bufs = SSL_get0_peer_certificates(ssl);
-    if (bufs == NULL || sk_CRYPTO_BUFFER_num(bufs) == 0)
-        return NULL;
-    STACK_OF(X509) *chain = sk_X509_new_null();
-    for (size_t i = 0; i < sk_CRYPTO_BUFFER_num(bufs); i++) {
-        X509 *x = X509_parse_from_buffer(sk_CRYPTO_BUFFER_value(bufs, i));
-        if (x == NULL) {
-            sk_X509_pop_free(chain, X509_free);
-            ERR_clear_error();
-            return NULL;
-        }
-        sk_X509_push(chain, x);
-    }
-    return chain;
-}
-
-static struct tls_peer *peer_of(const SSL *ssl)
-{
-    return SSL_get_ex_data(ssl, tls_peer_index);
-}
-
-static char *name_rfc2253(X509_NAME *name)
-{
-    BIO *bio = BIO_new(BIO_s_mem());
-    X509_NAME_print_ex(bio, name, 0, XN_FLAG_RFC2253);
-    const uint8_t *data = NULL;
-    size_t len = 0;
-    BIO_mem_contents(bio, &data, &len);
-    char *s = xstrndup((const char *)data, len);
-    BIO_free(bio);
-    return s;
-}
-
-static void time_string(const ASN1_TIME *t, char *out, size_t len)
-{
-    BIO *bio = BIO_new(BIO_s_mem());
-    ASN1_TIME_print(bio, t);
-    const uint8_t *data = NULL;
-    size_t n = 0;
-    BIO_mem_contents(bio, &data, &n);
-    snprintf(out, len, "%.*s", (int)n, (const char *)data);
-    BIO_free(bio);
-}
-
-static void peer_address(SSL *ssl, char *out, size_t len)
-{
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof(ss);
-    char host[INET6_ADDRSTRLEN] = "?";
-    int port = 0;
-    struct tls_peer *pe = peer_of(ssl);
-    bool known = pe != NULL && pe->addr.sa.sa_family != AF_UNSPEC;
-    if (known)
-        memcpy(&ss, &pe->addr, sizeof(pe->addr));
-    if (known || getpeername(SSL_get_fd(ssl), (struct sockaddr *)&ss, &sl) == 0) {
-        if (ss.ss_family == AF_INET) {
-            struct sockaddr_in *in = (struct sockaddr_in *)&ss;
-            inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
-            port = ntohs(in->sin_port);
-        } else if (ss.ss_family == AF_INET6) {
-            struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
-            inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
-            port = ntohs(in6->sin6_port);
-        }
-    }
-    snprintf(out, len, "%s:%d", host, port);
-}
-
-/* Logs a refused client with everything an operator needs to act on it. */
-static enum metrics_handshake result_metric(const char *result)
-{
-    static const char *const names[] = {"ok", "resumed", "no_cert", "untrusted",
-                                        "expired", "revoked", "policy", "error"};
-    for (size_t i = 0; i < ARRAY_SIZE(names); i++)
-        if (strcmp(result, names[i]) == 0)
-            return (enum metrics_handshake)i;
-    return METRICS_HS_ERROR;
-}
-
-static void log_refusal(SSL *ssl, const char *result, const char *reason, X509 *leaf)
-{
-    struct tls_listener *tl = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), tls_listener_index);
-    if (tl != NULL)
-        metrics_handshake(tl->index, result_metric(result));
-    struct buf b = {0};
-    char peer[80];
-    peer_address(ssl, peer, sizeof(peer));
-    log_begin(&b, LOG_LEVEL_WARN, "handshake_refused");
-    log_str(&b, "listener", tl ? tl->lc->name : NULL);
-    log_str(&b, "result", result);
-    log_str(&b, "reason", reason);
-    log_str(&b, "peer", peer);
-    log_str(&b, "sni", SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name));
-    char *subject = leaf ? name_rfc2253(X509_get_subject_name(leaf)) : NULL;
-    char *issuer = leaf ? name_rfc2253(X509_get_issuer_name(leaf)) : NULL;
-    log_str(&b, "subject", subject);
-    log_str(&b, "issuer", issuer);
-    log_end(&b);
-    free(subject);
-    free(issuer);
-}
-
-static bool weak_signature(const X509 *x)
-{
-    switch (X509_get_signature_nid(x)) {
-    case NID_md5WithRSAEncryption:
-    case NID_md5WithRSA:
-    case NID_sha1WithRSAEncryption:
-    case NID_sha1WithRSA:
-    case NID_ecdsa_with_SHA1:
-    case NID_dsaWithSHA1:
-        return true;
-    default:
-        return false;
-    }
-}
-
-static bool weak_key(X509 *x)
-{
-    EVP_PKEY *pk = X509_get_pubkey(x);
-    if (pk == NULL)
-        return true;
-    bool weak = EVP_PKEY_id(pk) == EVP_PKEY_RSA && EVP_PKEY_bits(pk) < MIN_RSA_BITS;
-    EVP_PKEY_free(pk);
-    return weak;
-}
-
-/* Common-name check against the listener's subject_cn_pattern. */
-static bool cn_matches(struct tls_listener *tl, X509 *leaf)
-{
-    if (!tl->has_cn_re)
-        return true;
-    X509_NAME *name = X509_get_subject_name(leaf);
-    int idx = X509_NAME_get_index_by_NID(name, NID_commonName, -1);
-    if (idx < 0)
-        return false;
-    ASN1_STRING *s = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, idx));
-    unsigned char *utf8 = NULL;
-    int n = ASN1_STRING_to_UTF8(&utf8, s);
-    if (n < 0)
-        return false;
-    bool ok = memchr(utf8, '\0', (size_t)n) == NULL &&
-              regexec(&tl->cn_re, (const char *)utf8, 0, NULL, 0) == 0;
-    OPENSSL_free(utf8);
-    return ok;
-}
-
-static bool peer_chain_unparsable(const SSL *ssl)
-{
-    const STACK_OF(CRYPTO_BUFFER) *bufs = SSL_get0_peer_certificates(ssl);
-    for (size_t i = 0; i < sk_CRYPTO_BUFFER_num(bufs); i++) {
-        CBS cbs;
-        CRYPTO_BUFFER_init_CBS(sk_CRYPTO_BUFFER_value(bufs, i), &cbs);
-        const uint8_t *p = CBS_data(&cbs);
-        X509 *x = d2i_X509(NULL, &p, (long)CBS_len(&cbs));
-        if (x == NULL) {
-            ERR_clear_error();
-            return true;
-        }
-        X509_free(x);
-    }
-    return false;
-}
-
-static enum ssl_verify_result_t verify_chain(SSL *ssl, struct tls_listener *tl,
-                                             const struct ca_tenant *tenant,
-                                             STACK_OF(X509) *peer, uint8_t *out_alert);
-
-/* Verified chains are remembered per worker thread, keyed by the chain's bytes, the tenant,
- * the listener and the generation (which fixes the trust set, the CRLs and the policy), until
- * the first notAfter of the chain: a gateway that reconnects costs a hash, not a verification.
- * Only successes are cached. */
-#define VERIFY_CACHE_SIZE 1024
-
-struct verify_entry {
-    uint8_t key[SHA256_DIGEST_LENGTH];
-    uint64_t gen_id;
-    int64_t expires; /* Unix time */
-};
-
-static _Thread_local struct verify_entry *verify_cache;
-
-static void chain_key(const SSL *ssl, const struct tls_listener *tl, const char *tenant_id,
-                      uint8_t out[SHA256_DIGEST_LENGTH])
-{
-    const STACK_OF(CRYPTO_BUFFER) *bufs = SSL_get0_peer_certificates(ssl);
-    SHA256_CTX sha;
-    SHA256_Init(&sha);
-    uint64_t index = tl->index;
-    SHA256_Update(&sha, &index, sizeof(index));
-    SHA256_Update(&sha, tenant_id, strlen(tenant_id) + 1);
-    for (size_t i = 0; i < sk_CRYPTO_BUFFER_num(bufs); i++) {
-        const CRYPTO_BUFFER *b = sk_CRYPTO_BUFFER_value(bufs, i);
-        uint64_t len = CRYPTO_BUFFER_len(b);
-        SHA256_Update(&sha, &len, sizeof(len));
-        SHA256_Update(&sha, CRYPTO_BUFFER_data(b), CRYPTO_BUFFER_len(b));
-    }
-    SHA256_Final(out, &sha);
-}
-
-static struct verify_entry *verify_slot(const uint8_t key[SHA256_DIGEST_LENGTH])
-{
-    if (verify_cache == NULL)
-        verify_cache = xcalloc(VERIFY_CACHE_SIZE, sizeof(*verify_cache));
-    uint32_t h;
-    memcpy(&h, key, sizeof(h));
-    return &verify_cache[h % VERIFY_CACHE_SIZE];
-}
-
-static int64_t asn1_unix(const ASN1_TIME *t);
-
-void tls_thread_cleanup(void)
-{
-    free(verify_cache);
-    verify_cache = NULL;
-}
-
-static enum ssl_verify_result_t verify_peer(SSL *ssl, uint8_t *out_alert)
-{
-    struct tls_listener *tl = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), tls_listener_index);
-    struct tls_peer *pe = peer_of(ssl);
-    const struct ca_tenant *tenant = pe ? pe->tenant : NULL;
-    const STACK_OF(CRYPTO_BUFFER) *bufs = SSL_get0_peer_certificates(ssl);
-    bool cacheable = tl->lc->verify && bufs != NULL && sk_CRYPTO_BUFFER_num(bufs) > 0;
-    uint8_t key[SHA256_DIGEST_LENGTH];
-    if (cacheable) {
-        chain_key(ssl, tl, tenant ? ca_store_tenant_id(tenant) : "", key);
-        struct verify_entry *e = verify_slot(key);
-        if (e->gen_id == tl->gen->id && memcmp(e->key, key, sizeof(key)) == 0 &&
-            (int64_t)time(NULL) < e->expires)
-            return ssl_verify_ok;
-    }
-    if (SSL_get0_peer_certificates(ssl) != NULL && peer_chain_unparsable(ssl)) {
-        log_refusal(ssl, "error", "the client's certificate does not parse", NULL);
-        *out_alert = SSL_AD_BAD_CERTIFICATE;
-        return ssl_verify_invalid;
-    }
-    STACK_OF(X509) *peer = peer_chain(ssl);
-    enum ssl_verify_result_t ret = verify_chain(ssl, tl, tenant, peer, out_alert);
-    if (ret == ssl_verify_ok && cacheable) {
-        /* Valid until a certificate expires or a CRL is due (a stale CRL: not cached, so that
-         * every verification says so). */
-        int64_t expires = INT64_MAX;
-        if (tl->gen->store != NULL && tl->gen->cfg->revocation_crl)
-            expires = ca_store_crl_next_update(tl->gen->store, tenant);
-        for (size_t i = 0; i < sk_X509_num(peer); i++) {
-            int64_t t = asn1_unix(X509_get0_notAfter(sk_X509_value(peer, i)));
-            expires = MIN(expires, t);
-        }
-        struct verify_entry *e = verify_slot(key);
-        memcpy(e->key, key, sizeof(key));
-        e->gen_id = tl->gen->id;
-        e->expires = expires;
-    }
-    sk_X509_pop_free(peer, X509_free);
-    return ret;
-}
-
-static enum ssl_verify_result_t verify_chain(SSL *ssl, struct tls_listener *tl,
-                                             const struct ca_tenant *tenant,
-                                             STACK_OF(X509) *peer, uint8_t *out_alert)
-{
-    X509 *leaf = peer && sk_X509_num(peer) > 0 ? sk_X509_value(peer, 0) : NULL;
-    char reason[512];
-    const char *result = "untrusted";
-    if (leaf == NULL) {
-        if (tl->lc->client_auth == CLIENT_AUTH_REQUIRE) {
-            log_refusal(ssl, "no_cert", "the client sent no certificate", NULL);
-            *out_alert = SSL_AD_CERTIFICATE_REQUIRED;
-            return ssl_verify_invalid;
-        }
-        return ssl_verify_ok;
-    }
-    if (!tl->lc->verify)
-        return ssl_verify_ok;
-
-    const char *tenant_name = tenant ? ca_store_tenant_id(tenant) : "common";
-    X509_STORE *store = tl->gen->store ? ca_store_trust(tl->gen->store, tenant) : NULL;
-    if (store == NULL) {
-        log_refusal(ssl, "untrusted", "no CA store is loaded", leaf);
-        *out_alert = SSL_AD_UNKNOWN_CA;
-        return ssl_verify_invalid;
-    }
-    X509_STORE_CTX *ctx = X509_STORE_CTX_new();
-    enum ssl_verify_result_t ret = ssl_verify_invalid;
-    if (ctx == NULL || !X509_STORE_CTX_init(ctx, store, leaf, peer)) {
-        snprintf(reason, sizeof(reason), "internal error setting up verification");
-        result = "error";
-        *out_alert = SSL_AD_INTERNAL_ERROR;
-        goto refuse;
-    }
-    X509_STORE_CTX_set_purpose(ctx, X509_PURPOSE_SSL_CLIENT);
-    X509_VERIFY_PARAM_set_depth(X509_STORE_CTX_get0_param(ctx), MAX_CHAIN_DEPTH);
-    if (X509_verify_cert(ctx) != 1) {
-        int e = X509_STORE_CTX_get_error(ctx);
-        X509 *bad = X509_STORE_CTX_get_current_cert(ctx);
-        if (bad == NULL)
-            bad = leaf;
-        char when[64];
-        switch (e) {
-        case X509_V_ERR_CERT_HAS_EXPIRED:
-            time_string(X509_get0_notAfter(bad), when, sizeof(when));
-            snprintf(reason, sizeof(reason), "certificate expired at %s", when);
-            result = "expired";
-            *out_alert = SSL_AD_CERTIFICATE_EXPIRED;
-            break;
-        case X509_V_ERR_CERT_NOT_YET_VALID:
-            time_string(X509_get0_notBefore(bad), when, sizeof(when));
-            snprintf(reason, sizeof(reason), "certificate not yet valid (from %s)", when);
-            result = "expired";
-            *out_alert = SSL_AD_CERTIFICATE_EXPIRED;
-            break;
-        case X509_V_ERR_INVALID_PURPOSE:
-            snprintf(reason, sizeof(reason),
-                     "certificate not allowed for client authentication (extended key usage)");
-            result = "policy";
-            *out_alert = SSL_AD_UNSUPPORTED_CERTIFICATE;
-            break;
-        case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
-        case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
-        case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
-        case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
-        case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE: {
-            char *issuer = name_rfc2253(X509_get_issuer_name(bad));
-            snprintf(reason, sizeof(reason),
-                     "unknown issuer \"%s\" (not in the trust set of tenant %s)", issuer,
-                     tenant_name);
-            free(issuer);
-            result = "untrusted";
-            *out_alert = SSL_AD_UNKNOWN_CA;
-            break;
-        }
-        default:
-            snprintf(reason, sizeof(reason), "certificate rejected: %s",
-                     X509_verify_cert_error_string(e));
-            result = "untrusted";
-            *out_alert = SSL_AD_BAD_CERTIFICATE;
-            break;
-        }
-        goto refuse;
-    }
-    STACK_OF(X509) *verified = X509_STORE_CTX_get0_chain(ctx);
-    if (sk_X509_num(verified) > MAX_CHAIN_DEPTH) {
-        snprintf(reason, sizeof(reason), "the chain has %zu certificates, more than %d",
-                 sk_X509_num(verified), MAX_CHAIN_DEPTH);
-        result = "policy";
-        *out_alert = SSL_AD_BAD_CERTIFICATE;
-        goto refuse;
-    }
-    for (size_t i = 0; i < sk_X509_num(verified); i++) {
-        X509 *x = sk_X509_value(verified, i);
-        bool anchor = i + 1 == sk_X509_num(verified);
-        if (!anchor && weak_signature(x)) {
-            snprintf(reason, sizeof(reason), "certificate %zu of the chain is signed with %s", i,
-                     OBJ_nid2sn(X509_get_signature_nid(x)));
-            result = "policy";
-            *out_alert = SSL_AD_BAD_CERTIFICATE;
-            goto refuse;
-        }
-        if (weak_key(x)) {
-            snprintf(reason, sizeof(reason), "certificate %zu of the chain has a key under %d bits",
-                     i, MIN_RSA_BITS);
-            result = "policy";
-            *out_alert = SSL_AD_BAD_CERTIFICATE;
-            goto refuse;
-        }
-    }
-    if (tl->gen->cfg->revocation_crl) {
-        size_t idx = 0;
-        bool stale = false;
-        int crl = ca_store_check_crl(tl->gen->store, tenant, verified, &idx, &stale);
-        if (stale) {
-            /* Loud on purpose: revocations published after nextUpdate are being missed. */
-            metrics_crl_stale();
-            log_msg(LOG_LEVEL_WARN, "crl_stale",
-                    "listener %s: a CRL of the trust set of tenant %s is past its nextUpdate",
-                    tl->lc->name, tenant_name);
-        }
-        if (crl < 0) {
-            char *subject = name_rfc2253(X509_get_subject_name(sk_X509_value(verified, idx)));
-            snprintf(reason, sizeof(reason), "certificate \"%s\" is revoked", subject);
-            free(subject);
-            result = "revoked";
-            *out_alert = SSL_AD_CERTIFICATE_REVOKED;
-            goto refuse;
-        }
-    }
-    if (!cn_matches(tl, leaf)) {
-        snprintf(reason, sizeof(reason), "certificate CN does not match subject_cn_pattern %s",
-                 tl->lc->subject_cn_pattern);
-        result = "policy";
-        *out_alert = SSL_AD_ACCESS_DENIED;
-        goto refuse;
-    }
-    ret = ssl_verify_ok;
-    goto done;
-refuse:
-    log_refusal(ssl, result, reason, leaf);
-done:
-    X509_STORE_CTX_free(ctx);
-    ERR_clear_error();
-    return ret;
-}
-
 /* --- tenancy ------------------------------------------------------------------------------- */
 
 /* The first host_name of the server_name extension, or false when there is none. */
@@ -689,12 +232,12 @@ static bool client_hello_sni(const SSL_CLIENT_HELLO *hello, char *out, size_t ou
 static enum ssl_select_cert_result_t select_tenant(const SSL_CLIENT_HELLO *hello)
 {
     SSL *ssl = hello->ssl;
-    struct tls_listener *tl = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), tls_listener_index);
+    struct tls_listener *tl = tls_verify_listener_of(ssl);
     const struct config *cfg = tl->gen->cfg;
-    struct tls_peer *pe = peer_of(ssl);
+    struct tls_peer *pe = tls_verify_peer_of(ssl);
     if (pe == NULL) {
         pe = xcalloc(1, sizeof(*pe));
-        SSL_set_ex_data(ssl, tls_peer_index, pe);
+        tls_verify_set_peer(ssl, pe);
     }
     char raw[TENANCY_MAX_NAME + 1], name[TENANCY_MAX_NAME + 1];
     bool has_sni = client_hello_sni(hello, raw, sizeof(raw)) &&
@@ -702,7 +245,8 @@ static enum ssl_select_cert_result_t select_tenant(const SSL_CLIENT_HELLO *hello
     char reason[400];
     if (!has_sni) {
         if (cfg->tenancy_no_sni == TENANCY_REJECT) {
-            log_refusal(ssl, "policy", "the client sent no SNI (tenancy.no_sni: reject)", NULL);
+            tls_verify_log_refusal(ssl, "policy", "the client sent no SNI (tenancy.no_sni: reject)",
+                                   NULL);
             return ssl_select_cert_error;
         }
     } else if (tenancy_match(cfg->tenancy_sni, name, pe->id)) {
@@ -712,7 +256,7 @@ static enum ssl_select_cert_result_t select_tenant(const SSL_CLIENT_HELLO *hello
     if (has_sni && pe->tenant == NULL && cfg->tenancy_unknown == TENANCY_REJECT) {
         snprintf(reason, sizeof(reason), "SNI %s names no known tenant (tenancy.unknown: reject)",
                  name);
-        log_refusal(ssl, "policy", reason, NULL);
+        tls_verify_log_refusal(ssl, "policy", reason, NULL);
         return ssl_select_cert_error;
     }
     /* Sessions resume only into the same tenant and trust set. */
@@ -737,7 +281,7 @@ bool tls_host_allowed(struct tls_gen *gen, size_t index, struct ssl_st *ssl, con
     char name[TENANCY_MAX_NAME + 1];
     bool has_host = host != NULL && tenancy_normalize(name, host, host_len, true);
     if (cfg->tenancy_sni != NULL) {
-        struct tls_peer *pe = peer_of(ssl);
+        struct tls_peer *pe = tls_verify_peer_of(ssl);
         char id[TENANCY_MAX_ID + 1] = "";
         if (has_host && !tenancy_match(cfg->tenancy_sni, name, id))
             id[0] = '\0';
@@ -759,18 +303,19 @@ bool tls_reverify(struct tls_gen *gen, size_t index, struct ssl_st *ssl)
     struct tls_listener *tl = &gen->listeners[index];
     if (tl->ctx == NULL || tl->lc->client_auth == CLIENT_AUTH_NONE)
         return true;
-    struct tls_peer *pe = peer_of(ssl);
+    struct tls_peer *pe = tls_verify_peer_of(ssl);
     const struct ca_tenant *tenant = NULL;
     if (pe != NULL && pe->id[0] != '\0') {
         tenant = gen->store ? ca_store_tenant(gen->store, pe->id, strlen(pe->id)) : NULL;
         if (tenant == NULL && gen->cfg->tenancy_unknown == TENANCY_REJECT) {
-            log_refusal(ssl, "policy", "the connection's tenant is gone from the CA store", NULL);
+            tls_verify_log_refusal(ssl, "policy",
+                                   "the connection's tenant is gone from the CA store", NULL);
             return false;
         }
     }
-    STACK_OF(X509) *peer = peer_chain(ssl);
+    STACK_OF(X509) *peer = tls_verify_peer_chain(ssl);
     uint8_t alert = 0;
-    bool ok = verify_chain(ssl, tl, tenant, peer, &alert) == ssl_verify_ok;
+    bool ok = tls_verify_chain(ssl, tl, tenant, peer, &alert) == ssl_verify_ok;
     sk_X509_pop_free(peer, X509_free);
     return ok;
 }
@@ -787,7 +332,7 @@ size_t tls_gen_store_errors(const struct tls_gen *gen)
 
 const char *tls_tenant(struct ssl_st *ssl)
 {
-    struct tls_peer *pe = peer_of(ssl);
+    struct tls_peer *pe = tls_verify_peer_of(ssl);
     return pe != NULL && pe->id[0] != '\0' ? pe->id : NULL;
 }
 
@@ -918,8 +463,8 @@ static int build_listener(struct tls_gen *gen, struct tls_listener *tl,
     else if (lc->client_auth == CLIENT_AUTH_OPTIONAL)
         mode = SSL_VERIFY_PEER;
     if (mode != SSL_VERIFY_NONE)
-        SSL_CTX_set_custom_verify(ctx, mode, verify_peer);
-    SSL_CTX_set_ex_data(ctx, tls_listener_index, tl);
+        SSL_CTX_set_custom_verify(ctx, mode, tls_verify_handshake);
+    tls_verify_set_listener(ctx, tl);
     return 0;
 }
 
@@ -947,9 +492,8 @@ static int check_chain_complete(const struct tls_gen *gen, const struct tls_gen 
 int tls_gen_new(struct tls_gen **out, const struct config *cfg, const struct tls_gen *prev,
                 char *err, size_t err_len)
 {
-    if (tls_listener_index < 0) {
-        tls_listener_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
-        tls_peer_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, peer_free);
+    if (tls_pool == NULL) {
+        tls_verify_init();
         tls_pool = CRYPTO_BUFFER_POOL_new();
     }
     static atomic_uint_fast64_t next_id = 1;
@@ -1038,9 +582,9 @@ void tls_gen_unref(struct tls_gen *gen)
 void tls_gen_describe(const struct tls_gen *gen, const struct config *cfg)
 {
     if (gen->leaf != NULL) {
-        char *subject = name_rfc2253(X509_get_subject_name(gen->leaf));
+        char *subject = tls_verify_name_rfc2253(X509_get_subject_name(gen->leaf));
         char until[64];
-        time_string(X509_get0_notAfter(gen->leaf), until, sizeof(until));
+        tls_verify_time_string(X509_get0_notAfter(gen->leaf), until, sizeof(until));
         printf("credentials: %s (+%zu intermediate%s), valid until %s\n", subject,
                sk_X509_num(gen->chain), sk_X509_num(gen->chain) == 1 ? "" : "s", until);
         free(subject);
@@ -1061,7 +605,7 @@ struct ssl_st *tls_new_ssl(struct tls_gen *gen, size_t index, int fd, void *app,
     struct tls_peer *pe = xcalloc(1, sizeof(*pe));
     if (peer != NULL && peer_len <= sizeof(pe->addr))
         memcpy(&pe->addr, peer, peer_len);
-    SSL_set_ex_data(ssl, tls_peer_index, pe);
+    tls_verify_set_peer(ssl, pe);
     SSL_set_fd(ssl, fd);
     SSL_set_accept_state(ssl);
     SSL_set_app_data(ssl, app);
@@ -1071,6 +615,11 @@ struct ssl_st *tls_new_ssl(struct tls_gen *gen, size_t index, int fd, void *app,
 void tls_free(struct ssl_st *ssl)
 {
     SSL_free(ssl);
+}
+
+void tls_thread_cleanup(void)
+{
+    tls_verify_thread_cleanup();
 }
 
 static int map_error(SSL *ssl, int rv)
@@ -1098,10 +647,10 @@ int tls_handshake(struct ssl_st *ssl)
     int r = map_error(ssl, rv);
     if (r == TLS_WANT_READ || r == TLS_WANT_WRITE)
         return r;
-    /* Verification failures were logged by verify_peer; log the rest here. */
+    /* Verification failures were logged by tls_verify_handshake; log the rest here. */
     unsigned long e = ERR_peek_error();
     int reason = ERR_GET_REASON(e);
-    /* Refusals by verify_peer and select_tenant were logged and counted there. */
+    /* Refusals by tls_verify_handshake and select_tenant were logged and counted there. */
     if (e != 0 && reason != SSL_R_CERTIFICATE_VERIFY_FAILED && reason != SSL_R_CONNECTION_REJECTED) {
         char text[256];
         const char *why = NULL;
@@ -1115,10 +664,11 @@ int tls_handshake(struct ssl_st *ssl)
             ERR_error_string_n(e, text, sizeof(text));
             why = text;
         }
-        log_refusal(ssl, reason == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE ? "no_cert" : "error",
-                    why, NULL);
+        tls_verify_log_refusal(
+            ssl, reason == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE ? "no_cert" : "error", why,
+            NULL);
     } else if (e == 0) {
-        struct tls_listener *tl = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), tls_listener_index);
+        struct tls_listener *tl = tls_verify_listener_of(ssl);
         if (tl != NULL)
             metrics_handshake(tl->index, METRICS_HS_ERROR); /* the client went away */
     }
@@ -1187,10 +737,10 @@ bool tls_resumed(struct ssl_st *ssl)
 
 char *tls_peer_subject(struct ssl_st *ssl)
 {
-    STACK_OF(X509) *peer = peer_chain(ssl);
+    STACK_OF(X509) *peer = tls_verify_peer_chain(ssl);
     if (peer == NULL)
         return NULL;
-    char *subject = name_rfc2253(X509_get_subject_name(sk_X509_value(peer, 0)));
+    char *subject = tls_verify_name_rfc2253(X509_get_subject_name(sk_X509_value(peer, 0)));
     sk_X509_pop_free(peer, X509_free);
     return subject;
 }
@@ -1198,7 +748,7 @@ char *tls_peer_subject(struct ssl_st *ssl)
 bool tls_client_cert_headers(struct tls_gen *gen, size_t index, struct ssl_st *ssl,
                              struct buf *out, struct buf *element)
 {
-    STACK_OF(X509) *peer = peer_chain(ssl);
+    STACK_OF(X509) *peer = tls_verify_peer_chain(ssl);
     if (peer == NULL)
         return false;
     const struct listener_config *lc = gen->listeners[index].lc;
@@ -1255,19 +805,9 @@ static void json_str(struct buf *out, const char *s)
     buf_append(out, "\"", 1);
 }
 
-static int64_t asn1_unix(const ASN1_TIME *t)
-{
-    /* This BoringSSL has no ASN1_TIME_to_posix: measure from the epoch instead. */
-    int days = 0, secs = 0;
-    ASN1_TIME *epoch = ASN1_TIME_set(NULL, 0);
-    int ok = epoch != NULL && ASN1_TIME_diff(&days, &secs, epoch, t);
-    ASN1_TIME_free(epoch);
-    return ok ? (int64_t)days * 86400 + secs : 0;
-}
-
 int64_t tls_gen_server_not_after(const struct tls_gen *gen)
 {
-    return gen->leaf ? asn1_unix(X509_get0_notAfter(gen->leaf)) : 0;
+    return gen->leaf ? tls_verify_asn1_unix(X509_get0_notAfter(gen->leaf)) : 0;
 }
 
 void tls_gen_status_json(const struct tls_gen *gen, struct buf *out)
@@ -1276,7 +816,7 @@ void tls_gen_status_json(const struct tls_gen *gen, struct buf *out)
     if (gen->leaf == NULL) {
         buf_appends(out, "null");
     } else {
-        char *subject = name_rfc2253(X509_get_subject_name(gen->leaf));
+        char *subject = tls_verify_name_rfc2253(X509_get_subject_name(gen->leaf));
         buf_appends(out, "{\"subject\":");
         json_str(out, subject);
         free(subject);
@@ -1328,12 +868,12 @@ void tls_gen_status_json(const struct tls_gen *gen, struct buf *out)
             const STACK_OF(X509) *cas = ca_store_cas(gen->store, t);
             for (size_t j = 0; j < sk_X509_num(cas); j++) {
                 X509 *x = sk_X509_value(cas, j);
-                char *subject = name_rfc2253(X509_get_subject_name(x));
+                char *subject = tls_verify_name_rfc2253(X509_get_subject_name(x));
                 buf_appends(out, j ? ",{\"subject\":" : "{\"subject\":");
                 json_str(out, subject);
                 free(subject);
                 buf_appendf(out, ",\"not_after\":%lld}",
-                            (long long)asn1_unix(X509_get0_notAfter(x)));
+                            (long long)tls_verify_asn1_unix(X509_get0_notAfter(x)));
             }
             buf_appends(out, "],\"error\":");
             const char *error = NULL;
@@ -1379,7 +919,7 @@ void tls_gen_metrics(const struct tls_gen *gen, struct buf *out)
             const STACK_OF(X509) *cas = ca_store_cas(gen->store, t);
             int64_t first = INT64_MAX;
             for (size_t j = 0; j < sk_X509_num(cas); j++)
-                first = MIN(first, asn1_unix(X509_get0_notAfter(sk_X509_value(cas, j))));
+                first = MIN(first, tls_verify_asn1_unix(X509_get0_notAfter(sk_X509_value(cas, j))));
             if (first != INT64_MAX)
                 buf_appendf(out,
                             "certgate_certificate_not_after_seconds{kind=\"ca\",tenant=\"%s\"} %lld\n",

@@ -1,7 +1,8 @@
 /* tls.h: BoringSSL behind a small interface. A generation (struct tls_gen) holds everything
  * built from files: the server credentials, the CA store snapshot and one SSL_CTX per
  * listener. Connections keep the generation they started with by reference. Only tls.c,
- * xfcc.c and ca-store/ include <openssl/...>; other modules see struct ssl_st as opaque. */
+ * tls_verify.c, xfcc.c and ca-store/ include <openssl/...>; other modules see struct ssl_st as
+ * opaque. */
 #ifndef CERTGATE_TLS_H
 #define CERTGATE_TLS_H
 

@@ -1,0 +1,55 @@
+/* upstream.h: a connection's side towards the application: connecting (TCP or unix socket,
+ * PROXY protocol v2 for relays), the worker's pool of idle kept-alive upstream connections,
+ * moving bytes to and from the upstream socket, and turning its failures into 502/503. */
+#ifndef CERTGATE_UPSTREAM_H
+#define CERTGATE_UPSTREAM_H
+
+#include <stddef.h>
+
+#include <uv.h>
+
+struct conn;
+struct worker;
+
+/* The upstream socket lives in its own allocation so that a connection can drop one upstream
+ * and open another while libuv is still closing the first. */
+struct upconn {
+    uv_poll_t poll;
+    struct conn *c; /* NULL while it waits in the worker's pool */
+    struct worker *worker;
+    struct upconn *next; /* the pool's list */
+    size_t index;        /* listener it belongs to */
+    int fd;
+    int events;
+};
+
+/* Idle upstream connections a worker keeps for its next client connections. */
+#define UPSTREAM_POOL_MAX 64
+
+/* upstream_connect sends |c|'s pending request bytes upstream: on the connection's open
+ * upstream, on an idle one from the worker's pool, or on a new connection to the listener's
+ * upstream (http.c calls it when a request head is ready; conn.c for tls and tcp relays).
+ * Returns 0, or a negative errno after it has already answered 503 or closed |c|. */
+int upstream_connect(struct conn *c);
+
+/* upstream_flush writes |c|'s upstream-bound bytes (c->uout) until the socket would block, and
+ * half-closes the upstream in a tunnel whose client has finished. An error answers 502 (or
+ * replays the request once on a fresh connection, see upstream.c). */
+void upstream_flush(struct conn *c);
+
+/* upstream_close closes |c|'s upstream connection, if any, and forgets the response bytes
+ * read from it. */
+void upstream_close(struct conn *c);
+
+/* upstream_release is called when |c| closes: an idle upstream that may take another request
+ * is parked in the worker's pool, any other upstream is closed. */
+void upstream_release(struct conn *c);
+
+/* upstream_update_poll starts or stops watching |c|'s upstream socket for what the connection
+ * can use now (writability while connecting or blocked, readability while there is room). */
+void upstream_update_poll(struct conn *c);
+
+/* upstream_pool_close_all closes the idle upstream connections of worker |w|. */
+void upstream_pool_close_all(struct worker *w);
+
+#endif
