@@ -13,6 +13,7 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "allowlist.h"
 #include "base.h"
 #include "buf.h"
 #include "config.h"
@@ -27,6 +28,7 @@
 #define ADMIN_MAX_CONNS 64
 #define ADMIN_TIMEOUT_MS 10000
 #define ADMIN_MAX_TOKEN 4096
+#define ALLOWLIST_PATH "/allowed-client-certificate-subjects"
 
 struct admin_conn {
     uv_tcp_t tcp;
@@ -64,11 +66,13 @@ static const char *reason_of(int code)
 {
     switch (code) {
     case 200: return "OK";
+    case 204: return "No Content";
     case 400: return "Bad Request";
     case 401: return "Unauthorized";
     case 404: return "Not Found";
     case 405: return "Method Not Allowed";
     case 408: return "Request Timeout";
+    case 409: return "Conflict";
     case 413: return "Content Too Large";
     case 431: return "Request Header Fields Too Large";
     case 500: return "Internal Server Error";
@@ -83,6 +87,11 @@ static const char *reason_of(int code)
 static void respond(struct buf *out, int code, const char *type, const char *body, size_t body_len,
                     const char *extra, bool head_only)
 {
+    if (code == 204) { /* neither a body nor its length */
+        buf_appendf(out, "HTTP/1.1 204 No Content\r\nCache-Control: no-store\r\n"
+                         "Connection: close\r\n%s\r\n", extra ? extra : "");
+        return;
+    }
     buf_appendf(out,
                 "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
                 "Cache-Control: no-store\r\nConnection: close\r\n%s\r\n",
@@ -335,6 +344,91 @@ static void metrics_text(struct buf *out)
     reload_metrics(out);
 }
 
+/* Answers 401 or 503 and returns false when |rq| may not mutate. */
+static bool may_mutate(const struct request *rq, struct buf *out)
+{
+    int code = authorize(rq);
+    if (code == 401) {
+        respond_text(out, 401, "unauthorized\n", "WWW-Authenticate: Bearer realm=\"certgate\"\r\n");
+        return false;
+    }
+    if (code != 0) {
+        respond_text(out, code, "admin token unavailable\n", NULL);
+        return false;
+    }
+    return true;
+}
+
+static int hex_digit(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* Percent-decodes |len| bytes of |in| into a new string; NULL for a bad escape or a NUL. */
+static char *percent_decode(const char *in, size_t len)
+{
+    char *out = xmalloc(len + 1);
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (in[i] != '%') {
+            out[n++] = in[i];
+            continue;
+        }
+        int hi = i + 2 < len ? hex_digit(in[i + 1]) : -1;
+        int lo = hi >= 0 ? hex_digit(in[i + 2]) : -1;
+        if (lo < 0 || (hi == 0 && lo == 0)) {
+            free(out);
+            return NULL;
+        }
+        out[n++] = (char)(hi * 16 + lo);
+        i += 2;
+    }
+    out[n] = '\0';
+    return out;
+}
+
+/* PUT and DELETE /allowed-client-certificate-subjects/<percent-encoded subject>. */
+static void allowlist_route(const struct request *rq, struct buf *out)
+{
+    bool put = method_is(rq, "PUT"), del = method_is(rq, "DELETE");
+    if (!put && !del) {
+        respond_text(out, 405, "method not allowed\n", "Allow: PUT, DELETE\r\n");
+        return;
+    }
+    if (!may_mutate(rq, out))
+        return;
+    size_t skip = strlen(ALLOWLIST_PATH) + 1;
+    char *subject = percent_decode(rq->path + skip, rq->path_len - skip);
+    char err[512] = "";
+    int r = subject == NULL ? -EINVAL
+            : put          ? allowlist_add(subject, err, sizeof(err))
+                           : allowlist_remove(subject, err, sizeof(err));
+    if (subject == NULL)
+        snprintf(err, sizeof(err), "bad percent-encoding in the subject");
+    free(subject);
+    char text[600];
+    snprintf(text, sizeof(text), "%s\n", err);
+    if (r >= 0)
+        respond(out, 204, NULL, NULL, 0, NULL, false);
+    else if (r == -EINVAL)
+        respond_text(out, 400, text, NULL);
+    else if (r == -ENOENT && del)
+        respond_text(out, 404, text, NULL);
+    else if (r == -ENOTSUP)
+        respond_text(out, 409, text, NULL);
+    else
+        respond_text(out, 500, text, NULL);
+    if (r >= 0 && log_enabled(LOG_LEVEL_INFO))
+        log_msg(LOG_LEVEL_INFO, put ? "allowlist_added" : "allowlist_removed", "%.*s",
+                (int)(rq->path_len - skip), rq->path + skip);
+}
+
 static void route(const struct request *rq, struct buf *out)
 {
     bool get = method_is(rq, "GET"), head = method_is(rq, "HEAD");
@@ -366,21 +460,23 @@ static void route(const struct request *rq, struct buf *out)
             respond_text(out, 405, "method not allowed\n", "Allow: POST\r\n");
             return;
         }
-        int code = authorize(rq);
-        if (code == 401) {
-            respond_text(out, 401, "unauthorized\n", "WWW-Authenticate: Bearer realm=\"certgate\"\r\n");
+        if (!may_mutate(rq, out))
             return;
-        }
-        if (code != 0) {
-            respond_text(out, code, "admin token unavailable\n", NULL);
-            return;
-        }
         char err[1024] = "";
         int r = reload_run("admin", true, err, sizeof(err));
         reload_result_json(&body);
         buf_append(&body, "\n", 1);
         respond(out, r < 0 ? 500 : 200, "application/json", buf_data(&body), buf_used(&body),
                 NULL, false);
+    } else if (path_is(rq, ALLOWLIST_PATH)) {
+        if (!get && !head)
+            goto not_allowed_get;
+        allowlist_json(&body);
+        buf_append(&body, "\n", 1);
+        respond(out, 200, "application/json", buf_data(&body), buf_used(&body), NULL, head);
+    } else if (rq->path_len > strlen(ALLOWLIST_PATH) + 1 &&
+               memcmp(rq->path, ALLOWLIST_PATH "/", strlen(ALLOWLIST_PATH) + 1) == 0) {
+        allowlist_route(rq, out);
     } else {
         respond_text(out, 404, "not found\n", NULL);
     }

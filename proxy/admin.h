@@ -1,5 +1,6 @@
 /* admin.h: the admin API of CONTRACT section 7 (/healthz, /ready, /metrics, /status,
- * POST /reload) on the main loop, with the optional bearer token for mutating calls. */
+ * POST /reload, the allowlist calls) on the main loop, with the optional bearer token for
+ * mutating calls. */
 #ifndef CERTGATE_ADMIN_H
 #define CERTGATE_ADMIN_H
 

@@ -1088,6 +1088,18 @@ static int check_dependencies(struct cfg_ctx *c)
     struct config *cfg = c->cfg;
     for (size_t i = 0; i < cfg->num_listeners; i++) {
         const struct listener_config *l = &cfg->listeners[i];
+        if (l->require_allowed_subject &&
+            (l->mode == LISTENER_TCP || l->client_auth == CLIENT_AUTH_NONE || !l->verify))
+            return ctx_fail(c, c->lnodes[i].map,
+                            "listener %s: require_allowed_subject needs a verified client "
+                            "certificate (mode http or tls, client_auth require or optional, "
+                            "verify on)",
+                            quote(c, l->name));
+        if (l->require_allowed_subject && cfg->allowed_subjects_file == NULL)
+            return ctx_fail(c, c->lnodes[i].map,
+                            "listener %s requires allowed subjects, so "
+                            "access.allowed_subjects_file is required",
+                            quote(c, l->name));
         if (l->mode == LISTENER_TCP)
             continue;
         if (cfg->credentials_dir == NULL)

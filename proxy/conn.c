@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "allowlist.h"
 #include "base.h"
 #include "http.h"
 #include "listener.h"
@@ -383,6 +384,12 @@ static void handshake_done(struct conn *c)
     if (c->state == CONN_CLOSING)
         return;
     if (c->lc->mode == LISTENER_TLS) {
+        if (!conn_allowed(c)) { /* a resumed session skipped the verify callback */
+            log_msg(LOG_LEVEL_WARN, "connection_refused",
+                    "listener %s: the client's subject is not in the allowlist", c->lc->name);
+            conn_close(c);
+            return;
+        }
         conn_set_state(c, CONN_TUNNEL);
         upstream_connect(c);
         return;
@@ -631,6 +638,18 @@ bool conn_still_trusted(struct conn *c)
     }
     tls_gen_unref(gen);
     return !c->untrusted;
+}
+
+bool conn_allowed(struct conn *c)
+{
+    if (!c->lc->require_allowed_subject)
+        return true;
+    uint64_t v = allowlist_version();
+    if (v != c->allow_version) {
+        c->allow_version = v;
+        c->allow_ok = tls_peer_allowed(c->ssl);
+    }
+    return c->allow_ok;
 }
 
 void conn_recheck(struct conn *c)

@@ -53,6 +53,8 @@ struct conn {
     struct tls_gen *gen;
     uint64_t checked_gen_id; /* newest generation the client was verified under */
     bool untrusted;          /* a newer generation refused the client */
+    uint64_t allow_version;  /* allowlist version allow_ok was decided under; 0: not yet */
+    bool allow_ok;           /* the client's subject is in the allowlist */
     enum conn_state state;
 
     int fd;
@@ -146,6 +148,11 @@ void conn_http_cycle_done(struct conn *c);
  * (CA store, CRLs and policy can change under a live connection). One verification per
  * connection per reload; the common case (no reload since the handshake) is one atomic load. */
 bool conn_still_trusted(struct conn *c);
+
+/* conn_allowed tells whether the client may be served under its listener's
+ * require_allowed_subject: always when the listener does not require it; otherwise when its
+ * leaf subject is in the allowlist. Decided again only after the allowlist changed. */
+bool conn_allowed(struct conn *c);
 
 /* conn_recheck closes a tunnel (WebSocket, tls relay) whose client no longer verifies. */
 void conn_recheck(struct conn *c);

@@ -463,6 +463,10 @@ static int request_head_done(llhttp_t *p)
             conn_error(c, 403); /* revoked, removed or distrusted since the handshake */
             return -1;
         }
+        if (!conn_allowed(c)) {
+            conn_error(c, 403); /* not (or no longer) in the allowlist */
+            return -1;
+        }
     }
 
     c->req_chunked = (p->flags & F_CHUNKED) != 0;

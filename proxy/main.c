@@ -9,6 +9,7 @@
 #include <uv.h>
 
 #include "admin.h"
+#include "allowlist.h"
 #include "base.h"
 #include "config.h"
 #include "listener.h"
@@ -101,6 +102,18 @@ static int cmd_check(const char *path)
     if (broken > 0)
         fprintf(stderr, "check: %zu tenant%s of the CA store failed to load\n", broken,
                 broken == 1 ? "" : "s");
+    r = allowlist_init(cfg->allowed_subjects_file, err, sizeof(err));
+    if (r < 0) {
+        fprintf(stderr, "%s\n", err);
+        broken++;
+    } else if (cfg->allowed_subjects_file != NULL) {
+        struct buf list = {0};
+        allowlist_json(&list);
+        printf("allowlist: %s ok: %.*s\n", cfg->allowed_subjects_file, (int)buf_used(&list),
+               buf_data(&list));
+        buf_free(&list);
+    }
+    allowlist_cleanup();
     tls_gen_unref(gen);
     config_free(cfg);
     return broken > 0 ? 1 : 0;
@@ -124,6 +137,13 @@ static int cmd_run(const char *path)
     if (r < 0) {
         log_msg(LOG_LEVEL_ERROR, "startup_failed", "%s", err);
         config_free(cfg);
+        return 1;
+    }
+    /* A broken allowlist file stops the start: serving without it would refuse every client
+     * it allows, and rewriting it would lose what the operator wrote. */
+    r = allowlist_init(cfg->allowed_subjects_file, err, sizeof(err));
+    if (r < 0) {
+        log_msg(LOG_LEVEL_ERROR, "startup_failed", "%s", err);
         return 1;
     }
     /* The admin port listens first, so that whoever sees it up and asks /ready gets 503 until
@@ -165,6 +185,7 @@ static int cmd_run(const char *path)
     tls_gen_unref(atomic_load(&srv.gen));
     uv_mutex_destroy(&srv.gen_lock);
     metrics_free();
+    allowlist_cleanup();
     config_free(cfg);
     uv_loop_close(main_loop);
     return 0;

@@ -735,6 +735,14 @@ bool tls_resumed(struct ssl_st *ssl)
     return SSL_session_reused(ssl);
 }
 
+bool tls_peer_allowed(struct ssl_st *ssl)
+{
+    STACK_OF(X509) *peer = ssl ? tls_verify_peer_chain(ssl) : NULL;
+    bool ok = peer != NULL && sk_X509_num(peer) > 0 && tls_verify_allowed(sk_X509_value(peer, 0));
+    sk_X509_pop_free(peer, X509_free);
+    return ok;
+}
+
 char *tls_peer_subject(struct ssl_st *ssl)
 {
     STACK_OF(X509) *peer = tls_verify_peer_chain(ssl);

@@ -95,6 +95,10 @@ const char *tls_sni(struct ssl_st *ssl);
 /* tls_resumed tells whether the handshake resumed a session. */
 bool tls_resumed(struct ssl_st *ssl);
 
+/* tls_peer_allowed reports whether the client's leaf certificate (from the handshake, or the
+ * session it resumed) has a subject in the allowlist; false without a certificate. */
+bool tls_peer_allowed(struct ssl_st *ssl);
+
 /* tls_peer_subject returns the client leaf's RFC 2253 subject (caller frees), or NULL when
  * the client sent no certificate. */
 char *tls_peer_subject(struct ssl_st *ssl);

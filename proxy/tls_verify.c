@@ -19,6 +19,7 @@
 #include <openssl/pool.h>
 #include <openssl/x509v3.h>
 
+#include "allowlist.h"
 #include "base.h"
 #include "log.h"
 #include "metrics.h"
@@ -288,6 +289,40 @@ void tls_verify_thread_cleanup(void)
 
 /* --- verification ------------------------------------------------------------------------- */
 
+bool tls_verify_allowed(X509 *leaf)
+{
+    if (leaf == NULL)
+        return false;
+    char *subject = tls_verify_name_rfc2253(X509_get_subject_name(leaf));
+    char *canon = NULL;
+    bool ok = allowlist_canon(subject, &canon) == 0 && allowlist_contains(canon);
+    free(canon);
+    free(subject);
+    return ok;
+}
+
+/* The allowlist changes at any time: it is checked after the verified-chain cache, on every
+ * full handshake (resumed ones and requests are checked by conn.c). */
+static enum ssl_verify_result_t check_allowed(SSL *ssl, const struct tls_listener *tl,
+                                              uint8_t *out_alert)
+{
+    if (!tl->lc->require_allowed_subject || !tl->lc->verify)
+        return ssl_verify_ok;
+    STACK_OF(X509) *peer = tls_verify_peer_chain(ssl);
+    X509 *leaf = peer && sk_X509_num(peer) > 0 ? sk_X509_value(peer, 0) : NULL;
+    enum ssl_verify_result_t ret = ssl_verify_ok;
+    if (leaf != NULL && !tls_verify_allowed(leaf)) {
+        tls_verify_log_refusal(ssl, "policy",
+                               "the certificate's subject is not in the allowlist "
+                               "(access.allowed_subjects_file)",
+                               leaf);
+        *out_alert = SSL_AD_ACCESS_DENIED;
+        ret = ssl_verify_invalid;
+    }
+    sk_X509_pop_free(peer, X509_free);
+    return ret;
+}
+
 enum ssl_verify_result_t tls_verify_handshake(SSL *ssl, uint8_t *out_alert)
 {
     struct tls_listener *tl = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), tls_listener_index);
@@ -301,7 +336,7 @@ enum ssl_verify_result_t tls_verify_handshake(SSL *ssl, uint8_t *out_alert)
         struct verify_entry *e = verify_slot(key);
         if (e->gen_id == tl->gen->id && memcmp(e->key, key, sizeof(key)) == 0 &&
             (int64_t)time(NULL) < e->expires)
-            return ssl_verify_ok;
+            return check_allowed(ssl, tl, out_alert);
     }
     if (SSL_get0_peer_certificates(ssl) != NULL && peer_chain_unparsable(ssl)) {
         tls_verify_log_refusal(ssl, "error", "the client's certificate does not parse", NULL);
@@ -326,7 +361,7 @@ enum ssl_verify_result_t tls_verify_handshake(SSL *ssl, uint8_t *out_alert)
         e->expires = expires;
     }
     sk_X509_pop_free(peer, X509_free);
-    return ret;
+    return ret == ssl_verify_ok ? check_allowed(ssl, tl, out_alert) : ret;
 }
 
 enum ssl_verify_result_t tls_verify_chain(SSL *ssl, struct tls_listener *tl,

@@ -107,6 +107,9 @@ STACK_OF(X509) *tls_verify_peer_chain(const SSL *ssl);
  * and counts it in the handshake metrics under |result|. */
 void tls_verify_log_refusal(SSL *ssl, const char *result, const char *reason, X509 *leaf);
 
+/* tls_verify_allowed reports whether |leaf|'s subject is in the allowlist (allowlist.h). */
+bool tls_verify_allowed(X509 *leaf);
+
 /* tls_verify_name_rfc2253 returns |name| in RFC 2253 form; the caller frees it. */
 char *tls_verify_name_rfc2253(X509_NAME *name);
 

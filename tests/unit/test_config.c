@@ -269,7 +269,7 @@ static void test_every_key(void **state)
                                  "    mode: tls\n"
                                  "    upstream: unix:/run/app.sock\n"
                                  "    client_auth: optional\n"
-                                 "    verify: off\n"
+                                 "    verify: on\n"
                                  "    forward_client_cert: append_forward\n"
                                  "    client_cert_details: [uri, dns]\n"
                                  "    client_cert_header: rfc9440\n"
@@ -283,7 +283,7 @@ static void test_every_key(void **state)
                                  "    forward_client_cert: always_forward_only\n"
                                  "    client_cert_details: []\n"
                                  "    client_cert_header: pem\n"
-                                 "    require_allowed_subject: true\n"
+                                 "    require_allowed_subject: false\n"
                                  "  - {name: third, address: '0.0.0.0:1', upstream: '[::1]:2',\n"
                                  "     mode: tcp, forward_client_cert: sanitize,\n"
                                  "     client_cert_details: [cert, chain, subject]}\n"
@@ -330,7 +330,7 @@ static void test_every_key(void **state)
     assert_string_equal(l->upstream.text, "unix:/run/app.sock");
     assert_string_equal(l->upstream.unix_path, "/run/app.sock");
     assert_int_equal(l->client_auth, CLIENT_AUTH_OPTIONAL);
-    assert_false(l->verify);
+    assert_true(l->verify);
     assert_int_equal(l->forward_client_cert, FCC_APPEND_FORWARD);
     assert_int_equal(l->client_cert_details, CC_DETAIL_URI | CC_DETAIL_DNS);
     assert_int_equal(l->client_cert_header, CC_HEADER_RFC9440);
@@ -351,7 +351,7 @@ static void test_every_key(void **state)
     assert_int_equal(l->client_cert_details, 0);
     assert_int_equal(l->client_cert_header, CC_HEADER_PEM);
     assert_null(l->subject_cn_pattern);
-    assert_true(l->require_allowed_subject);
+    assert_false(l->require_allowed_subject);
     assert_false(l->proxy_protocol);
 
     l = &cfg->listeners[2];
@@ -621,6 +621,26 @@ static void test_error_dependencies(void **state)
                                  "  - {name: b, address: '127.0.0.1:3', upstream: '127.0.0.1:2',\n"
                                  "     verify: off, mode: tls}\n");
     config_free(cfg);
+    expect_error("credentials: {dir: /c}\n"
+                 "ca_store: {dir: /s}\n"
+                 "listeners:\n"
+                 "  - {name: a, address: '127.0.0.1:1', upstream: '127.0.0.1:2',\n"
+                 "     require_allowed_subject: on}\n",
+                 "t.yaml:4:5: listener \"a\" requires allowed subjects, so "
+                 "access.allowed_subjects_file is required");
+    expect_error("credentials: {dir: /c}\n"
+                 "access: {allowed_subjects_file: /a.json}\n"
+                 "listeners:\n"
+                 "  - {name: a, address: '127.0.0.1:1', upstream: '127.0.0.1:2',\n"
+                 "     require_allowed_subject: on, verify: off}\n",
+                 "t.yaml:4:5: listener \"a\": require_allowed_subject needs a verified client "
+                 "certificate (mode http or tls, client_auth require or optional, verify on)");
+    expect_error("access: {allowed_subjects_file: /a.json}\n"
+                 "listeners:\n"
+                 "  - {name: a, address: '127.0.0.1:1', upstream: '127.0.0.1:2',\n"
+                 "     require_allowed_subject: on, mode: tcp}\n",
+                 "t.yaml:3:5: listener \"a\": require_allowed_subject needs a verified client "
+                 "certificate (mode http or tls, client_auth require or optional, verify on)");
     expect_error("credentials:\n"
                  "  dir: /c\n"
                  "  pkcs12: a.p12\n"
