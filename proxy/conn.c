@@ -402,17 +402,44 @@ static void do_handshake(struct conn *c)
 {
     int r = tls_handshake(c->ssl);
     c->hs_want_write = false;
+    c->hs_verify_pending = false;
     if (r == 1) {
         handshake_done(c);
         return;
     }
     if (r == TLS_WANT_READ)
         return;
+    if (r == TLS_WANT_VERIFY) {
+        c->hs_verify_pending = true; /* verify_resume continues */
+        return;
+    }
     if (r == TLS_WANT_WRITE) {
         c->hs_want_write = true;
         return;
     }
     conn_close(c);
+}
+
+static uv_loop_t *loop_of(void *app)
+{
+    struct conn *c = app;
+    return c != NULL ? &c->worker->loop : NULL;
+}
+
+/* An OCSP query of |app|'s handshake finished: run the handshake on. */
+static void verify_resume(void *app)
+{
+    struct conn *c = app;
+    if (c == NULL || c->state != CONN_HANDSHAKE || !c->hs_verify_pending)
+        return;
+    do_handshake(c);
+    if (c->state != CONN_CLOSING)
+        conn_update_polls(c);
+}
+
+void conn_init_hooks(void)
+{
+    tls_set_async_hooks(loop_of, verify_resume);
 }
 
 static void client_poll_cb(uv_poll_t *h, int status, int events)
@@ -445,7 +472,7 @@ void conn_update_polls(struct conn *c)
     }
     int ev = 0;
     if (c->state == CONN_HANDSHAKE)
-        ev = c->hs_want_write ? UV_WRITABLE : UV_READABLE;
+        ev = c->hs_verify_pending ? 0 : c->hs_want_write ? UV_WRITABLE : UV_READABLE;
     else {
         if (can_read_client(c))
             ev |= UV_READABLE;

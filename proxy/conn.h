@@ -65,6 +65,7 @@ struct conn {
     bool client_write_blocked; /* the last write would have blocked */
     bool client_read_wants_write;
     bool hs_want_write;
+    bool hs_verify_pending; /* an OCSP query of the handshake runs: the socket is not polled */
     bool tls_flush_pending; /* session tickets still to be sent */
     bool lingering;      /* response sent and SHUT_WR done: discard input until EOF */
     bool client_shut_wr; /* relay: our side of the client connection is shut */
@@ -148,6 +149,10 @@ void conn_http_cycle_done(struct conn *c);
  * (CA store, CRLs and policy can change under a live connection). One verification per
  * connection per reload; the common case (no reload since the handshake) is one atomic load. */
 bool conn_still_trusted(struct conn *c);
+
+/* conn_init_hooks lets the TLS verifier continue a handshake after an asynchronous OCSP
+ * query (tls_set_async_hooks). Call once before the workers start. */
+void conn_init_hooks(void);
 
 /* conn_allowed tells whether the client may be served under its listener's
  * require_allowed_subject: always when the listener does not require it; otherwise when its

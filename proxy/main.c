@@ -12,6 +12,7 @@
 #include "allowlist.h"
 #include "base.h"
 #include "config.h"
+#include "conn.h"
 #include "listener.h"
 #include "log.h"
 #include "metrics.h"
@@ -166,6 +167,7 @@ static int cmd_run(const char *path)
     uv_signal_start(&sig_hup, hup_cb, SIGHUP);
     uv_timer_init(main_loop, &drain_timer);
     uv_async_init(main_loop, &workers_done, workers_done_cb);
+    conn_init_hooks();
     if (listener_start(&srv) < 0) {
         log_msg(LOG_LEVEL_ERROR, "startup_failed", "cannot start worker threads");
         return 1;

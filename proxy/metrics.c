@@ -42,6 +42,9 @@ static struct listener_metrics *lms;
 static size_t num_lms;
 static atomic_uint_fast64_t reloads[NUM_SOURCES][2]; /* [source][ok] */
 static atomic_uint_fast64_t crl_stale;
+static atomic_uint_fast64_t ocsp[METRICS_OCSP_NUM];
+static const char *const ocsp_results[METRICS_OCSP_NUM] = {"good", "revoked", "unknown",
+                                                             "failed"};
 
 #define INC(x) atomic_fetch_add_explicit(&(x), 1, memory_order_relaxed)
 #define GET(x) atomic_load_explicit(&(x), memory_order_relaxed)
@@ -58,6 +61,8 @@ void metrics_init(const struct config *cfg)
         atomic_store(&reloads[s][1], 0);
     }
     atomic_store(&crl_stale, 0);
+    for (size_t i = 0; i < METRICS_OCSP_NUM; i++)
+        atomic_store(&ocsp[i], 0);
 }
 
 void metrics_free(void)
@@ -130,6 +135,12 @@ void metrics_reload(const char *source, bool ok)
 void metrics_crl_stale(void)
 {
     INC(crl_stale);
+}
+
+void metrics_ocsp(enum metrics_ocsp result)
+{
+    if (result < METRICS_OCSP_NUM)
+        INC(ocsp[result]);
 }
 
 uint64_t metrics_reload_count(const char *source, bool ok)
@@ -244,4 +255,9 @@ void metrics_render(struct buf *out)
     family(out, "certgate_crl_stale_total", "counter",
            "Verifications that consulted a CRL past its nextUpdate.");
     buf_appendf(out, "certgate_crl_stale_total %llu\n", (unsigned long long)GET(crl_stale));
+    family(out, "certgate_ocsp_queries_total", "counter",
+           "OCSP queries for client leaves, by outcome (failed: no usable answer).");
+    for (size_t i = 0; i < METRICS_OCSP_NUM; i++)
+        buf_appendf(out, "certgate_ocsp_queries_total{result=\"%s\"} %llu\n", ocsp_results[i],
+                    (unsigned long long)GET(ocsp[i]));
 }

@@ -42,6 +42,17 @@ void metrics_upstream_error(size_t listener, enum metrics_upstream kind);
 void metrics_reload(const char *source, bool ok);
 void metrics_crl_stale(void);
 
+enum metrics_ocsp {
+    METRICS_OCSP_GOOD,    /* the responder says good */
+    METRICS_OCSP_REVOKED, /* the responder says revoked */
+    METRICS_OCSP_UNKNOWN, /* the responder does not know the certificate */
+    METRICS_OCSP_FAILED,  /* no usable answer: unreachable, timeout, bad signature, stale */
+    METRICS_OCSP_NUM,
+};
+
+/* metrics_ocsp counts one OCSP query by its outcome (answers from the cache are not queries). */
+void metrics_ocsp(enum metrics_ocsp result);
+
 /* metrics_label appends |value| as a quoted Prometheus label value, escaping backslash, double
  * quote and newline as the text format wants. */
 void metrics_label(struct buf *out, const char *value);

@@ -44,6 +44,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "tenancy.h"
+#include "tls_revocation.h"
 #include "tls_verify.h"
 #include "xfcc.h"
 
@@ -315,7 +316,7 @@ bool tls_reverify(struct tls_gen *gen, size_t index, struct ssl_st *ssl)
     }
     STACK_OF(X509) *peer = tls_verify_peer_chain(ssl);
     uint8_t alert = 0;
-    bool ok = tls_verify_chain(ssl, tl, tenant, peer, &alert) == ssl_verify_ok;
+    bool ok = tls_verify_chain(ssl, tl, tenant, peer, &alert, NULL) == ssl_verify_ok;
     sk_X509_pop_free(peer, X509_free);
     return ok;
 }
@@ -612,6 +613,11 @@ struct ssl_st *tls_new_ssl(struct tls_gen *gen, size_t index, int fd, void *app,
     return ssl;
 }
 
+void tls_set_async_hooks(uv_loop_t *(*loop_of)(void *app), void (*resume)(void *app))
+{
+    tls_revocation_set_hooks(loop_of, resume);
+}
+
 void tls_free(struct ssl_st *ssl)
 {
     SSL_free(ssl);
@@ -629,6 +635,8 @@ static int map_error(SSL *ssl, int rv)
         return TLS_WANT_READ;
     case SSL_ERROR_WANT_WRITE:
         return TLS_WANT_WRITE;
+    case SSL_ERROR_WANT_CERTIFICATE_VERIFY:
+        return TLS_WANT_VERIFY;
     case SSL_ERROR_ZERO_RETURN:
         return TLS_EOF;
     case SSL_ERROR_SYSCALL:
@@ -645,7 +653,7 @@ int tls_handshake(struct ssl_st *ssl)
     if (rv == 1)
         return 1;
     int r = map_error(ssl, rv);
-    if (r == TLS_WANT_READ || r == TLS_WANT_WRITE)
+    if (r == TLS_WANT_READ || r == TLS_WANT_WRITE || r == TLS_WANT_VERIFY)
         return r;
     /* Verification failures were logged by tls_verify_handshake; log the rest here. */
     unsigned long e = ERR_peek_error();

@@ -12,6 +12,8 @@
 
 #include <sys/socket.h>
 
+#include <uv.h>
+
 #include "buf.h"
 #include "config.h"
 
@@ -23,6 +25,7 @@ struct tls_gen;
 #define TLS_WANT_WRITE (-2) /* wait until the socket is writable */
 #define TLS_EOF (-3)        /* the peer closed (close_notify or TCP EOF) */
 #define TLS_ERROR (-4)      /* fatal; the connection must be closed */
+#define TLS_WANT_VERIFY (-5) /* handshake: an OCSP query runs; tls_set_async_hooks resumes it */
 
 /* tls_library names the TLS library in use, for `certgate version`. */
 const char *tls_library(void);
@@ -63,11 +66,17 @@ struct ssl_st *tls_new_ssl(struct tls_gen *gen, size_t index, int fd, void *app,
  * threads call it before they end. */
 void tls_thread_cleanup(void);
 
-/* tls_free frees an SSL; NULL is a no-op. */
+/* tls_set_async_hooks tells the verifier how to find the loop a connection runs on (|loop_of|,
+ * given the app pointer of tls_new_ssl) and how to continue its handshake after an OCSP query
+ * (|resume|, called on that loop). Call once before the workers start. */
+void tls_set_async_hooks(uv_loop_t *(*loop_of)(void *app), void (*resume)(void *app));
+
+/* tls_free frees an SSL (cancelling its OCSP query, if any); NULL is a no-op. */
 void tls_free(struct ssl_st *ssl);
 
 /* tls_handshake advances the handshake: 1 when done, or TLS_WANT_READ, TLS_WANT_WRITE,
- * TLS_ERROR. On TLS_ERROR the reason has been logged. */
+ * TLS_WANT_VERIFY (call again after the resume hook ran), TLS_ERROR. On TLS_ERROR the reason has
+ * been logged. */
 int tls_handshake(struct ssl_st *ssl);
 
 /* tls_read reads up to |len| decrypted bytes: a count > 0, or TLS_WANT_*, TLS_EOF, TLS_ERROR. */

@@ -23,6 +23,7 @@
 #include "base.h"
 #include "log.h"
 #include "metrics.h"
+#include "tls_revocation.h"
 
 #define MAX_CHAIN_DEPTH 8
 #define MIN_RSA_BITS 2048
@@ -42,6 +43,7 @@ void tls_verify_init(void)
 {
     tls_listener_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
     tls_peer_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, peer_free);
+    tls_revocation_init();
 }
 
 void tls_verify_set_listener(SSL_CTX *ctx, struct tls_listener *tl)
@@ -330,13 +332,25 @@ enum ssl_verify_result_t tls_verify_handshake(SSL *ssl, uint8_t *out_alert)
     const struct ca_tenant *tenant = pe ? pe->tenant : NULL;
     const STACK_OF(CRYPTO_BUFFER) *bufs = SSL_get0_peer_certificates(ssl);
     bool cacheable = tl->lc->verify && bufs != NULL && sk_CRYPTO_BUFFER_num(bufs) > 0;
+    /* Called again once an OCSP query of this handshake finished: the chain was verified. */
+    int pending = tls_revocation_resume(ssl, tl, out_alert);
+    if (pending >= 0)
+        return pending == ssl_verify_ok ? check_allowed(ssl, tl, out_alert)
+                                        : (enum ssl_verify_result_t)pending;
     uint8_t key[SHA256_DIGEST_LENGTH];
     if (cacheable) {
         chain_key(ssl, tl, tenant ? ca_store_tenant_id(tenant) : "", key);
         struct verify_entry *e = verify_slot(key);
         if (e->gen_id == tl->gen->id && memcmp(e->key, key, sizeof(key)) == 0 &&
-            (int64_t)time(NULL) < e->expires)
-            return check_allowed(ssl, tl, out_alert);
+            (int64_t)time(NULL) < e->expires) {
+            /* A cached chain still needs the leaf's OCSP answer; when the answer cache does
+             * not have it, verify again to learn the issuer the query needs. */
+            int cached = tls_revocation_cached(ssl, tl, out_alert);
+            if (cached == ssl_verify_ok)
+                return check_allowed(ssl, tl, out_alert);
+            if (cached >= 0)
+                return (enum ssl_verify_result_t)cached;
+        }
     }
     if (SSL_get0_peer_certificates(ssl) != NULL && peer_chain_unparsable(ssl)) {
         tls_verify_log_refusal(ssl, "error", "the client's certificate does not parse", NULL);
@@ -344,7 +358,8 @@ enum ssl_verify_result_t tls_verify_handshake(SSL *ssl, uint8_t *out_alert)
         return ssl_verify_invalid;
     }
     STACK_OF(X509) *peer = tls_verify_peer_chain(ssl);
-    enum ssl_verify_result_t ret = tls_verify_chain(ssl, tl, tenant, peer, out_alert);
+    X509 *issuer = NULL;
+    enum ssl_verify_result_t ret = tls_verify_chain(ssl, tl, tenant, peer, out_alert, &issuer);
     if (ret == ssl_verify_ok && cacheable) {
         /* Valid until a certificate expires or a CRL is due (a stale CRL: not cached, so that
          * every verification says so). */
@@ -360,14 +375,19 @@ enum ssl_verify_result_t tls_verify_handshake(SSL *ssl, uint8_t *out_alert)
         e->gen_id = tl->gen->id;
         e->expires = expires;
     }
+    if (ret == ssl_verify_ok && peer != NULL && sk_X509_num(peer) > 0)
+        ret = tls_revocation_check(ssl, tl, sk_X509_value(peer, 0), issuer, out_alert);
+    X509_free(issuer);
     sk_X509_pop_free(peer, X509_free);
     return ret == ssl_verify_ok ? check_allowed(ssl, tl, out_alert) : ret;
 }
 
 enum ssl_verify_result_t tls_verify_chain(SSL *ssl, struct tls_listener *tl,
                                           const struct ca_tenant *tenant, STACK_OF(X509) *peer,
-                                          uint8_t *out_alert)
+                                          uint8_t *out_alert, X509 **out_issuer)
 {
+    if (out_issuer != NULL)
+        *out_issuer = NULL;
     X509 *leaf = peer && sk_X509_num(peer) > 0 ? sk_X509_value(peer, 0) : NULL;
     char reason[512];
     const char *result = "untrusted";
@@ -502,6 +522,10 @@ enum ssl_verify_result_t tls_verify_chain(SSL *ssl, struct tls_listener *tl,
         goto refuse;
     }
     ret = ssl_verify_ok;
+    if (out_issuer != NULL && sk_X509_num(verified) > 1) {
+        *out_issuer = sk_X509_value(verified, 1);
+        X509_up_ref(*out_issuer);
+    }
     goto done;
 refuse:
     tls_verify_log_refusal(ssl, result, reason, leaf);

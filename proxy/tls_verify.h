@@ -90,10 +90,12 @@ enum ssl_verify_result_t tls_verify_handshake(SSL *ssl, uint8_t *out_alert);
 /* tls_verify_chain verifies |peer| (the client's certificates, leaf first; may be NULL) for
  * listener |tl| against the trust set of |tenant| (NULL: the common bundle), the CRLs and the
  * listener's policy, without the cache. Returns ssl_verify_ok, or ssl_verify_invalid after
- * logging the refusal and setting |*out_alert|. */
+ * logging the refusal and setting |*out_alert|. On success |*out_issuer| (when not NULL) gets a
+ * reference to the leaf's issuer in the verified chain, or NULL when the leaf is itself a trust
+ * anchor; the caller frees it. */
 enum ssl_verify_result_t tls_verify_chain(SSL *ssl, struct tls_listener *tl,
                                           const struct ca_tenant *tenant, STACK_OF(X509) *peer,
-                                          uint8_t *out_alert);
+                                          uint8_t *out_alert, X509 **out_issuer);
 
 /* tls_verify_thread_cleanup frees the calling thread's cache of verified chains. */
 void tls_verify_thread_cleanup(void);
