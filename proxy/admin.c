@@ -266,14 +266,6 @@ static int authorize(const struct request *rq)
     return diff == 0 ? 0 : 401;
 }
 
-static void json_str(struct buf *out, const char *s)
-{
-    struct buf tmp = {0};
-    log_str(&tmp, "k", s); /* ,"k":"escaped" */
-    buf_append(out, buf_data(&tmp) + 5, buf_used(&tmp) - 5);
-    buf_free(&tmp);
-}
-
 static void address_text(char *out, size_t len, size_t i)
 {
     const struct listener_config *lc = &admin_srv->cfg->listeners[i];
@@ -296,9 +288,9 @@ static void status_json(struct buf *out)
 {
     const struct config *cfg = admin_srv->cfg;
     buf_appends(out, "{\"version\":");
-    json_str(out, CERTGATE_VERSION);
+    log_json_string(out, CERTGATE_VERSION);
     buf_appends(out, ",\"tls_library\":");
-    json_str(out, tls_library());
+    log_json_string(out, tls_library());
     buf_appendf(out, ",\"generation\":%llu,\"ready\":%s,",
                 (unsigned long long)reload_generation(),
                 atomic_load(&admin_srv->ready) ? "true" : "false");
@@ -315,15 +307,15 @@ static void status_json(struct buf *out)
         char addr[INET6_ADDRSTRLEN + 16];
         address_text(addr, sizeof(addr), i);
         buf_appends(out, i ? ",{\"name\":" : "{\"name\":");
-        json_str(out, lc->name);
+        log_json_string(out, lc->name);
         buf_appends(out, ",\"address\":");
-        json_str(out, addr);
+        log_json_string(out, addr);
         buf_appends(out, ",\"mode\":");
-        json_str(out, lc->mode == LISTENER_HTTP  ? "http"
+        log_json_string(out, lc->mode == LISTENER_HTTP  ? "http"
                       : lc->mode == LISTENER_TLS ? "tls"
                                                  : "tcp");
         buf_appends(out, ",\"upstream\":");
-        json_str(out, lc->upstream.text);
+        log_json_string(out, lc->upstream.text);
         buf_appends(out, "}");
     }
     buf_appends(out, "],\"last_reload\":");

@@ -16,6 +16,7 @@
 #include <uv.h>
 
 #include "base.h"
+#include "log.h"
 
 #define MAX_FILE_BYTES (16u << 20)
 #define MAX_SUBJECT_BYTES 4096
@@ -471,20 +472,6 @@ fail:
     return rc;
 }
 
-static void json_string(struct buf *out, const char *s)
-{
-    buf_append(out, "\"", 1);
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"' || *p == '\\')
-            buf_appendf(out, "\\%c", *p);
-        else if (*p < 0x20 || *p == 0x7f)
-            buf_appendf(out, "\\u%04x", *p);
-        else
-            buf_append(out, p, 1);
-    }
-    buf_append(out, "\"", 1);
-}
-
 static void entries_json(struct buf *out, const struct entry *e, size_t num, bool pretty)
 {
     buf_append(out, "[", 1);
@@ -493,7 +480,7 @@ static void entries_json(struct buf *out, const struct entry *e, size_t num, boo
             buf_append(out, ",", 1);
         if (pretty)
             buf_append(out, "\n  ", 3);
-        json_string(out, e[i].subject);
+        log_json_string(out, e[i].subject);
     }
     if (pretty && num > 0)
         buf_append(out, "\n", 1);
@@ -668,18 +655,28 @@ static int commit(struct entry *next, size_t num, char *err, size_t err_len)
     return 0;
 }
 
-int allowlist_add(const char *subject, char *err, size_t err_len)
+/* The canonical form of |subject| for a change, or the error allowlist_add and _remove return. */
+static int prepare(const char *subject, char **out_canon, char *err, size_t err_len)
 {
-    char *canon = NULL;
-    if (!valid_text(subject) || allowlist_canon(subject, &canon) != 0) {
+    if (!valid_text(subject) || allowlist_canon(subject, out_canon) != 0) {
         snprintf(err, err_len, "not a distinguished name (expected CN=...,O=...)");
         return -EINVAL;
     }
     if (al_path == NULL || !al_have_lock) {
-        free(canon);
+        free(*out_canon);
+        *out_canon = NULL;
         snprintf(err, err_len, "access.allowed_subjects_file is not configured");
         return -ENOTSUP;
     }
+    return 0;
+}
+
+int allowlist_add(const char *subject, char *err, size_t err_len)
+{
+    char *canon = NULL;
+    int rc = prepare(subject, &canon, err, err_len);
+    if (rc != 0)
+        return rc;
     if (find(canon) != 0) {
         free(canon);
         return 1;
@@ -689,7 +686,7 @@ int allowlist_add(const char *subject, char *err, size_t err_len)
         memcpy(next, al_entries, al_num * sizeof(*next));
     next[al_num].subject = xstrdup(subject);
     next[al_num].canon = canon;
-    int rc = commit(next, al_num + 1, err, err_len);
+    rc = commit(next, al_num + 1, err, err_len);
     if (rc != 0) {
         free(next[al_num].subject);
         free(canon);
@@ -701,15 +698,9 @@ int allowlist_add(const char *subject, char *err, size_t err_len)
 int allowlist_remove(const char *subject, char *err, size_t err_len)
 {
     char *canon = NULL;
-    if (!valid_text(subject) || allowlist_canon(subject, &canon) != 0) {
-        snprintf(err, err_len, "not a distinguished name (expected CN=...,O=...)");
-        return -EINVAL;
-    }
-    if (al_path == NULL || !al_have_lock) {
-        free(canon);
-        snprintf(err, err_len, "access.allowed_subjects_file is not configured");
-        return -ENOTSUP;
-    }
+    int rc = prepare(subject, &canon, err, err_len);
+    if (rc != 0)
+        return rc;
     size_t at = find(canon);
     free(canon);
     if (at == 0) {
@@ -723,7 +714,7 @@ int allowlist_remove(const char *subject, char *err, size_t err_len)
         if (i != at - 1)
             next[num++] = al_entries[i];
     }
-    int rc = commit(next, num, err, err_len);
+    rc = commit(next, num, err, err_len);
     if (rc != 0) {
         free(next);
         return rc;

@@ -37,6 +37,16 @@ void log_begin(struct buf *b, enum log_level level, const char *event)
 void log_strn(struct buf *b, const char *key, const char *value, size_t len)
 {
     buf_appendf(b, ",\"%s\":", key);
+    log_json_stringn(b, value, len);
+}
+
+void log_json_string(struct buf *b, const char *value)
+{
+    log_json_stringn(b, value, value ? strlen(value) : 0);
+}
+
+void log_json_stringn(struct buf *b, const char *value, size_t len)
+{
     if (value == NULL) {
         buf_appends(b, "null");
         return;

@@ -34,4 +34,10 @@ void log_end(struct buf *b);
 void log_msg(enum log_level level, const char *event, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* log_json_string appends |value| as a JSON string (quotes, backslashes and control bytes
+ * escaped), or null when it is NULL; log_json_stringn takes its length. For every module that
+ * writes JSON. */
+void log_json_string(struct buf *b, const char *value);
+void log_json_stringn(struct buf *b, const char *value, size_t len);
+
 #endif

@@ -1170,15 +1170,6 @@ uint64_t reload_generation(void)
     return generation;
 }
 
-static void json_string(struct buf *out, const char *s)
-{
-    /* log_str writes ,"k":"v" with JSON escaping; keep only the value. */
-    struct buf tmp = {0};
-    log_str(&tmp, "k", s);
-    buf_append(out, buf_data(&tmp) + 5, buf_used(&tmp) - 5);
-    buf_free(&tmp);
-}
-
 void reload_result_json(struct buf *out)
 {
     if (!last.valid) {
@@ -1186,11 +1177,11 @@ void reload_result_json(struct buf *out)
         return;
     }
     buf_appends(out, "{\"time\":");
-    json_string(out, last.time);
+    log_json_string(out, last.time);
     buf_appends(out, ",\"source\":");
-    json_string(out, last.source);
+    log_json_string(out, last.source);
     buf_appendf(out, ",\"result\":\"%s\",\"error\":", last.ok ? "success" : "failure");
-    json_string(out, last.ok ? NULL : last.error);
+    log_json_string(out, last.ok ? NULL : last.error);
     buf_appendf(out, ",\"generation\":%llu,\"duration_ms\":%llu}",
                 (unsigned long long)last.generation, (unsigned long long)last.duration_ms);
 }
@@ -1224,7 +1215,7 @@ void reload_watches_json(struct buf *out)
     for (struct watch *w = watches; w != NULL; w = w->next) {
         if (w != watches)
             buf_append(out, ",", 1);
-        json_string(out, w->path);
+        log_json_string(out, w->path);
     }
     buf_append(out, "]", 1);
 }

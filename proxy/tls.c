@@ -807,20 +807,6 @@ bool tls_client_cert_headers(struct tls_gen *gen, size_t index, struct ssl_st *s
 
 /* --- status and metrics ------------------------------------------------------------------- */
 
-static void json_str(struct buf *out, const char *s)
-{
-    buf_append(out, "\"", 1);
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"' || *p == '\\')
-            buf_appendf(out, "\\%c", *p);
-        else if (*p < 0x20 || *p == 0x7f)
-            buf_appendf(out, "\\u%04x", *p);
-        else
-            buf_append(out, p, 1);
-    }
-    buf_append(out, "\"", 1);
-}
-
 int64_t tls_gen_server_not_after(const struct tls_gen *gen)
 {
     return gen->leaf ? tls_verify_asn1_unix(X509_get0_notAfter(gen->leaf)) : 0;
@@ -834,7 +820,7 @@ void tls_gen_status_json(const struct tls_gen *gen, struct buf *out)
     } else {
         char *subject = tls_verify_name_rfc2253(X509_get_subject_name(gen->leaf));
         buf_appends(out, "{\"subject\":");
-        json_str(out, subject);
+        log_json_string(out, subject);
         free(subject);
         buf_appends(out, ",\"sans\":[");
         GENERAL_NAMES *names = X509_get_ext_d2i(gen->leaf, NID_subject_alt_name, NULL, NULL);
@@ -858,7 +844,7 @@ void tls_gen_status_json(const struct tls_gen *gen, struct buf *out)
             if (!first)
                 buf_append(out, ",", 1);
             first = false;
-            json_str(out, text);
+            log_json_string(out, text);
         }
         GENERAL_NAMES_free(names);
         uint8_t *der = NULL;
@@ -879,14 +865,14 @@ void tls_gen_status_json(const struct tls_gen *gen, struct buf *out)
             const char *id = t ? ca_store_tenant_id(t) : "";
             if (i > 0)
                 buf_append(out, ",", 1);
-            json_str(out, id);
+            log_json_string(out, id);
             buf_appends(out, ":{\"cas\":[");
             const STACK_OF(X509) *cas = ca_store_cas(gen->store, t);
             for (size_t j = 0; j < sk_X509_num(cas); j++) {
                 X509 *x = sk_X509_value(cas, j);
                 char *subject = tls_verify_name_rfc2253(X509_get_subject_name(x));
                 buf_appends(out, j ? ",{\"subject\":" : "{\"subject\":");
-                json_str(out, subject);
+                log_json_string(out, subject);
                 free(subject);
                 buf_appendf(out, ",\"not_after\":%lld}",
                             (long long)tls_verify_asn1_unix(X509_get0_notAfter(x)));
@@ -900,7 +886,7 @@ void tls_gen_status_json(const struct tls_gen *gen, struct buf *out)
                     error = msg;
             }
             if (error != NULL)
-                json_str(out, error);
+                log_json_string(out, error);
             else
                 buf_appends(out, "null");
             buf_append(out, "}", 1);
@@ -912,9 +898,9 @@ void tls_gen_status_json(const struct tls_gen *gen, struct buf *out)
             if (tid == NULL || ca_store_tenant(gen->store, tid, strlen(tid)) != NULL)
                 continue;
             buf_append(out, ",", 1);
-            json_str(out, tid);
+            log_json_string(out, tid);
             buf_appends(out, ":{\"cas\":[],\"error\":");
-            json_str(out, msg);
+            log_json_string(out, msg);
             buf_append(out, "}", 1);
         }
     }

@@ -84,6 +84,15 @@ def test(name):
     return deco
 
 
+def add_tests(tests, wrap=None):
+    """Adds a test module's (name, fn) pairs, each once however often the module registers;
+    |wrap|, when given, turns each fn into the function to run."""
+    known = {n for n, _ in TESTS}
+    for name, fn in tests:
+        if name not in known:
+            TESTS.append((name, wrap(fn) if wrap else fn))
+
+
 def test_each_alg(name):
     """Registers fn(t, alg) once per key algorithm: mtls.ecdsa.NAME, mtls.rsa.NAME."""
     group, _, rest = name.partition(".")

@@ -224,8 +224,4 @@ def register(harness):
     """Adds this module's tests to run.py's registry (idempotent)."""
     global H
     H = harness
-    if getattr(harness, "_misc_tests_registered", False):
-        return
-    harness._misc_tests_registered = True
-    for name, fn in TESTS:
-        harness.TESTS.append((name, fn))
+    harness.add_tests(TESTS)

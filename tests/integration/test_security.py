@@ -1251,11 +1251,7 @@ def register(harness):
     """Adds this module's tests to run.py's registry (idempotent)."""
     global H
     H = harness
-    if getattr(harness, "_security_tests_registered", False):
-        return
-    harness._security_tests_registered = True
-    for name, fn in TESTS:
-        harness.test(name)(fn)
+    harness.add_tests(TESTS)
 
 
 if __name__ == "__main__":
