@@ -416,6 +416,8 @@ static void allowlist_route(const struct request *rq, struct buf *out)
         respond_text(out, 409, text, NULL);
     else
         respond_text(out, 500, text, NULL);
+    if (r == 0)
+        listener_gen_changed(admin_srv); /* workers re-check their tunnels */
     if (r >= 0 && log_enabled(LOG_LEVEL_INFO))
         log_msg(LOG_LEVEL_INFO, put ? "allowlist_added" : "allowlist_removed", "%.*s",
                 (int)(rq->path_len - skip), rq->path + skip);

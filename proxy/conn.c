@@ -378,6 +378,17 @@ void conn_client_flush(struct conn *c)
 
 static void handshake_done(struct conn *c)
 {
+    if (tls_resumed(c->ssl)) {
+        int r = tls_check_resumed(c->ssl);
+        if (r == TLS_WANT_VERIFY) {
+            c->hs_verify_pending = true; /* verify_resume runs the handshake (done) again */
+            return;
+        }
+        if (r != 1) {
+            conn_close(c);
+            return;
+        }
+    }
     metrics_handshake(c->index, tls_resumed(c->ssl) ? METRICS_HS_RESUMED : METRICS_HS_OK);
     c->tls_flush_pending = true;
     conn_client_flush(c);
@@ -681,7 +692,7 @@ bool conn_allowed(struct conn *c)
 
 void conn_recheck(struct conn *c)
 {
-    if (c->state == CONN_TUNNEL && !conn_still_trusted(c))
+    if (c->state == CONN_TUNNEL && (!conn_still_trusted(c) || !conn_allowed(c)))
         conn_close(c);
 }
 

@@ -133,11 +133,15 @@ static int try_complete(struct ocsp_fetch *f, bool eof)
         return eof;
     }
     size_t head_len = (size_t)(end - d) + 4;
+    /* "HTTP/1.x NNN", read by hand: the buffer is not NUL-terminated. */
     int code = 0;
-    if (sscanf(d, "HTTP/1.%*1[01] %3d", &code) != 1) {
+    if (head_len < 13 || memcmp(d, "HTTP/1.", 7) != 0 || (d[7] != '0' && d[7] != '1') ||
+        d[8] != ' ' || d[9] < '1' || d[9] > '5' || d[10] < '0' || d[10] > '9' || d[11] < '0' ||
+        d[11] > '9' || (d[12] != ' ' && d[12] != '\r')) {
         finish(f, -EPROTO, NULL, 0, "the responder's answer is not HTTP/1.x");
         return 1;
     }
+    code = (d[9] - '0') * 100 + (d[10] - '0') * 10 + (d[11] - '0');
     if (code != 200) {
         char why[64];
         snprintf(why, sizeof(why), "the responder answered HTTP %d", code);
@@ -149,10 +153,20 @@ static int try_complete(struct ocsp_fetch *f, bool eof)
     for (const char *l = memchr(d, '\n', head_len); l != NULL && l + 1 < d + head_len;
          l = memchr(l + 1, '\n', (size_t)(d + head_len - l - 1))) {
         const char *line = l + 1;
-        if (strncasecmp(line, "content-length:", 15) == 0)
-            clen = strtoll(line + 15, NULL, 10);
-        else if (strncasecmp(line, "transfer-encoding:", 18) == 0)
+        size_t left = (size_t)(d + head_len - line);
+        if (left > 15 && strncasecmp(line, "content-length:", 15) == 0) {
+            const char *v = line + 15;
+            while (v < d + head_len && (*v == ' ' || *v == '\t'))
+                v++;
+            clen = 0;
+            for (; v < d + head_len && *v >= '0' && *v <= '9'; v++) {
+                clen = clen * 10 + (*v - '0');
+                if (clen > (long long)MAX_RESPONSE)
+                    break;
+            }
+        } else if (left > 18 && strncasecmp(line, "transfer-encoding:", 18) == 0) {
             chunked = true;
+        }
     }
     if (chunked) {
         finish(f, -EPROTO, NULL, 0, "chunked OCSP answers are not supported");

@@ -613,6 +613,12 @@ struct ssl_st *tls_new_ssl(struct tls_gen *gen, size_t index, int fd, void *app,
     return ssl;
 }
 
+int tls_check_resumed(struct ssl_st *ssl)
+{
+    int r = tls_verify_resumed(ssl);
+    return r == ssl_verify_ok ? 1 : r == ssl_verify_retry ? TLS_WANT_VERIFY : 0;
+}
+
 void tls_set_async_hooks(uv_loop_t *(*loop_of)(void *app), void (*resume)(void *app))
 {
     tls_revocation_set_hooks(loop_of, resume);

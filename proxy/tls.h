@@ -66,6 +66,11 @@ struct ssl_st *tls_new_ssl(struct tls_gen *gen, size_t index, int fd, void *app,
  * threads call it before they end. */
 void tls_thread_cleanup(void);
 
+/* tls_check_resumed applies revocation.ocsp to a resumed session once its handshake is done
+ * (a full handshake did in the verify callback): 1 to go on, 0 to close (the refusal was
+ * logged), or TLS_WANT_VERIFY while an OCSP query runs (call again after the resume hook). */
+int tls_check_resumed(struct ssl_st *ssl);
+
 /* tls_set_async_hooks tells the verifier how to find the loop a connection runs on (|loop_of|,
  * given the app pointer of tls_new_ssl) and how to continue its handshake after an OCSP query
  * (|resume|, called on that loop). Call once before the workers start. */

@@ -27,6 +27,7 @@
 
 #define CACHE_SLOTS 16384
 #define FAILURE_CACHE_S 30 /* how long a failed query is remembered */
+#define FRESH_WITHOUT_NEXT_UPDATE_S 300 /* or ocsp_cache_max: the age of an answer without nextUpdate */
 
 enum answer {
     ANSWER_GOOD,
@@ -159,7 +160,7 @@ static enum ssl_verify_result_t decide(SSL *ssl, const struct tls_listener *tl,
     } else {
         char *subject = leaf ? tls_verify_name_rfc2253(X509_get_subject_name(leaf)) : NULL;
         log_msg(LOG_LEVEL_WARN, "ocsp_soft_fail",
-                "listener %s: client %s let in without a revocation status (soft_fail): %s",
+                "listener %s: accepting client %s without a revocation status (soft_fail): %s",
                 tl->lc->name, subject ? subject : "?", e->why);
         free(subject);
         ret = ssl_verify_ok;
@@ -229,6 +230,15 @@ static void fetch_done(void *arg, int status, const uint8_t *body, size_t len, c
         e->expires = now + max;
         if (r.next_update > 0)
             e->expires = MIN(e->expires, r.next_update);
+        /* Without nextUpdate nothing dates the answer but thisUpdate, and without a nonce an
+         * old "good" could be replayed by anyone on the path to the responder. */
+        if (r.next_update == 0 && r.this_update < now - MAX(max, FRESH_WITHOUT_NEXT_UPDATE_S)) {
+            snprintf(e->why, sizeof(e->why),
+                     "OCSP response without nextUpdate is older than ocsp_cache_max");
+            e->answer = ANSWER_FAILED;
+            rc = -EBADMSG;
+            e->expires = now + MIN(max, FAILURE_CACHE_S);
+        }
     }
     metrics_ocsp(e->answer == ANSWER_GOOD      ? METRICS_OCSP_GOOD
                  : e->answer == ANSWER_REVOKED ? METRICS_OCSP_REVOKED
@@ -281,5 +291,10 @@ enum ssl_verify_result_t tls_revocation_check(SSL *ssl, const struct tls_listene
         snprintf(e.why, sizeof(e.why), "the OCSP responder URL %s is not usable", url);
     }
     free(url);
+    /* Remembered like a failed query, so that every handshake of this leaf does not verify its
+     * chain again only to find the same. */
+    int64_t max = (int64_t)(tl->gen->cfg->ocsp_cache_max_ms / 1000);
+    e.expires = (int64_t)time(NULL) + MIN(max, FAILURE_CACHE_S);
+    cache_put(&e);
     return decide(ssl, tl, &e, out_alert);
 }

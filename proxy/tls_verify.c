@@ -335,19 +335,18 @@ enum ssl_verify_result_t tls_verify_handshake(SSL *ssl, uint8_t *out_alert)
     /* Called again once an OCSP query of this handshake finished: the chain was verified. */
     int pending = tls_revocation_resume(ssl, tl, out_alert);
     if (pending >= 0)
-        return pending == ssl_verify_ok ? check_allowed(ssl, tl, out_alert)
-                                        : (enum ssl_verify_result_t)pending;
+        return (enum ssl_verify_result_t)pending;
     uint8_t key[SHA256_DIGEST_LENGTH];
     if (cacheable) {
         chain_key(ssl, tl, tenant ? ca_store_tenant_id(tenant) : "", key);
         struct verify_entry *e = verify_slot(key);
         if (e->gen_id == tl->gen->id && memcmp(e->key, key, sizeof(key)) == 0 &&
             (int64_t)time(NULL) < e->expires) {
-            /* A cached chain still needs the leaf's OCSP answer; when the answer cache does
-             * not have it, verify again to learn the issuer the query needs. */
+            /* A cached chain still needs the allowlist and the leaf's OCSP answer; when the
+             * answer cache does not have it, verify again to learn the issuer the query needs. */
+            if (check_allowed(ssl, tl, out_alert) != ssl_verify_ok)
+                return ssl_verify_invalid;
             int cached = tls_revocation_cached(ssl, tl, out_alert);
-            if (cached == ssl_verify_ok)
-                return check_allowed(ssl, tl, out_alert);
             if (cached >= 0)
                 return (enum ssl_verify_result_t)cached;
         }
@@ -375,11 +374,38 @@ enum ssl_verify_result_t tls_verify_handshake(SSL *ssl, uint8_t *out_alert)
         e->gen_id = tl->gen->id;
         e->expires = expires;
     }
+    /* The allowlist first: a client it refuses costs no OCSP query. */
+    if (ret == ssl_verify_ok)
+        ret = check_allowed(ssl, tl, out_alert);
     if (ret == ssl_verify_ok && peer != NULL && sk_X509_num(peer) > 0)
         ret = tls_revocation_check(ssl, tl, sk_X509_value(peer, 0), issuer, out_alert);
     X509_free(issuer);
     sk_X509_pop_free(peer, X509_free);
-    return ret == ssl_verify_ok ? check_allowed(ssl, tl, out_alert) : ret;
+    return ret;
+}
+
+int tls_verify_resumed(SSL *ssl)
+{
+    struct tls_listener *tl = tls_verify_listener_of(ssl);
+    uint8_t alert = 0;
+    if (tl == NULL || !tl->lc->verify || tl->gen->cfg->revocation_ocsp == OCSP_OFF)
+        return ssl_verify_ok;
+    int r = tls_revocation_resume(ssl, tl, &alert);
+    if (r < 0)
+        r = tls_revocation_cached(ssl, tl, &alert);
+    if (r >= 0)
+        return r;
+    /* No answer cached for the session's leaf: verify its chain again (the trust set may
+     * have changed too) to learn the issuer, then ask. */
+    struct tls_peer *pe = tls_verify_peer_of(ssl);
+    STACK_OF(X509) *peer = tls_verify_peer_chain(ssl);
+    X509 *issuer = NULL;
+    r = tls_verify_chain(ssl, tl, pe ? pe->tenant : NULL, peer, &alert, &issuer);
+    if (r == ssl_verify_ok && peer != NULL && sk_X509_num(peer) > 0)
+        r = tls_revocation_check(ssl, tl, sk_X509_value(peer, 0), issuer, &alert);
+    X509_free(issuer);
+    sk_X509_pop_free(peer, X509_free);
+    return r;
 }
 
 enum ssl_verify_result_t tls_verify_chain(SSL *ssl, struct tls_listener *tl,

@@ -87,6 +87,12 @@ struct tls_peer *tls_verify_peer_of(const SSL *ssl);
  * verified chains when it can. A refusal is logged and counted, and |*out_alert| is set. */
 enum ssl_verify_result_t tls_verify_handshake(SSL *ssl, uint8_t *out_alert);
 
+/* tls_verify_resumed applies revocation.ocsp to a resumed session, which skipped the verify
+ * callback: from the answer cache, or by verifying the session's chain again and starting a
+ * query. Returns ssl_verify_ok, ssl_verify_invalid (refusal logged), or ssl_verify_retry while
+ * a query runs (call again after the resume hook). */
+int tls_verify_resumed(SSL *ssl);
+
 /* tls_verify_chain verifies |peer| (the client's certificates, leaf first; may be NULL) for
  * listener |tl| against the trust set of |tenant| (NULL: the common bundle), the CRLs and the
  * listener's policy, without the cache. Returns ssl_verify_ok, or ssl_verify_invalid after

@@ -197,8 +197,9 @@ def t_persisted(t):
 
 
 def t_relay(t):
-    """tls relay: a listed client is relayed, an unlisted one refused; after a DELETE a session
-    it resumes is closed before anything reaches the upstream."""
+    """tls relay: a listed client is relayed, an unlisted one refused; a DELETE closes its relay
+    that is running, and a session it resumes afterwards is closed before anything reaches the
+    upstream."""
     up, cg, ctx, path = env(t, mode="tls")
     res, _ = H.attempt(t, cg.port(), ctx, raw=b"hello")
     check(res != "ok", "unlisted client relayed")
@@ -210,8 +211,9 @@ def t_relay(t):
     r = H.Reader(s)
     check(r.read_exact(5) == b"ping\n", "no echo through the relay")
     sess = s.session
-    s.close()
-    admin(cg.admin_port, "DELETE", subject_path(subj))
+    code, _ = admin(cg.admin_port, "DELETE", subject_path(subj))
+    check(code == 204, "DELETE: %d" % code)
+    check(r.at_eof(T(3)), "the running relay of a removed subject was not closed")
     raw = socket.create_connection((H.HOST, cg.port()), timeout=T(5))
     t.socks.append(raw)
     got = None

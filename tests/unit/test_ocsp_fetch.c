@@ -153,6 +153,11 @@ static void test_fetch(void **state)
     assert_true(r.status < 0);
     r = fetch_from("garbage\r\n\r\n", false, 2000);
     assert_true(r.status < 0);
+    r = fetch_from("HTTP/1.1\r\n\r\n200 x", false, 2000); /* no status code on the line */
+    assert_true(r.status < 0);
+    r = fetch_from("HTTP/1.1 200\r\nContent-Length: 2\r\n\r\nok", false, 2000);
+    assert_int_equal(r.status, 0);
+    assert_string_equal(r.body, "ok");
     r = fetch_from("", true, 200);
     assert_int_equal(r.calls, 1);
     assert_int_equal(r.status, -ETIMEDOUT);
