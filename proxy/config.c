@@ -83,14 +83,6 @@ static const struct name_value ocsp_modes[] = {
     {NULL, 0},
 };
 
-/* Nodes remembered for checks that involve more than one key. */
-struct listener_nodes {
-    yaml_node_t *map;
-    yaml_node_t *name;
-    yaml_node_t *address;
-    yaml_node_t *proxy_protocol;
-};
-
 struct cfg_ctx {
     const char *name;
     const char *text; /* the document, to place reader errors */
@@ -193,46 +185,45 @@ static bool parse_digits(uint64_t *out, const char **p)
     return true;
 }
 
-int config_parse_duration_ms(uint64_t *out, const char *text)
+struct unit {
+    const char *suffix;
+    uint64_t scale;
+};
+
+/* parse_scaled parses digits and one of |units|; the result must not exceed |max|. */
+static int parse_scaled(uint64_t *out, const char *text, const struct unit *units, size_t num_units,
+                        uint64_t max)
 {
-    static const struct {
-        const char *unit;
-        uint64_t ms;
-    } units[] = {{"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}};
     uint64_t v;
     const char *p = text;
     if (text == NULL || !parse_digits(&v, &p))
         return -EINVAL;
-    for (size_t i = 0; i < ARRAY_SIZE(units); i++) {
-        if (strcmp(p, units[i].unit) != 0)
+    for (size_t i = 0; i < num_units; i++) {
+        if (strcmp(p, units[i].suffix) != 0)
             continue;
-        if (v > CONFIG_MAX_DURATION_MS / units[i].ms)
+        if (v > max / units[i].scale)
             return -EINVAL;
-        *out = v * units[i].ms;
+        *out = v * units[i].scale;
         return 0;
     }
     return -EINVAL;
 }
 
+int config_parse_duration_ms(uint64_t *out, const char *text)
+{
+    static const struct unit units[] = {{"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}};
+    return parse_scaled(out, text, units, ARRAY_SIZE(units), CONFIG_MAX_DURATION_MS);
+}
+
 int config_parse_size(size_t *out, const char *text)
 {
-    static const struct {
-        const char *unit;
-        unsigned shift;
-    } units[] = {{"", 0}, {"KiB", 10}, {"MiB", 20}, {"GiB", 30}};
+    static const struct unit units[] = {
+        {"", 1}, {"KiB", 1u << 10}, {"MiB", 1u << 20}, {"GiB", 1u << 30}};
     uint64_t v;
-    const char *p = text;
-    if (text == NULL || !parse_digits(&v, &p))
-        return -EINVAL;
-    for (size_t i = 0; i < ARRAY_SIZE(units); i++) {
-        if (strcmp(p, units[i].unit) != 0)
-            continue;
-        if (v > (UINT64_MAX >> units[i].shift) || (v << units[i].shift) > SIZE_MAX)
-            return -EINVAL;
-        *out = (size_t)(v << units[i].shift);
-        return 0;
-    }
-    return -EINVAL;
+    int rc = parse_scaled(&v, text, units, ARRAY_SIZE(units), SIZE_MAX);
+    if (rc == 0)
+        *out = (size_t)v;
+    return rc;
 }
 
 static void endpoint_cleanup(struct config_endpoint *ep)
@@ -462,26 +453,9 @@ static int node_duration(struct cfg_ctx *c, const yaml_node_t *n, const char *wh
     return 0;
 }
 
-static int node_size(struct cfg_ctx *c, const yaml_node_t *n, const char *what, size_t *out)
-{
-    const char *s = "";
-    size_t v;
-    int rc = node_scalar(c, n, what, &s);
-    if (rc != 0)
-        return rc;
-    if (config_parse_size(&v, s) != 0)
-        return ctx_fail(c, n, "invalid value %s for %s: expected a size such as 512, 64KiB or 1MiB",
-                        quote(c, s), what);
-    if (v == 0)
-        return ctx_fail(c, n, "invalid value %s for %s: must be greater than zero", quote(c, s),
-                        what);
-    *out = v;
-    return 0;
-}
-
 /* node_count parses a positive integer no larger than |max|. */
-static int node_count(struct cfg_ctx *c, const yaml_node_t *n, const char *what, uint64_t max,
-                      uint64_t *out)
+static int node_count(struct cfg_ctx *c, const yaml_node_t *n, const char *what, uint32_t max,
+                      uint32_t *out)
 {
     const char *s = "", *p;
     uint64_t v;
@@ -492,7 +466,7 @@ static int node_count(struct cfg_ctx *c, const yaml_node_t *n, const char *what,
     if (!parse_digits(&v, &p) || *p != '\0' || v == 0 || v > max)
         return ctx_fail(c, n, "invalid value %s for %s: expected an integer from 1 to %llu",
                         quote(c, s), what, (unsigned long long)max);
-    *out = v;
+    *out = (uint32_t)v;
     return 0;
 }
 
@@ -559,15 +533,6 @@ static int map_pair(struct cfg_ctx *c, yaml_node_t *map, yaml_node_pair_t *p, co
     return 0;
 }
 
-#define FOR_EACH_PAIR(map, p)                                                                      \
-    for (yaml_node_pair_t *p = (map)->data.mapping.pairs.start; p < (map)->data.mapping.pairs.top; \
-         p++)
-
-static int unknown_key(struct cfg_ctx *c, yaml_node_t *k, const char *key, const char *where)
-{
-    return ctx_fail(c, k, "unknown key %s %s", quote(c, key), where);
-}
-
 /* section returns 1 for a mapping, 0 for null (treated as absent), or an error. */
 static int section(struct cfg_ctx *c, yaml_node_t *n, const char *what)
 {
@@ -578,13 +543,129 @@ static int section(struct cfg_ctx *c, yaml_node_t *n, const char *what)
     return ctx_fail(c, n, "%s: expected a mapping, got %s", what, node_kind(n));
 }
 
-/* Sections. */
+/* Directives: as in h2o's configurator, each mapping is a table of the keys it accepts, and
+ * one function walks a mapping against its table. */
 
-static int parse_workers(struct cfg_ctx *c, yaml_node_t *n)
+enum directive_kind {
+    DIRECTIVE_BOOL,     /* bool */
+    DIRECTIVE_DURATION, /* uint64_t milliseconds; zero only with allow_zero */
+    DIRECTIVE_COUNT,    /* uint32_t from 1 to max */
+    DIRECTIVE_ENUM,     /* an enum, one of names */
+    DIRECTIVE_STRING,   /* char *, non-empty; null clears it with allow_null */
+    DIRECTIVE_ENDPOINT, /* struct config_endpoint; unix:/path with allow_unix */
+    DIRECTIVE_SECTION,  /* a mapping of keys, then check */
+    DIRECTIVE_CUSTOM,   /* parse does it all */
+};
+
+/* Where a directive's key and value were found; both NULL when it is absent. */
+struct seen {
+    yaml_node_t *key;
+    yaml_node_t *value;
+};
+
+#define MAX_DIRECTIVES 16 /* per table, with its terminator */
+
+/* One key of a mapping. Only the fields its kind names are set. */
+struct directive {
+    const char *name;
+    enum directive_kind kind;
+    size_t offset; /* of the field in the struct the table fills */
+    bool allow_zero, allow_null, allow_unix;
+    uint32_t max;
+    const struct name_value *names;
+    const struct directive *keys;
+    int (*check)(struct cfg_ctx *c, const struct seen *seen); /* NULL or after keys */
+    int (*parse)(struct cfg_ctx *c, yaml_node_t *v, const char *what, void *out);
+};
+
+/* DIRECTIVE_ENUM stores an int into the enum fields. */
+_Static_assert(sizeof(enum log_level) == sizeof(int) && sizeof(enum listener_mode) == sizeof(int) &&
+                   sizeof(enum client_auth) == sizeof(int) &&
+                   sizeof(enum fcc_mode) == sizeof(int) && sizeof(enum cc_header) == sizeof(int) &&
+                   sizeof(enum tenancy_policy) == sizeof(int) &&
+                   sizeof(enum ocsp_mode) == sizeof(int),
+               "enum fields are stored as int");
+
+static int walk(struct cfg_ctx *c, yaml_node_t *map, const char *where, const char *prefix,
+                const struct directive *keys, void *base, struct seen *seen);
+
+/* parse_section walks a section's keys into |base|, then runs its check. */
+static int parse_section(struct cfg_ctx *c, const struct directive *d, yaml_node_t *map,
+                         const char *what, void *base)
+{
+    struct seen seen[MAX_DIRECTIVES] = {{NULL, NULL}};
+    char where[96];
+    int rc = section(c, map, what);
+    if (rc <= 0)
+        return rc;
+    snprintf(where, sizeof(where), "in %s", what);
+    if ((rc = walk(c, map, where, what, d->keys, base, d->check != NULL ? seen : NULL)) != 0)
+        return rc;
+    return d->check != NULL ? d->check(c, seen) : 0;
+}
+
+static int directive_parse(struct cfg_ctx *c, const struct directive *d, yaml_node_t *v,
+                           const char *what, void *out)
+{
+    switch (d->kind) {
+    case DIRECTIVE_BOOL:
+        return node_bool(c, v, what, out);
+    case DIRECTIVE_DURATION:
+        return node_duration(c, v, what, d->allow_zero, out);
+    case DIRECTIVE_COUNT:
+        return node_count(c, v, what, d->max, out);
+    case DIRECTIVE_ENUM:
+        return node_enum(c, v, what, d->names, out);
+    case DIRECTIVE_STRING:
+        return node_string(c, v, what, d->allow_null, out);
+    case DIRECTIVE_ENDPOINT:
+        return node_endpoint(c, v, what, d->allow_unix, out);
+    case DIRECTIVE_SECTION:
+        return parse_section(c, d, v, what, out);
+    case DIRECTIVE_CUSTOM:
+        return d->parse(c, v, what, out);
+    }
+    return -EINVAL;
+}
+
+/* walk parses the mapping |map| against |keys| (ended by a NULL name) into the struct at |base|.
+ * Messages place the mapping with |where| ("in log") and name a key |prefix|.key, or key alone
+ * when |prefix| is NULL. seen[i], when |seen| is not NULL, records where keys[i] was found. */
+static int walk(struct cfg_ctx *c, yaml_node_t *map, const char *where, const char *prefix,
+                const struct directive *keys, void *base, struct seen *seen)
+{
+    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
+         p++) {
+        const char *key = NULL;
+        yaml_node_t *k = NULL, *v = NULL;
+        char what[80];
+        size_t i;
+        int rc;
+        if ((rc = map_pair(c, map, p, where, &key, &k, &v)) != 0)
+            return rc;
+        for (i = 0; keys[i].name != NULL && strcmp(key, keys[i].name) != 0; i++)
+            ;
+        if (keys[i].name == NULL)
+            return ctx_fail(c, k, "unknown key %s %s", quote(c, key), where);
+        if (prefix != NULL)
+            snprintf(what, sizeof(what), "%s.%s", prefix, key);
+        else
+            snprintf(what, sizeof(what), "%s", key);
+        if (seen != NULL)
+            seen[i] = (struct seen){k, v};
+        if ((rc = directive_parse(c, &keys[i], v, what, (char *)base + keys[i].offset)) != 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* Irregular keys. */
+
+static int parse_workers(struct cfg_ctx *c, yaml_node_t *n, const char *what, void *out)
 {
     const char *s = "";
     uint64_t v;
-    int rc = node_scalar(c, n, "workers", &s);
+    int rc = node_scalar(c, n, what, &s);
     if (rc != 0)
         return rc;
     if (strcmp(s, "auto") == 0) {
@@ -596,113 +677,16 @@ static int parse_workers(struct cfg_ctx *c, yaml_node_t *n)
         return ctx_fail(c, n, "invalid value %s for workers: expected auto or 1 to %u", quote(c, s),
                         CONFIG_MAX_WORKERS);
     c->workers_auto = false;
-    c->cfg->workers = (unsigned)v;
+    *(unsigned *)out = (unsigned)v;
     return 0;
 }
 
-static int parse_log(struct cfg_ctx *c, yaml_node_t *map)
+static int parse_sni(struct cfg_ctx *c, yaml_node_t *n, const char *what, void *out)
 {
-    int rc = section(c, map, "log");
-    if (rc <= 0)
+    char *pattern;
+    int rc = node_string(c, n, what, true, out);
+    if (rc != 0 || (pattern = *(char **)out) == NULL)
         return rc;
-    FOR_EACH_PAIR(map, p)
-    {
-        const char *key;
-        yaml_node_t *k, *v;
-        int e;
-        if ((rc = map_pair(c, map, p, "in log", &key, &k, &v)) != 0)
-            return rc;
-        if (strcmp(key, "level") == 0) {
-            rc = node_enum(c, v, "log.level", log_levels, &e);
-            c->cfg->log_level = (enum log_level)e;
-        } else if (strcmp(key, "access") == 0) {
-            rc = node_bool(c, v, "log.access", &c->cfg->log_access);
-        } else {
-            rc = unknown_key(c, k, key, "in log");
-        }
-        if (rc != 0)
-            return rc;
-    }
-    return 0;
-}
-
-static int parse_credentials(struct cfg_ctx *c, yaml_node_t *map)
-{
-    struct config *cfg = c->cfg;
-    yaml_node_t *cert = NULL, *key_node = NULL, *p12pw = NULL;
-    int rc = section(c, map, "credentials");
-    if (rc <= 0)
-        return rc;
-    FOR_EACH_PAIR(map, p)
-    {
-        const char *key;
-        yaml_node_t *k, *v;
-        if ((rc = map_pair(c, map, p, "in credentials", &key, &k, &v)) != 0)
-            return rc;
-        if (strcmp(key, "dir") == 0) {
-            rc = node_string(c, v, "credentials.dir", true, &cfg->credentials_dir);
-        } else if (strcmp(key, "cert") == 0) {
-            cert = k;
-            rc = node_string(c, v, "credentials.cert", false, &cfg->credentials_cert);
-        } else if (strcmp(key, "key") == 0) {
-            key_node = k;
-            rc = node_string(c, v, "credentials.key", false, &cfg->credentials_key);
-        } else if (strcmp(key, "pkcs12") == 0) {
-            rc = node_string(c, v, "credentials.pkcs12", true, &cfg->credentials_pkcs12);
-        } else if (strcmp(key, "pkcs12_password_file") == 0) {
-            p12pw = k;
-            rc = node_string(c, v, "credentials.pkcs12_password_file", true,
-                             &cfg->credentials_pkcs12_password_file);
-        } else {
-            rc = unknown_key(c, k, key, "in credentials");
-        }
-        if (rc != 0)
-            return rc;
-    }
-    if (cfg->credentials_pkcs12 != NULL) {
-        yaml_node_t *both = cert != NULL ? cert : key_node;
-        if (both != NULL)
-            return ctx_fail(c, both, "credentials.%s cannot be combined with credentials.pkcs12",
-                            cert != NULL ? "cert" : "key");
-    } else {
-        if (cfg->credentials_pkcs12_password_file != NULL)
-            return ctx_fail(c, p12pw, "credentials.pkcs12_password_file needs credentials.pkcs12");
-        if (cfg->credentials_cert == NULL)
-            cfg->credentials_cert = xstrdup("tls.crt");
-        if (cfg->credentials_key == NULL)
-            cfg->credentials_key = xstrdup("tls.key");
-    }
-    return 0;
-}
-
-/* parse_one_string handles the sections that hold a single string key: ca_store and access. */
-static int parse_one_string(struct cfg_ctx *c, yaml_node_t *map, const char *name,
-                            const char *key_name, char **out)
-{
-    char where[64], what[96];
-    int rc = section(c, map, name);
-    if (rc <= 0)
-        return rc;
-    snprintf(where, sizeof(where), "in %s", name);
-    snprintf(what, sizeof(what), "%s.%s", name, key_name);
-    FOR_EACH_PAIR(map, p)
-    {
-        const char *key;
-        yaml_node_t *k, *v;
-        if ((rc = map_pair(c, map, p, where, &key, &k, &v)) != 0)
-            return rc;
-        if (strcmp(key, key_name) == 0)
-            rc = node_string(c, v, what, true, out);
-        else
-            rc = unknown_key(c, k, key, where);
-        if (rc != 0)
-            return rc;
-    }
-    return 0;
-}
-
-static int check_sni_pattern(struct cfg_ctx *c, yaml_node_t *n, const char *pattern)
-{
     const char *first = strstr(pattern, "{tenant}");
     if (first == NULL || strstr(first + 1, "{tenant}") != NULL)
         return ctx_fail(c, n,
@@ -722,189 +706,34 @@ static int check_sni_pattern(struct cfg_ctx *c, yaml_node_t *n, const char *patt
     return 0;
 }
 
-static int parse_tenancy(struct cfg_ctx *c, yaml_node_t *map)
+static int parse_admin_address(struct cfg_ctx *c, yaml_node_t *n, const char *what, void *out)
 {
-    struct config *cfg = c->cfg;
-    int rc = section(c, map, "tenancy");
-    if (rc <= 0)
-        return rc;
-    FOR_EACH_PAIR(map, p)
-    {
-        const char *key;
-        yaml_node_t *k, *v;
-        int e;
-        if ((rc = map_pair(c, map, p, "in tenancy", &key, &k, &v)) != 0)
-            return rc;
-        if (strcmp(key, "sni") == 0) {
-            rc = node_string(c, v, "tenancy.sni", true, &cfg->tenancy_sni);
-            if (rc == 0 && cfg->tenancy_sni != NULL)
-                rc = check_sni_pattern(c, v, cfg->tenancy_sni);
-        } else if (strcmp(key, "unknown") == 0) {
-            rc = node_enum(c, v, "tenancy.unknown", tenancy_policies, &e);
-            cfg->tenancy_unknown = (enum tenancy_policy)e;
-        } else if (strcmp(key, "no_sni") == 0) {
-            rc = node_enum(c, v, "tenancy.no_sni", tenancy_policies, &e);
-            cfg->tenancy_no_sni = (enum tenancy_policy)e;
-        } else {
-            rc = unknown_key(c, k, key, "in tenancy");
-        }
-        if (rc != 0)
-            return rc;
+    if (node_is_null(n) ||
+        (n->type == YAML_SCALAR_NODE && strcmp((const char *)n->data.scalar.value, "off") == 0)) {
+        endpoint_cleanup(out);
+        return 0;
     }
-    return 0;
+    return node_endpoint(c, n, what, false, out);
 }
 
-static int parse_reload(struct cfg_ctx *c, yaml_node_t *map)
+/* parse_request_head takes limits.max_request_head, the only size in the file. */
+static int parse_request_head(struct cfg_ctx *c, yaml_node_t *n, const char *what, void *out)
 {
-    struct config *cfg = c->cfg;
-    int rc = section(c, map, "reload");
-    if (rc <= 0)
+    const char *s = "";
+    size_t v;
+    int rc = node_scalar(c, n, what, &s);
+    if (rc != 0)
         return rc;
-    FOR_EACH_PAIR(map, p)
-    {
-        const char *key;
-        yaml_node_t *k, *v;
-        if ((rc = map_pair(c, map, p, "in reload", &key, &k, &v)) != 0)
-            return rc;
-        if (strcmp(key, "debounce") == 0)
-            rc = node_duration(c, v, "reload.debounce", true, &cfg->reload_debounce_ms);
-        else if (strcmp(key, "poll_interval") == 0)
-            rc = node_duration(c, v, "reload.poll_interval", false, &cfg->reload_poll_interval_ms);
-        else
-            rc = unknown_key(c, k, key, "in reload");
-        if (rc != 0)
-            return rc;
-    }
+    if (config_parse_size(&v, s) != 0)
+        return ctx_fail(c, n, "invalid value %s for %s: expected a size such as 512, 64KiB or 1MiB",
+                        quote(c, s), what);
+    if (v == 0)
+        return ctx_fail(c, n, "invalid value %s for %s: must be greater than zero", quote(c, s),
+                        what);
+    if (v < 256 || v > (16u << 20))
+        return ctx_fail(c, n, "invalid value for %s: expected a size from 256 to 16MiB", what);
+    *(size_t *)out = v;
     return 0;
-}
-
-static int parse_revocation(struct cfg_ctx *c, yaml_node_t *map)
-{
-    struct config *cfg = c->cfg;
-    int rc = section(c, map, "revocation");
-    if (rc <= 0)
-        return rc;
-    FOR_EACH_PAIR(map, p)
-    {
-        const char *key;
-        yaml_node_t *k, *v;
-        int e;
-        if ((rc = map_pair(c, map, p, "in revocation", &key, &k, &v)) != 0)
-            return rc;
-        if (strcmp(key, "crl") == 0) {
-            rc = node_bool(c, v, "revocation.crl", &cfg->revocation_crl);
-        } else if (strcmp(key, "ocsp") == 0) {
-            rc = node_enum(c, v, "revocation.ocsp", ocsp_modes, &e);
-            cfg->revocation_ocsp = (enum ocsp_mode)e;
-        } else if (strcmp(key, "ocsp_timeout") == 0) {
-            rc = node_duration(c, v, "revocation.ocsp_timeout", false, &cfg->ocsp_timeout_ms);
-        } else if (strcmp(key, "ocsp_cache_max") == 0) {
-            rc = node_duration(c, v, "revocation.ocsp_cache_max", true, &cfg->ocsp_cache_max_ms);
-        } else {
-            rc = unknown_key(c, k, key, "in revocation");
-        }
-        if (rc != 0)
-            return rc;
-    }
-    return 0;
-}
-
-static int parse_admin(struct cfg_ctx *c, yaml_node_t *map)
-{
-    struct config *cfg = c->cfg;
-    int rc = section(c, map, "admin");
-    if (rc <= 0)
-        return rc;
-    FOR_EACH_PAIR(map, p)
-    {
-        const char *key;
-        yaml_node_t *k, *v;
-        if ((rc = map_pair(c, map, p, "in admin", &key, &k, &v)) != 0)
-            return rc;
-        if (strcmp(key, "address") == 0) {
-            if (node_is_null(v) || (v->type == YAML_SCALAR_NODE &&
-                                    strcmp((const char *)v->data.scalar.value, "off") == 0))
-                endpoint_cleanup(&cfg->admin_address);
-            else
-                rc = node_endpoint(c, v, "admin.address", false, &cfg->admin_address);
-        } else if (strcmp(key, "token_file") == 0) {
-            rc = node_string(c, v, "admin.token_file", true, &cfg->admin_token_file);
-        } else {
-            rc = unknown_key(c, k, key, "in admin");
-        }
-        if (rc != 0)
-            return rc;
-    }
-    return 0;
-}
-
-static int parse_limits(struct cfg_ctx *c, yaml_node_t *map)
-{
-    static const struct {
-        const char *key;
-        size_t offset;
-    } durations[] = {
-        {"handshake_timeout", offsetof(struct config_limits, handshake_timeout_ms)},
-        {"request_head_timeout", offsetof(struct config_limits, request_head_timeout_ms)},
-        {"idle_timeout", offsetof(struct config_limits, idle_timeout_ms)},
-        {"upstream_connect_timeout", offsetof(struct config_limits, upstream_connect_timeout_ms)},
-        {"upstream_response_timeout", offsetof(struct config_limits, upstream_response_timeout_ms)},
-        {"drain_timeout", offsetof(struct config_limits, drain_timeout_ms)},
-    };
-    struct config_limits *lim = &c->cfg->limits;
-    int rc = section(c, map, "limits");
-    if (rc <= 0)
-        return rc;
-    FOR_EACH_PAIR(map, p)
-    {
-        const char *key;
-        yaml_node_t *k, *v;
-        char what[64];
-        uint64_t n;
-        size_t i;
-        if ((rc = map_pair(c, map, p, "in limits", &key, &k, &v)) != 0)
-            return rc;
-        snprintf(what, sizeof(what), "limits.%.40s", key);
-        /* Upper bounds keep a typo from becoming an allocation that cannot succeed. */
-        if (strcmp(key, "max_connections") == 0) {
-            rc = node_count(c, v, what, 10000000, &n);
-            lim->max_connections = (uint32_t)n;
-        } else if (strcmp(key, "max_headers") == 0) {
-            rc = node_count(c, v, what, 100000, &n);
-            lim->max_headers = (uint32_t)n;
-        } else if (strcmp(key, "max_request_head") == 0) {
-            rc = node_size(c, v, what, &lim->max_request_head);
-            if (rc == 0 && (lim->max_request_head < 256 || lim->max_request_head > (16u << 20)))
-                rc = ctx_fail(c, v, "invalid value for %s: expected a size from 256 to 16MiB",
-                              what);
-        } else {
-            for (i = 0; i < ARRAY_SIZE(durations); i++)
-                if (strcmp(key, durations[i].key) == 0)
-                    break;
-            if (i == ARRAY_SIZE(durations))
-                return unknown_key(c, k, key, "in limits");
-            /* Draining for zero time is a valid choice: stop at once. */
-            rc = node_duration(c, v, what, strcmp(key, "drain_timeout") == 0,
-                               (uint64_t *)((char *)lim + durations[i].offset));
-        }
-        if (rc != 0)
-            return rc;
-    }
-    return 0;
-}
-
-/* Listeners. */
-
-static void listener_defaults(struct listener_config *l)
-{
-    memset(l, 0, sizeof(*l));
-    l->mode = LISTENER_HTTP;
-    l->client_auth = CLIENT_AUTH_REQUIRE;
-    l->verify = true;
-    l->forward_client_cert = FCC_SANITIZE_SET;
-    l->client_cert_details =
-        CC_DETAIL_CERT | CC_DETAIL_CHAIN | CC_DETAIL_SUBJECT | CC_DETAIL_URI | CC_DETAIL_DNS;
-    l->client_cert_header = CC_HEADER_XFCC;
 }
 
 static bool safe_name(const char *s)
@@ -920,7 +749,26 @@ static bool safe_name(const char *s)
     return true;
 }
 
-static int parse_details(struct cfg_ctx *c, yaml_node_t *n, const char *what, unsigned *out)
+static int parse_listener_name(struct cfg_ctx *c, yaml_node_t *n, const char *what, void *out)
+{
+    int rc = node_string(c, n, what, false, out);
+    if (rc == 0 && !safe_name(*(char **)out))
+        return ctx_fail(c, n, "invalid value %s for %s: only A-Z a-z 0-9 _ . - are allowed",
+                        quote(c, *(char **)out), what);
+    return rc;
+}
+
+static int parse_upstream(struct cfg_ctx *c, yaml_node_t *n, const char *what, void *out)
+{
+    struct config_endpoint *ep = out;
+    int rc = node_endpoint(c, n, what, true, ep);
+    if (rc == 0 && ep->unix_path == NULL && endpoint_port(ep) == 0)
+        return ctx_fail(c, n, "invalid value %s for %s: the upstream port cannot be 0",
+                        quote(c, ep->text), what);
+    return rc;
+}
+
+static int parse_details(struct cfg_ctx *c, yaml_node_t *n, const char *what, void *out)
 {
     char buf[160];
     unsigned bits = 0;
@@ -948,32 +796,170 @@ static int parse_details(struct cfg_ctx *c, yaml_node_t *n, const char *what, un
             return ctx_fail(c, item, "duplicate value %s in %s", quote(c, s), what);
         bits |= (unsigned)e;
     }
-    *out = bits;
+    *(unsigned *)out = bits;
     return 0;
 }
 
-static int parse_pattern(struct cfg_ctx *c, yaml_node_t *n, const char *what, char **out)
+static int parse_pattern(struct cfg_ctx *c, yaml_node_t *n, const char *what, void *out)
 {
+    char **pattern = out;
     regex_t re;
-    int rc = node_string(c, n, what, true, out);
-    if (rc != 0 || *out == NULL)
+    int rc = node_string(c, n, what, true, pattern);
+    if (rc != 0 || *pattern == NULL)
         return rc;
-    int err = regcomp(&re, *out, REG_EXTENDED | REG_NOSUB);
+    int err = regcomp(&re, *pattern, REG_EXTENDED | REG_NOSUB);
     if (err != 0) {
         char msg[128];
         regerror(err, &re, msg, sizeof(msg));
-        return ctx_fail(c, n, "invalid value %s for %s: %s", quote(c, *out), what, msg);
+        return ctx_fail(c, n, "invalid value %s for %s: %s", quote(c, *pattern), what, msg);
     }
     regfree(&re);
     return 0;
+}
+
+/* Tables. */
+
+#define CFG(field) .offset = offsetof(struct config, field)
+#define LISTENER(field) .offset = offsetof(struct listener_config, field)
+
+static const struct directive log_keys[] = {
+    {"level", DIRECTIVE_ENUM, CFG(log_level), .names = log_levels},
+    {"access", DIRECTIVE_BOOL, CFG(log_access)},
+    {NULL},
+};
+
+enum { CRED_DIR, CRED_CERT, CRED_KEY, CRED_PKCS12, CRED_PKCS12_PASSWORD_FILE };
+static const struct directive credentials_keys[] = {
+    [CRED_DIR] = {"dir", DIRECTIVE_STRING, CFG(credentials_dir), .allow_null = true},
+    [CRED_CERT] = {"cert", DIRECTIVE_STRING, CFG(credentials_cert)},
+    [CRED_KEY] = {"key", DIRECTIVE_STRING, CFG(credentials_key)},
+    [CRED_PKCS12] = {"pkcs12", DIRECTIVE_STRING, CFG(credentials_pkcs12), .allow_null = true},
+    [CRED_PKCS12_PASSWORD_FILE] = {"pkcs12_password_file", DIRECTIVE_STRING,
+                                   CFG(credentials_pkcs12_password_file), .allow_null = true},
+    {NULL},
+};
+
+_Static_assert(ARRAY_SIZE(credentials_keys) <= MAX_DIRECTIVES, "credentials' keys fit seen[]");
+
+/* check_credentials enforces that pkcs12 replaces cert and key, and defaults those two. */
+static int check_credentials(struct cfg_ctx *c, const struct seen *seen)
+{
+    struct config *cfg = c->cfg;
+    yaml_node_t *cert = seen[CRED_CERT].key, *key = seen[CRED_KEY].key;
+    if (cfg->credentials_pkcs12 != NULL) {
+        if (cert != NULL || key != NULL)
+            return ctx_fail(c, cert != NULL ? cert : key,
+                            "credentials.%s cannot be combined with credentials.pkcs12",
+                            cert != NULL ? "cert" : "key");
+    } else {
+        if (cfg->credentials_pkcs12_password_file != NULL)
+            return ctx_fail(c, seen[CRED_PKCS12_PASSWORD_FILE].key,
+                            "credentials.pkcs12_password_file needs credentials.pkcs12");
+        if (cfg->credentials_cert == NULL)
+            cfg->credentials_cert = xstrdup("tls.crt");
+        if (cfg->credentials_key == NULL)
+            cfg->credentials_key = xstrdup("tls.key");
+    }
+    return 0;
+}
+
+static const struct directive ca_store_keys[] = {
+    {"dir", DIRECTIVE_STRING, CFG(ca_store_dir), .allow_null = true},
+    {NULL},
+};
+
+static const struct directive tenancy_keys[] = {
+    {"sni", DIRECTIVE_CUSTOM, CFG(tenancy_sni), .parse = parse_sni},
+    {"unknown", DIRECTIVE_ENUM, CFG(tenancy_unknown), .names = tenancy_policies},
+    {"no_sni", DIRECTIVE_ENUM, CFG(tenancy_no_sni), .names = tenancy_policies},
+    {NULL},
+};
+
+static const struct directive reload_keys[] = {
+    {"debounce", DIRECTIVE_DURATION, CFG(reload_debounce_ms), .allow_zero = true},
+    {"poll_interval", DIRECTIVE_DURATION, CFG(reload_poll_interval_ms)},
+    {NULL},
+};
+
+static const struct directive revocation_keys[] = {
+    {"crl", DIRECTIVE_BOOL, CFG(revocation_crl)},
+    {"ocsp", DIRECTIVE_ENUM, CFG(revocation_ocsp), .names = ocsp_modes},
+    {"ocsp_timeout", DIRECTIVE_DURATION, CFG(ocsp_timeout_ms)},
+    {"ocsp_cache_max", DIRECTIVE_DURATION, CFG(ocsp_cache_max_ms), .allow_zero = true},
+    {NULL},
+};
+
+static const struct directive access_keys[] = {
+    {"allowed_subjects_file", DIRECTIVE_STRING, CFG(allowed_subjects_file), .allow_null = true},
+    {NULL},
+};
+
+static const struct directive admin_keys[] = {
+    {"address", DIRECTIVE_CUSTOM, CFG(admin_address), .parse = parse_admin_address},
+    {"token_file", DIRECTIVE_STRING, CFG(admin_token_file), .allow_null = true},
+    {NULL},
+};
+
+/* Upper bounds keep a typo from becoming an allocation that cannot succeed. Draining for zero
+ * time is a valid choice: stop at once. */
+static const struct directive limits_keys[] = {
+    {"max_connections", DIRECTIVE_COUNT, CFG(limits.max_connections), .max = 10000000},
+    {"max_headers", DIRECTIVE_COUNT, CFG(limits.max_headers), .max = 100000},
+    {"max_request_head", DIRECTIVE_CUSTOM, CFG(limits.max_request_head),
+     .parse = parse_request_head},
+    {"handshake_timeout", DIRECTIVE_DURATION, CFG(limits.handshake_timeout_ms)},
+    {"request_head_timeout", DIRECTIVE_DURATION, CFG(limits.request_head_timeout_ms)},
+    {"idle_timeout", DIRECTIVE_DURATION, CFG(limits.idle_timeout_ms)},
+    {"upstream_connect_timeout", DIRECTIVE_DURATION, CFG(limits.upstream_connect_timeout_ms)},
+    {"upstream_response_timeout", DIRECTIVE_DURATION, CFG(limits.upstream_response_timeout_ms)},
+    {"drain_timeout", DIRECTIVE_DURATION, CFG(limits.drain_timeout_ms), .allow_zero = true},
+    {NULL},
+};
+
+enum { L_NAME, L_ADDRESS, L_PROXY_PROTOCOL };
+static const struct directive listener_keys[] = {
+    [L_NAME] = {"name", DIRECTIVE_CUSTOM, LISTENER(name), .parse = parse_listener_name},
+    [L_ADDRESS] = {"address", DIRECTIVE_ENDPOINT, LISTENER(address)},
+    [L_PROXY_PROTOCOL] = {"proxy_protocol", DIRECTIVE_BOOL, LISTENER(proxy_protocol)},
+    {"mode", DIRECTIVE_ENUM, LISTENER(mode), .names = modes},
+    {"upstream", DIRECTIVE_CUSTOM, LISTENER(upstream), .parse = parse_upstream},
+    {"client_auth", DIRECTIVE_ENUM, LISTENER(client_auth), .names = client_auths},
+    {"verify", DIRECTIVE_BOOL, LISTENER(verify)},
+    {"forward_client_cert", DIRECTIVE_ENUM, LISTENER(forward_client_cert), .names = fcc_modes},
+    {"client_cert_details", DIRECTIVE_CUSTOM, LISTENER(client_cert_details),
+     .parse = parse_details},
+    {"client_cert_header", DIRECTIVE_ENUM, LISTENER(client_cert_header), .names = cc_headers},
+    {"subject_cn_pattern", DIRECTIVE_CUSTOM, LISTENER(subject_cn_pattern), .parse = parse_pattern},
+    {"require_allowed_subject", DIRECTIVE_BOOL, LISTENER(require_allowed_subject)},
+    {NULL},
+};
+
+/* Nodes remembered for checks that involve more than one key. */
+struct listener_nodes {
+    yaml_node_t *map;
+    struct seen seen[ARRAY_SIZE(listener_keys)];
+};
+
+/* Listeners. */
+
+static void listener_defaults(struct listener_config *l)
+{
+    memset(l, 0, sizeof(*l));
+    l->mode = LISTENER_HTTP;
+    l->client_auth = CLIENT_AUTH_REQUIRE;
+    l->verify = true;
+    l->forward_client_cert = FCC_SANITIZE_SET;
+    l->client_cert_details =
+        CC_DETAIL_CERT | CC_DETAIL_CHAIN | CC_DETAIL_SUBJECT | CC_DETAIL_URI | CC_DETAIL_DNS;
+    l->client_cert_header = CC_HEADER_XFCC;
 }
 
 static int parse_listener(struct cfg_ctx *c, yaml_node_t *map, size_t idx)
 {
     struct listener_config *l = &c->cfg->listeners[idx];
     struct listener_nodes *ln = &c->lnodes[idx];
-    yaml_node_t *upstream = NULL;
-    int rc, e;
+    char prefix[32];
+    int rc;
 
     listener_defaults(l);
     c->cfg->num_listeners = idx + 1;
@@ -981,83 +967,36 @@ static int parse_listener(struct cfg_ctx *c, yaml_node_t *map, size_t idx)
     ln->map = map;
     if (map->type != YAML_MAPPING_NODE)
         return ctx_fail(c, map, "listeners[%zu]: expected a mapping, got %s", idx, node_kind(map));
-    FOR_EACH_PAIR(map, p)
-    {
-        const char *key;
-        yaml_node_t *k, *v;
-        char what[80];
-        if ((rc = map_pair(c, map, p, "in listener", &key, &k, &v)) != 0)
-            return rc;
-        snprintf(what, sizeof(what), "listeners[%zu].%.40s", idx, key);
-        if (strcmp(key, "name") == 0) {
-            ln->name = v;
-            rc = node_string(c, v, what, false, &l->name);
-            if (rc == 0 && !safe_name(l->name))
-                rc = ctx_fail(c, v, "invalid value %s for %s: only A-Z a-z 0-9 _ . - are allowed",
-                              quote(c, l->name), what);
-        } else if (strcmp(key, "address") == 0) {
-            ln->address = v;
-            rc = node_endpoint(c, v, what, false, &l->address);
-        } else if (strcmp(key, "mode") == 0) {
-            rc = node_enum(c, v, what, modes, &e);
-            l->mode = (enum listener_mode)e;
-        } else if (strcmp(key, "upstream") == 0) {
-            upstream = v;
-            rc = node_endpoint(c, v, what, true, &l->upstream);
-            if (rc == 0 && l->upstream.unix_path == NULL && endpoint_port(&l->upstream) == 0)
-                rc = ctx_fail(c, v, "invalid value %s for %s: the upstream port cannot be 0",
-                              quote(c, l->upstream.text), what);
-        } else if (strcmp(key, "client_auth") == 0) {
-            rc = node_enum(c, v, what, client_auths, &e);
-            l->client_auth = (enum client_auth)e;
-        } else if (strcmp(key, "verify") == 0) {
-            rc = node_bool(c, v, what, &l->verify);
-        } else if (strcmp(key, "forward_client_cert") == 0) {
-            rc = node_enum(c, v, what, fcc_modes, &e);
-            l->forward_client_cert = (enum fcc_mode)e;
-        } else if (strcmp(key, "client_cert_details") == 0) {
-            rc = parse_details(c, v, what, &l->client_cert_details);
-        } else if (strcmp(key, "client_cert_header") == 0) {
-            rc = node_enum(c, v, what, cc_headers, &e);
-            l->client_cert_header = (enum cc_header)e;
-        } else if (strcmp(key, "subject_cn_pattern") == 0) {
-            rc = parse_pattern(c, v, what, &l->subject_cn_pattern);
-        } else if (strcmp(key, "require_allowed_subject") == 0) {
-            rc = node_bool(c, v, what, &l->require_allowed_subject);
-        } else if (strcmp(key, "proxy_protocol") == 0) {
-            ln->proxy_protocol = v;
-            rc = node_bool(c, v, what, &l->proxy_protocol);
-        } else {
-            rc = unknown_key(c, k, key, "in listener");
-        }
-        if (rc != 0)
-            return rc;
-    }
+    snprintf(prefix, sizeof(prefix), "listeners[%zu]", idx);
+    if ((rc = walk(c, map, "in listener", prefix, listener_keys, l, ln->seen)) != 0)
+        return rc;
     if (l->name == NULL)
         return ctx_fail(c, map, "missing required key \"name\" in listener");
     if (l->address.text == NULL)
         return ctx_fail(c, map, "missing required key \"address\" in listener %s",
                         quote(c, l->name));
-    if (upstream == NULL)
+    if (l->upstream.text == NULL)
         return ctx_fail(c, map, "missing required key \"upstream\" in listener %s",
                         quote(c, l->name));
     if (l->proxy_protocol && l->mode == LISTENER_HTTP)
-        return ctx_fail(c, ln->proxy_protocol,
+        return ctx_fail(c, ln->seen[L_PROXY_PROTOCOL].value,
                         "listener %s: proxy_protocol is only for tcp and tls listeners",
                         quote(c, l->name));
     for (size_t i = 0; i < idx; i++) {
         const struct listener_config *o = &c->cfg->listeners[i];
         if (strcmp(o->name, l->name) == 0)
-            return ctx_fail(c, ln->name, "duplicate listener name %s", quote(c, l->name));
+            return ctx_fail(c, ln->seen[L_NAME].value, "duplicate listener name %s",
+                            quote(c, l->name));
         if (endpoint_port(&l->address) != 0 && o->address.addr_len == l->address.addr_len &&
             memcmp(&o->address.addr, &l->address.addr, l->address.addr_len) == 0)
-            return ctx_fail(c, ln->address, "listener %s uses the same address as listener %s",
-                            quote(c, l->name), o->name);
+            return ctx_fail(c, ln->seen[L_ADDRESS].value,
+                            "listener %s uses the same address as listener %s", quote(c, l->name),
+                            o->name);
     }
     return 0;
 }
 
-static int parse_listeners(struct cfg_ctx *c, yaml_node_t *seq)
+static int parse_listeners(struct cfg_ctx *c, yaml_node_t *seq, const char *what, void *out)
 {
     if (seq->type != YAML_SEQUENCE_NODE && !node_is_null(seq))
         return ctx_fail(c, seq, "listeners: expected a sequence, got %s", node_kind(seq));
@@ -1115,49 +1054,30 @@ static int check_dependencies(struct cfg_ctx *c)
     return 0;
 }
 
+static const struct directive root_keys[] = {
+    {"workers", DIRECTIVE_CUSTOM, CFG(workers), .parse = parse_workers},
+    {"log", DIRECTIVE_SECTION, .keys = log_keys},
+    {"credentials", DIRECTIVE_SECTION, .keys = credentials_keys, .check = check_credentials},
+    {"ca_store", DIRECTIVE_SECTION, .keys = ca_store_keys},
+    {"tenancy", DIRECTIVE_SECTION, .keys = tenancy_keys},
+    {"reload", DIRECTIVE_SECTION, .keys = reload_keys},
+    {"revocation", DIRECTIVE_SECTION, .keys = revocation_keys},
+    {"access", DIRECTIVE_SECTION, .keys = access_keys},
+    {"admin", DIRECTIVE_SECTION, .keys = admin_keys},
+    {"limits", DIRECTIVE_SECTION, .keys = limits_keys},
+    {"listeners", DIRECTIVE_CUSTOM, CFG(listeners), .parse = parse_listeners},
+    {NULL},
+};
+
 static int parse_root(struct cfg_ctx *c, yaml_node_t *root)
 {
-    static const char *const where = "at top level";
-    yaml_node_t *listeners = NULL;
     int rc;
 
     if (root->type != YAML_MAPPING_NODE)
         return ctx_fail(c, root, "expected a mapping at top level, got %s", node_kind(root));
-    FOR_EACH_PAIR(root, p)
-    {
-        const char *key;
-        yaml_node_t *k, *v;
-        if ((rc = map_pair(c, root, p, where, &key, &k, &v)) != 0)
-            return rc;
-        if (strcmp(key, "workers") == 0)
-            rc = parse_workers(c, v);
-        else if (strcmp(key, "log") == 0)
-            rc = parse_log(c, v);
-        else if (strcmp(key, "credentials") == 0)
-            rc = parse_credentials(c, v);
-        else if (strcmp(key, "ca_store") == 0)
-            rc = parse_one_string(c, v, "ca_store", "dir", &c->cfg->ca_store_dir);
-        else if (strcmp(key, "tenancy") == 0)
-            rc = parse_tenancy(c, v);
-        else if (strcmp(key, "reload") == 0)
-            rc = parse_reload(c, v);
-        else if (strcmp(key, "revocation") == 0)
-            rc = parse_revocation(c, v);
-        else if (strcmp(key, "access") == 0)
-            rc = parse_one_string(c, v, "access", "allowed_subjects_file",
-                                  &c->cfg->allowed_subjects_file);
-        else if (strcmp(key, "admin") == 0)
-            rc = parse_admin(c, v);
-        else if (strcmp(key, "limits") == 0)
-            rc = parse_limits(c, v);
-        else if (strcmp(key, "listeners") == 0)
-            rc = parse_listeners(c, listeners = v);
-        else
-            rc = unknown_key(c, k, key, where);
-        if (rc != 0)
-            return rc;
-    }
-    if (listeners == NULL)
+    if ((rc = walk(c, root, "at top level", NULL, root_keys, c->cfg, NULL)) != 0)
+        return rc;
+    if (c->cfg->listeners == NULL)
         return ctx_fail(c, root, "missing required key \"listeners\" at top level");
     if (c->workers_auto) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
