@@ -285,6 +285,29 @@ def t_hanging_responder_does_not_block(t):
     check(worst < 1.0, "a request on another connection took %.2fs during the query" % worst)
 
 
+def t_connection_gone_during_query(t):
+    """The handshake timeout (1 s) fires while the OCSP query (timeout 3 s) still waits: the
+    connection closes, its query is cancelled with it (the ASan run checks that nothing is
+    used after it is freed), and the next client is served normally."""
+    good_port = H.free_port()
+    silent = Silent(t)
+    pki = Pki(t)
+    pki.leaf("good", good_port)
+    pki.leaf("slow", silent.port)
+    responder(t, pki, good_port)
+    up = t.upstream(record_max=4096)
+    extra = {"ca_store": {"dir": pki.store},
+             "revocation": {"ocsp": "hard_fail", "ocsp_timeout": "3s"}}
+    cg = t.certgate("ecdsa", [H.listener("https", "http", up.http, client_auth="require")],
+                    extra=extra, limits={"handshake_timeout": "1s"})
+    t0 = time.time()
+    check(outcome(t, cg, pki.ctx("slow")) != "ok", "served without an OCSP answer")
+    took = time.time() - t0
+    check(took < T(2.5), "the handshake timeout did not end the wait (%.1fs)" % took)
+    time.sleep(3)  # past the query's own deadline: a cancelled query must stay silent
+    check(outcome(t, cg, pki.ctx("good")) == "ok", "the next client was not served")
+
+
 def t_cache(t):
     """An answer is cached: with the responder gone, a new handshake of the same leaf is still
     served under hard_fail (until nextUpdate or ocsp_cache_max)."""
@@ -372,6 +395,7 @@ TESTS = [
     ("ocsp.off_does_not_ask", t_off),
     ("ocsp.responder_down_soft_and_hard", t_responder_down),
     ("ocsp.hanging_responder_times_out_loop_not_blocked", t_hanging_responder_does_not_block),
+    ("ocsp.connection_gone_during_query", t_connection_gone_during_query),
     ("ocsp.answer_cached", t_cache),
     ("ocsp.resumed_session_checked", t_resumed_session),
     ("ocsp.leaf_without_responder_url", t_no_aia),
