@@ -11,16 +11,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "ca_mem.h"
+
 #define FILE_MAX (16u << 20) /* bytes; a system bundle is about 200 KiB */
 #define FILE_READ_TRIES 5    /* reads until two give the same bytes */
-
-static void *file_xrealloc(void *p, size_t n)
-{
-    void *q = realloc(p, n ? n : 1);
-    if (q == NULL)
-        abort();
-    return q;
-}
 
 __attribute__((format(printf, 3, 4))) static void file_err(char *err, size_t err_len,
                                                            const char *fmt, ...)
@@ -59,7 +53,7 @@ static int file_read_once(const char *path, uint8_t **out, size_t *out_len)
             cap = cap ? cap * 2 : (st.st_size > 0 ? (size_t)st.st_size + 1 : 4096);
             if (cap > FILE_MAX)
                 cap = FILE_MAX;
-            data = file_xrealloc(data, cap);
+            data = ca_mem_realloc(data, cap);
         }
         ssize_t n = read(fd, data + len, cap - len);
         if (n < 0 && errno == EINTR)

@@ -11,6 +11,8 @@
 
 #include <yaml.h>
 
+#include "ca_mem.h"
+
 struct ix {
     yaml_parser_t parser;
     yaml_event_t ev;
@@ -20,27 +22,11 @@ struct ix {
     size_t err_len;
 };
 
-static void *ix_xrealloc(void *p, size_t n)
-{
-    void *q = realloc(p, n ? n : 1);
-    if (q == NULL)
-        abort();
-    return q;
-}
-
-static char *ix_xstrndup(const char *s, size_t n)
-{
-    char *d = ix_xrealloc(NULL, n + 1);
-    memcpy(d, s, n);
-    d[n] = '\0';
-    return d;
-}
-
 /* ix_printable copies at most 64 bytes of |s| for a message, unprintable bytes as '?'. */
 static char *ix_printable(const char *s, size_t n)
 {
     size_t m = n > 64 ? 64 : n;
-    char *d = ix_xstrndup(s, m);
+    char *d = ca_mem_strndup(s, m);
     for (size_t i = 0; i < m; i++)
         if ((unsigned char)d[i] < 0x20 || (unsigned char)d[i] >= 0x7f || d[i] == '"')
             d[i] = '?';
@@ -58,7 +44,7 @@ __attribute__((format(printf, 3, 4))) static char *ix_msg(struct ix *x, yaml_mar
     va_end(ap);
     snprintf(line, sizeof(line), "%s:%zu:%zu: %s", x->name, (size_t)mark.line + 1,
              (size_t)mark.column + 1, what);
-    return ix_xstrndup(line, strlen(line));
+    return ca_mem_strndup(line, strlen(line));
 }
 
 /* ix_fail writes a load-fatal error at |mark| into the caller's buffer. */
@@ -184,10 +170,10 @@ static int ix_files(struct ix *x, struct ca_index_file **files, size_t *num, con
         } else {
             if (*num == cap) {
                 cap = cap ? cap * 2 : 4;
-                *files = ix_xrealloc(*files, cap * sizeof(**files));
+                *files = ca_mem_realloc(*files, cap * sizeof(**files));
             }
             (*files)[*num] =
-                (struct ca_index_file){.path = ix_xstrndup((const char *)x->ev.data.scalar.value,
+                (struct ca_index_file){.path = ca_mem_strndup((const char *)x->ev.data.scalar.value,
                                                            x->ev.data.scalar.length),
                                        .line = x->ev.start_mark.line + 1,
                                        .col = x->ev.start_mark.column + 1};
@@ -232,7 +218,7 @@ static int ix_tenants(struct ix *x, struct ca_index *out)
             return ix_fail(x, x->ev.start_mark, "a tenant id must be a plain string");
         if (out->num_tenants == cap) {
             cap = cap ? cap * 2 : 16;
-            out->tenants = ix_xrealloc(out->tenants, cap * sizeof(*out->tenants));
+            out->tenants = ca_mem_realloc(out->tenants, cap * sizeof(*out->tenants));
         }
         struct ca_index_tenant *t = &out->tenants[out->num_tenants++];
         const char *id = (const char *)x->ev.data.scalar.value;
@@ -240,7 +226,7 @@ static int ix_tenants(struct ix *x, struct ca_index *out)
         *t = (struct ca_index_tenant){.line = x->ev.start_mark.line + 1,
                                       .col = x->ev.start_mark.column + 1};
         if (ca_index_valid_tenant_id(id, len)) {
-            t->id = ix_xstrndup(id, len);
+            t->id = ca_mem_strndup(id, len);
         } else {
             t->id = ix_printable(id, len);
             t->error = ix_msg(x, x->ev.start_mark,

@@ -15,6 +15,8 @@
 #include <openssl/base64.h>
 #include <openssl/err.h>
 
+#include "ca_mem.h"
+
 #define BEGIN_MARK "-----BEGIN "
 #define END_MARK "-----END "
 #define DASHES "-----"
@@ -40,14 +42,6 @@ struct pem_scan {
     size_t b64_len;
     size_t b64_cap;
 };
-
-static void *pem_xrealloc(void *p, size_t n)
-{
-    void *q = realloc(p, n ? n : 1);
-    if (q == NULL)
-        abort();
-    return q;
-}
 
 __attribute__((format(printf, 3, 4))) static int pem_fail(struct pem_scan *s, size_t line,
                                                           const char *fmt, ...)
@@ -121,7 +115,7 @@ static int pem_finish(struct pem_scan *s)
         return pem_fail(s, s->begin_line, "empty %s block", what);
     if (!EVP_DecodedLength(&max, s->b64_len) || s->b64_len % 4 != 0)
         return pem_fail(s, s->begin_line, "%s block: base64 length is not a multiple of 4", what);
-    uint8_t *der = pem_xrealloc(NULL, max);
+    uint8_t *der = ca_mem_realloc(NULL, max);
     size_t der_len = 0;
     int rc = 0;
     if (!EVP_DecodeBase64(der, &der_len, max, (const uint8_t *)s->b64, s->b64_len)) {
@@ -218,7 +212,7 @@ static int pem_line(struct pem_scan *s, const char *p, size_t n, size_t line)
                     return pem_fail(s, line, "invalid character in %s block", what);
             if (s->b64_len + n > s->b64_cap) {
                 s->b64_cap = (s->b64_len + n) * 2;
-                s->b64 = pem_xrealloc(s->b64, s->b64_cap);
+                s->b64 = ca_mem_realloc(s->b64, s->b64_cap);
             }
             memcpy(s->b64 + s->b64_len, p, n);
             s->b64_len += n;

@@ -19,6 +19,7 @@
 
 #include "ca_file.h"
 #include "ca_index.h"
+#include "ca_mem.h"
 #include "ca_pem.h"
 
 /* Memoised result of looking for a CRL's signer among the trust set's certificates. */
@@ -80,28 +81,6 @@ struct ca_store {
 static _Thread_local struct ca_store_changes cs_hint;
 static _Thread_local bool cs_hint_set;
 
-static void *cs_xrealloc(void *p, size_t n)
-{
-    void *q = realloc(p, n ? n : 1);
-    if (q == NULL)
-        abort();
-    return q;
-}
-
-static void *cs_xcalloc(size_t n, size_t size)
-{
-    void *p = calloc(n ? n : 1, size ? size : 1);
-    if (p == NULL)
-        abort();
-    return p;
-}
-
-static char *cs_xstrdup(const char *s)
-{
-    size_t n = strlen(s) + 1;
-    return memcpy(cs_xrealloc(NULL, n), s, n);
-}
-
 static void cs_scope_cleanup(struct ca_scope *scope)
 {
     if (scope->refs == NULL ||
@@ -120,7 +99,7 @@ static void cs_scope_init(struct ca_scope *scope)
     scope->crls = sk_X509_CRL_new_null();
     if (scope->certs == NULL || scope->crls == NULL)
         abort();
-    scope->refs = cs_xcalloc(1, sizeof(*scope->refs));
+    scope->refs = ca_mem_calloc(1, sizeof(*scope->refs));
     atomic_init(scope->refs, 1);
 }
 
@@ -130,7 +109,7 @@ static void cs_scope_finish(struct ca_scope *scope)
     size_t n = sk_X509_CRL_num(scope->crls);
     if (n == 0)
         return;
-    scope->crl_state = cs_xcalloc(n, sizeof(*scope->crl_state));
+    scope->crl_state = ca_mem_calloc(n, sizeof(*scope->crl_state));
     for (size_t i = 0; i < n; i++)
         atomic_init(&scope->crl_state[i], CRL_UNKNOWN);
 }
@@ -156,16 +135,16 @@ static int cs_scope_load(struct ca_scope *scope, const char *base,
                          const struct ca_scope *prev, char *err, size_t err_len)
 {
     SHA256_CTX hash;
-    uint8_t **data = cs_xcalloc(num_files, sizeof(*data));
-    size_t *lens = cs_xcalloc(num_files, sizeof(*lens));
-    char **paths = cs_xcalloc(num_files, sizeof(*paths));
+    uint8_t **data = ca_mem_calloc(num_files, sizeof(*data));
+    size_t *lens = ca_mem_calloc(num_files, sizeof(*lens));
+    char **paths = ca_mem_calloc(num_files, sizeof(*paths));
     int rc = 0;
 
     SHA256_Init(&hash);
     for (size_t i = 0; i < num_files && rc == 0; i++) {
         size_t plen = strlen(base) + strlen(files[i].path) + 2;
         uint8_t len_be[8];
-        paths[i] = cs_xrealloc(NULL, plen);
+        paths[i] = ca_mem_realloc(NULL, plen);
         snprintf(paths[i], plen, "%s/%s", base, files[i].path);
         rc = ca_file_read(paths[i], &data[i], &lens[i], err, err_len);
         for (int k = 0; k < 8; k++)
@@ -271,10 +250,10 @@ static void cs_add_error(struct ca_store *store, size_t *cap, const char *tenant
 {
     if (store->num_errors == *cap) {
         *cap = *cap ? *cap * 2 : 8;
-        store->errors = cs_xrealloc(store->errors, *cap * sizeof(*store->errors));
+        store->errors = ca_mem_realloc(store->errors, *cap * sizeof(*store->errors));
     }
     store->errors[store->num_errors++] =
-        (struct ca_error){.tenant_id = cs_xstrdup(tenant_id), .message = cs_xstrdup(message)};
+        (struct ca_error){.tenant_id = ca_mem_strdup(tenant_id), .message = ca_mem_strdup(message)};
 }
 
 static uint64_t cs_hash(const struct ca_store *store, const char *id, size_t len)
@@ -301,7 +280,7 @@ static void cs_table_init(struct ca_store *store, size_t num)
     size_t size = 16;
     while (size < num * 2)
         size *= 2;
-    store->slots = cs_xcalloc(size, sizeof(*store->slots));
+    store->slots = ca_mem_calloc(size, sizeof(*store->slots));
     store->mask = size - 1;
     if (!RAND_bytes((uint8_t *)store->hash_key, sizeof(store->hash_key)))
         abort();
@@ -364,7 +343,7 @@ static bool cs_load_tenant(struct ca_store *store, size_t *err_cap,
     } else {
         store->num_read++;
         size_t blen = strlen(store->dir) + len + 10;
-        char *base = cs_xrealloc(NULL, blen);
+        char *base = ca_mem_realloc(NULL, blen);
         snprintf(base, blen, "%s/tenants/%s", store->dir, it->id);
         ok = cs_scope_load(&t->scope, base, it->files, it->num_files,
                            prev != NULL ? &prev->scope : NULL, msg, sizeof(msg)) == 0;
@@ -424,7 +403,7 @@ int ca_store_load_changes(struct ca_store **out, const char *dir, const struct c
     int rc = 0;
 
     *out = NULL;
-    path = cs_xrealloc(NULL, plen);
+    path = ca_mem_realloc(NULL, plen);
     snprintf(path, plen, "%s/index.yml", dir);
     if (previous == NULL || strcmp(previous->dir, dir) != 0)
         changes = NULL;
@@ -440,7 +419,7 @@ int ca_store_load_changes(struct ca_store **out, const char *dir, const struct c
         index = previous->index;
         atomic_fetch_add_explicit(&index->refs, 1, memory_order_relaxed);
     } else {
-        index = cs_xcalloc(1, sizeof(*index));
+        index = ca_mem_calloc(1, sizeof(*index));
         atomic_init(&index->refs, 1);
         memcpy(index->hash, index_hash, sizeof(index_hash));
         rc = ca_index_parse(&index->idx, path, data, len, err, err_len);
@@ -448,9 +427,9 @@ int ca_store_load_changes(struct ca_store **out, const char *dir, const struct c
             goto fail;
     }
 
-    store = cs_xcalloc(1, sizeof(*store));
+    store = ca_mem_calloc(1, sizeof(*store));
     atomic_init(&store->refs, 1);
-    store->dir = cs_xstrdup(dir);
+    store->dir = ca_mem_strdup(dir);
     store->common.id = "";
     store->index = index;
     atomic_fetch_add_explicit(&index->refs, 1, memory_order_relaxed);
@@ -470,7 +449,7 @@ int ca_store_load_changes(struct ca_store **out, const char *dir, const struct c
     cs_build(&store->common, &store->common, previous != NULL ? &previous->common : NULL,
              previous != NULL ? &previous->common : NULL);
 
-    store->tenants = cs_xcalloc(index->idx.num_tenants, sizeof(*store->tenants));
+    store->tenants = ca_mem_calloc(index->idx.num_tenants, sizeof(*store->tenants));
     cs_table_init(store, index->idx.num_tenants);
     for (size_t i = 0; i < index->idx.num_tenants; i++)
         cs_load_tenant(store, &err_cap, &index->idx.tenants[i], previous, changes);

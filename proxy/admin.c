@@ -351,17 +351,6 @@ static bool may_mutate(const struct request *rq, struct buf *out)
     return true;
 }
 
-static int hex_digit(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Percent-decodes |len| bytes of |in| into a new string; NULL for a bad escape or a NUL. */
 static char *percent_decode(const char *in, size_t len)
 {
@@ -372,8 +361,8 @@ static char *percent_decode(const char *in, size_t len)
             out[n++] = in[i];
             continue;
         }
-        int hi = i + 2 < len ? hex_digit(in[i + 1]) : -1;
-        int lo = hi >= 0 ? hex_digit(in[i + 2]) : -1;
+        int hi = i + 2 < len ? base_hex_digit(in[i + 1]) : -1;
+        int lo = hi >= 0 ? base_hex_digit(in[i + 2]) : -1;
         if (lo < 0 || (hi == 0 && lo == 0)) {
             free(out);
             return NULL;

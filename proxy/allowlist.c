@@ -65,14 +65,6 @@ static const struct {
     {"0.9.2342.19200300.100.1.25", "dc"},
 };
 
-static int hex_value(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    c = tolower(c);
-    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-}
-
 static bool is_space(char c)
 {
     return c == ' ' || c == '\t';
@@ -131,8 +123,8 @@ static int parse_pair(const char **pp, struct pair *out)
     } else {
         for (; *p != '\0' && *p != ',' && *p != ';' && *p != '+'; p++) {
             if (*p == '\\') {
-                int hi = hex_value((unsigned char)p[1]);
-                int lo = hi < 0 ? -1 : hex_value((unsigned char)p[2]);
+                int hi = base_hex_digit((unsigned char)p[1]);
+                int lo = hi < 0 ? -1 : base_hex_digit((unsigned char)p[2]);
                 if (hi >= 0 && lo >= 0) {
                     value[len++] = (char)(hi * 16 + lo);
                     p += 2;
@@ -336,7 +328,7 @@ static int read_hex4(struct reader *r, unsigned *out)
         return -1;
     unsigned v = 0;
     for (int i = 0; i < 4; i++) {
-        int h = hex_value((unsigned char)r->data[r->pos + (size_t)i]);
+        int h = base_hex_digit((unsigned char)r->data[r->pos + (size_t)i]);
         if (h < 0)
             return -1;
         v = v * 16 + (unsigned)h;

@@ -50,6 +50,16 @@ char *xstrndup(const char *s, size_t len)
     return p;
 }
 
+char *base_join_path(const char *dir, const char *name)
+{
+    if (name[0] == '/' || dir == NULL)
+        return xstrdup(name);
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *p = xmalloc(n);
+    snprintf(p, n, "%s/%s", dir, name);
+    return p;
+}
+
 uint64_t base_now_ms(void)
 {
     struct timespec ts;

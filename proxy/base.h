@@ -33,6 +33,22 @@ void *xrealloc(void *ptr, size_t len);
 char *xstrdup(const char *s);
 char *xstrndup(const char *s, size_t len);
 
+/* base_join_path returns a new "dir/name", or a copy of |name| when it is absolute or |dir| is
+ * NULL; the caller frees it. */
+char *base_join_path(const char *dir, const char *name);
+
+/* base_hex_digit returns the value of the hex digit |c| (either case), or -1. */
+static inline int base_hex_digit(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
 /* base_now_ms returns a monotonic clock in milliseconds. */
 uint64_t base_now_ms(void);
 

@@ -42,17 +42,6 @@ static void emit(struct body *b, struct buf *out, const char *data, size_t len, 
     *count += len;
 }
 
-static int hexval(unsigned char ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
-}
-
 static int feed_chunked(struct body *b, struct buf *in, struct buf *out, uint64_t *count)
 {
     const char *p = buf_data(in);
@@ -62,7 +51,7 @@ static int feed_chunked(struct body *b, struct buf *in, struct buf *out, uint64_
         unsigned char ch = (unsigned char)p[i];
         switch (b->state) {
         case CH_SIZE: {
-            int v = hexval(ch);
+            int v = base_hex_digit(ch);
             if (v >= 0) {
                 if (++b->digits > 16) /* 16 hex digits always fit in 64 bits */
                     return -1;

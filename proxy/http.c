@@ -190,21 +190,26 @@ static int on_message_begin(llhttp_t *p)
     return 0;
 }
 
+/* Grows the span |*off|, |*len| of the head by the piece llhttp hands over at |at|. */
+static void span_add(const struct scratch *s, uint32_t *off, uint32_t *len, const char *at,
+                     size_t n)
+{
+    if (*len == 0)
+        *off = (uint32_t)(at - s->base);
+    *len += (uint32_t)n;
+}
+
 static int on_url(llhttp_t *p, const char *at, size_t len)
 {
     struct scratch *s = scratch_of(p);
-    if (s->url_len == 0)
-        s->url_off = (uint32_t)(at - s->base);
-    s->url_len += (uint32_t)len;
+    span_add(s, &s->url_off, &s->url_len, at, len);
     return 0;
 }
 
 static int on_status(llhttp_t *p, const char *at, size_t len)
 {
     struct scratch *s = scratch_of(p);
-    if (s->reason_len == 0)
-        s->reason_off = (uint32_t)(at - s->base);
-    s->reason_len += (uint32_t)len;
+    span_add(s, &s->reason_off, &s->reason_len, at, len);
     return 0;
 }
 
@@ -236,9 +241,7 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
     if (s->in_trailers || s->overflow || s->num == 0)
         return 0;
     struct hdr *h = &s->h[s->num - 1];
-    if (h->value_len == 0)
-        h->value_off = (uint32_t)(at - s->base);
-    h->value_len += (uint32_t)len;
+    span_add(s, &h->value_off, &h->value_len, at, len);
     return 0;
 }
 
@@ -250,6 +253,17 @@ static int on_header_field_complete(llhttp_t *p)
 
 #define HNAME(s, h) ((s)->base + (h)->name_off)
 #define HVALUE(s, h) ((s)->base + (h)->value_off)
+
+/* Writes "name: value\r\n" to |o|, the value without surrounding whitespace. */
+static void put_header(struct buf *o, const char *name, size_t name_len, const char *v,
+                       size_t vl)
+{
+    trim(&v, &vl);
+    buf_append(o, name, name_len);
+    buf_append(o, ": ", 2);
+    buf_append(o, v, vl);
+    buf_append(o, "\r\n", 2);
+}
 
 /* --- requests ----------------------------------------------------------------------------- */
 
@@ -382,10 +396,7 @@ static void write_cc_headers(struct conn *c, struct scratch *s, const struct tok
             }
             if (append)
                 continue;
-            buf_append(&c->uout, HNAME(s, h), h->name_len);
-            buf_append(&c->uout, ": ", 2);
-            buf_append(&c->uout, v, vl);
-            buf_append(&c->uout, "\r\n", 2);
+            put_header(&c->uout, HNAME(s, h), h->name_len, v, vl);
         }
     }
     if (append && !appended) {
@@ -493,14 +504,8 @@ static int request_head_done(llhttp_t *p)
     buf_appendf(o, "%s ", method);
     buf_append(o, s->base + s->url_off, s->url_len);
     buf_append(o, " HTTP/1.1\r\n", 11);
-    if (host != NULL) {
-        const char *v = HVALUE(s, host);
-        size_t vl = host->value_len;
-        trim(&v, &vl);
-        buf_append(o, "Host: ", 6);
-        buf_append(o, v, vl);
-        buf_append(o, "\r\n", 2);
-    }
+    if (host != NULL)
+        put_header(o, "Host", 4, HVALUE(s, host), host->value_len);
     for (unsigned i = 0; i < s->num; i++) {
         struct hdr *h = &s->h[i];
         const char *n = HNAME(s, h);
@@ -509,13 +514,7 @@ static int request_head_done(llhttp_t *p)
         bool underscore = false;
         if (xfcc_classify(n, h->name_len, &underscore) != XFCC_NAME_NONE)
             continue; /* write_cc_headers decides */
-        const char *v = HVALUE(s, h);
-        size_t vl = h->value_len;
-        trim(&v, &vl);
-        buf_append(o, n, h->name_len);
-        buf_append(o, ": ", 2);
-        buf_append(o, v, vl);
-        buf_append(o, "\r\n", 2);
+        put_header(o, n, h->name_len, HVALUE(s, h), h->value_len);
     }
     if (c->req_chunked)
         buf_appends(o, "Transfer-Encoding: chunked\r\n");
@@ -613,13 +612,7 @@ static int response_head_done(llhttp_t *p)
         if (status == 101 && (name_is(n, h->name_len, "content-length") ||
                               name_is(n, h->name_len, "transfer-encoding")))
             continue;
-        const char *v = HVALUE(s, h);
-        size_t vl = h->value_len;
-        trim(&v, &vl);
-        buf_append(o, n, h->name_len);
-        buf_append(o, ": ", 2);
-        buf_append(o, v, vl);
-        buf_append(o, "\r\n", 2);
+        put_header(o, n, h->name_len, HVALUE(s, h), h->value_len);
     }
     if (!informational && status != 101) {
         if (c->resp_chunked && !dechunk)

@@ -344,16 +344,6 @@ static void hash_file(struct scan *s, const char *name, const char *path)
 
 /* --- what to watch ----------------------------------------------------------------------- */
 
-static char *join(const char *dir, const char *name)
-{
-    if (name[0] == '/' || dir == NULL)
-        return xstrdup(name);
-    size_t n = strlen(dir) + strlen(name) + 2;
-    char *p = xmalloc(n);
-    snprintf(p, n, "%s/%s", dir, name);
-    return p;
-}
-
 static char *parent_of(const char *path)
 {
     const char *slash = strrchr(path, '/');
@@ -478,7 +468,7 @@ static void follow_links(struct scan *s, const char *path)
             break;
         }
         target[n] = '\0';
-        char *next = join(dir, target);
+        char *next = base_join_path(dir, target);
         free(dir);
         free(cur);
         cur = next;
@@ -516,7 +506,7 @@ static void scan_credentials(struct scan *s, const struct config *cfg)
     for (size_t i = 0; i < ARRAY_SIZE(files); i++) {
         if (files[i] == NULL)
             continue;
-        char *path = join(cfg->credentials_dir, files[i]);
+        char *path = base_join_path(cfg->credentials_dir, files[i]);
         hash_file(s, files[i], path);
         follow_links(s, path);
         free(path);
@@ -613,8 +603,8 @@ static void walk(struct scan *s, const char *dir, const char *real, const char *
             s->too_many = true;
             break;
         }
-        char *path = join(dir, name);
-        char *relpath = rel[0] ? join(rel, name) : xstrdup(name);
+        char *path = base_join_path(dir, name);
+        char *relpath = rel[0] ? base_join_path(rel, name) : xstrdup(name);
         unsigned char type = names[i]->d_type;
         struct stat st, lst;
         if (type == DT_REG) {
@@ -625,7 +615,7 @@ static void walk(struct scan *s, const char *dir, const char *real, const char *
         } else if (type == DT_DIR || S_ISDIR(st.st_mode)) {
             hash_str(s->cur, relpath);
             hash_str(s->cur, "\001dir");
-            char *child = type == DT_DIR && real != NULL ? join(real, name) : NULL;
+            char *child = type == DT_DIR && real != NULL ? base_join_path(real, name) : NULL;
             const char *kept = NULL;
             if (depth < MAX_DEPTH && tenants_dir) {
                 walk_tenant(s, path, child, relpath, name);
@@ -770,6 +760,26 @@ static struct watch *watch_start(const char *path, const struct stat *st)
 
 /* Brings the watches in line with |s|: a directory that is gone or was replaced (same path,
  * another inode) loses its watch and the new one gets one. */
+/* Adds |w| (NULL: nothing) in front of the watch list. */
+static void watch_push(struct watch *w)
+{
+    if (w == NULL)
+        return;
+    w->next = watches;
+    watches = w;
+    num_watches++;
+}
+
+/* Removes the watch *|pp| from the list and closes it. */
+static void watch_unlink(struct watch **pp)
+{
+    struct watch *w = *pp;
+    *pp = w->next;
+    num_watches--;
+    uv_fs_event_stop(&w->ev);
+    uv_close((uv_handle_t *)&w->ev, watch_close_cb);
+}
+
 static void rearm(const struct scan *s)
 {
     /* Index the current watches by path: a CA store can have thousands of directories. */
@@ -795,28 +805,18 @@ static void rearm(const struct scan *s)
         }
         if (w != NULL)
             w->keep = false; /* replaced: closed below, a new watch follows */
-        struct watch *nw = watch_start(s->dirs[i], &st);
-        if (nw == NULL)
-            continue;
-        /* Insert in front: the loop below sees it as kept. */
-        nw->next = watches;
-        watches = nw;
-        num_watches++;
+        /* In front: the loop below sees it as kept. */
+        watch_push(watch_start(s->dirs[i], &st));
     }
     free(index);
     free(paths);
     free(ws);
     struct watch **pp = &watches;
     while (*pp != NULL) {
-        struct watch *w = *pp;
-        if (w->keep) {
-            pp = &w->next;
-            continue;
-        }
-        *pp = w->next;
-        num_watches--;
-        uv_fs_event_stop(&w->ev);
-        uv_close((uv_handle_t *)&w->ev, watch_close_cb);
+        if ((*pp)->keep)
+            pp = &(*pp)->next;
+        else
+            watch_unlink(pp);
     }
 }
 
@@ -834,18 +834,9 @@ static void rearm_some(const struct scan *s)
         struct watch *w = *pp;
         if (w != NULL && w->dev == st.st_dev && w->ino == st.st_ino)
             continue;
-        if (w != NULL) {
-            *pp = w->next;
-            num_watches--;
-            uv_fs_event_stop(&w->ev);
-            uv_close((uv_handle_t *)&w->ev, watch_close_cb);
-        }
-        struct watch *nw = watch_start(s->dirs[i], &st);
-        if (nw == NULL)
-            continue;
-        nw->next = watches;
-        watches = nw;
-        num_watches++;
+        if (w != NULL)
+            watch_unlink(pp);
+        watch_push(watch_start(s->dirs[i], &st));
     }
 }
 
@@ -884,8 +875,8 @@ static bool scan_incremental(const struct config *cfg)
     ok = !t.missing;
     for (size_t k = 0; k < num_todo && ok; k++) {
         const char *name = state.ten->names[todo[k]];
-        char *rel = join("tenants", name);
-        char *path = join(cfg->ca_store_dir, rel);
+        char *rel = base_join_path("tenants", name);
+        char *path = base_join_path(cfg->ca_store_dir, rel);
         struct stat st;
         if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode)) {
             ok = false; /* the full scan hashes it as something else */
@@ -1147,13 +1138,8 @@ void reload_stop(void)
     uv_close((uv_handle_t *)&debounce_timer, NULL);
     uv_close((uv_handle_t *)&poll_timer, NULL);
     uv_close((uv_handle_t *)&retry_timer, NULL);
-    while (watches != NULL) {
-        struct watch *w = watches;
-        watches = w->next;
-        uv_fs_event_stop(&w->ev);
-        uv_close((uv_handle_t *)&w->ev, watch_close_cb);
-    }
-    num_watches = 0;
+    while (watches != NULL)
+        watch_unlink(&watches);
     dirty_clear();
     scan_free(&state);
     fcache_free();

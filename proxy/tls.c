@@ -62,16 +62,6 @@ const char *tls_library(void)
 
 /* --- credentials ------------------------------------------------------------------------- */
 
-static char *join_path(const char *dir, const char *file)
-{
-    if (file[0] == '/' || dir == NULL)
-        return xstrdup(file);
-    size_t n = strlen(dir) + strlen(file) + 2;
-    char *p = xmalloc(n);
-    snprintf(p, n, "%s/%s", dir, file);
-    return p;
-}
-
 static void ssl_error_string(char *out, size_t len)
 {
     unsigned long e = ERR_get_error();
@@ -85,8 +75,8 @@ static void ssl_error_string(char *out, size_t len)
 static int load_pem_credentials(struct tls_gen *gen, const struct config *cfg, char *err,
                                 size_t err_len)
 {
-    char *cert_path = join_path(cfg->credentials_dir, cfg->credentials_cert);
-    char *key_path = join_path(cfg->credentials_dir, cfg->credentials_key);
+    char *cert_path = base_join_path(cfg->credentials_dir, cfg->credentials_cert);
+    char *key_path = base_join_path(cfg->credentials_dir, cfg->credentials_key);
     uint8_t *cert_pem = NULL, *key_pem = NULL;
     size_t cert_len = 0, key_len = 0;
     BIO *bio = NULL;
@@ -145,7 +135,7 @@ fail:
 static int load_pkcs12_credentials(struct tls_gen *gen, const struct config *cfg, char *err,
                                    size_t err_len)
 {
-    char *p12_path = join_path(cfg->credentials_dir, cfg->credentials_pkcs12);
+    char *p12_path = base_join_path(cfg->credentials_dir, cfg->credentials_pkcs12);
     char *pass_path = NULL;
     uint8_t *p12 = NULL, *pass = NULL;
     size_t p12_len = 0, pass_len = 0;
@@ -155,7 +145,7 @@ static int load_pkcs12_credentials(struct tls_gen *gen, const struct config *cfg
     if (r < 0)
         goto fail;
     if (cfg->credentials_pkcs12_password_file != NULL) {
-        pass_path = join_path(cfg->credentials_dir, cfg->credentials_pkcs12_password_file);
+        pass_path = base_join_path(cfg->credentials_dir, cfg->credentials_pkcs12_password_file);
         r = ca_store_read_file(pass_path, &pass, &pass_len, err, err_len);
         if (r < 0)
             goto fail;
