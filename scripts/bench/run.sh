@@ -26,6 +26,9 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
+BENCH_TAG=bench
+# shellcheck source=scripts/bench/lib.sh
+. "$root/scripts/bench/lib.sh"
 cd "$root"
 D=${BENCH_DURATION:-5}
 ROUNDS=${BENCH_ROUNDS:-3}
@@ -45,37 +48,8 @@ case "$certgate" in /*) ;; *) certgate="$root/$certgate" ;; esac
 UP_PORT=18080
 declare -A PORT=([certgate]=18443 [nginx]=18444 [haproxy]=18445 [caddy]=18446)
 declare -A TITLE=([certgate]=certgate [nginx]=nginx [haproxy]=HAProxy [caddy]=Caddy)
-BSSL=/usr/lib/x86_64-linux-gnu/android
 t_start=$(date +%s)
 loadavg=$(cut -d' ' -f1-3 /proc/loadavg)
-
-log() { printf 'bench: %s\n' "$*" >&2; }
-
-# ---- processes: everything started here is recorded and stopped by pid ----------------------
-PIDS=()
-cleanup() {
-    local p
-    for p in "${PIDS[@]:-}"; do
-        [ -n "$p" ] && kill -TERM "$p" 2>/dev/null || true
-    done
-    sleep 0.3
-    for p in "${PIDS[@]:-}"; do
-        [ -n "$p" ] && kill -KILL "$p" 2>/dev/null || true
-    done
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-stop_pid() { # stop_pid PID: TERM, wait up to 5 s, then KILL
-    local p=$1 i
-    kill -TERM "$p" 2>/dev/null || return 0
-    for i in $(seq 50); do
-        kill -0 "$p" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$p" 2>/dev/null || true
-    wait "$p" 2>/dev/null || true
-}
 
 # ---- 1. install peers, build certgate and the load generator --------------------------------
 declare -A PKG=([nginx]=nginx [haproxy]=haproxy [caddy]=caddy)
@@ -112,7 +86,6 @@ for p in $PEERS; do
         log "peer $p is not installed: skipped"
     fi
 done
-command -v taskset >/dev/null 2>&1 || PIN=off
 command -v curl >/dev/null 2>&1 || { log "curl is needed (make deps)"; exit 1; }
 command -v python3 >/dev/null 2>&1 || { log "python3 is needed (make deps)"; exit 1; }
 
@@ -122,12 +95,7 @@ if [ ! -x "$certgate" ]; then
     make --no-print-directory -C "$root" all >/dev/null
 fi
 loadgen="$out/loadgen"
-if [ ! -x "$loadgen" ] || [ "$root/tests/bench/loadgen.c" -nt "$loadgen" ]; then
-    log "building the load generator"
-    cc -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -I/usr/include/android \
-        -o "$loadgen" "$root/tests/bench/loadgen.c" \
-        -L"$BSSL" -Wl,-rpath,"$BSSL" -lssl -lcrypto -lpthread
-fi
+build_loadgen "$loadgen"
 
 # ---- 2. PKI, file descriptors, upstream ------------------------------------------------------
 pki="$out/pki"
@@ -148,26 +116,7 @@ if [ "$IDLE" -gt "$max_idle" ]; then
 fi
 maxconn=$((IDLE + 1000))
 
-PIN_PROXY=()
-PIN_CLIENT=()
-if [ "$PIN" = on ] && [ "$(nproc)" -ge 2 ]; then
-    PIN_PROXY=(taskset -c 0)
-    PIN_CLIENT=(taskset -c 1)
-else
-    PIN=off
-fi
-
-free_port() { # free_port PORT: fail when something listens there already
-    python3 - "$1" <<'PY'
-import socket, sys
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers do: TIME_WAIT is fine
-try:
-    s.bind(("127.0.0.1", int(sys.argv[1])))
-except OSError:
-    sys.exit("bench: 127.0.0.1:%s is already in use" % sys.argv[1])
-PY
-}
+set_pinning
 
 up="$out/upstream"
 mkdir -p "$up/www" "$up/tmp"
@@ -354,27 +303,11 @@ start_server() { # start_server NAME WORKERS
     return 1
 }
 
-proc_tree() { # proc_tree PID: the pid and all its descendants
-    local c
-    echo "$1"
-    for c in $(pgrep -P "$1" 2>/dev/null); do proc_tree "$c"; done
-}
-rss_kb() { # rss_kb PID: VmRSS summed over the process tree, in KiB
-    local t=0 p r
-    for p in $(proc_tree "$1"); do
-        r=$(awk '/^VmRSS:/ {print $2}' "/proc/$p/status" 2>/dev/null || true)
-        t=$((t + ${r:-0}))
-    done
-    echo "$t"
-}
 
 RES="$out/results.txt"
 : >"$RES"
 record() { # record SERVER FIGURE VALUE [NOTE]
     printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "${4:-}" >>"$RES"
-}
-field() { # field KEY LINE
-    sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$2"
 }
 
 LG_COMMON=(--cert "$pki/client-chain.crt" --key "$pki/client.key" --ca "$pki/root.crt"

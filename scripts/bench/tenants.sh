@@ -23,6 +23,9 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
+BENCH_TAG=bench-tenants
+# shellcheck source=scripts/bench/lib.sh
+. "$root/scripts/bench/lib.sh"
 cd "$root"
 N=${BENCH_TENANTS_N:-10000}
 ROUNDS=${BENCH_TENANTS_ROUNDS:-8}
@@ -40,65 +43,18 @@ case "$base" in /*) ;; *) base="$root/$base" ;; esac
 case "$certgate" in /*) ;; *) certgate="$root/$certgate" ;; esac
 out="$base/tenants"
 helper="$root/tests/bench/tenants_helper.py"
-BSSL=/usr/lib/x86_64-linux-gnu/android
 UP_PORT=18091
 declare -A PORT=([one]=18451 [big]=18452)
 declare -A ADMIN=([one]=19451 [big]=19452)
 t_start=$(date +%s)
 loadavg=$(cut -d' ' -f1-3 /proc/loadavg)
 
-log() { printf 'bench-tenants: %s\n' "$*" >&2; }
 ms_now() { date +%s%3N; }
-
-PIDS=()
-cleanup() {
-    local p
-    for p in "${PIDS[@]:-}"; do
-        [ -n "$p" ] && kill -TERM "$p" 2>/dev/null || true
-    done
-    sleep 0.2
-    for p in "${PIDS[@]:-}"; do
-        [ -n "$p" ] && kill -KILL "$p" 2>/dev/null || true
-    done
-    wait 2>/dev/null || true # reap them: nobody else will
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-stop_pid() {
-    local p=$1
-    kill -TERM "$p" 2>/dev/null || return 0
-    for _ in $(seq 50); do
-        kill -0 "$p" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$p" 2>/dev/null || true
-    wait "$p" 2>/dev/null || true
-}
-
-free_port() {
-    python3 - "$1" <<'PY'
-import socket, sys
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-try:
-    s.bind(("127.0.0.1", int(sys.argv[1])))
-except OSError:
-    sys.exit("bench-tenants: 127.0.0.1:%s is already in use" % sys.argv[1])
-PY
-}
 
 for c in curl python3 openssl nginx; do
     command -v $c >/dev/null 2>&1 || { log "$c is needed (make deps; nginx is the upstream)"; exit 1; }
 done
-command -v taskset >/dev/null 2>&1 || PIN=off
-[ "$(nproc)" -ge 2 ] || PIN=off
-PIN_PROXY=()
-PIN_CLIENT=()
-if [ "$PIN" = on ]; then
-    PIN_PROXY=(taskset -c 0)
-    PIN_CLIENT=(taskset -c 1)
-fi
+set_pinning
 
 # ---- build --------------------------------------------------------------------------------
 mkdir -p "$out"
@@ -108,12 +64,7 @@ mkdir -p "$out"
 cp "$certgate" "$out/certgate.bin"
 certgate="$out/certgate.bin"
 loadgen="$base/loadgen"
-if [ ! -x "$loadgen" ] || [ "$root/tests/bench/loadgen.c" -nt "$loadgen" ]; then
-    log "building the load generator"
-    cc -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -I/usr/include/android \
-        -o "$loadgen" "$root/tests/bench/loadgen.c" \
-        -L"$BSSL" -Wl,-rpath,"$BSSL" -lssl -lcrypto -lpthread
-fi
+build_loadgen "$loadgen"
 
 # ---- PKI: run.sh's demo chain, a *.example.com server certificate, filler CAs, a new CA ------
 t0=$(ms_now)
@@ -276,8 +227,6 @@ log "ready: 1 tenant in ${STARTUP[one]} ms, $N tenants in ${STARTUP[big]} ms"
 cpu_ns() { # cpu_ns PID: CPU time of all the process's threads, ns (schedstat)
     cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{t += $1} END {printf "%.0f", t}'
 }
-rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
-field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$2"; }
 
 # ---- 1. handshakes: interleaved rounds ---------------------------------------------------------
 RES="$out/results.txt"
