@@ -381,13 +381,22 @@ static int parse_response(struct slot *s, const char *p, size_t n)
             s->rp = s->body_left ? RP_BODY : RP_DONE;
             break;
         }
-        case RP_BODY: {
+        case RP_BODY:
+        case RP_CHUNK_DATA:
+        case RP_CHUNK_CRLF: {
+            /* skip body_left bytes, then: the end, a chunk's CRLF, or the next chunk size */
             size_t take = n < s->body_left ? n : (size_t)s->body_left;
             s->body_left -= take;
             p += take;
             n -= take;
-            if (s->body_left == 0)
-                s->rp = RP_DONE;
+            if (s->body_left > 0)
+                break;
+            if (s->rp == RP_CHUNK_DATA) {
+                s->rp = RP_CHUNK_CRLF;
+                s->body_left = 2;
+            } else {
+                s->rp = s->rp == RP_BODY ? RP_DONE : RP_CHUNK_SIZE;
+            }
             break;
         }
         case RP_CHUNK_SIZE:
@@ -414,26 +423,6 @@ static int parse_response(struct slot *s, const char *p, size_t n)
             s->body_left = strtoull(s->head, NULL, 16);
             s->head_len = 0;
             s->rp = s->body_left ? RP_CHUNK_DATA : RP_TRAILER;
-            break;
-        }
-        case RP_CHUNK_DATA: {
-            size_t take = n < s->body_left ? n : (size_t)s->body_left;
-            s->body_left -= take;
-            p += take;
-            n -= take;
-            if (s->body_left == 0) {
-                s->rp = RP_CHUNK_CRLF;
-                s->body_left = 2;
-            }
-            break;
-        }
-        case RP_CHUNK_CRLF: {
-            size_t take = n < s->body_left ? n : (size_t)s->body_left;
-            s->body_left -= take;
-            p += take;
-            n -= take;
-            if (s->body_left == 0)
-                s->rp = RP_CHUNK_SIZE;
             break;
         }
         case RP_DONE:
