@@ -607,7 +607,8 @@ static void proxy_header_read(struct conn *c)
 {
     uint8_t data[PROXY_PROTO_MAX];
     size_t held = buf_used(&c->cin);
-    memcpy(data, buf_data(&c->cin), held);
+    if (held > 0)
+        memcpy(data, buf_data(&c->cin), held);
     ssize_t n = recv(c->fd, data + held, sizeof(data) - held, MSG_PEEK);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
         return;
@@ -630,7 +631,8 @@ static void proxy_header_read(struct conn *c)
         return;
     }
     if (r == -ENOENT && !required && (held == 0 || c->lc->mode == LISTENER_TCP)) {
-        buf_append(&c->uout, buf_data(&c->cin), held); /* a tcp stream that began like one */
+        if (held > 0) /* a tcp stream that began like a header */
+            buf_append(&c->uout, buf_data(&c->cin), held);
         buf_free(&c->cin);
         proxy_header_done(c, NULL);
         return;
