@@ -101,21 +101,21 @@ static void test_v1_unknown(void **state)
 static void test_v1_malformed(void **state)
 {
     static const char *const bad[] = {
-        "PROXY TCP4 192.0.2.7 198.51.100.1 56324 443\n",  /* bare LF */
-        "PROXY TCP4 192.0.2.7 198.51.100.1 56324\r\n",    /* a field missing */
-        "PROXY TCP4 192.0.2.7  198.51.100.1 1 2\r\n",     /* two spaces */
-        "PROXY TCP4 192.0.2.7 198.51.100.1 1 2 \r\n",     /* trailing space */
+        "PROXY TCP4 192.0.2.7 198.51.100.1 56324 443\n",   /* bare LF */
+        "PROXY TCP4 192.0.2.7 198.51.100.1 56324\r\n",     /* a field missing */
+        "PROXY TCP4 192.0.2.7  198.51.100.1 1 2\r\n",      /* two spaces */
+        "PROXY TCP4 192.0.2.7 198.51.100.1 1 2 \r\n",      /* trailing space */
         "PROXY TCP4 192.0.2.7 198.51.100.1 65536 443\r\n", /* port too big */
-        "PROXY TCP4 192.0.2.7 198.51.100.1 -1 443\r\n",   /* not a number */
-        "PROXY TCP4 192.0.2.7 198.51.100.1 123456 4\r\n", /* six digits */
-        "PROXY TCP4 2001:db8::1 198.51.100.1 1 2\r\n",    /* v6 in TCP4 */
-        "PROXY TCP6 192.0.2.7 2001:db8::1 1 2\r\n",       /* v4 in TCP6 */
-        "PROXY TCP4 192.0.2.256 198.51.100.1 1 2\r\n",    /* not an address */
-        "PROXY TCP5 192.0.2.7 198.51.100.1 1 2\r\n",      /* unknown protocol */
-        "PROXY TCP4\r\n",                                 /* nothing after it */
-        "PROXY \r\n",                                     /* nothing at all */
-        "PROXY UNKNOWNX\r\n",                             /* not UNKNOWN */
-        "PROXY TCP4 192.0.2.7\r198.51.100.1 1 2\r\n",     /* a CR inside */
+        "PROXY TCP4 192.0.2.7 198.51.100.1 -1 443\r\n",    /* not a number */
+        "PROXY TCP4 192.0.2.7 198.51.100.1 123456 4\r\n",  /* six digits */
+        "PROXY TCP4 2001:db8::1 198.51.100.1 1 2\r\n",     /* v6 in TCP4 */
+        "PROXY TCP6 192.0.2.7 2001:db8::1 1 2\r\n",        /* v4 in TCP6 */
+        "PROXY TCP4 192.0.2.256 198.51.100.1 1 2\r\n",     /* not an address */
+        "PROXY TCP5 192.0.2.7 198.51.100.1 1 2\r\n",       /* unknown protocol */
+        "PROXY TCP4\r\n",                                  /* nothing after it */
+        "PROXY \r\n",                                      /* nothing at all */
+        "PROXY UNKNOWNX\r\n",                              /* not UNKNOWN */
+        "PROXY TCP4 192.0.2.7\r198.51.100.1 1 2\r\n",      /* a CR inside */
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         expect_error((const uint8_t *)bad[i], strlen(bad[i]), -EINVAL);
@@ -132,10 +132,12 @@ static void test_v1_malformed(void **state)
 
 static void test_v2_inet_with_tlvs(void **state)
 {
+    // clang-format off
     uint8_t payload[12 + 3 + 5 + 3] = {192, 0, 2, 7, 198, 51, 100, 1, 0xDC, 0x04, 0x01, 0xBB,
                                        /* PP2_TYPE_AUTHORITY "a.b.c" */ 0x02, 0x00, 0x05,
                                        'a', '.', 'b', '.', 'c',
                                        /* PP2_TYPE_NOOP, empty */ 0x04, 0x00, 0x00};
+    // clang-format on
     uint8_t h[PROXY_PROTO_MAX];
     size_t n = v2(h, 0x21, 0x11, payload, sizeof(payload));
     struct proxy_proto_hdr out;
@@ -240,13 +242,12 @@ static void test_not_a_header(void **state)
     struct proxy_proto_hdr out;
     static const char *const streams[] = {
         "GET / HTTP/1.1\r\n", "POST / HTTP/1.1\r\n", "\x16\x03\x01\x02\x00", "PROXX",
-        "proxy TCP4", "\r\n\r\nX",
+        "proxy TCP4",         "\r\n\r\nX",
     };
     for (size_t i = 0; i < sizeof(streams) / sizeof(streams[0]); i++)
         assert_int_equal(proxy_proto_parse(&out, (const uint8_t *)streams[i], strlen(streams[i])),
                          -ENOENT);
-    assert_int_equal(proxy_proto_parse(&out, (const uint8_t *)"\r\n\r\n\0\r\nQUIX", 11),
-                     -ENOENT);
+    assert_int_equal(proxy_proto_parse(&out, (const uint8_t *)"\r\n\r\n\0\r\nQUIX", 11), -ENOENT);
     /* Prefixes of either signature wait for more; nothing waits for nothing. */
     assert_int_equal(proxy_proto_parse(&out, (const uint8_t *)"PRO", 3), 0);
     assert_int_equal(proxy_proto_parse(&out, SIG2, 11), 0);
@@ -256,14 +257,10 @@ static void test_not_a_header(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_v1_tcp4),
-        cmocka_unit_test(test_v1_tcp6_and_longest),
-        cmocka_unit_test(test_v1_unknown),
-        cmocka_unit_test(test_v1_malformed),
-        cmocka_unit_test(test_v2_inet_with_tlvs),
-        cmocka_unit_test(test_v2_inet6_local_unspec_unix),
-        cmocka_unit_test(test_v2_malformed),
-        cmocka_unit_test(test_v2_too_long),
+        cmocka_unit_test(test_v1_tcp4),           cmocka_unit_test(test_v1_tcp6_and_longest),
+        cmocka_unit_test(test_v1_unknown),        cmocka_unit_test(test_v1_malformed),
+        cmocka_unit_test(test_v2_inet_with_tlvs), cmocka_unit_test(test_v2_inet6_local_unspec_unix),
+        cmocka_unit_test(test_v2_malformed),      cmocka_unit_test(test_v2_too_long),
         cmocka_unit_test(test_not_a_header),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -23,8 +23,8 @@ static void test_valid_ids(void **state)
 
 static void test_invalid_ids(void **state)
 {
-    static const char *const bad[] = {"",  "a b", "a\"b", "a\\b", "a,b", "a;b", "a/b", "a=b",
-                                      "\xc3\xa9", "a\tb", "a\x7f", "{\"x\":1}"};
+    static const char *const bad[] = {"",    "a b", "a\"b",     "a\\b", "a,b",   "a;b",
+                                      "a/b", "a=b", "\xc3\xa9", "a\tb", "a\x7f", "{\"x\":1}"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         assert_false(http_request_id_valid(bad[i], strlen(bad[i])));
     assert_false(http_request_id_valid("a\0b", 3));
