@@ -36,7 +36,7 @@ help:
 	@echo "make asan       build into build/asan with ASan+UBSan"
 	@echo "make bench      certgate vs nginx, HAProxy and Caddy on 127.0.0.1 (~5 min; BENCH_* knobs)"
 	@echo "make soak       100 credential rotations per layout under mTLS load (issue 5's long run)"
-	@echo "make fuzz       libFuzzer on the header builder (clang; FUZZ_SECONDS=60)"
+	@echo "make fuzz       libFuzzer on the header builder and the PROXY parser (clang; FUZZ_SECONDS=60 each)"
 	@echo "make format     clang-format the sources"
 	@echo "make lint       clang-tidy and cppcheck"
 	@echo "make clean      remove build/"
@@ -69,7 +69,7 @@ $(BUILD)/unit/%: tests/unit/%.c $(LIB_OBJ)
 	@$(if $(V),,echo "  LD      $@")
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -Wno-missing-prototypes -o $@ $^ $(LDLIBS) -lcmocka $(LDFLAGS)
 
-unit: $(UNIT_BIN) $(BUILD)/fuzz/replay_xfcc
+unit: $(UNIT_BIN) $(BUILD)/fuzz/replay_xfcc $(BUILD)/fuzz/replay_proxy_proto
 
 # Fuzz targets: libFuzzer under clang (make fuzz); the same sources build a replay driver
 # with gcc, which make test runs over the committed corpora.
@@ -78,12 +78,20 @@ $(BUILD)/fuzz/replay_xfcc: tests/fuzz/fuzz_xfcc.c proxy/xfcc.c proxy/buf.c proxy
 	@mkdir -p $(@D)
 	@$(if $(V),,echo "  LD      $@")
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $^ $(FUZZ_LIBS) $(LDFLAGS)
+$(BUILD)/fuzz/replay_proxy_proto: tests/fuzz/fuzz_proxy_proto.c proxy/proxy_proto.c
+	@mkdir -p $(@D)
+	@$(if $(V),,echo "  LD      $@")
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $^ $(LDFLAGS)
 
 fuzz:
 	@mkdir -p build/fuzz/corpus-xfcc
 	clang -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -DFUZZING $(CPPFLAGS) \
 	    tests/fuzz/fuzz_xfcc.c proxy/xfcc.c proxy/buf.c proxy/base.c $(FUZZ_LIBS) -o build/fuzz/fuzz_xfcc
 	build/fuzz/fuzz_xfcc -max_total_time=$${FUZZ_SECONDS:-60} -max_len=8192 build/fuzz/corpus-xfcc tests/fuzz/corpus/xfcc
+	@mkdir -p build/fuzz/corpus-proxy_proto
+	clang -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -DFUZZING $(CPPFLAGS) \
+	    tests/fuzz/fuzz_proxy_proto.c proxy/proxy_proto.c -o build/fuzz/fuzz_proxy_proto
+	build/fuzz/fuzz_proxy_proto -max_total_time=$${FUZZ_SECONDS:-60} -max_len=4200 build/fuzz/corpus-proxy_proto tests/fuzz/corpus/proxy_proto
 
 test: deps
 	@$(MAKE) --no-print-directory all unit WERROR=-Werror

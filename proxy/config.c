@@ -71,6 +71,12 @@ static const struct name_value cc_details[] = {
     {"cert", CC_DETAIL_CERT}, {"chain", CC_DETAIL_CHAIN}, {"subject", CC_DETAIL_SUBJECT},
     {"uri", CC_DETAIL_URI},   {"dns", CC_DETAIL_DNS},     {NULL, 0},
 };
+static const struct name_value accept_proxies[] = {
+    {"off", ACCEPT_PROXY_OFF},
+    {"v1v2", ACCEPT_PROXY_V1V2},
+    {"required", ACCEPT_PROXY_REQUIRED},
+    {NULL, 0},
+};
 static const struct name_value tenancy_policies[] = {
     {"common", TENANCY_COMMON},
     {"reject", TENANCY_REJECT},
@@ -931,6 +937,8 @@ static const struct directive listener_keys[] = {
     {"client_cert_header", DIRECTIVE_ENUM, LISTENER(client_cert_header), .names = cc_headers},
     {"subject_cn_pattern", DIRECTIVE_CUSTOM, LISTENER(subject_cn_pattern), .parse = parse_pattern},
     {"require_allowed_subject", DIRECTIVE_BOOL, LISTENER(require_allowed_subject)},
+    {"accept_proxy_protocol", DIRECTIVE_ENUM, LISTENER(accept_proxy_protocol),
+     .names = accept_proxies},
     {NULL},
 };
 

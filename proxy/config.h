@@ -59,6 +59,12 @@ enum ocsp_mode {
     OCSP_HARD_FAIL, /* an unreachable responder refuses the client */
 };
 
+enum accept_proxy {
+    ACCEPT_PROXY_OFF,      /* no PROXY protocol header is read */
+    ACCEPT_PROXY_V1V2,     /* a connection may start with a v1 or v2 header */
+    ACCEPT_PROXY_REQUIRED, /* a connection without a valid header is closed */
+};
+
 /* An endpoint: a TCP address or a unix socket path. */
 struct config_endpoint {
     char *text;                   /* as written, for logs */
@@ -80,6 +86,7 @@ struct listener_config {
     char *subject_cn_pattern; /* NULL when unset; compiled by whoever uses it */
     bool require_allowed_subject;
     bool proxy_protocol;
+    enum accept_proxy accept_proxy_protocol;
     unsigned line; /* where the listener starts in the file, for messages */
 };
 

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -37,6 +38,9 @@ void conn_set_state(struct conn *c, enum conn_state to)
 {
     /* The transitions the design allows; anything else is a bug. */
     switch (to) {
+    case CONN_HANDSHAKE:
+        ASSERT_TRANSITION(c->state == CONN_PROXY_HEADER);
+        break;
     case CONN_HEAD:
         ASSERT_TRANSITION(c->state == CONN_HANDSHAKE || c->state == CONN_PROXY);
         break;
@@ -44,8 +48,8 @@ void conn_set_state(struct conn *c, enum conn_state to)
         ASSERT_TRANSITION(c->state == CONN_HEAD);
         break;
     case CONN_TUNNEL:
-        ASSERT_TRANSITION(c->state == CONN_HANDSHAKE || c->state == CONN_PROXY ||
-                          c->state == CONN_TUNNEL);
+        ASSERT_TRANSITION(c->state == CONN_PROXY_HEADER || c->state == CONN_HANDSHAKE ||
+                          c->state == CONN_PROXY || c->state == CONN_TUNNEL);
         break;
     case CONN_FLUSH:
         ASSERT_TRANSITION(c->state != CONN_CLOSING);
@@ -63,43 +67,50 @@ void conn_set_state(struct conn *c, enum conn_state to)
 
 /* --- access log ---------------------------------------------------------------------------- */
 
-static void upstream_text(struct conn *c, struct buf *b)
+/* Writes one access-log line. |response_from| is "upstream" or "certgate" for an HTTP
+ * response, NULL for a relayed connection. */
+static void access_log(struct conn *c, const char *response_from)
 {
-    log_str(b, "upstream", c->lc->upstream.text);
-}
-
-static void access_log(struct conn *c)
-{
-    if (c->lc->mode == LISTENER_HTTP) {
-        uint64_t start = c->req_start ? c->req_start : c->start;
-        metrics_request(c->index, c->status, (base_now_ms() - start) * 1000);
-    }
+    bool http = c->lc->mode == LISTENER_HTTP;
+    uint64_t start = http && c->req_start ? c->req_start : c->start;
+    uint64_t duration_us = base_now_us() - start;
+    if (http)
+        metrics_request(c->index, c->status, duration_us);
     if (!c->worker->srv->cfg->log_access)
         return;
+    bool shook = c->ssl != NULL && c->state != CONN_HANDSHAKE;
+    char peer[CONN_ADDR_TEXT_MAX];
+    conn_client_addr_text(c, peer, sizeof(peer), true);
     struct buf b = {0};
     log_begin(&b, LOG_LEVEL_INFO, "access");
     log_str(&b, "listener", c->lc->name);
-    log_str(&b, "tenant", c->ssl != NULL && c->state != CONN_HANDSHAKE ? tls_tenant(c->ssl) : NULL);
-    if (c->ssl != NULL && c->client_subject == NULL && c->state != CONN_HANDSHAKE)
+    log_str(&b, "tenant", shook ? tls_tenant(c->ssl) : NULL);
+    if (shook && c->client_subject == NULL)
         c->client_subject = tls_peer_subject(c->ssl);
     log_str(&b, "subject", c->client_subject);
-    if (c->lc->mode == LISTENER_HTTP) {
-        const char *mp = c->method_path ? c->method_path : "";
-        const char *sp = strchr(mp, ' ');
-        log_strn(&b, "method", mp, sp ? (size_t)(sp - mp) : strlen(mp));
-        log_str(&b, "path", sp ? sp + 1 : NULL);
-        log_num(&b, "status", c->status);
+    if (buf_used(&c->req_log) > 0) {
+        buf_append(&b, buf_data(&c->req_log), buf_used(&c->req_log));
     } else {
-        log_str(&b, "method", NULL);
-        log_str(&b, "path", NULL);
-        log_str(&b, "status", NULL);
+        /* A relay, or a request refused before its head could be read. */
+        static const char *const none[] = {"method", "path", "host", "user_agent"};
+        for (size_t i = 0; i < ARRAY_SIZE(none); i++)
+            log_str(&b, none[i], NULL);
+        char id[HTTP_REQUEST_ID_NEW_LEN + 1];
+        log_str(&b, "request_id", http ? http_new_request_id(id) : NULL);
     }
+    if (http)
+        log_num(&b, "status", c->status);
+    else
+        log_str(&b, "status", NULL);
+    log_str(&b, "response_from", response_from);
     log_num(&b, "bytes_in", (long long)c->bytes_in);
     log_num(&b, "bytes_out", (long long)c->bytes_out);
-    uint64_t start = c->lc->mode == LISTENER_HTTP ? c->req_start : c->start;
-    log_num(&b, "duration_ms", (long long)(base_now_ms() - start));
-    upstream_text(c, &b);
+    log_num(&b, "duration_ms", (long long)(duration_us / 1000));
+    log_num(&b, "duration_us", (long long)duration_us);
+    log_str(&b, "upstream", c->lc->upstream.text);
     log_str(&b, "tls_version", c->ssl ? tls_version(c->ssl) : NULL);
+    log_str(&b, "peer", peer);
+    log_str(&b, "sni", c->ssl ? tls_sni(c->ssl) : NULL);
     log_end(&b);
 }
 
@@ -109,6 +120,7 @@ static uint64_t state_timeout(struct conn *c)
 {
     const struct config_limits *lim = limits(c);
     switch (c->state) {
+    case CONN_PROXY_HEADER: /* one timeout covers the header and the handshake after it */
     case CONN_HANDSHAKE:
         return lim->handshake_timeout_ms;
     case CONN_HEAD:
@@ -132,9 +144,21 @@ static uint64_t state_timeout(struct conn *c)
     }
 }
 
+static void proxy_header_refused(struct conn *c, const char *why);
+
 static void on_timeout(struct conn *c)
 {
     switch (c->state) {
+    case CONN_PROXY_HEADER:
+        /* A v1v2 client that sent nothing is only a slow client, as in a handshake. */
+        if (c->lc->accept_proxy_protocol == ACCEPT_PROXY_REQUIRED || buf_used(&c->cin) > 0) {
+            proxy_header_refused(c, "no complete PROXY protocol header within "
+                                    "limits.handshake_timeout");
+            return;
+        }
+        if (c->lc->mode != LISTENER_TCP)
+            metrics_handshake(c->index, METRICS_HS_ERROR);
+        break;
     case CONN_HANDSHAKE:
         metrics_handshake(c->index, METRICS_HS_ERROR);
         break;
@@ -453,12 +477,16 @@ void conn_init_hooks(void)
     tls_set_async_hooks(loop_of, verify_resume);
 }
 
+static void proxy_header_read(struct conn *c);
+
 static void client_poll_cb(uv_poll_t *h, int status, int events)
 {
     struct conn *c = h->data;
     if (status < 0)
         events |= UV_READABLE | UV_WRITABLE;
-    if (c->state == CONN_HANDSHAKE) {
+    if (c->state == CONN_PROXY_HEADER) {
+        proxy_header_read(c);
+    } else if (c->state == CONN_HANDSHAKE) {
         do_handshake(c);
     } else {
         if (events & UV_WRITABLE)
@@ -482,7 +510,9 @@ void conn_update_polls(struct conn *c)
             return;
     }
     int ev = 0;
-    if (c->state == CONN_HANDSHAKE)
+    if (c->state == CONN_PROXY_HEADER)
+        ev = UV_READABLE;
+    else if (c->state == CONN_HANDSHAKE)
         ev = c->hs_verify_pending ? 0 : c->hs_want_write ? UV_WRITABLE : UV_READABLE;
     else {
         if (can_read_client(c))
@@ -500,7 +530,150 @@ void conn_update_polls(struct conn *c)
     upstream_update_poll(c);
 }
 
+/* --- client address and PROXY protocol header ---------------------------------------------- */
+
+static socklen_t addr_len(const union proxy_proto_addr *a)
+{
+    return a->sa.sa_family == AF_INET    ? sizeof(a->in)
+           : a->sa.sa_family == AF_INET6 ? sizeof(a->in6)
+                                         : 0;
+}
+
+const struct sockaddr *conn_client_addr(const struct conn *c, socklen_t *out_len)
+{
+    const union proxy_proto_addr *a = c->pp != NULL ? &c->pp->src : &c->peer;
+    if (out_len != NULL)
+        *out_len = addr_len(a);
+    return &a->sa;
+}
+
+static void addr_text(const union proxy_proto_addr *a, char *out, size_t len, bool with_port)
+{
+    char ip[INET6_ADDRSTRLEN];
+    bool v6 = a->sa.sa_family == AF_INET6;
+    if ((a->sa.sa_family != AF_INET && !v6) ||
+        inet_ntop(a->sa.sa_family, v6 ? (const void *)&a->in6.sin6_addr : &a->in.sin_addr, ip,
+                  sizeof(ip)) == NULL) {
+        snprintf(out, len, "unknown");
+        return;
+    }
+    unsigned port = ntohs(v6 ? a->in6.sin6_port : a->in.sin_port);
+    if (!with_port)
+        snprintf(out, len, "%s", ip);
+    else
+        snprintf(out, len, v6 ? "[%s]:%u" : "%s:%u", ip, port);
+}
+
+void conn_client_addr_text(const struct conn *c, char *out, size_t len, bool with_port)
+{
+    addr_text(c->pp != NULL ? &c->pp->src : &c->peer, out, len, with_port);
+}
+
+static void conn_start(struct conn *c);
+
+/* Counts and logs a connection refused for its PROXY protocol header, and closes it. */
+static void proxy_header_refused(struct conn *c, const char *why)
+{
+    metrics_proxy_protocol_error(c->index);
+    if (log_enabled(LOG_LEVEL_WARN)) {
+        char peer[CONN_ADDR_TEXT_MAX];
+        addr_text(&c->peer, peer, sizeof(peer), true);
+        struct buf b = {0};
+        log_begin(&b, LOG_LEVEL_WARN, "proxy_protocol_refused");
+        log_str(&b, "listener", c->lc->name);
+        log_str(&b, "peer", peer);
+        log_str(&b, "reason", why);
+        log_end(&b);
+    }
+    conn_close(c);
+}
+
+/* The header (or, on a v1v2 listener, its absence) is known: the connection goes on as its
+ * listener's mode says, with the socket positioned just after the header. */
+static void proxy_header_done(struct conn *c, const struct proxy_proto_hdr *hdr)
+{
+    if (hdr != NULL && hdr->has_addrs) {
+        c->pp = xmalloc(sizeof(*c->pp));
+        *c->pp = *hdr;
+    }
+    conn_start(c);
+}
+
+/* Reads the PROXY protocol header with MSG_PEEK, so that not a byte after it is taken from the
+ * socket BoringSSL reads next. A header that arrives in pieces is taken into c->cin as it comes
+ * (else the bytes left in the socket would wake the poll again at once, forever): they are a
+ * prefix of a header, which no TLS stream can start with. */
+static void proxy_header_read(struct conn *c)
+{
+    uint8_t data[PROXY_PROTO_MAX];
+    size_t held = buf_used(&c->cin);
+    if (held > 0)
+        memcpy(data, buf_data(&c->cin), held);
+    ssize_t n = recv(c->fd, data + held, sizeof(data) - held, MSG_PEEK);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        return;
+    bool required = c->lc->accept_proxy_protocol == ACCEPT_PROXY_REQUIRED;
+    if (n <= 0) {
+        /* A connect-and-close probe with no byte at all is no protocol error. */
+        if (held > 0)
+            proxy_header_refused(c, "the connection ended inside a PROXY protocol header");
+        else
+            conn_close(c);
+        return;
+    }
+    struct proxy_proto_hdr hdr;
+    size_t have = held + (size_t)n;
+    long r = proxy_proto_parse(&hdr, data, have);
+    if (r == 0 && have < sizeof(data)) {
+        ssize_t got = recv(c->fd, data + held, (size_t)n, 0);
+        if (got > 0)
+            buf_append(&c->cin, data + held, (size_t)got);
+        return;
+    }
+    if (r == -ENOENT && !required && (held == 0 || c->lc->mode == LISTENER_TCP)) {
+        if (held > 0) /* a tcp stream that began like a header */
+            buf_append(&c->uout, buf_data(&c->cin), held);
+        buf_free(&c->cin);
+        proxy_header_done(c, NULL);
+        return;
+    }
+    if (r <= 0) {
+        proxy_header_refused(c, r == -ENOENT   ? "the connection did not start with a PROXY "
+                                                 "protocol header (accept_proxy_protocol: required)"
+                                : r == -EINVAL ? hdr.error
+                                               : "the PROXY protocol header is too long");
+        return;
+    }
+    size_t take = (size_t)r - held;
+    if (recv(c->fd, data + held, take, 0) != (ssize_t)take) {
+        conn_close(c); /* peeked bytes cannot vanish; a socket error can */
+        return;
+    }
+    buf_free(&c->cin);
+    proxy_header_done(c, &hdr);
+}
+
 /* --- lifecycle ----------------------------------------------------------------------------- */
+
+/* Starts the listener's protocol once the client is known. */
+static void conn_start(struct conn *c)
+{
+    if (c->lc->mode == LISTENER_TCP) {
+        conn_set_state(c, CONN_TUNNEL);
+        upstream_connect(c);
+        return;
+    }
+    socklen_t len = 0;
+    const struct sockaddr *client = conn_client_addr(c, &len);
+    c->ssl = tls_new_ssl(c->gen, c->index, c->fd, c, len ? client : NULL, len);
+    if (c->state == CONN_PROXY_HEADER) {
+        uint64_t base = c->timer_base; /* the header and the handshake share one timeout */
+        conn_set_state(c, CONN_HANDSHAKE);
+        c->timer_base = base;
+    }
+    conn_arm_timer(c);
+    do_handshake(c);
+}
 
 void conn_accept(struct worker *w, size_t index, int fd, const struct sockaddr *peer,
                  socklen_t peer_len)
@@ -512,8 +685,11 @@ void conn_accept(struct worker *w, size_t index, int fd, const struct sockaddr *
     c->fd = fd;
     c->gen = listener_gen(w->srv);
     c->checked_gen_id = tls_gen_id(c->gen);
-    c->start = base_now_ms();
-    c->state = CONN_HANDSHAKE;
+    c->start = base_now_us();
+    if (peer != NULL && peer_len <= sizeof(c->peer))
+        memcpy(&c->peer, peer, peer_len);
+    bool proxied = c->lc->accept_proxy_protocol != ACCEPT_PROXY_OFF;
+    c->state = proxied ? CONN_PROXY_HEADER : CONN_HANDSHAKE;
     c->timer_base = conn_now_ms(c);
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -528,16 +704,10 @@ void conn_accept(struct worker *w, size_t index, int fd, const struct sockaddr *
     w->num_conns++;
     metrics_conn_open(index);
     http_conn_init(c);
-    if (c->lc->mode == LISTENER_TCP) {
-        conn_set_state(c, CONN_TUNNEL);
-        upstream_connect(c);
-        if (c->state != CONN_CLOSING)
-            conn_update_polls(c);
-        return;
-    }
-    c->ssl = tls_new_ssl(c->gen, index, fd, c, peer, peer_len);
-    conn_arm_timer(c);
-    do_handshake(c);
+    if (proxied)
+        conn_arm_timer(c); /* the poll says when the header comes */
+    else
+        conn_start(c);
     if (c->state != CONN_CLOSING)
         conn_update_polls(c);
 }
@@ -554,10 +724,11 @@ static void conn_close_cb(uv_handle_t *h)
     buf_free(&c->uin);
     buf_free(&c->uout);
     buf_free(&c->replay);
-    free(c->method_path);
+    buf_free(&c->req_log);
     free(c->client_subject);
     free(c->cc_headers);
     free(c->cc_element);
+    free(c->pp);
     tls_gen_unref(c->gen);
     free(c);
 }
@@ -567,7 +738,7 @@ void conn_close(struct conn *c)
     if (c->state == CONN_CLOSING)
         return;
     if (c->lc->mode != LISTENER_HTTP && c->state == CONN_TUNNEL)
-        access_log(c);
+        access_log(c, NULL);
     conn_set_state(c, CONN_CLOSING);
     upstream_release(c);
     struct worker *w = c->worker;
@@ -589,7 +760,8 @@ void conn_error(struct conn *c, int status)
 {
     if (c->state == CONN_FLUSH || c->state == CONN_CLOSING)
         return;
-    if (c->lc->mode != LISTENER_HTTP || c->state == CONN_HANDSHAKE) {
+    if (c->lc->mode != LISTENER_HTTP || c->state == CONN_HANDSHAKE ||
+        c->state == CONN_PROXY_HEADER) {
         conn_close(c);
         return;
     }
@@ -599,8 +771,8 @@ void conn_error(struct conn *c, int status)
     }
     c->status = status;
     if (c->req_start == 0)
-        c->req_start = base_now_ms();
-    access_log(c);
+        c->req_start = base_now_us();
+    access_log(c, "certgate");
     upstream_close(c);
     buf_free(&c->uout);
     http_error_response(c, status);
@@ -621,7 +793,8 @@ void conn_request_done(struct conn *c)
 
 void conn_http_cycle_done(struct conn *c)
 {
-    access_log(c);
+    access_log(c, "upstream");
+    buf_free(&c->req_log);
     c->num_requests++;
     if (!c->up_reusable)
         upstream_close(c);
@@ -656,7 +829,7 @@ void conn_tunnel(struct conn *c)
     buf_free(&c->uin);
     buf_append(&c->uout, buf_data(&c->cin), buf_used(&c->cin));
     buf_free(&c->cin);
-    access_log(c);
+    access_log(c, "upstream");
     conn_set_state(c, CONN_TUNNEL);
     upstream_flush(c);
 }
@@ -699,6 +872,7 @@ void conn_recheck(struct conn *c)
 void conn_drain(struct conn *c)
 {
     c->draining = true;
-    if ((c->state == CONN_HEAD && !c->head_started) || c->state == CONN_HANDSHAKE)
+    if ((c->state == CONN_HEAD && !c->head_started) || c->state == CONN_HANDSHAKE ||
+        c->state == CONN_PROXY_HEADER)
         conn_close(c);
 }

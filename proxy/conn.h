@@ -7,6 +7,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <arpa/inet.h>
 #include <sys/socket.h>
 
 #include <llhttp.h>
@@ -15,6 +16,7 @@
 #include "body.h"
 #include "buf.h"
 #include "config.h"
+#include "proxy_proto.h"
 
 struct worker;
 struct tls_gen;
@@ -22,6 +24,7 @@ struct ssl_st;
 struct upconn;
 
 enum conn_state {
+    CONN_PROXY_HEADER, /* reading a PROXY protocol header (accept_proxy_protocol) */
     CONN_HANDSHAKE, /* TLS handshake in progress */
     CONN_HEAD,      /* waiting for or reading a request head */
     CONN_PROXY,     /* a request and its response are in flight */
@@ -58,6 +61,8 @@ struct conn {
     enum conn_state state;
 
     int fd;
+    union proxy_proto_addr peer; /* the socket's peer, from accept */
+    struct proxy_proto_hdr *pp;  /* a PROXY protocol header naming the client; else NULL */
     uv_poll_t poll;
     int poll_events;
     struct ssl_st *ssl;
@@ -112,15 +117,15 @@ struct conn {
     bool draining;
     int status;
     unsigned num_requests;
-    uint64_t req_start;
+    uint64_t req_start; /* base_now_us() when the request began */
     uint64_t bytes_in, bytes_out;
-    char *method_path; /* "GET /x" for the access log */
+    struct buf req_log; /* the request's access-log fields as JSON: method .. request_id */
     char *client_subject; /* cached RFC 2253 subject of the client leaf */
     char *cc_headers;     /* cached client-cert header lines of this hop */
     char *cc_element;     /* cached xfcc element of this hop */
     bool cc_computed;
     bool has_client_cert;
-    uint64_t start;
+    uint64_t start; /* base_now_us() at accept */
 };
 
 /* conn_set_state moves |c| to state |to|, aborting on a transition the design does not allow,
@@ -131,6 +136,19 @@ void conn_set_state(struct conn *c, enum conn_state to);
  * connection. */
 void conn_accept(struct worker *w, size_t index, int fd, const struct sockaddr *peer,
                  socklen_t peer_len);
+
+/* CONN_ADDR_TEXT_MAX is the size conn_client_addr_text needs: "[v6]:port" and a NUL. */
+#define CONN_ADDR_TEXT_MAX (INET6_ADDRSTRLEN + 9)
+
+/* conn_client_addr returns the effective client address of |c|: the source named by the PROXY
+ * protocol header it started with, else the socket's peer. Borrowed from |c|; its family is
+ * AF_INET or AF_INET6, or AF_UNSPEC when unknown. |*out_len| (optional) gets its length. */
+const struct sockaddr *conn_client_addr(const struct conn *c, socklen_t *out_len);
+
+/* conn_client_addr_text writes conn_client_addr as "192.0.2.1:4711" or "[2001:db8::1]:4711",
+ * or without the port ("192.0.2.1", "2001:db8::1", for X-Forwarded-For) when |with_port| is
+ * false, into |out| (CONN_ADDR_TEXT_MAX bytes suffice); "unknown" when there is none. */
+void conn_client_addr_text(const struct conn *c, char *out, size_t len, bool with_port);
 
 /* conn_drain makes an idle connection close now and a busy one close after its response. */
 void conn_drain(struct conn *c);

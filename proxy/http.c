@@ -8,11 +8,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/random.h>
+#include <time.h>
 
 #include "base.h"
 #include "body.h"
 #include "conn.h"
 #include "listener.h"
+#include "log.h"
 #include "metrics.h"
 #include "tls.h"
 #include "upstream.h"
@@ -265,6 +268,100 @@ static void put_header(struct buf *o, const char *name, size_t name_len, const c
     buf_append(o, "\r\n", 2);
 }
 
+/* --- request ids and the access log ------------------------------------------------------- */
+
+/* Bounds of what an access line keeps of the request. */
+#define LOG_PATH_MAX 512
+#define LOG_HOST_MAX 256
+#define LOG_USER_AGENT_MAX 256
+
+bool http_request_id_valid(const char *v, size_t len)
+{
+    if (len == 0 || len > HTTP_REQUEST_ID_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)v[i];
+        if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+              ch == '.' || ch == '_' || ch == ':' || ch == '-'))
+            return false;
+    }
+    return true;
+}
+
+/* splitmix64 (Steele, Lea, Flood): a full-period 64-bit sequence; two outputs make an id. */
+static uint64_t splitmix64(uint64_t *state)
+{
+    uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+const char *http_new_request_id(char *out)
+{
+    static _Thread_local uint64_t state;
+    static _Thread_local bool seeded;
+    if (!seeded) {
+        if (getrandom(&state, sizeof(state), 0) != (ssize_t)sizeof(state))
+            state = (uint64_t)time(NULL) ^ (uint64_t)(uintptr_t)&state;
+        seeded = true;
+    }
+    uint64_t hi = splitmix64(&state), lo = splitmix64(&state);
+    snprintf(out, HTTP_REQUEST_ID_NEW_LEN + 1, "%016llx%016llx", (unsigned long long)hi,
+             (unsigned long long)lo);
+    return out;
+}
+
+static void log_header(struct buf *b, const char *key, const struct scratch *s,
+                       const struct hdr *h, size_t max)
+{
+    if (h == NULL) {
+        log_str(b, key, NULL);
+        return;
+    }
+    const char *v = HVALUE(s, h);
+    size_t vl = h->value_len;
+    trim(&v, &vl);
+    log_strn(b, key, v, MIN(vl, max));
+}
+
+/* Chooses the request's id into |id| (HTTP_REQUEST_ID_MAX + 1 bytes): the client's X-Request-Id
+ * when it sent exactly one valid one, else a new one. Then records the access-log fields of the
+ * request, before any check can refuse it, so that a 4xx line still says what was asked. */
+static void note_request(struct conn *c, llhttp_t *p, const struct scratch *s,
+                         const struct hdr *host, char *id)
+{
+    const struct hdr *ua = NULL, *rid = NULL;
+    unsigned n_rid = 0;
+    for (unsigned i = 0; i < s->num; i++) {
+        const struct hdr *h = &s->h[i];
+        if (name_is(HNAME(s, h), h->name_len, "x-request-id")) {
+            rid = h;
+            n_rid++;
+        } else if (ua == NULL && name_is(HNAME(s, h), h->name_len, "user-agent")) {
+            ua = h;
+        }
+    }
+    const char *v = rid ? HVALUE(s, rid) : NULL;
+    size_t vl = rid ? rid->value_len : 0;
+    trim(&v, &vl);
+    if (n_rid == 1 && http_request_id_valid(v, vl)) {
+        memcpy(id, v, vl);
+        id[vl] = '\0';
+    } else {
+        http_new_request_id(id);
+    }
+    if (!c->worker->srv->cfg->log_access)
+        return;
+    struct buf *b = &c->req_log;
+    buf_free(b);
+    log_str(b, "method", llhttp_method_name(llhttp_get_method(p)));
+    log_strn(b, "path", s->base + s->url_off, MIN(s->url_len, (uint32_t)LOG_PATH_MAX));
+    log_header(b, "host", s, host, LOG_HOST_MAX);
+    log_header(b, "user_agent", s, ua, LOG_USER_AGENT_MAX);
+    log_str(b, "request_id", id);
+}
+
 /* --- requests ----------------------------------------------------------------------------- */
 
 /* Scans complete lines of the request head; see SECURITY 10-11 for why by hand. Returns the
@@ -442,6 +539,8 @@ static int request_head_done(llhttp_t *p)
             h2c = true;
         }
     }
+    char request_id[HTTP_REQUEST_ID_MAX + 1];
+    note_request(c, p, s, host, request_id);
     int major = llhttp_get_http_major(p), minor = llhttp_get_http_minor(p);
     bool bad = major != 1 || (minor != 0 && minor != 1);
     bad |= n_host > 1 || (n_host == 0 && minor == 1);
@@ -492,13 +591,6 @@ static int request_head_done(llhttp_t *p)
     c->req_upgrade = llhttp_get_upgrade(p) && upgrade != NULL;
     c->req_keep_alive = llhttp_should_keep_alive(p);
     const char *method = llhttp_method_name(llhttp_get_method(p));
-    free(c->method_path);
-    size_t ml = strlen(method), ul = MIN(s->url_len, 512u);
-    c->method_path = xmalloc(ml + ul + 2);
-    memcpy(c->method_path, method, ml);
-    c->method_path[ml] = ' ';
-    memcpy(c->method_path + ml + 1, s->base + s->url_off, ul);
-    c->method_path[ml + 1 + ul] = '\0';
 
     struct buf *o = &c->uout;
     buf_appendf(o, "%s ", method);
@@ -514,8 +606,11 @@ static int request_head_done(llhttp_t *p)
         bool underscore = false;
         if (xfcc_classify(n, h->name_len, &underscore) != XFCC_NAME_NONE)
             continue; /* write_cc_headers decides */
+        if (name_is(n, h->name_len, "x-request-id"))
+            continue; /* the one chosen by note_request follows */
         put_header(o, n, h->name_len, HVALUE(s, h), h->value_len);
     }
+    put_header(o, "X-Request-Id", 12, request_id, strlen(request_id));
     if (c->req_chunked)
         buf_appends(o, "Transfer-Encoding: chunked\r\n");
     else if (p->flags & F_CONTENT_LENGTH)
@@ -679,7 +774,7 @@ void http_request_process(struct conn *c)
             conn_error(c, (int)-r);
             return;
         }
-        c->req_start = base_now_ms();
+        c->req_start = base_now_us();
         bool ok = parse_head(&c->req_parser, s, buf_data(&c->cin), (size_t)r);
         if (c->state != CONN_PROXY) {
             if (c->state == CONN_HEAD)

@@ -29,6 +29,8 @@ struct listener_metrics {
     atomic_uint_fast64_t upstream[METRICS_UP_NUM];
     atomic_uint_fast64_t buckets[NUM_BUCKETS]; /* per bucket, not cumulative */
     atomic_uint_fast64_t duration_sum_us;
+    bool accepts_proxy; /* accept_proxy_protocol is not off: its error series exists */
+    atomic_uint_fast64_t proxy_errors;
 };
 
 static const char *const hs_names[METRICS_HS_NUM] = {
@@ -54,8 +56,10 @@ void metrics_init(const struct config *cfg)
     metrics_free();
     num_lms = cfg->num_listeners;
     lms = xcalloc(num_lms ? num_lms : 1, sizeof(*lms));
-    for (size_t i = 0; i < num_lms; i++)
+    for (size_t i = 0; i < num_lms; i++) {
         lms[i].name = xstrdup(cfg->listeners[i].name);
+        lms[i].accepts_proxy = cfg->listeners[i].accept_proxy_protocol != ACCEPT_PROXY_OFF;
+    }
     for (size_t s = 0; s < NUM_SOURCES; s++) {
         atomic_store(&reloads[s][0], 0);
         atomic_store(&reloads[s][1], 0);
@@ -122,6 +126,13 @@ void metrics_upstream_error(size_t listener, enum metrics_upstream kind)
     struct listener_metrics *m = lm(listener);
     if (m != NULL && (unsigned)kind < METRICS_UP_NUM)
         INC(m->upstream[kind]);
+}
+
+void metrics_proxy_protocol_error(size_t listener)
+{
+    struct listener_metrics *m = lm(listener);
+    if (m != NULL)
+        INC(m->proxy_errors);
 }
 
 void metrics_reload(const char *source, bool ok)
@@ -216,6 +227,14 @@ static void render_listeners(struct buf *out)
             buf_appendf(out, ",kind=\"%s\"} %llu\n", up_names[k],
                         (unsigned long long)GET(lms[i].upstream[k]));
         }
+    }
+    family(out, "certgate_proxy_protocol_errors_total", "counter",
+           "Connections closed for a missing, malformed or late PROXY protocol header.");
+    for (size_t i = 0; i < num_lms; i++) {
+        if (!lms[i].accepts_proxy)
+            continue;
+        sample_start(out, "certgate_proxy_protocol_errors_total", &lms[i]);
+        buf_appendf(out, "} %llu\n", (unsigned long long)GET(lms[i].proxy_errors));
     }
     family(out, "certgate_request_duration_seconds", "histogram",
            "Time from the request head to the end of the response.");

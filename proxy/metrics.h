@@ -39,6 +39,9 @@ void metrics_conn_close(size_t listener);
 void metrics_handshake(size_t listener, enum metrics_handshake result);
 void metrics_request(size_t listener, int status, uint64_t duration_us);
 void metrics_upstream_error(size_t listener, enum metrics_upstream kind);
+/* metrics_proxy_protocol_error counts a connection closed for a missing, malformed or late
+ * PROXY protocol header (accept_proxy_protocol). */
+void metrics_proxy_protocol_error(size_t listener);
 void metrics_reload(const char *source, bool ok);
 void metrics_crl_stale(void);
 

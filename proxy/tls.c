@@ -323,8 +323,10 @@ size_t tls_gen_store_errors(const struct tls_gen *gen)
 
 const char *tls_tenant(struct ssl_st *ssl)
 {
+    /* An SNI that names a tenant the store does not know is served by the common trust set
+     * (tenancy.unknown: common): no tenant served it. */
     struct tls_peer *pe = tls_verify_peer_of(ssl);
-    return pe != NULL && pe->id[0] != '\0' ? pe->id : NULL;
+    return pe != NULL && pe->tenant != NULL && pe->id[0] != '\0' ? pe->id : NULL;
 }
 
 /* --- session tickets ------------------------------------------------------------------------ */

@@ -134,7 +134,8 @@ uint64_t tls_gen_id(const struct tls_gen *gen);
 /* tls_gen_store_errors returns how many tenants of the CA store failed to load. */
 size_t tls_gen_store_errors(const struct tls_gen *gen);
 
-/* tls_tenant returns the tenant id the connection's SNI named, or NULL. */
+/* tls_tenant returns the id of the tenant whose trust set served the connection, or NULL when
+ * the common trust set did (no tenancy, no SNI, or an SNI naming no known tenant). */
 const char *tls_tenant(struct ssl_st *ssl);
 
 /* tls_client_cert_headers appends this hop's client-certificate header lines ("Name: value\r\n")

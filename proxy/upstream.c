@@ -123,16 +123,23 @@ void upstream_release(struct conn *c)
 
 /* --- connecting, reading and writing ------------------------------------------------------ */
 
-/* PROXY protocol v2 header: who the client is, for a relay upstream. */
+/* PROXY protocol v2 header: who the client is, for a relay upstream. When the client came
+ * through a balancer that sent its own PROXY header, both addresses are the ones it named. */
 static void proxy_v2_header(struct conn *c, struct buf *out)
 {
-    struct sockaddr_storage src, dst;
-    socklen_t sl = sizeof(src), dl = sizeof(dst);
+    struct sockaddr_storage src = {0}, dst = {0};
+    socklen_t sl = 0, dl = sizeof(dst);
     static const uint8_t sig[12] = {0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D,
                                     0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A};
     buf_append(out, sig, sizeof(sig));
-    if (getpeername(c->fd, (struct sockaddr *)&src, &sl) != 0 ||
-        getsockname(c->fd, (struct sockaddr *)&dst, &dl) != 0 || src.ss_family != dst.ss_family ||
+    const struct sockaddr *client = conn_client_addr(c, &sl);
+    memcpy(&src, client, sl);
+    bool have_dst = true;
+    if (c->pp != NULL)
+        memcpy(&dst, &c->pp->dst, sizeof(c->pp->dst));
+    else
+        have_dst = getsockname(c->fd, (struct sockaddr *)&dst, &dl) == 0;
+    if (sl == 0 || !have_dst || src.ss_family != dst.ss_family ||
         (src.ss_family != AF_INET && src.ss_family != AF_INET6)) {
         const uint8_t local[4] = {0x20, 0x00, 0x00, 0x00}; /* LOCAL, UNSPEC */
         buf_append(out, local, sizeof(local));

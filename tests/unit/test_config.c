@@ -927,6 +927,33 @@ static void check_any(const char *text, size_t len)
     }
 }
 
+/* accept_proxy_protocol: its default, every value on every mode, and a bad value's position. */
+static void test_accept_proxy_protocol(void **state)
+{
+    struct config *cfg = load_ok(TCP_LISTENER);
+    assert_int_equal(cfg->listeners[0].accept_proxy_protocol, ACCEPT_PROXY_OFF);
+    config_free(cfg);
+    cfg = load_ok("credentials: {dir: /c}\n"
+                  "ca_store: {dir: /s}\n"
+                  "listeners:\n"
+                  "  - {name: a, address: '127.0.0.1:1', upstream: '127.0.0.1:2',\n"
+                  "     accept_proxy_protocol: v1v2}\n"
+                  "  - {name: b, address: '127.0.0.1:2', upstream: '127.0.0.1:2', mode: tls,\n"
+                  "     accept_proxy_protocol: required, proxy_protocol: on}\n"
+                  "  - {name: c, address: '127.0.0.1:3', upstream: '127.0.0.1:2', mode: tcp,\n"
+                  "     accept_proxy_protocol: off}\n");
+    assert_int_equal(cfg->listeners[0].accept_proxy_protocol, ACCEPT_PROXY_V1V2);
+    assert_int_equal(cfg->listeners[1].accept_proxy_protocol, ACCEPT_PROXY_REQUIRED);
+    assert_int_equal(cfg->listeners[2].accept_proxy_protocol, ACCEPT_PROXY_OFF);
+    config_free(cfg);
+    expect_error(TCP_LISTENER "    accept_proxy_protocol: on\n",
+                 "t.yaml:6:28: invalid value \"on\" for listeners[0].accept_proxy_protocol: "
+                 "expected off, v1v2 or required");
+    expect_error(TCP_LISTENER "    accept_proxy_protocol: [v1v2]\n",
+                 "t.yaml:6:28: listeners[0].accept_proxy_protocol: expected a scalar, got a "
+                 "sequence");
+}
+
 static void test_every_prefix_and_byte(void **state)
 {
     static const char subst[] = {':', '-', ' ',  '\n', '"',    '[', '{', '&',
@@ -972,6 +999,7 @@ int main(void)
         cmocka_unit_test(test_endpoints),
         cmocka_unit_test(test_load_file),
         cmocka_unit_test(test_every_prefix_and_byte),
+        cmocka_unit_test(test_accept_proxy_protocol),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
