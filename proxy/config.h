@@ -48,6 +48,21 @@ enum cc_header {
 #define CC_DETAIL_URI 0x08u
 #define CC_DETAIL_DNS 0x10u
 
+enum forwarded_headers {
+    FORWARDED_SET,    /* client copies removed; certgate writes X-Forwarded-For and -Proto */
+    FORWARDED_APPEND, /* the client address is appended to an incoming X-Forwarded-For */
+    FORWARDED_OFF,    /* client copies pass unchanged; nothing is added */
+};
+
+enum underscores {
+    UNDERSCORES_DROP,    /* request headers with '_' in the name are not forwarded (nginx) */
+    UNDERSCORES_FORWARD, /* they are forwarded, but for the ones that are always refused */
+};
+
+/* strip_headers: at most this many names, each a token of at most CONFIG_MAX_HEADER_NAME. */
+#define CONFIG_MAX_STRIP_HEADERS 64
+#define CONFIG_MAX_HEADER_NAME 128
+
 enum tenancy_policy {
     TENANCY_COMMON, /* use the common bundle */
     TENANCY_REJECT, /* fail the handshake */
@@ -57,6 +72,12 @@ enum ocsp_mode {
     OCSP_OFF,       /* no OCSP */
     OCSP_SOFT_FAIL, /* an unreachable responder lets the client in */
     OCSP_HARD_FAIL, /* an unreachable responder refuses the client */
+};
+
+/* A list of names (header names, ...). */
+struct config_names {
+    char **names;
+    size_t num;
 };
 
 /* An endpoint: a TCP address or a unix socket path. */
@@ -80,6 +101,9 @@ struct listener_config {
     char *subject_cn_pattern; /* NULL when unset; compiled by whoever uses it */
     bool require_allowed_subject;
     bool proxy_protocol;
+    enum forwarded_headers forwarded_headers;
+    enum underscores headers_with_underscores;
+    struct config_names strip_headers; /* lowercase, '_' written as '-' */
     unsigned line; /* where the listener starts in the file, for messages */
 };
 
