@@ -4,6 +4,7 @@
 #ifndef CERTGATE_HTTP_H
 #define CERTGATE_HTTP_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 struct conn;
@@ -28,6 +29,12 @@ void http_upstream_eof(struct conn *c);
 
 /* http_error_response appends a complete response with |status| and Connection: close. */
 void http_error_response(struct conn *c, int status);
+
+/* http_client_address writes the address of the client that |c| serves (no port) to |out|
+ * (INET6_ADDRSTRLEN bytes), as X-Forwarded-For names it. Today that is the TCP peer; a PROXY
+ * protocol source, once read, belongs here so that every user follows. Returns false when it is
+ * unknown. */
+bool http_client_address(const struct conn *c, char *out, size_t len);
 
 /* http_reason returns the reason phrase of |status|. */
 const char *http_reason(int status);

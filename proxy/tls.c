@@ -327,6 +327,16 @@ const char *tls_tenant(struct ssl_st *ssl)
     return pe != NULL && pe->id[0] != '\0' ? pe->id : NULL;
 }
 
+bool tls_peer_addr(struct ssl_st *ssl, struct sockaddr_storage *out)
+{
+    struct tls_peer *pe = tls_verify_peer_of(ssl);
+    if (pe == NULL || pe->addr.sa.sa_family == AF_UNSPEC)
+        return false;
+    memset(out, 0, sizeof(*out));
+    memcpy(out, &pe->addr, sizeof(pe->addr));
+    return true;
+}
+
 /* --- session tickets ------------------------------------------------------------------------ */
 
 /* One ticket key ring for the whole process, so that a session resumes on any worker and

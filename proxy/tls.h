@@ -137,6 +137,9 @@ size_t tls_gen_store_errors(const struct tls_gen *gen);
 /* tls_tenant returns the tenant id the connection's SNI named, or NULL. */
 const char *tls_tenant(struct ssl_st *ssl);
 
+/* tls_peer_addr copies the client's address, kept from accept, to |out|; false when unknown. */
+bool tls_peer_addr(struct ssl_st *ssl, struct sockaddr_storage *out);
+
 /* tls_client_cert_headers appends this hop's client-certificate header lines ("Name: value\r\n")
  * for listener |index| in its client_cert_header format to |out|, and for xfcc the bare element
  * to |element| (for append_forward). Returns false when the client sent no certificate. */
