@@ -183,6 +183,8 @@ def t_underscore_refused(t, mode):
     for name, value in DANGEROUS:
         st = one(t, port, ctx, H.get_req("/echo", extra="%s: %s\r\n" % (name, value)))
         check(st == 400, "%s (%s): %d" % (name, mode, st))
+    p = H.curl(t, port, "/echo", "ecdsa", extra=["-H", "X_Forwarded_Client_Cert: spoof"])
+    check(p.stdout.strip().endswith("400"), "curl: %r %r" % (p.stdout[-40:], p.stderr))
     check(up.requests() == [], "upstream got %r" % up.requests())
 
 
