@@ -80,23 +80,6 @@ bool reqhead_is_stripped(const struct listener_config *lc, const char *name, siz
     return false;
 }
 
-bool reqhead_normalize_name(char *out, const char *name, size_t len)
-{
-    static const char extra[] = "!#$%&'*+-.^_`|~";
-    if (len == 0)
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        char ch = name[i];
-        bool tchar = (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') ||
-                     (ch >= 'A' && ch <= 'Z') || (ch != '\0' && strchr(extra, ch) != NULL);
-        if (!tchar)
-            return false;
-        out[i] = fold(ch);
-    }
-    out[len] = '\0';
-    return true;
-}
-
 /* The names a '_' spelling of which is refused: reading them as '-' changes the framing, the
  * host or the connection for the backend (SECURITY 24). */
 static bool is_framing(const char *name, size_t len)

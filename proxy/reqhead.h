@@ -35,10 +35,6 @@ bool reqhead_is_cc_family(const char *name, size_t len);
 /* reqhead_is_stripped tells whether |name| is one of the listener's strip_headers. */
 bool reqhead_is_stripped(const struct listener_config *lc, const char *name, size_t len);
 
-/* reqhead_normalize_name writes |name| lowercased with '_' as '-' to |out| (|len| + 1 bytes).
- * Returns false when |name| is empty or holds a byte that is not a token character. */
-bool reqhead_normalize_name(char *out, const char *name, size_t len);
-
 /* A request-target as it is forwarded. */
 struct reqhead_target {
     const char *authority; /* absolute-form: the authority (host[:port]); NULL otherwise */
