@@ -848,14 +848,15 @@ static bool is_token(const char *s)
  * as '-', the way they are compared. The framing headers are certgate's own business. */
 static int parse_strip_headers(struct cfg_ctx *c, yaml_node_t *n, const char *what, void *out)
 {
-    static const char *const own[] = {"host", "content-length", "transfer-encoding",
-                                      "connection", "upgrade", "te"};
+    static const char *const own[] = {"host",       "content-length", "transfer-encoding",
+                                      "connection", "upgrade",        "te"};
     struct config_names *list = out;
     if (node_is_null(n))
         return 0;
     if (n->type != YAML_SEQUENCE_NODE)
-        return ctx_fail(c, n, "%s: expected a sequence of header names such as [x-client-id], "
-                              "got %s",
+        return ctx_fail(c, n,
+                        "%s: expected a sequence of header names such as [x-client-id], "
+                        "got %s",
                         what, node_kind(n));
     size_t num = (size_t)(n->data.sequence.items.top - n->data.sequence.items.start);
     if (num > CONFIG_MAX_STRIP_HEADERS)
@@ -1005,8 +1006,7 @@ static const struct directive listener_keys[] = {
     [L_FORWARDED_HEADERS] = {"forwarded_headers", DIRECTIVE_ENUM, LISTENER(forwarded_headers),
                              .names = forwarded_modes},
     [L_HEADERS_WITH_UNDERSCORES] = {"headers_with_underscores", DIRECTIVE_ENUM,
-                                    LISTENER(headers_with_underscores),
-                                    .names = underscore_modes},
+                                    LISTENER(headers_with_underscores), .names = underscore_modes},
     [L_STRIP_HEADERS] = {"strip_headers", DIRECTIVE_CUSTOM, LISTENER(strip_headers),
                          .parse = parse_strip_headers},
     {"mode", DIRECTIVE_ENUM, LISTENER(mode), .names = modes},

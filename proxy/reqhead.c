@@ -84,9 +84,8 @@ bool reqhead_is_stripped(const struct listener_config *lc, const char *name, siz
  * host or the connection for the backend (SECURITY 24). */
 static bool is_framing(const char *name, size_t len)
 {
-    static const char *const names[] = {"transfer-encoding", "content-length", "host",
-                                        "connection",        "upgrade",        "te",
-                                        "expect"};
+    static const char *const names[] = {
+        "transfer-encoding", "content-length", "host", "connection", "upgrade", "te", "expect"};
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         if (folded_is(name, len, names[i]))
             return true;
@@ -139,8 +138,7 @@ static bool scheme_ok(const char *s, size_t len)
            (len == 5 && strncasecmp(s, "https", 5) == 0);
 }
 
-int reqhead_target_parse(struct reqhead_target *out, const char *url, size_t len,
-                         bool is_options)
+int reqhead_target_parse(struct reqhead_target *out, const char *url, size_t len, bool is_options)
 {
     memset(out, 0, sizeof(*out));
     /* A fragment is the client's own business and never part of a request-target. */

@@ -16,7 +16,7 @@ enum reqhead_verdict {
     REQHEAD_FORWARD,    /* forwarded, subject to http.c's framing and hop-by-hop rules */
     REQHEAD_DROP,       /* not forwarded: a "_" name, strip_headers, a forwarded_headers copy */
     REQHEAD_CC,         /* the client-certificate family: only write_cc_headers may keep it */
-    REQHEAD_XFF_APPEND, /* X-Forwarded-For under `append`: its value precedes the client's address */
+    REQHEAD_XFF_APPEND, /* X-Forwarded-For under `append`: joins ours, before the client */
     REQHEAD_REFUSE,     /* the whole request is refused with 400 */
 };
 
@@ -39,9 +39,9 @@ bool reqhead_is_stripped(const struct listener_config *lc, const char *name, siz
 struct reqhead_target {
     const char *authority; /* absolute-form: the authority (host[:port]); NULL otherwise */
     size_t authority_len;
-    bool add_slash;     /* absolute-form with an empty path: "/" goes before |rest| */
-    const char *rest;   /* what follows on the request line: the origin-form path and query,
-                         * or "*" */
+    bool add_slash;   /* absolute-form with an empty path: "/" goes before |rest| */
+    const char *rest; /* what follows on the request line: the origin-form path and query,
+                       * or "*" */
     size_t rest_len;
 };
 
@@ -51,7 +51,6 @@ struct reqhead_target {
  * origin-form. Returns 0, or -400 for userinfo, another scheme, an empty or malformed
  * authority, a "#fragment", "*" with another method, and any other form (authority-form
  * belongs to CONNECT, which is refused before). */
-int reqhead_target_parse(struct reqhead_target *out, const char *url, size_t len,
-                         bool is_options);
+int reqhead_target_parse(struct reqhead_target *out, const char *url, size_t len, bool is_options);
 
 #endif

@@ -395,8 +395,9 @@ static void test_every_key(void **state)
 }
 
 /* The request-header keys of an http listener (issue 9 items 3-4, issue 11 item 4). */
-#define HTTP_HEAD "credentials: {dir: /c}\nca_store: {dir: /s}\nlisteners:\n  - name: h\n" \
-                  "    address: 127.0.0.1:1\n    upstream: 127.0.0.1:2\n"
+#define HTTP_HEAD                                                                                  \
+    "credentials: {dir: /c}\nca_store: {dir: /s}\nlisteners:\n  - name: h\n"                       \
+    "    address: 127.0.0.1:1\n    upstream: 127.0.0.1:2\n"
 
 static void test_header_keys(void **state)
 {
@@ -407,9 +408,10 @@ static void test_header_keys(void **state)
     assert_int_equal(l->strip_headers.num, 0);
     config_free(cfg);
 
-    cfg = load_ok(HTTP_HEAD "    forwarded_headers: append\n"
-                            "    headers_with_underscores: forward\n"
-                            "    strip_headers: [X-Site-Identity, x_internal_USER, \"a!#$%&'*+.^`|~\"]\n");
+    cfg = load_ok(HTTP_HEAD
+                  "    forwarded_headers: append\n"
+                  "    headers_with_underscores: forward\n"
+                  "    strip_headers: [X-Site-Identity, x_internal_USER, \"a!#$%&'*+.^`|~\"]\n");
     l = &cfg->listeners[0];
     assert_int_equal(l->forwarded_headers, FORWARDED_APPEND);
     assert_int_equal(l->headers_with_underscores, UNDERSCORES_FORWARD);

@@ -21,16 +21,33 @@ static enum reqhead_verdict classify(const struct listener_config *lc, const cha
 static void test_family(void **state)
 {
     static const char *const members[] = {
-        "x-forwarded-client-cert", "X-Forwarded-Client-Cert", "client-cert", "Client-Cert-Chain",
-        "x-ssl-client-cert", "ssl-client-cert", "x-ssl-cert", "X-Client-Verify", "x-client-dn",
-        "X-ARR-ClientCert", "x-amzn-mtls-clientcert", "X-Amzn-Mtls-Clientcert-Leaf",
-        "X-Forwarded-Tls-Client-Cert", "X-Forwarded-Tls-Client-Cert-Info", "X-SSL-Client-S-DN",
-        "X-SSL-Client-Verify", "Cf-Client-Cert-Sha256", "x-client-tls-info", "Tls-Client-Id",
-        "X_Forwarded_Tls_Client_Cert", "x-amzn-mtls-", "CLIENTCERT",
+        "x-forwarded-client-cert",
+        "X-Forwarded-Client-Cert",
+        "client-cert",
+        "Client-Cert-Chain",
+        "x-ssl-client-cert",
+        "ssl-client-cert",
+        "x-ssl-cert",
+        "X-Client-Verify",
+        "x-client-dn",
+        "X-ARR-ClientCert",
+        "x-amzn-mtls-clientcert",
+        "X-Amzn-Mtls-Clientcert-Leaf",
+        "X-Forwarded-Tls-Client-Cert",
+        "X-Forwarded-Tls-Client-Cert-Info",
+        "X-SSL-Client-S-DN",
+        "X-SSL-Client-Verify",
+        "Cf-Client-Cert-Sha256",
+        "x-client-tls-info",
+        "Tls-Client-Id",
+        "X_Forwarded_Tls_Client_Cert",
+        "x-amzn-mtls-",
+        "CLIENTCERT",
     };
     static const char *const others[] = {
-        "x-client", "x-ssl", "x-amzn-mtls", "x-amzn-trace-id", "client", "cert", "x-client-ip",
-        "x-ssl-certs", "x-client-dnx", "x-tls", "host", "x-forwarded-for", "client-",
+        "x-client", "x-ssl",           "x-amzn-mtls", "x-amzn-trace-id", "client",
+        "cert",     "x-client-ip",     "x-ssl-certs", "x-client-dnx",    "x-tls",
+        "host",     "x-forwarded-for", "client-",
     };
     for (size_t i = 0; i < sizeof(members) / sizeof(members[0]); i++)
         if (!reqhead_is_cc_family(members[i], strlen(members[i])))
@@ -104,8 +121,8 @@ static const char *target(const char *url, bool is_options)
     struct reqhead_target t;
     if (reqhead_target_parse(&t, url, strlen(url), is_options) != 0)
         return "400";
-    snprintf(out, sizeof(out), "%.*s|%s%.*s", (int)t.authority_len,
-             t.authority ? t.authority : "", t.add_slash ? "/" : "", (int)t.rest_len, t.rest);
+    snprintf(out, sizeof(out), "%.*s|%s%.*s", (int)t.authority_len, t.authority ? t.authority : "",
+             t.add_slash ? "/" : "", (int)t.rest_len, t.rest);
     return out;
 }
 
@@ -122,10 +139,28 @@ static void test_targets(void **state)
     assert_string_equal(target("http://[::1]:8443/x", false), "[::1]:8443|/x");
     assert_string_equal(target("http://a.example.com//x", false), "a.example.com|//x");
     static const char *const bad[] = {
-        "", "/x#f", "http://a/x#f", "#", "http://u@a/x", "http://a@b/x", "http://u:p@a/",
-        "ftp://a/x", "ws://a/", "httpx://a/", "http:/a/x", "http:a", "http:///x", "http://:80/",
-        "http://a:8x/", "http://[::1]:x/", "http://[::1/", "a.example.com:443", "x", "http",
-        "http://a b/", "http://a%2eb/",
+        "",
+        "/x#f",
+        "http://a/x#f",
+        "#",
+        "http://u@a/x",
+        "http://a@b/x",
+        "http://u:p@a/",
+        "ftp://a/x",
+        "ws://a/",
+        "httpx://a/",
+        "http:/a/x",
+        "http:a",
+        "http:///x",
+        "http://:80/",
+        "http://a:8x/",
+        "http://[::1]:x/",
+        "http://[::1/",
+        "a.example.com:443",
+        "x",
+        "http",
+        "http://a b/",
+        "http://a%2eb/",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         if (strcmp(target(bad[i], false), "400") != 0)
@@ -149,12 +184,9 @@ static void test_prefixes(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_family),
-        cmocka_unit_test(test_classify_defaults),
-        cmocka_unit_test(test_classify_modes),
-        cmocka_unit_test(test_strip_headers),
-        cmocka_unit_test(test_targets),
-        cmocka_unit_test(test_prefixes),
+        cmocka_unit_test(test_family),         cmocka_unit_test(test_classify_defaults),
+        cmocka_unit_test(test_classify_modes), cmocka_unit_test(test_strip_headers),
+        cmocka_unit_test(test_targets),        cmocka_unit_test(test_prefixes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
