@@ -16,10 +16,14 @@ static char fold(char ch)
     return ch == '_' ? '-' : ch;
 }
 
+/* The literal's length is known at compile time: no strlen for every request header. */
+#define FOLDED_IS(name, len, lit) folded_is_n(name, len, lit, sizeof(lit) - 1)
+#define FOLDED_HAS_PREFIX(name, len, lit) folded_has_prefix_n(name, len, lit, sizeof(lit) - 1)
+#define FOLDED_AT(name, len, pos, lit) folded_at_n(name, len, pos, lit, sizeof(lit) - 1)
+
 /* Tells whether |name| folded equals |lit| (lowercase, with '-'). */
-static bool folded_is(const char *name, size_t len, const char *lit)
+static bool folded_is_n(const char *name, size_t len, const char *lit, size_t n)
 {
-    size_t n = strlen(lit);
     if (n != len)
         return false;
     for (size_t i = 0; i < len; i++)
@@ -28,9 +32,8 @@ static bool folded_is(const char *name, size_t len, const char *lit)
     return true;
 }
 
-static bool folded_has_prefix(const char *name, size_t len, const char *lit)
+static bool folded_has_prefix_n(const char *name, size_t len, const char *lit, size_t n)
 {
-    size_t n = strlen(lit);
     if (n > len)
         return false;
     for (size_t i = 0; i < n; i++)
@@ -39,43 +42,44 @@ static bool folded_has_prefix(const char *name, size_t len, const char *lit)
     return true;
 }
 
-/* Tells whether |name| folded contains |lit|. The needles are short (at most 11 bytes), so this
- * stays linear in |len|. */
-static bool folded_contains(const char *name, size_t len, const char *lit)
+/* Tells whether |name| folded holds |lit| at |pos|. */
+static bool folded_at_n(const char *name, size_t len, size_t pos, const char *lit, size_t n)
 {
-    size_t n = strlen(lit);
-    for (size_t i = 0; i + n <= len; i++) {
-        if (fold(name[i]) != lit[0])
+    if (pos > len || n > len - pos)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (fold(name[pos + i]) != lit[i])
+            return false;
+    return true;
+}
+
+bool reqhead_is_cc_family(const char *name, size_t len)
+{
+    if (FOLDED_HAS_PREFIX(name, len, "x-amzn-mtls-") || FOLDED_IS(name, len, "x-ssl-cert"))
+        return true;
+    /* Every other member contains "client" (client-cert, clientcert, client-tls, tls-client,
+     * ssl-client, x-client-verify, x-client-dn), so one pass looks for it and a closer look
+     * happens only where it occurs: this runs for every request header. */
+    for (size_t i = 0; i + 6 <= len; i++) {
+        if ((name[i] | 0x20) != 'c' || !FOLDED_AT(name, len, i, "client"))
             continue;
-        size_t j = 1;
-        while (j < n && fold(name[i + j]) == lit[j])
-            j++;
-        if (j == n)
+        if (FOLDED_AT(name, len, i, "client-cert") || FOLDED_AT(name, len, i, "clientcert") ||
+            FOLDED_AT(name, len, i, "client-tls"))
+            return true;
+        if (i >= 4 && (FOLDED_AT(name, len, i - 4, "tls-client") ||
+                       FOLDED_AT(name, len, i - 4, "ssl-client")))
+            return true;
+        if (i == 2 &&
+            (FOLDED_IS(name, len, "x-client-verify") || FOLDED_IS(name, len, "x-client-dn")))
             return true;
     }
     return false;
 }
 
-bool reqhead_is_cc_family(const char *name, size_t len)
-{
-    /* Every proxy's spelling: Envoy, RFC 9440, nginx X-SSL-Client-*, Traefik
-     * X-Forwarded-Tls-Client-Cert(-Info), IIS X-Arr-ClientCert, AWS X-Amzn-Mtls-*. */
-    static const char *const parts[] = {"client-cert", "clientcert", "client-tls", "tls-client",
-                                        "ssl-client"};
-    static const char *const names[] = {"x-ssl-cert", "x-client-verify", "x-client-dn"};
-    for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++)
-        if (folded_contains(name, len, parts[i]))
-            return true;
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-        if (folded_is(name, len, names[i]))
-            return true;
-    return folded_has_prefix(name, len, "x-amzn-mtls-");
-}
-
 bool reqhead_is_stripped(const struct listener_config *lc, const char *name, size_t len)
 {
     for (size_t i = 0; i < lc->strip_headers.num; i++)
-        if (folded_is(name, len, lc->strip_headers.names[i]))
+        if (folded_is_n(name, len, lc->strip_headers.names[i], strlen(lc->strip_headers.names[i])))
             return true;
     return false;
 }
@@ -87,7 +91,7 @@ static bool is_framing(const char *name, size_t len)
     static const char *const names[] = {
         "transfer-encoding", "content-length", "host", "connection", "upgrade", "te", "expect"};
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-        if (folded_is(name, len, names[i]))
+        if (folded_is_n(name, len, names[i], strlen(names[i])))
             return true;
     return false;
 }
@@ -96,11 +100,11 @@ enum forwarded_kind { FWD_NONE, FWD_FOR, FWD_PROTO, FWD_FORWARDED };
 
 static enum forwarded_kind forwarded_kind(const char *name, size_t len)
 {
-    if (folded_is(name, len, "x-forwarded-for"))
+    if (FOLDED_IS(name, len, "x-forwarded-for"))
         return FWD_FOR;
-    if (folded_is(name, len, "x-forwarded-proto"))
+    if (FOLDED_IS(name, len, "x-forwarded-proto"))
         return FWD_PROTO;
-    if (folded_is(name, len, "forwarded"))
+    if (FOLDED_IS(name, len, "forwarded"))
         return FWD_FORWARDED;
     return FWD_NONE;
 }
