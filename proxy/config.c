@@ -77,6 +77,17 @@ static const struct name_value accept_proxies[] = {
     {"required", ACCEPT_PROXY_REQUIRED},
     {NULL, 0},
 };
+static const struct name_value forwarded_modes[] = {
+    {"set", FORWARDED_SET},
+    {"append", FORWARDED_APPEND},
+    {"off", FORWARDED_OFF},
+    {NULL, 0},
+};
+static const struct name_value underscore_modes[] = {
+    {"drop", UNDERSCORES_DROP},
+    {"forward", UNDERSCORES_FORWARD},
+    {NULL, 0},
+};
 static const struct name_value tenancy_policies[] = {
     {"common", TENANCY_COMMON},
     {"reject", TENANCY_REJECT},
@@ -589,7 +600,9 @@ _Static_assert(sizeof(enum log_level) == sizeof(int) && sizeof(enum listener_mod
                    sizeof(enum client_auth) == sizeof(int) &&
                    sizeof(enum fcc_mode) == sizeof(int) && sizeof(enum cc_header) == sizeof(int) &&
                    sizeof(enum tenancy_policy) == sizeof(int) &&
-                   sizeof(enum ocsp_mode) == sizeof(int),
+                   sizeof(enum ocsp_mode) == sizeof(int) &&
+                   sizeof(enum forwarded_headers) == sizeof(int) &&
+                   sizeof(enum underscores) == sizeof(int),
                "enum fields are stored as int");
 
 static int walk(struct cfg_ctx *c, yaml_node_t *map, const char *where, const char *prefix,
@@ -823,6 +836,68 @@ static int parse_pattern(struct cfg_ctx *c, yaml_node_t *n, const char *what, vo
     return 0;
 }
 
+static bool is_token(const char *s)
+{
+    static const char extra[] = "!#$%&'*+-.^_`|~";
+    if (*s == '\0')
+        return false;
+    for (; *s != '\0'; s++) {
+        char ch = *s;
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+              strchr(extra, ch) != NULL))
+            return false;
+    }
+    return true;
+}
+
+/* parse_strip_headers takes a listener's strip_headers: header names, stored lowercase with '_'
+ * as '-', the way they are compared. The framing headers are certgate's own business. */
+static int parse_strip_headers(struct cfg_ctx *c, yaml_node_t *n, const char *what, void *out)
+{
+    static const char *const own[] = {"host",       "content-length", "transfer-encoding",
+                                      "connection", "upgrade",        "te"};
+    struct config_names *list = out;
+    if (node_is_null(n))
+        return 0;
+    if (n->type != YAML_SEQUENCE_NODE)
+        return ctx_fail(c, n,
+                        "%s: expected a sequence of header names such as [x-client-id], "
+                        "got %s",
+                        what, node_kind(n));
+    size_t num = (size_t)(n->data.sequence.items.top - n->data.sequence.items.start);
+    if (num > CONFIG_MAX_STRIP_HEADERS)
+        return ctx_fail(c, n, "%s: at most %u names are allowed", what, CONFIG_MAX_STRIP_HEADERS);
+    list->names = xcalloc(num + 1, sizeof(char *));
+    for (size_t i = 0; i < num; i++) {
+        yaml_node_t *item = yaml_document_get_node(c->doc, n->data.sequence.items.start[i]);
+        const char *s = "";
+        int rc;
+        if (item == NULL)
+            return ctx_fail(c, n, "%s: malformed sequence", what);
+        if ((rc = node_scalar(c, item, what, &s)) != 0)
+            return rc;
+        if (!is_token(s) || strlen(s) > CONFIG_MAX_HEADER_NAME)
+            return ctx_fail(c, item,
+                            "invalid value %s in %s: expected a header name (letters, digits and "
+                            "!#$%%&'*+-.^_`|~, at most %u bytes)",
+                            quote(c, s), what, CONFIG_MAX_HEADER_NAME);
+        char *name = xstrdup(s);
+        for (char *p = name; *p != '\0'; p++)
+            *p = *p == '_' ? '-' : (*p >= 'A' && *p <= 'Z') ? (char)(*p - 'A' + 'a') : *p;
+        list->names[list->num++] = name;
+        for (size_t j = 0; j < ARRAY_SIZE(own); j++)
+            if (strcmp(name, own[j]) == 0)
+                return ctx_fail(c, item,
+                                "invalid value %s in %s: certgate frames %s itself, it cannot be "
+                                "stripped",
+                                quote(c, s), what, own[j]);
+        for (size_t j = 0; j + 1 < list->num; j++)
+            if (strcmp(list->names[j], name) == 0)
+                return ctx_fail(c, item, "duplicate value %s in %s", quote(c, s), what);
+    }
+    return 0;
+}
+
 /* Tables. */
 
 #define CFG(field) .offset = offsetof(struct config, field)
@@ -922,11 +997,24 @@ static const struct directive limits_keys[] = {
     {NULL},
 };
 
-enum { L_NAME, L_ADDRESS, L_PROXY_PROTOCOL };
+enum {
+    L_NAME,
+    L_ADDRESS,
+    L_PROXY_PROTOCOL,
+    L_FORWARDED_HEADERS,
+    L_HEADERS_WITH_UNDERSCORES,
+    L_STRIP_HEADERS
+};
 static const struct directive listener_keys[] = {
     [L_NAME] = {"name", DIRECTIVE_CUSTOM, LISTENER(name), .parse = parse_listener_name},
     [L_ADDRESS] = {"address", DIRECTIVE_ENDPOINT, LISTENER(address)},
     [L_PROXY_PROTOCOL] = {"proxy_protocol", DIRECTIVE_BOOL, LISTENER(proxy_protocol)},
+    [L_FORWARDED_HEADERS] = {"forwarded_headers", DIRECTIVE_ENUM, LISTENER(forwarded_headers),
+                             .names = forwarded_modes},
+    [L_HEADERS_WITH_UNDERSCORES] = {"headers_with_underscores", DIRECTIVE_ENUM,
+                                    LISTENER(headers_with_underscores), .names = underscore_modes},
+    [L_STRIP_HEADERS] = {"strip_headers", DIRECTIVE_CUSTOM, LISTENER(strip_headers),
+                         .parse = parse_strip_headers},
     {"mode", DIRECTIVE_ENUM, LISTENER(mode), .names = modes},
     {"upstream", DIRECTIVE_CUSTOM, LISTENER(upstream), .parse = parse_upstream},
     {"client_auth", DIRECTIVE_ENUM, LISTENER(client_auth), .names = client_auths},
@@ -990,6 +1078,14 @@ static int parse_listener(struct cfg_ctx *c, yaml_node_t *map, size_t idx)
         return ctx_fail(c, ln->seen[L_PROXY_PROTOCOL].value,
                         "listener %s: proxy_protocol is only for tcp and tls listeners",
                         quote(c, l->name));
+    /* Request headers exist only where certgate speaks HTTP. */
+    static const unsigned http_only[] = {L_FORWARDED_HEADERS, L_HEADERS_WITH_UNDERSCORES,
+                                         L_STRIP_HEADERS};
+    for (size_t i = 0; i < ARRAY_SIZE(http_only); i++)
+        if (l->mode != LISTENER_HTTP && ln->seen[http_only[i]].key != NULL)
+            return ctx_fail(c, ln->seen[http_only[i]].key,
+                            "listener %s: %s is only for http listeners", quote(c, l->name),
+                            listener_keys[http_only[i]].name);
     for (size_t i = 0; i < idx; i++) {
         const struct listener_config *o = &c->cfg->listeners[i];
         if (strcmp(o->name, l->name) == 0)
@@ -1296,6 +1392,9 @@ void config_free(struct config *cfg)
         endpoint_cleanup(&l->address);
         endpoint_cleanup(&l->upstream);
         free(l->subject_cn_pattern);
+        for (size_t j = 0; j < l->strip_headers.num; j++)
+            free(l->strip_headers.names[j]);
+        free(l->strip_headers.names);
     }
     free(cfg->listeners);
     free(cfg);

@@ -48,6 +48,21 @@ enum cc_header {
 #define CC_DETAIL_URI 0x08u
 #define CC_DETAIL_DNS 0x10u
 
+enum forwarded_headers {
+    FORWARDED_SET,    /* client copies removed; certgate writes X-Forwarded-For and -Proto */
+    FORWARDED_APPEND, /* the client address is appended to an incoming X-Forwarded-For */
+    FORWARDED_OFF,    /* client copies pass unchanged; nothing is added */
+};
+
+enum underscores {
+    UNDERSCORES_DROP,    /* request headers with '_' in the name are not forwarded (nginx) */
+    UNDERSCORES_FORWARD, /* they are forwarded, but for the ones that are always refused */
+};
+
+/* strip_headers: at most this many names, each a token of at most CONFIG_MAX_HEADER_NAME. */
+#define CONFIG_MAX_STRIP_HEADERS 64
+#define CONFIG_MAX_HEADER_NAME 128
+
 enum tenancy_policy {
     TENANCY_COMMON, /* use the common bundle */
     TENANCY_REJECT, /* fail the handshake */
@@ -63,6 +78,12 @@ enum accept_proxy {
     ACCEPT_PROXY_OFF,      /* no PROXY protocol header is read */
     ACCEPT_PROXY_V1V2,     /* a connection may start with a v1 or v2 header */
     ACCEPT_PROXY_REQUIRED, /* a connection without a valid header is closed */
+};
+
+/* A list of names (header names, ...). */
+struct config_names {
+    char **names;
+    size_t num;
 };
 
 /* An endpoint: a TCP address or a unix socket path. */
@@ -87,6 +108,9 @@ struct listener_config {
     bool require_allowed_subject;
     bool proxy_protocol;
     enum accept_proxy accept_proxy_protocol;
+    enum forwarded_headers forwarded_headers;
+    enum underscores headers_with_underscores;
+    struct config_names strip_headers; /* lowercase, '_' written as '-' */
     unsigned line; /* where the listener starts in the file, for messages */
 };
 

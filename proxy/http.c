@@ -4,6 +4,8 @@
  * Response heads are parsed and re-serialised too; only a real 101 starts a tunnel. */
 #include "http.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +19,7 @@
 #include "listener.h"
 #include "log.h"
 #include "metrics.h"
+#include "reqhead.h"
 #include "tls.h"
 #include "upstream.h"
 #include "xfcc.h"
@@ -24,6 +27,7 @@
 struct hdr {
     uint32_t name_off, name_len;
     uint32_t value_off, value_len;
+    enum reqhead_verdict verdict; /* requests: decided once in request_head_done */
 };
 
 /* Per worker: the headers of the one head being parsed. Offsets are relative to |base|, the
@@ -505,6 +509,55 @@ static void write_cc_headers(struct conn *c, struct scratch *s, const struct tok
         buf_appends(&c->uout, c->cc_headers);
 }
 
+bool http_client_address(const struct conn *c, char *out, size_t len)
+{
+    socklen_t sl = 0;
+    const struct sockaddr *sa = conn_client_addr(c, &sl);
+    if (sa->sa_family != AF_INET && sa->sa_family != AF_INET6)
+        return false;
+    conn_client_addr_text(c, out, len, false);
+    return true;
+}
+
+/* Writes X-Forwarded-For and X-Forwarded-Proto per the listener's forwarded_headers (issue 11):
+ * after the client's headers, so that a Connection header naming them cannot remove ours. */
+static void write_forwarded_headers(struct conn *c, struct scratch *s,
+                                    const struct tokens *conn_tokens)
+{
+    enum forwarded_headers mode = c->lc->forwarded_headers;
+    char addr[INET6_ADDRSTRLEN];
+    if (mode == FORWARDED_OFF)
+        return;
+    struct buf *o = &c->uout;
+    bool known = http_client_address(c, addr, sizeof(addr));
+    bool first = true;
+    if (mode == FORWARDED_APPEND) {
+        /* As nginx's $proxy_add_x_forwarded_for: every incoming copy, then the client. */
+        for (unsigned i = 0; i < s->num; i++) {
+            struct hdr *h = &s->h[i];
+            if (h->verdict != REQHEAD_XFF_APPEND ||
+                in_tokens(conn_tokens, HNAME(s, h), h->name_len))
+                continue;
+            const char *v = HVALUE(s, h);
+            size_t vl = h->value_len;
+            trim(&v, &vl);
+            if (vl == 0)
+                continue;
+            buf_appends(o, first ? "X-Forwarded-For: " : ", ");
+            buf_append(o, v, vl);
+            first = false;
+        }
+    }
+    if (known) {
+        buf_appends(o, first ? "X-Forwarded-For: " : ", ");
+        buf_appends(o, addr);
+        first = false;
+    }
+    if (!first)
+        buf_appends(o, "\r\n");
+    buf_appends(o, "X-Forwarded-Proto: https\r\n");
+}
+
 static int request_head_done(llhttp_t *p)
 {
     struct conn *c = p->data;
@@ -517,9 +570,12 @@ static int request_head_done(llhttp_t *p)
     struct hdr *host = NULL, *te = NULL, *upgrade = NULL;
     bool h2c = false;
     struct tokens conn_tokens = {0};
+    bool refused = false;
     for (unsigned i = 0; i < s->num; i++) {
         struct hdr *h = &s->h[i];
         const char *n = HNAME(s, h);
+        h->verdict = reqhead_classify(c->lc, n, h->name_len);
+        refused |= h->verdict == REQHEAD_REFUSE;
         if (name_is(n, h->name_len, "host")) {
             n_host++;
             host = h;
@@ -552,19 +608,27 @@ static int request_head_done(llhttp_t *p)
         bad |= n_te > 1 || !name_is(v, vl, "chunked");
     }
     bad |= llhttp_get_method(p) == HTTP_CONNECT;
-    bad |= h2c;
+    bad |= h2c || refused;
+    /* The request-target in the form it is forwarded: an absolute-form authority replaces Host
+     * (RFC 9112 3.2.2), for the 421 check too (SECURITY 23). */
+    struct reqhead_target target;
+    bad |= reqhead_target_parse(&target, s->base + s->url_off, s->url_len,
+                                llhttp_get_method(p) == HTTP_OPTIONS) < 0;
     if (bad) {
         conn_error(c, 400);
         return -1;
     }
+    const char *hv = NULL;
+    size_t hl = 0;
+    if (target.authority != NULL) {
+        hv = target.authority;
+        hl = target.authority_len;
+    } else if (host != NULL) {
+        hv = HVALUE(s, host);
+        hl = host->value_len;
+        trim(&hv, &hl);
+    }
     if (c->ssl != NULL) {
-        const char *hv = NULL;
-        size_t hl = 0;
-        if (host != NULL) {
-            hv = HVALUE(s, host);
-            hl = host->value_len;
-            trim(&hv, &hl);
-        }
         if (!tls_host_allowed(c->gen, c->index, c->ssl, hv, hl)) {
             conn_error(c, 421); /* the tenant is bound to the connection, never to Host */
             return -1;
@@ -594,18 +658,20 @@ static int request_head_done(llhttp_t *p)
 
     struct buf *o = &c->uout;
     buf_appendf(o, "%s ", method);
-    buf_append(o, s->base + s->url_off, s->url_len);
+    if (target.add_slash)
+        buf_append(o, "/", 1);
+    buf_append(o, target.rest, target.rest_len);
     buf_append(o, " HTTP/1.1\r\n", 11);
-    if (host != NULL)
-        put_header(o, "Host", 4, HVALUE(s, host), host->value_len);
+    if (hv != NULL)
+        put_header(o, "Host", 4, hv, hl);
     for (unsigned i = 0; i < s->num; i++) {
         struct hdr *h = &s->h[i];
         const char *n = HNAME(s, h);
         if (h == host || is_hop_by_hop(n, h->name_len) || in_tokens(&conn_tokens, n, h->name_len))
             continue;
-        bool underscore = false;
-        if (xfcc_classify(n, h->name_len, &underscore) != XFCC_NAME_NONE)
-            continue; /* write_cc_headers decides */
+        /* Client-certificate headers: write_cc_headers decides; the rest per reqhead. */
+        if (h->verdict != REQHEAD_FORWARD)
+            continue;
         if (name_is(n, h->name_len, "x-request-id"))
             continue; /* the one chosen by note_request follows */
         put_header(o, n, h->name_len, HVALUE(s, h), h->value_len);
@@ -623,6 +689,7 @@ static int request_head_done(llhttp_t *p)
         buf_append(o, v, vl);
         buf_append(o, "\r\n", 2);
     }
+    write_forwarded_headers(c, s, &conn_tokens);
     write_cc_headers(c, s, &conn_tokens);
     buf_append(o, "\r\n", 2);
     s->in_trailers = true;

@@ -42,6 +42,10 @@ bool http_request_id_valid(const char *v, size_t len);
 /* http_new_request_id writes a new random request id, HTTP_REQUEST_ID_NEW_LEN hex digits and a
  * NUL, into |out| and returns |out|. Unique, not secret: seeded once per thread from getrandom. */
 const char *http_new_request_id(char *out);
+/* http_client_address writes the address of the client that |c| serves (no port) to |out|
+ * (INET6_ADDRSTRLEN bytes), as X-Forwarded-For names it: the PROXY protocol source when the
+ * connection began with one, else the TCP peer. Returns false when it is unknown. */
+bool http_client_address(const struct conn *c, char *out, size_t len);
 
 /* http_reason returns the reason phrase of |status|. */
 const char *http_reason(int status);

@@ -73,6 +73,32 @@ static void hup_cb(uv_signal_t *s, int signum)
     reload_run("signal", true, err, sizeof(err));
 }
 
+/* warn_forwarding tells the operator of listeners that pass a client's own client-certificate
+ * header on while a client may come without a certificate (CONTRACT 5): whoever trusts that
+ * header downstream trusts the client's word. A warning, not an error: a chain of proxies may
+ * want it. */
+static void warn_forwarding(const struct config *cfg)
+{
+    static const char *const modes[] = {
+        [FCC_FORWARD_ONLY] = "forward_only",
+        [FCC_APPEND_FORWARD] = "append_forward",
+        [FCC_ALWAYS_FORWARD_ONLY] = "always_forward_only",
+    };
+    for (size_t i = 0; i < cfg->num_listeners; i++) {
+        const struct listener_config *lc = &cfg->listeners[i];
+        enum fcc_mode m = lc->forward_client_cert;
+        if (lc->mode != LISTENER_HTTP || lc->client_auth == CLIENT_AUTH_REQUIRE ||
+            (m != FCC_FORWARD_ONLY && m != FCC_APPEND_FORWARD && m != FCC_ALWAYS_FORWARD_ONLY))
+            continue;
+        fprintf(stderr,
+                "%s:%u: warning: listener %s forwards a client's own client-certificate header "
+                "(forward_client_cert: %s) while client_auth is %s, so a client can choose what "
+                "the upstream reads; use client_auth: require, or sanitize_set\n",
+                cfg->path, lc->line, lc->name, modes[m],
+                lc->client_auth == CLIENT_AUTH_OPTIONAL ? "optional" : "none");
+    }
+}
+
 static int cmd_check(const char *path)
 {
     char err[2048];
@@ -97,6 +123,7 @@ static int cmd_check(const char *path)
                lc->mode == LISTENER_HTTP ? "http" : lc->mode == LISTENER_TLS ? "tls" : "tcp");
     }
     tls_gen_describe(gen, cfg);
+    warn_forwarding(cfg);
     /* A tenant that did not load is a validation failure, even though run would serve the
      * others. */
     size_t broken = tls_gen_store_errors(gen);

@@ -5,6 +5,15 @@
 #include <string.h>
 #include <strings.h>
 
+/* A port: digits only (none is allowed, as RFC 3986 allows an empty port). */
+static bool all_digits(const char *p, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        if (p[i] < '0' || p[i] > '9')
+            return false;
+    return true;
+}
+
 bool tenancy_normalize(char *out, const char *name, size_t len, bool is_host)
 {
     if (is_host) {
@@ -13,16 +22,15 @@ bool tenancy_normalize(char *out, const char *name, size_t len, bool is_host)
             if (close == NULL)
                 return false;
             size_t rest = len - (size_t)(close + 1 - name);
-            if (rest > 0 && close[1] != ':')
+            if (rest > 0 && (close[1] != ':' || !all_digits(close + 2, rest - 1)))
                 return false;
             name++;
             len = (size_t)(close - name);
         } else {
             const char *colon = memchr(name, ':', len);
             if (colon != NULL) {
-                for (const char *p = colon + 1; p < name + len; p++)
-                    if (*p < '0' || *p > '9')
-                        return false;
+                if (!all_digits(colon + 1, (size_t)(name + len - colon - 1)))
+                    return false;
                 len = (size_t)(colon - name);
             }
         }

@@ -138,6 +138,7 @@ size_t tls_gen_store_errors(const struct tls_gen *gen);
  * the common trust set did (no tenancy, no SNI, or an SNI naming no known tenant). */
 const char *tls_tenant(struct ssl_st *ssl);
 
+
 /* tls_client_cert_headers appends this hop's client-certificate header lines ("Name: value\r\n")
  * for listener |index| in its client_cert_header format to |out|, and for xfcc the bare element
  * to |element| (for append_forward). Returns false when the client sent no certificate. */

@@ -366,6 +366,10 @@ def t_v2_ipv6_source(t):
     get_ok(t, s, "/echo?v6=1")
     lines = access_lines(cg)
     check(lines and lines[0]["peer"] == "[2001:db8::7]:5555", "access %r" % lines[:1])
+    # X-Forwarded-For (forwarded_headers: set, the default) names the balancer's client too
+    hs = up.wait_requests(1)[0]["headers"]
+    xff = [v for k, v in hs if k.lower() == "x-forwarded-for"]
+    check(xff == ["2001:db8::7"], "upstream X-Forwarded-For %r, want the PROXY source" % xff)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -394,6 +394,89 @@ static void test_every_key(void **state)
     config_free(cfg);
 }
 
+/* The request-header keys of an http listener (issue 9 items 3-4, issue 11 item 4). */
+#define HTTP_HEAD                                                                                  \
+    "credentials: {dir: /c}\nca_store: {dir: /s}\nlisteners:\n  - name: h\n"                       \
+    "    address: 127.0.0.1:1\n    upstream: 127.0.0.1:2\n"
+
+static void test_header_keys(void **state)
+{
+    struct config *cfg = load_ok(HTTP_HEAD);
+    struct listener_config *l = &cfg->listeners[0];
+    assert_int_equal(l->forwarded_headers, FORWARDED_SET);
+    assert_int_equal(l->headers_with_underscores, UNDERSCORES_DROP);
+    assert_int_equal(l->strip_headers.num, 0);
+    config_free(cfg);
+
+    cfg = load_ok(HTTP_HEAD
+                  "    forwarded_headers: append\n"
+                  "    headers_with_underscores: forward\n"
+                  "    strip_headers: [X-Site-Identity, x_internal_USER, \"a!#$%&'*+.^`|~\"]\n");
+    l = &cfg->listeners[0];
+    assert_int_equal(l->forwarded_headers, FORWARDED_APPEND);
+    assert_int_equal(l->headers_with_underscores, UNDERSCORES_FORWARD);
+    assert_int_equal(l->strip_headers.num, 3);
+    assert_string_equal(l->strip_headers.names[0], "x-site-identity");
+    assert_string_equal(l->strip_headers.names[1], "x-internal-user");
+    assert_string_equal(l->strip_headers.names[2], "a!#$%&'*+.^`|~");
+    config_free(cfg);
+
+    cfg = load_ok(HTTP_HEAD "    forwarded_headers: off\n    strip_headers: []\n");
+    assert_int_equal(cfg->listeners[0].forwarded_headers, FORWARDED_OFF);
+    assert_int_equal(cfg->listeners[0].strip_headers.num, 0);
+    config_free(cfg);
+    cfg = load_ok(HTTP_HEAD "    strip_headers: ~\n");
+    assert_int_equal(cfg->listeners[0].strip_headers.num, 0);
+    config_free(cfg);
+
+    expect_error(HTTP_HEAD "    forwarded_headers: replace\n",
+                 "t.yaml:7:24: invalid value \"replace\" for listeners[0].forwarded_headers: "
+                 "expected set, append or off");
+    expect_error(HTTP_HEAD "    headers_with_underscores: yes\n",
+                 "t.yaml:7:31: invalid value \"yes\" for listeners[0].headers_with_underscores: "
+                 "expected drop or forward");
+    expect_error(HTTP_HEAD "    strip_headers: [ok, \"bad name\"]\n",
+                 "t.yaml:7:25: invalid value \"bad name\" in listeners[0].strip_headers: expected "
+                 "a header name (letters, digits and !#$%&'*+-.^_`|~, at most 128 bytes)");
+    expect_error(HTTP_HEAD "    strip_headers: [\"x:y\"]\n",
+                 "t.yaml:7:21: invalid value \"x:y\" in listeners[0].strip_headers: expected "
+                 "a header name (letters, digits and !#$%&'*+-.^_`|~, at most 128 bytes)");
+    expect_error(HTTP_HEAD "    strip_headers: ['']\n",
+                 "t.yaml:7:21: invalid value \"\" in listeners[0].strip_headers: expected "
+                 "a header name (letters, digits and !#$%&'*+-.^_`|~, at most 128 bytes)");
+    expect_error(HTTP_HEAD "    strip_headers: [Transfer_Encoding]\n",
+                 "t.yaml:7:21: invalid value \"Transfer_Encoding\" in listeners[0].strip_headers: "
+                 "certgate frames transfer-encoding itself, it cannot be stripped");
+    expect_error(HTTP_HEAD "    strip_headers: [x-a, X_A]\n",
+                 "t.yaml:7:26: duplicate value \"X_A\" in listeners[0].strip_headers");
+    expect_error(HTTP_HEAD "    strip_headers: x-a\n",
+                 "t.yaml:7:20: listeners[0].strip_headers: expected a sequence of header names "
+                 "such as [x-client-id], got a scalar");
+    expect_error_prefix(HTTP_HEAD "    strip_headers: [[x]]\n", "t.yaml:7:21: ");
+
+    char yaml[4096] = HTTP_HEAD "    strip_headers: [";
+    for (int i = 0; i < CONFIG_MAX_STRIP_HEADERS + 1; i++)
+        snprintf(yaml + strlen(yaml), sizeof(yaml) - strlen(yaml), "%sx-%d", i ? ", " : "", i);
+    strcat(yaml, "]\n");
+    expect_error(yaml, "t.yaml:7:20: listeners[0].strip_headers: at most 64 names are allowed");
+    char name[CONFIG_MAX_HEADER_NAME + 2];
+    memset(name, 'a', sizeof(name) - 1);
+    name[sizeof(name) - 1] = '\0';
+    snprintf(yaml, sizeof(yaml), HTTP_HEAD "    strip_headers: [%s]\n", name);
+    expect_error_prefix(yaml, "t.yaml:7:21: invalid value \"aaaa");
+    name[sizeof(name) - 2] = '\0';
+    snprintf(yaml, sizeof(yaml), HTTP_HEAD "    strip_headers: [%s]\n", name);
+    config_free(load_ok(yaml));
+
+    /* Only http listeners have request headers. */
+    expect_error(TCP_LISTENER "    strip_headers: [x-a]\n",
+                 "t.yaml:6:5: listener \"a\": strip_headers is only for http listeners");
+    expect_error(TCP_LISTENER "    headers_with_underscores: drop\n",
+                 "t.yaml:6:5: listener \"a\": headers_with_underscores is only for http listeners");
+    expect_error(TCP_LISTENER "    forwarded_headers: set\n",
+                 "t.yaml:6:5: listener \"a\": forwarded_headers is only for http listeners");
+}
+
 static void test_contract_example(void **state)
 {
     struct config *cfg = load_ok(contract_example);
@@ -989,6 +1072,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_every_key),
+        cmocka_unit_test(test_header_keys),
         cmocka_unit_test(test_contract_example),
         cmocka_unit_test(test_error_positions),
         cmocka_unit_test(test_error_structure),

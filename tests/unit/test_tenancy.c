@@ -44,6 +44,11 @@ static void test_host_forms(void **state)
     assert_string_equal(id_of("[::1]:8443", true), "<none>");
     assert_string_equal(id_of("acme.example.com@evil", true), "<invalid>");
     assert_string_equal(id_of("", true), "<invalid>");
+    assert_string_equal(id_of("acme.example.com:", true), "acme"); /* RFC 3986: empty port */
+    assert_string_equal(id_of("acme.example.com:8x", true), "<invalid>");
+    assert_string_equal(id_of("[::1]:x", true), "<invalid>");
+    assert_string_equal(id_of("[::1]x", true), "<invalid>");
+    assert_string_equal(id_of("[::1", true), "<invalid>");
 }
 
 static void test_ip_literals(void **state)
