@@ -57,6 +57,11 @@ void tls_gen_unref(struct tls_gen *gen);
 /* tls_gen_describe prints the credentials and CA store summary for `certgate check`. */
 void tls_gen_describe(const struct tls_gen *gen, const struct config *cfg);
 
+/* tls_check_anchors prints to stderr one "warning: FILE:LINE: ..." line per certificate of the
+ * CA store's bundles that cannot issue client certificates (not a CA, no keyCertSign, an
+ * unsupported critical extension...), for `certgate check`; returns how many. */
+size_t tls_check_anchors(const struct config *cfg);
+
 /* tls_new_ssl makes a server SSL for listener |index| on socket |fd| accepted from |peer| (may
  * be NULL), which refusal logs name. Returns NULL only for a listener without TLS. */
 struct ssl_st *tls_new_ssl(struct tls_gen *gen, size_t index, int fd, void *app,
