@@ -60,6 +60,31 @@ bool tls_anchor_problem(X509 *x, bool with_key, char *out, size_t len)
     return false;
 }
 
+bool tls_anchor_dns_name_ok(const uint8_t *s, size_t n, bool constraint)
+{
+    if (constraint && n > 0 && s[0] == '.') {
+        s++;
+        n--;
+    }
+    if (n == 0 || n > 253)
+        return false;
+    size_t label = 0;
+    for (size_t i = 0; i <= n; i++) {
+        if (i == n || s[i] == '.') {
+            if (label == 0 || label > 63 || s[i - 1] == '-' || s[i - label] == '-')
+                return false;
+            label = 0;
+            continue;
+        }
+        uint8_t c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-'))
+            return false;
+        label++;
+    }
+    return true;
+}
+
 /* --- certgate check ---------------------------------------------------------------------- */
 
 static size_t check_bundle(const char *path, FILE *out)

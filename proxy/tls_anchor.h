@@ -5,6 +5,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include <openssl/x509.h>
@@ -15,6 +16,11 @@
  * to |out| ("its keyUsage lacks keyCertSign"). Such a certificate can still be an anchor for
  * itself only. */
 bool tls_anchor_problem(X509 *x, bool with_key, char *out, size_t len);
+
+/* tls_anchor_dns_name_ok tells whether the |n| bytes at |s| are a DNS name in preferred name
+ * syntax: LDH labels of 1-63 bytes that neither start nor end with '-', 253 bytes at most, no
+ * trailing dot, no wildcard. A name constraint (|constraint|) may start with one '.'. */
+bool tls_anchor_dns_name_ok(const uint8_t *s, size_t n, bool constraint);
 
 /* tls_anchor_check_store reads |dir|/index.yml and every bundle it lists, and prints one
  * "warning: FILE:LINE: ..." line to |out| for each CERTIFICATE block (LINE: its BEGIN line)

@@ -582,33 +582,10 @@ static void verify_error_reason(X509_STORE_CTX *ctx, const struct tls_listener *
 
 /* --- name constraints (SECURITY 28) ------------------------------------------------------ */
 
-/* A DNS name in preferred name syntax: LDH labels of 1-63 bytes, not starting or ending with
- * '-', 253 bytes at most, no trailing dot. A constraint may start with one '.'. */
 static bool dns_name_ok(const ASN1_STRING *a, bool constraint)
 {
-    const unsigned char *s = ASN1_STRING_get0_data(a);
-    size_t n = (size_t)ASN1_STRING_length(a);
-    if (constraint && n > 0 && s[0] == '.') {
-        s++;
-        n--;
-    }
-    if (n == 0 || n > 253)
-        return false;
-    size_t label = 0;
-    for (size_t i = 0; i <= n; i++) {
-        if (i == n || s[i] == '.') {
-            if (label == 0 || label > 63 || s[i - 1] == '-' || s[i - label] == '-')
-                return false;
-            label = 0;
-            continue;
-        }
-        unsigned char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '-'))
-            return false;
-        label++;
-    }
-    return true;
+    return tls_anchor_dns_name_ok(ASN1_STRING_get0_data(a), (size_t)ASN1_STRING_length(a),
+                                  constraint);
 }
 
 static bool subtrees_ok(const STACK_OF(GENERAL_SUBTREE) *trees)
