@@ -536,26 +536,25 @@ static void verify_error_reason(X509_STORE_CTX *ctx, const struct tls_listener *
         *result = "policy";
         *out_alert = SSL_AD_UNSUPPORTED_CERTIFICATE;
         return;
+    case X509_V_ERR_UNABLE_TO_DECODE_ISSUER_PUBLIC_KEY: {
+        char *issuer = tls_verify_name_rfc2253(X509_get_issuer_name(bad));
+        snprintf(reason, len, "issuer \"%s\" cannot be used: its key type is not supported",
+                 issuer);
+        free(issuer);
+        return;
+    }
     case X509_V_ERR_INVALID_CA:
     case X509_V_ERR_KEYUSAGE_NO_CERTSIGN:
     case X509_V_ERR_UNHANDLED_CRITICAL_EXTENSION:
-    case X509_V_ERR_INVALID_EXTENSION:
-    case X509_V_ERR_UNABLE_TO_DECODE_ISSUER_PUBLIC_KEY:
-        if (e == X509_V_ERR_UNABLE_TO_DECODE_ISSUER_PUBLIC_KEY)
-            snprintf(why, sizeof(why), "its key type is not supported");
-        else if (!tls_anchor_problem(bad, true, why, sizeof(why)))
+    case X509_V_ERR_INVALID_EXTENSION: {
+        if (!tls_anchor_problem(bad, true, why, sizeof(why)))
             snprintf(why, sizeof(why), "%s", X509_verify_cert_error_string(e));
-        if (e == X509_V_ERR_UNABLE_TO_DECODE_ISSUER_PUBLIC_KEY) {
-            char *issuer = tls_verify_name_rfc2253(X509_get_issuer_name(bad));
-            snprintf(reason, len, "issuer \"%s\" cannot be used: %s", issuer, why);
-            free(issuer);
-        } else {
-            char *subject = tls_verify_name_rfc2253(X509_get_subject_name(bad));
-            snprintf(reason, len, "certificate \"%s\" of the chain cannot be used%s: %s", subject,
-                     bad == leaf ? "" : " as a CA", why);
-            free(subject);
-        }
+        char *subject = tls_verify_name_rfc2253(X509_get_subject_name(bad));
+        snprintf(reason, len, "certificate \"%s\" of the chain cannot be used%s: %s", subject,
+                 bad == leaf ? "" : " as a CA", why);
+        free(subject);
         return;
+    }
     case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
     case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
     case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
