@@ -44,6 +44,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "tenancy.h"
+#include "tls_anchor.h"
 #include "tls_revocation.h"
 #include "tls_verify.h"
 #include "xfcc.h"
@@ -306,7 +307,7 @@ bool tls_reverify(struct tls_gen *gen, size_t index, struct ssl_st *ssl)
     }
     STACK_OF(X509) *peer = tls_verify_peer_chain(ssl);
     uint8_t alert = 0;
-    bool ok = tls_verify_chain(ssl, tl, tenant, peer, &alert, NULL) == ssl_verify_ok;
+    bool ok = tls_verify_chain(ssl, tl, tenant, peer, &alert, NULL, NULL) == ssl_verify_ok;
     sk_X509_pop_free(peer, X509_free);
     return ok;
 }
@@ -586,6 +587,11 @@ void tls_gen_describe(const struct tls_gen *gen, const struct config *cfg)
         ca_store_describe(gen->store, stdout);
 }
 
+size_t tls_check_anchors(const struct config *cfg)
+{
+    return cfg->ca_store_dir != NULL ? tls_anchor_check_store(cfg->ca_store_dir, stderr) : 0;
+}
+
 /* --- connections ------------------------------------------------------------------------- */
 
 struct ssl_st *tls_new_ssl(struct tls_gen *gen, size_t index, int fd, void *app,
@@ -666,13 +672,20 @@ int tls_handshake(struct ssl_st *ssl)
             why = "the client offered only TLS versions older than 1.2";
         else if (reason == SSL_R_NO_SHARED_CIPHER)
             why = "no cipher in common with the client";
+        else if (reason == SSL_R_KEY_USAGE_BIT_INCORRECT)
+            why = "certificate not allowed for client authentication (key usage without "
+                  "digitalSignature)";
+        else if (reason == SSL_R_CANNOT_PARSE_LEAF_CERT)
+            why = "the client's certificate does not parse or has a key type BoringSSL does "
+                  "not support";
         if (why == NULL) {
             ERR_error_string_n(e, text, sizeof(text));
             why = text;
         }
-        tls_verify_log_refusal(
-            ssl, reason == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE ? "no_cert" : "error", why,
-            NULL);
+        const char *result = reason == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE ? "no_cert"
+                             : reason == SSL_R_KEY_USAGE_BIT_INCORRECT        ? "policy"
+                                                                               : "error";
+        tls_verify_log_refusal(ssl, result, why, NULL);
     } else if (e == 0) {
         struct tls_listener *tl = tls_verify_listener_of(ssl);
         if (tl != NULL)

@@ -57,6 +57,11 @@ void tls_gen_unref(struct tls_gen *gen);
 /* tls_gen_describe prints the credentials and CA store summary for `certgate check`. */
 void tls_gen_describe(const struct tls_gen *gen, const struct config *cfg);
 
+/* tls_check_anchors prints to stderr one "warning: FILE:LINE: ..." line per certificate of the
+ * CA store's bundles that cannot issue client certificates (not a CA, no keyCertSign, an
+ * unsupported critical extension...), for `certgate check`; returns how many. */
+size_t tls_check_anchors(const struct config *cfg);
+
 /* tls_new_ssl makes a server SSL for listener |index| on socket |fd| accepted from |peer| (may
  * be NULL), which refusal logs name. Returns NULL only for a listener without TLS. */
 struct ssl_st *tls_new_ssl(struct tls_gen *gen, size_t index, int fd, void *app,
@@ -66,9 +71,10 @@ struct ssl_st *tls_new_ssl(struct tls_gen *gen, size_t index, int fd, void *app,
  * threads call it before they end. */
 void tls_thread_cleanup(void);
 
-/* tls_check_resumed applies revocation.ocsp to a resumed session once its handshake is done
- * (a full handshake did in the verify callback): 1 to go on, 0 to close (the refusal was
- * logged), or TLS_WANT_VERIFY while an OCSP query runs (call again after the resume hook). */
+/* tls_check_resumed checks a resumed session once its handshake is done, as a full handshake
+ * is in the verify callback: its chain still valid now under the connection's trust set and
+ * CRLs (SECURITY 22), then revocation.ocsp. 1 to go on, 0 to close (the refusal was logged and
+ * counted), or TLS_WANT_VERIFY while an OCSP query runs (call again after the resume hook). */
 int tls_check_resumed(struct ssl_st *ssl);
 
 /* tls_set_async_hooks tells the verifier how to find the loop a connection runs on (|loop_of|,

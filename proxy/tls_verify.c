@@ -23,6 +23,7 @@
 #include "base.h"
 #include "log.h"
 #include "metrics.h"
+#include "tls_anchor.h"
 #include "tls_revocation.h"
 
 #define MAX_CHAIN_DEPTH 8
@@ -195,13 +196,20 @@ static bool weak_signature(const X509 *x)
     }
 }
 
-static bool weak_key(X509 *x)
+/* Why the key of |x| is refused (written to |out|), or false when it is usable. */
+static bool key_problem(X509 *x, size_t i, char *out, size_t len)
 {
     EVP_PKEY *pk = X509_get_pubkey(x);
-    if (pk == NULL)
+    ERR_clear_error();
+    if (pk == NULL) {
+        snprintf(out, len, "certificate %zu of the chain has a key type certgate does not support",
+                 i);
         return true;
+    }
     bool weak = EVP_PKEY_id(pk) == EVP_PKEY_RSA && EVP_PKEY_bits(pk) < MIN_RSA_BITS;
     EVP_PKEY_free(pk);
+    if (weak)
+        snprintf(out, len, "certificate %zu of the chain has a key under %d bits", i, MIN_RSA_BITS);
     return weak;
 }
 
@@ -244,8 +252,9 @@ static bool peer_chain_unparsable(const SSL *ssl)
 
 /* Verified chains are remembered per worker thread, keyed by the chain's bytes, the tenant,
  * the listener and the generation (which fixes the trust set, the CRLs and the policy), until
- * the first notAfter of the chain: a gateway that reconnects costs a hash, not a verification.
- * Only successes are cached. */
+ * the first notAfter of the *verified* chain (the anchors and intermediates the store supplied
+ * count: an expired CA must not be served from here, SECURITY 22) or the first CRL nextUpdate:
+ * a gateway that reconnects costs a hash, not a verification. Only successes are cached. */
 #define VERIFY_CACHE_SIZE 1024
 
 struct verify_entry {
@@ -289,6 +298,24 @@ void tls_verify_thread_cleanup(void)
     verify_cache = NULL;
 }
 
+/* Whether the calling thread verified this chain under |tl|'s generation and it is still in
+ * its validity window. */
+static bool cache_fresh(const struct tls_listener *tl, const uint8_t key[SHA256_DIGEST_LENGTH])
+{
+    const struct verify_entry *e = verify_slot(key);
+    return e->gen_id == tl->gen->id && memcmp(e->key, key, SHA256_DIGEST_LENGTH) == 0 &&
+           (int64_t)time(NULL) < e->expires;
+}
+
+static void cache_put(const struct tls_listener *tl, const uint8_t key[SHA256_DIGEST_LENGTH],
+                      int64_t expires)
+{
+    struct verify_entry *e = verify_slot(key);
+    memcpy(e->key, key, SHA256_DIGEST_LENGTH);
+    e->gen_id = tl->gen->id;
+    e->expires = expires;
+}
+
 /* --- verification ------------------------------------------------------------------------- */
 
 bool tls_verify_allowed(X509 *leaf)
@@ -325,6 +352,25 @@ static enum ssl_verify_result_t check_allowed(SSL *ssl, const struct tls_listene
     return ret;
 }
 
+/* tls_verify_chain, remembering a success under |key| (NULL: not cacheable) until the first
+ * notAfter of the verified chain or a CRL is due (a stale CRL: not cached, so that every
+ * verification says so). */
+static enum ssl_verify_result_t verify_remember(SSL *ssl, struct tls_listener *tl,
+                                                const struct ca_tenant *tenant,
+                                                STACK_OF(X509) *peer, const uint8_t *key,
+                                                uint8_t *out_alert, X509 **out_issuer)
+{
+    int64_t expires = INT64_MAX;
+    enum ssl_verify_result_t ret =
+        tls_verify_chain(ssl, tl, tenant, peer, out_alert, out_issuer, &expires);
+    if (ret != ssl_verify_ok || key == NULL)
+        return ret;
+    if (tl->gen->store != NULL && tl->gen->cfg->revocation_crl)
+        expires = MIN(expires, ca_store_crl_next_update(tl->gen->store, tenant));
+    cache_put(tl, key, expires);
+    return ret;
+}
+
 enum ssl_verify_result_t tls_verify_handshake(SSL *ssl, uint8_t *out_alert)
 {
     struct tls_listener *tl = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), tls_listener_index);
@@ -339,9 +385,7 @@ enum ssl_verify_result_t tls_verify_handshake(SSL *ssl, uint8_t *out_alert)
     uint8_t key[SHA256_DIGEST_LENGTH];
     if (cacheable) {
         chain_key(ssl, tl, tenant ? ca_store_tenant_id(tenant) : "", key);
-        struct verify_entry *e = verify_slot(key);
-        if (e->gen_id == tl->gen->id && memcmp(e->key, key, sizeof(key)) == 0 &&
-            (int64_t)time(NULL) < e->expires) {
+        if (cache_fresh(tl, key)) {
             /* A cached chain still needs the allowlist and the leaf's OCSP answer; when the
              * answer cache does not have it, verify again to learn the issuer the query needs. */
             if (check_allowed(ssl, tl, out_alert) != ssl_verify_ok)
@@ -358,22 +402,8 @@ enum ssl_verify_result_t tls_verify_handshake(SSL *ssl, uint8_t *out_alert)
     }
     STACK_OF(X509) *peer = tls_verify_peer_chain(ssl);
     X509 *issuer = NULL;
-    enum ssl_verify_result_t ret = tls_verify_chain(ssl, tl, tenant, peer, out_alert, &issuer);
-    if (ret == ssl_verify_ok && cacheable) {
-        /* Valid until a certificate expires or a CRL is due (a stale CRL: not cached, so that
-         * every verification says so). */
-        int64_t expires = INT64_MAX;
-        if (tl->gen->store != NULL && tl->gen->cfg->revocation_crl)
-            expires = ca_store_crl_next_update(tl->gen->store, tenant);
-        for (size_t i = 0; i < sk_X509_num(peer); i++) {
-            int64_t t = tls_verify_asn1_unix(X509_get0_notAfter(sk_X509_value(peer, i)));
-            expires = MIN(expires, t);
-        }
-        struct verify_entry *e = verify_slot(key);
-        memcpy(e->key, key, sizeof(key));
-        e->gen_id = tl->gen->id;
-        e->expires = expires;
-    }
+    enum ssl_verify_result_t ret =
+        verify_remember(ssl, tl, tenant, peer, cacheable ? key : NULL, out_alert, &issuer);
     /* The allowlist first: a client it refuses costs no OCSP query. */
     if (ret == ssl_verify_ok)
         ret = check_allowed(ssl, tl, out_alert);
@@ -388,29 +418,278 @@ int tls_verify_resumed(SSL *ssl)
 {
     struct tls_listener *tl = tls_verify_listener_of(ssl);
     uint8_t alert = 0;
-    if (tl == NULL || !tl->lc->verify || tl->gen->cfg->revocation_ocsp == OCSP_OFF)
+    if (tl == NULL || !tl->lc->verify)
         return ssl_verify_ok;
-    int r = tls_revocation_resume(ssl, tl, &alert);
-    if (r < 0)
-        r = tls_revocation_cached(ssl, tl, &alert);
+    bool ocsp = tl->gen->cfg->revocation_ocsp != OCSP_OFF;
+    int r = ocsp ? tls_revocation_resume(ssl, tl, &alert) : -1;
     if (r >= 0)
         return r;
-    /* No answer cached for the session's leaf: verify its chain again (the trust set may
-     * have changed too) to learn the issuer, then ask. */
+    /* The session skipped the verify callback, and its chain was verified when the ticket was
+     * made: the leaf or a CA may have expired since (SECURITY 22). The session id context
+     * already ties it to this trust set and these CRLs; time is checked here, from the cache of
+     * verified chains (whose entries end at the first notAfter) or by verifying again. */
     struct tls_peer *pe = tls_verify_peer_of(ssl);
+    const struct ca_tenant *tenant = pe ? pe->tenant : NULL;
+    const STACK_OF(CRYPTO_BUFFER) *bufs = SSL_get0_peer_certificates(ssl);
+    bool cacheable = bufs != NULL && sk_CRYPTO_BUFFER_num(bufs) > 0;
+    uint8_t key[SHA256_DIGEST_LENGTH];
+    if (cacheable) {
+        chain_key(ssl, tl, tenant ? ca_store_tenant_id(tenant) : "", key);
+        if (cache_fresh(tl, key)) {
+            r = ocsp ? tls_revocation_cached(ssl, tl, &alert) : ssl_verify_ok;
+            if (r >= 0)
+                return r;
+        }
+    }
+    /* Not cached, or no OCSP answer cached for the session's leaf: verify its chain again,
+     * which also gives the issuer the query needs. */
     STACK_OF(X509) *peer = tls_verify_peer_chain(ssl);
     X509 *issuer = NULL;
-    r = tls_verify_chain(ssl, tl, pe ? pe->tenant : NULL, peer, &alert, &issuer);
-    if (r == ssl_verify_ok && peer != NULL && sk_X509_num(peer) > 0)
+    r = verify_remember(ssl, tl, tenant, peer, cacheable ? key : NULL, &alert, &issuer);
+    if (r == ssl_verify_ok && ocsp && peer != NULL && sk_X509_num(peer) > 0)
         r = tls_revocation_check(ssl, tl, sk_X509_value(peer, 0), issuer, &alert);
     X509_free(issuer);
     sk_X509_pop_free(peer, X509_free);
     return r;
 }
 
+/* --- reasons an operator can act on (SECURITY 28) ---------------------------------------- */
+
+/* A certificate named |name| in the trust set of |tenant| or among the client's certificates
+ * that cannot issue certificates: BoringSSL skipped it while building the chain and reports the
+ * issuer as unknown. Writes what is wrong with it to |why|. */
+static bool unusable_issuer(const struct tls_listener *tl, const struct ca_tenant *tenant,
+                            STACK_OF(X509) *peer, X509_NAME *name, char *why, size_t len)
+{
+    const STACK_OF(X509) *sets[3] = {peer, NULL, NULL};
+    if (tl->gen->store != NULL) {
+        sets[1] = ca_store_cas(tl->gen->store, NULL);
+        sets[2] = tenant ? ca_store_cas(tl->gen->store, tenant) : NULL;
+    }
+    for (size_t s = 0; s < ARRAY_SIZE(sets); s++)
+        for (size_t i = 0; sets[s] != NULL && i < sk_X509_num(sets[s]); i++) {
+            X509 *x = sk_X509_value(sets[s], i);
+            if (X509_NAME_cmp(X509_get_subject_name(x), name) == 0 &&
+                tls_anchor_problem(x, true, why, len))
+                return true;
+        }
+    return false;
+}
+
+/* Why |x| may not serve for client authentication: X509_V_ERR_INVALID_PURPOSE says only
+ * "unsupported certificate purpose" for the EKU, the keyUsage and a CA's usages alike. */
+static void purpose_reason(X509 *x, bool is_leaf, char *out, size_t len)
+{
+    uint32_t flags = X509_get_extension_flags(x);
+    char why[256];
+    if ((flags & EXFLAG_XKUSAGE) && !(X509_get_extended_key_usage(x) & XKU_SSL_CLIENT))
+        snprintf(why, sizeof(why), "extended key usage without clientAuth");
+    else if (is_leaf && (flags & EXFLAG_KUSAGE) &&
+             !(X509_get_key_usage(x) & (KU_DIGITAL_SIGNATURE | KU_KEY_AGREEMENT)))
+        snprintf(why, sizeof(why), "key usage without digitalSignature or keyAgreement");
+    else if (is_leaf || !tls_anchor_problem(x, true, why, sizeof(why)))
+        snprintf(why, sizeof(why), "key usage or Netscape certificate type");
+    if (is_leaf) {
+        snprintf(out, len, "certificate not allowed for client authentication (%s)", why);
+        return;
+    }
+    char *subject = tls_verify_name_rfc2253(X509_get_subject_name(x));
+    snprintf(out, len, "CA certificate \"%s\" of the chain may not issue client certificates (%s)",
+             subject, why);
+    free(subject);
+}
+
+static void verify_error_reason(X509_STORE_CTX *ctx, const struct tls_listener *tl,
+                                const struct ca_tenant *tenant, STACK_OF(X509) *peer,
+                                X509 *leaf, char *reason, size_t len, const char **result,
+                                uint8_t *out_alert)
+{
+    const char *tenant_name = tenant ? ca_store_tenant_id(tenant) : "common";
+    int e = X509_STORE_CTX_get_error(ctx);
+    X509 *bad = X509_STORE_CTX_get_current_cert(ctx);
+    if (bad == NULL)
+        bad = leaf;
+    char when[64], why[256];
+    *result = "untrusted";
+    *out_alert = SSL_AD_BAD_CERTIFICATE;
+    switch (e) {
+    case X509_V_ERR_CERT_HAS_EXPIRED:
+        tls_verify_time_string(X509_get0_notAfter(bad), when, sizeof(when));
+        snprintf(reason, len, "certificate expired at %s", when);
+        if (bad != leaf) {
+            char *subject = tls_verify_name_rfc2253(X509_get_subject_name(bad));
+            snprintf(reason, len, "CA certificate \"%s\" of the chain expired at %s", subject,
+                     when);
+            free(subject);
+        }
+        *result = "expired";
+        *out_alert = SSL_AD_CERTIFICATE_EXPIRED;
+        return;
+    case X509_V_ERR_CERT_NOT_YET_VALID:
+        tls_verify_time_string(X509_get0_notBefore(bad), when, sizeof(when));
+        snprintf(reason, len, "certificate not yet valid (from %s)", when);
+        *result = "expired";
+        *out_alert = SSL_AD_CERTIFICATE_EXPIRED;
+        return;
+    case X509_V_ERR_INVALID_PURPOSE:
+        purpose_reason(bad, bad == leaf, reason, len);
+        *result = "policy";
+        *out_alert = SSL_AD_UNSUPPORTED_CERTIFICATE;
+        return;
+    case X509_V_ERR_UNABLE_TO_DECODE_ISSUER_PUBLIC_KEY: {
+        char *issuer = tls_verify_name_rfc2253(X509_get_issuer_name(bad));
+        snprintf(reason, len, "issuer \"%s\" cannot be used: its key type is not supported",
+                 issuer);
+        free(issuer);
+        return;
+    }
+    case X509_V_ERR_INVALID_CA:
+    case X509_V_ERR_KEYUSAGE_NO_CERTSIGN:
+    case X509_V_ERR_UNHANDLED_CRITICAL_EXTENSION:
+    case X509_V_ERR_INVALID_EXTENSION: {
+        if (!tls_anchor_problem(bad, true, why, sizeof(why)))
+            snprintf(why, sizeof(why), "%s", X509_verify_cert_error_string(e));
+        char *subject = tls_verify_name_rfc2253(X509_get_subject_name(bad));
+        snprintf(reason, len, "certificate \"%s\" of the chain cannot be used%s: %s", subject,
+                 bad == leaf ? "" : " as a CA", why);
+        free(subject);
+        return;
+    }
+    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
+    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
+    case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
+    case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
+    case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE: {
+        char *issuer = tls_verify_name_rfc2253(X509_get_issuer_name(bad));
+        if (unusable_issuer(tl, tenant, peer, X509_get_issuer_name(bad), why, sizeof(why)))
+            snprintf(reason, len,
+                     "issuer \"%s\" is in the trust set of tenant %s or the client's chain but "
+                     "cannot issue certificates: %s",
+                     issuer, tenant_name, why);
+        else
+            snprintf(reason, len, "unknown issuer \"%s\" (not in the trust set of tenant %s)",
+                     issuer, tenant_name);
+        free(issuer);
+        *out_alert = SSL_AD_UNKNOWN_CA;
+        return;
+    }
+    default:
+        snprintf(reason, len, "certificate rejected: %s", X509_verify_cert_error_string(e));
+        return;
+    }
+}
+
+/* --- name constraints (SECURITY 28) ------------------------------------------------------ */
+
+static bool dns_name_ok(const ASN1_STRING *a, bool constraint)
+{
+    return tls_anchor_dns_name_ok(ASN1_STRING_get0_data(a), (size_t)ASN1_STRING_length(a),
+                                  constraint);
+}
+
+static bool subtrees_ok(const STACK_OF(GENERAL_SUBTREE) *trees)
+{
+    for (size_t i = 0; i < sk_GENERAL_SUBTREE_num(trees); i++) {
+        const GENERAL_SUBTREE *t = sk_GENERAL_SUBTREE_value(trees, i);
+        /* RFC 5280 4.2.1.10: minimum is 0 and maximum absent. */
+        if (t->minimum != NULL || t->maximum != NULL)
+            return false;
+        if (t->base->type == GEN_DNS && !dns_name_ok(t->base->d.dNSName, true))
+            return false;
+    }
+    return true;
+}
+
+/* BoringSSL (2022) lets "*.example.com" pass an excluded "bar.example.com", accepts malformed
+ * constraints and constraints in a leaf: refuse what it cannot judge. */
+static bool name_constraints_problem(STACK_OF(X509) *verified, char *out, size_t len)
+{
+    X509 *leaf = sk_X509_value(verified, 0);
+    if (X509_get_ext_by_NID(leaf, NID_name_constraints, -1) >= 0) {
+        snprintf(out, len, "the client certificate carries name constraints (only a CA may)");
+        return true;
+    }
+    bool constrained = false;
+    for (size_t i = 1; i < sk_X509_num(verified); i++) {
+        X509 *ca = sk_X509_value(verified, i);
+        if (X509_get_ext_by_NID(ca, NID_name_constraints, -1) < 0)
+            continue;
+        constrained = true;
+        NAME_CONSTRAINTS *nc = X509_get_ext_d2i(ca, NID_name_constraints, NULL, NULL);
+        bool ok = nc != NULL && subtrees_ok(nc->permittedSubtrees) &&
+                  subtrees_ok(nc->excludedSubtrees);
+        NAME_CONSTRAINTS_free(nc);
+        ERR_clear_error();
+        if (!ok) {
+            char *subject = tls_verify_name_rfc2253(X509_get_subject_name(ca));
+            snprintf(out, len, "the name constraints of CA \"%s\" are malformed", subject);
+            free(subject);
+            return true;
+        }
+    }
+    if (!constrained)
+        return false;
+    int crit = -1;
+    GENERAL_NAMES *sans = X509_get_ext_d2i(leaf, NID_subject_alt_name, &crit, NULL);
+    ERR_clear_error();
+    if (sans == NULL && crit != -1) {
+        snprintf(out, len, "the client certificate's subjectAltName does not parse (its chain "
+                           "has name constraints)");
+        return true;
+    }
+    bool bad = false;
+    for (size_t i = 0; !bad && i < sk_GENERAL_NAME_num(sans); i++) {
+        const GENERAL_NAME *gn = sk_GENERAL_NAME_value(sans, i);
+        if (gn->type != GEN_DNS)
+            continue;
+        const ASN1_STRING *a = gn->d.dNSName;
+        bool wildcard = memchr(ASN1_STRING_get0_data(a), '*', (size_t)ASN1_STRING_length(a));
+        if (wildcard || !dns_name_ok(a, false)) {
+            snprintf(out, len,
+                     "the client certificate has a %s DNS name \"%.*s\" and its chain has name "
+                     "constraints, which cannot judge it",
+                     wildcard ? "wildcard" : "malformed", (int)MIN(ASN1_STRING_length(a), 100),
+                     ASN1_STRING_get0_data(a));
+            bad = true;
+        }
+    }
+    GENERAL_NAMES_free(sans);
+    return bad;
+}
+
+/* BoringSSL (2022) checks the extensions of the certificates the client sent, not of the
+ * anchor: a store certificate that is not a CA, lacks keyCertSign or has a critical extension
+ * nobody processes would issue clients. It is an anchor for itself only (a pinned leaf). */
+static bool unusable_anchor(STACK_OF(X509) *verified, const char *tenant_name, char *out,
+                            size_t len)
+{
+    size_t n = sk_X509_num(verified);
+    char why[256];
+    if (n < 2 || !tls_anchor_problem(sk_X509_value(verified, n - 1), false, why, sizeof(why)))
+        return false;
+    char *issuer = tls_verify_name_rfc2253(X509_get_subject_name(sk_X509_value(verified, n - 1)));
+    snprintf(out, len,
+             "issuer \"%s\" is in the trust set of tenant %s but cannot issue certificates: %s",
+             issuer, tenant_name, why);
+    free(issuer);
+    return true;
+}
+
+/* The earliest notAfter of the verified chain, anchors from the store included. */
+static int64_t chain_not_after(STACK_OF(X509) *verified)
+{
+    int64_t first = INT64_MAX;
+    for (size_t i = 0; i < sk_X509_num(verified); i++)
+        first = MIN(first, tls_verify_asn1_unix(X509_get0_notAfter(sk_X509_value(verified, i))));
+    return first;
+}
+
+/* --- the chain ----------------------------------------------------------------------------- */
+
 enum ssl_verify_result_t tls_verify_chain(SSL *ssl, struct tls_listener *tl,
                                           const struct ca_tenant *tenant, STACK_OF(X509) *peer,
-                                          uint8_t *out_alert, X509 **out_issuer)
+                                          uint8_t *out_alert, X509 **out_issuer,
+                                          int64_t *out_not_after)
 {
     if (out_issuer != NULL)
         *out_issuer = NULL;
@@ -446,51 +725,8 @@ enum ssl_verify_result_t tls_verify_chain(SSL *ssl, struct tls_listener *tl,
     X509_STORE_CTX_set_purpose(ctx, X509_PURPOSE_SSL_CLIENT);
     X509_VERIFY_PARAM_set_depth(X509_STORE_CTX_get0_param(ctx), MAX_CHAIN_DEPTH);
     if (X509_verify_cert(ctx) != 1) {
-        int e = X509_STORE_CTX_get_error(ctx);
-        X509 *bad = X509_STORE_CTX_get_current_cert(ctx);
-        if (bad == NULL)
-            bad = leaf;
-        char when[64];
-        switch (e) {
-        case X509_V_ERR_CERT_HAS_EXPIRED:
-            tls_verify_time_string(X509_get0_notAfter(bad), when, sizeof(when));
-            snprintf(reason, sizeof(reason), "certificate expired at %s", when);
-            result = "expired";
-            *out_alert = SSL_AD_CERTIFICATE_EXPIRED;
-            break;
-        case X509_V_ERR_CERT_NOT_YET_VALID:
-            tls_verify_time_string(X509_get0_notBefore(bad), when, sizeof(when));
-            snprintf(reason, sizeof(reason), "certificate not yet valid (from %s)", when);
-            result = "expired";
-            *out_alert = SSL_AD_CERTIFICATE_EXPIRED;
-            break;
-        case X509_V_ERR_INVALID_PURPOSE:
-            snprintf(reason, sizeof(reason),
-                     "certificate not allowed for client authentication (extended key usage)");
-            result = "policy";
-            *out_alert = SSL_AD_UNSUPPORTED_CERTIFICATE;
-            break;
-        case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
-        case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
-        case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
-        case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
-        case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE: {
-            char *issuer = tls_verify_name_rfc2253(X509_get_issuer_name(bad));
-            snprintf(reason, sizeof(reason),
-                     "unknown issuer \"%s\" (not in the trust set of tenant %s)", issuer,
-                     tenant_name);
-            free(issuer);
-            result = "untrusted";
-            *out_alert = SSL_AD_UNKNOWN_CA;
-            break;
-        }
-        default:
-            snprintf(reason, sizeof(reason), "certificate rejected: %s",
-                     X509_verify_cert_error_string(e));
-            result = "untrusted";
-            *out_alert = SSL_AD_BAD_CERTIFICATE;
-            break;
-        }
+        verify_error_reason(ctx, tl, tenant, peer, leaf, reason, sizeof(reason), &result,
+                            out_alert);
         goto refuse;
     }
     STACK_OF(X509) *verified = X509_STORE_CTX_get0_chain(ctx);
@@ -511,13 +747,21 @@ enum ssl_verify_result_t tls_verify_chain(SSL *ssl, struct tls_listener *tl,
             *out_alert = SSL_AD_BAD_CERTIFICATE;
             goto refuse;
         }
-        if (weak_key(x)) {
-            snprintf(reason, sizeof(reason), "certificate %zu of the chain has a key under %d bits",
-                     i, MIN_RSA_BITS);
+        if (key_problem(x, i, reason, sizeof(reason))) {
             result = "policy";
             *out_alert = SSL_AD_BAD_CERTIFICATE;
             goto refuse;
         }
+    }
+    if (unusable_anchor(verified, tenant_name, reason, sizeof(reason))) {
+        result = "untrusted";
+        *out_alert = SSL_AD_UNKNOWN_CA;
+        goto refuse;
+    }
+    if (name_constraints_problem(verified, reason, sizeof(reason))) {
+        result = "policy";
+        *out_alert = SSL_AD_BAD_CERTIFICATE;
+        goto refuse;
     }
     if (tl->gen->cfg->revocation_crl) {
         size_t idx = 0;
@@ -548,6 +792,8 @@ enum ssl_verify_result_t tls_verify_chain(SSL *ssl, struct tls_listener *tl,
         goto refuse;
     }
     ret = ssl_verify_ok;
+    if (out_not_after != NULL)
+        *out_not_after = chain_not_after(verified);
     if (out_issuer != NULL && sk_X509_num(verified) > 1) {
         *out_issuer = sk_X509_value(verified, 1);
         X509_up_ref(*out_issuer);
