@@ -92,12 +92,14 @@ struct config_limits {
     uint64_t idle_timeout_ms;
     uint64_t upstream_connect_timeout_ms;
     uint64_t upstream_response_timeout_ms;
+    uint64_t shutdown_delay_ms; /* after SIGTERM: keep accepting, /ready 503 */
     uint64_t drain_timeout_ms;
 };
 
 struct config {
     char *path;      /* the file it came from */
-    unsigned workers; /* resolved: "auto" becomes the number of CPUs */
+    unsigned workers; /* resolved: "auto" becomes the number of CPUs the process may use */
+    bool workers_auto; /* workers came from "auto" */
     enum log_level log_level;
     bool log_access;
 
@@ -108,6 +110,7 @@ struct config {
     char *credentials_key;
     char *credentials_pkcs12;
     char *credentials_pkcs12_password_file;
+    uint64_t expiry_warning_ms; /* warn when the server certificate expires sooner */
 
     char *ca_store_dir; /* NULL when absent */
 
@@ -151,10 +154,20 @@ void config_free(struct config *cfg);
  * into |out|. Hosts are numeric addresses or "localhost". Returns 0 or -EINVAL. */
 int config_parse_endpoint(struct config_endpoint *out, const char *text, bool allow_unix);
 
-/* config_parse_duration_ms parses "250ms", "10s", "5m", "1h". Returns 0 or -EINVAL. */
+/* config_parse_duration_ms parses "250ms", "10s", "5m", "1h", "14d". Returns 0 or -EINVAL. */
 int config_parse_duration_ms(uint64_t *out, const char *text);
 
 /* config_parse_size parses "512", "64KiB", "1MiB", "1GiB". Returns 0 or -EINVAL. */
 int config_parse_size(size_t *out, const char *text);
+
+/* config_parse_cpu_max reads a cgroup v2 cpu.max line ("QUOTA PERIOD" or "max PERIOD") into
+ * the number of CPUs it allows, rounded up: "150000 100000" is 2. Returns 0 and sets |*out|
+ * (0 for "max": no limit), or -EINVAL for anything else. */
+int config_parse_cpu_max(unsigned *out, const char *text);
+
+/* config_usable_cpus returns the number of CPUs this process may use: its affinity mask
+ * (sched_getaffinity), capped by the cgroup v2 cpu.max quota of its cgroup and every parent
+ * (read below |cgroup_root|, normally "/sys/fs/cgroup"); at least 1. */
+unsigned config_usable_cpus(const char *cgroup_root);
 
 #endif
