@@ -514,6 +514,7 @@ void conn_accept(struct worker *w, size_t index, int fd, const struct sockaddr *
     c->checked_gen_id = tls_gen_id(c->gen);
     c->start = base_now_ms();
     c->state = CONN_HANDSHAKE;
+    c->draining = w->closing; /* accepted during the shutdown delay: one response, then close */
     c->timer_base = conn_now_ms(c);
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));

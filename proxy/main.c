@@ -22,7 +22,7 @@
 static struct server srv;
 static uv_loop_t *main_loop;
 static uv_signal_t sig_term, sig_int, sig_hup;
-static uv_timer_t drain_timer;
+static uv_timer_t drain_timer, delay_timer;
 static uv_async_t workers_done;
 static uv_thread_t joiner;
 static bool stopping;
@@ -43,6 +43,9 @@ static void join_workers(void *arg)
 
 static void workers_done_cb(uv_async_t *a)
 {
+    /* The admin port lived through the drain, so probes saw 503 rather than a refused
+     * connection; it goes with the last worker. */
+    admin_stop();
     uv_stop(main_loop);
 }
 
@@ -52,19 +55,53 @@ static void drain_timeout_cb(uv_timer_t *t)
     _exit(0);
 }
 
-static void stop_cb(uv_signal_t *s, int signum)
+static void begin_drain(void)
 {
-    if (stopping)
-        return;
-    stopping = true;
-    log_msg(LOG_LEVEL_INFO, "draining", "signal %d: stop accepting, finish in-flight requests",
-            signum);
-    atomic_store(&srv.ready, false);
-    admin_stop();
+    const struct config_limits *lim = &srv.cfg->limits;
+    log_msg(LOG_LEVEL_INFO, "draining",
+            "listeners closed; finishing in-flight requests for up to %llu ms",
+            (unsigned long long)lim->drain_timeout_ms);
     reload_stop();
     listener_drain(&srv);
-    uv_timer_start(&drain_timer, drain_timeout_cb, srv.cfg->limits.drain_timeout_ms, 0);
+    uv_timer_start(&drain_timer, drain_timeout_cb, lim->drain_timeout_ms, 0);
     uv_thread_create(&joiner, join_workers, NULL);
+}
+
+static void delay_done_cb(uv_timer_t *t)
+{
+    begin_drain();
+}
+
+/* The Kubernetes sequence: /ready fails at once, but endpoints learn it only after a while, so
+ * the listeners keep accepting for limits.shutdown_delay (every response closing its
+ * connection) before they close and the drain begins. A second signal means "now". */
+static void stop_cb(uv_signal_t *s, int signum)
+{
+    if (stopping) {
+        log_msg(LOG_LEVEL_WARN, "stopped_now",
+                "signal %d during shutdown: exiting without waiting for %zu connection%s", signum,
+                atomic_load(&srv.num_conns), atomic_load(&srv.num_conns) == 1 ? "" : "s");
+        _exit(0);
+    }
+    stopping = true;
+    atomic_store(&srv.ready, false);
+    const struct config_limits *lim = &srv.cfg->limits;
+    struct buf b = {0};
+    log_begin(&b, LOG_LEVEL_INFO, "shutting_down");
+    log_num(&b, "signal", signum);
+    log_num(&b, "shutdown_delay_ms", (long long)lim->shutdown_delay_ms);
+    log_num(&b, "drain_timeout_ms", (long long)lim->drain_timeout_ms);
+    log_str(&b, "message",
+            lim->shutdown_delay_ms > 0
+                ? "/ready answers 503; still accepting (Connection: close) until the delay ends"
+                : "/ready answers 503");
+    log_end(&b);
+    if (lim->shutdown_delay_ms == 0) {
+        begin_drain();
+        return;
+    }
+    listener_close_soon(&srv);
+    uv_timer_start(&delay_timer, delay_done_cb, lim->shutdown_delay_ms, 0);
 }
 
 static void hup_cb(uv_signal_t *s, int signum)
@@ -166,6 +203,7 @@ static int cmd_run(const char *path)
     uv_signal_init(main_loop, &sig_hup);
     uv_signal_start(&sig_hup, hup_cb, SIGHUP);
     uv_timer_init(main_loop, &drain_timer);
+    uv_timer_init(main_loop, &delay_timer);
     uv_async_init(main_loop, &workers_done, workers_done_cb);
     conn_init_hooks();
     if (listener_start(&srv) < 0) {
@@ -182,6 +220,7 @@ static int cmd_run(const char *path)
     uv_close((uv_handle_t *)&sig_int, NULL);
     uv_close((uv_handle_t *)&sig_hup, NULL);
     uv_close((uv_handle_t *)&drain_timer, NULL);
+    uv_close((uv_handle_t *)&delay_timer, NULL);
     uv_close((uv_handle_t *)&workers_done, NULL);
     uv_run(main_loop, UV_RUN_NOWAIT);
     tls_gen_unref(atomic_load(&srv.gen));
