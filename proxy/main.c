@@ -157,6 +157,22 @@ static int cmd_check(const char *path)
     return broken > 0 ? 1 : 0;
 }
 
+/* log_started says how many workers run and where the number came from: with "auto" it is the
+ * CPUs this process may use (affinity, cgroup cpu.max), which an operator may want to verify. */
+static void log_started(void)
+{
+    char msg[128];
+    snprintf(msg, sizeof(msg), "certgate %s with %zu worker%s", CERTGATE_VERSION,
+             srv.num_workers, srv.num_workers == 1 ? "" : "s");
+    struct buf b = {0};
+    log_begin(&b, LOG_LEVEL_INFO, "started");
+    log_str(&b, "message", msg);
+    log_str(&b, "version", CERTGATE_VERSION);
+    log_num(&b, "workers", (long long)srv.num_workers);
+    log_str(&b, "workers_from", srv.cfg->workers_auto ? "auto" : "config");
+    log_end(&b);
+}
+
 static int cmd_run(const char *path)
 {
     char err[2048];
@@ -211,8 +227,7 @@ static int cmd_run(const char *path)
         return 1;
     }
     atomic_store(&srv.ready, true);
-    log_msg(LOG_LEVEL_INFO, "started", "certgate %s with %zu worker%s", CERTGATE_VERSION,
-            srv.num_workers, srv.num_workers == 1 ? "" : "s");
+    log_started();
     uv_run(main_loop, UV_RUN_DEFAULT);
     uv_thread_join(&joiner);
     log_msg(LOG_LEVEL_INFO, "stopped", "all connections drained");

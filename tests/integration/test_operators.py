@@ -195,6 +195,75 @@ def t_shutdown_second_during_delay(t):
 
 
 # ---------------------------------------------------------------------------------------------
+# item 8: workers: auto
+
+
+def start_raw(t, cfg, prefix=()):
+    """Starts certgate under |prefix| (e.g. taskset) with a generated config; returns
+    (proc, stderr path). The caller's cleanup kills it."""
+    path = os.path.join(t.dir, "raw.yaml")
+    with open(path, "w") as f:
+        f.write(H.yaml_dump(cfg) + "\n")
+    err = os.path.join(t.dir, "raw.stderr")
+    proc = subprocess.Popen(list(prefix) + [H.Opts.binary, "run", "-c", path],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=open(err, "wb"))
+    t.procs.append(RawProc(proc))
+    return proc, err
+
+
+class RawProc:
+    def __init__(self, proc):
+        self.proc = proc
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(T(6))
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return []
+
+
+def wait_started(proc, err, timeout=10):
+    deadline = time.time() + T(timeout)
+    while time.time() < deadline:
+        with open(err) as f:
+            for line in f:
+                if '"event":"started"' in line:
+                    return json.loads(line)
+        check(proc.poll() is None, "certgate exited %r" % proc.poll())
+        time.sleep(0.05)
+    raise H.Failure("no started event")
+
+
+@test("ops.workers_auto_follows_taskset")
+def t_workers_taskset(t):
+    check(shutil.which("taskset"), "taskset is missing (util-linux)")
+    up = t.upstream()
+    cfg = H.make_config(t, "ecdsa", [H.listener("https", "http", up.http)])
+    cfg["workers"] = "auto"
+    proc, err = start_raw(t, cfg, prefix=("taskset", "-c", "0"))
+    ev = wait_started(proc, err)
+    check(ev.get("workers") == 1 and ev.get("workers_from") == "auto",
+          "taskset -c 0 with workers auto: %r" % ev)
+    # Without the pin, auto is every CPU this process may use (what the unit test computes).
+    cpus = len(os.sched_getaffinity(0))
+    cfg2 = H.make_config(t, "ecdsa", [H.listener("https2", "http", up.http)])
+    cfg2["workers"] = "auto"
+    path = os.path.join(t.dir, "check.yaml")
+    with open(path, "w") as f:
+        f.write(H.yaml_dump(cfg2) + "\n")
+    p = H.run_cmd(["taskset", "-c", "0", H.Opts.binary, "check", "-c", path])
+    check("1 worker)" in p.stdout, "check under taskset -c 0: %r" % p.stdout[:200])
+    if cpus > 1:
+        p = H.run_cmd([H.Opts.binary, "check", "-c", path])
+        check("1 worker)" not in p.stdout, "check without taskset: %r" % p.stdout[:200])
+
+
+# ---------------------------------------------------------------------------------------------
 # registration
 
 
