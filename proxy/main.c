@@ -4,6 +4,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <uv.h>
@@ -18,6 +20,7 @@
 #include "metrics.h"
 #include "reload.h"
 #include "tls.h"
+#include "tls_report.h"
 
 static struct server srv;
 static uv_loop_t *main_loop;
@@ -110,6 +113,47 @@ static void hup_cb(uv_signal_t *s, int signum)
     reload_run("signal", true, err, sizeof(err));
 }
 
+/* check_expiry prints what is wrong with the server certificate's dates; returns 1 when
+ * clients would refuse it now (expired, not yet valid), else 0. */
+static int check_expiry(const struct tls_gen *gen, const struct config *cfg)
+{
+    char msg[1024];
+    enum tls_expiry ex =
+        tls_report_expiry(gen, (int64_t)time(NULL), cfg->expiry_warning_ms, msg, sizeof(msg));
+    if (ex == TLS_EXPIRY_EXPIRED || ex == TLS_EXPIRY_NOT_YET_VALID) {
+        fprintf(stderr, "check: %s\n", msg);
+        return 1;
+    }
+    if (ex == TLS_EXPIRY_SOON)
+        fprintf(stderr, "warning: %s (credentials.expiry_warning)\n", msg);
+    return 0;
+}
+
+/* check_token_file: a token file that is set but missing or empty locks every mutating admin
+ * call out (401 to everyone), which run only discovers at the first call. */
+static int check_token_file(const struct config *cfg)
+{
+    struct stat st;
+    if (cfg->admin_address.text == NULL || cfg->admin_token_file == NULL)
+        return 0;
+    if (stat(cfg->admin_token_file, &st) != 0) {
+        fprintf(stderr, "check: admin.token_file %s: %s\n", cfg->admin_token_file,
+                strerror(errno));
+        return 1;
+    }
+    if (!S_ISREG(st.st_mode) || st.st_size == 0) {
+        fprintf(stderr, "check: admin.token_file %s: %s\n", cfg->admin_token_file,
+                S_ISREG(st.st_mode) ? "the file is empty" : "not a regular file");
+        return 1;
+    }
+    if (access(cfg->admin_token_file, R_OK) != 0) {
+        fprintf(stderr, "check: admin.token_file %s: %s\n", cfg->admin_token_file,
+                strerror(errno));
+        return 1;
+    }
+    return 0;
+}
+
 static int cmd_check(const char *path)
 {
     char err[2048];
@@ -140,6 +184,8 @@ static int cmd_check(const char *path)
     if (broken > 0)
         fprintf(stderr, "check: %zu tenant%s of the CA store failed to load\n", broken,
                 broken == 1 ? "" : "s");
+    broken += (size_t)check_expiry(gen, cfg);
+    broken += (size_t)check_token_file(cfg);
     r = allowlist_init(cfg->allowed_subjects_file, err, sizeof(err));
     if (r < 0) {
         fprintf(stderr, "%s\n", err);

@@ -195,6 +195,235 @@ def t_shutdown_second_during_delay(t):
 
 
 # ---------------------------------------------------------------------------------------------
+# certificates for these tests (openssl CLI), made under each test's directory
+
+CA_CNF = """[ ca ]
+default_ca = ca_default
+[ ca_default ]
+dir = %(dir)s
+database = %(dir)s/index.txt
+new_certs_dir = %(dir)s
+serial = %(dir)s/serial
+default_md = sha256
+policy = policy_any
+unique_subject = no
+[ policy_any ]
+commonName = supplied
+organizationName = optional
+[ v3_server ]
+basicConstraints = critical,CA:false
+keyUsage = critical,digitalSignature
+extendedKeyUsage = serverAuth
+subjectAltName = DNS:localhost,IP:127.0.0.1
+"""
+
+
+def openssl(*args):
+    p = subprocess.run(["openssl"] + list(args), capture_output=True, timeout=60)
+    check(p.returncode == 0, "openssl %s: %s" % (" ".join(args[:2]),
+                                                 p.stderr.decode("latin-1")[-300:]))
+    return p.stdout
+
+
+def server_creds(t, name, dates=("-days", "30"), alg="ecdsa"):
+    """A credentials directory t.dir/NAME with tls.crt (leaf + intermediate, signed by the
+    run's intermediate with openssl ca and |dates|) and tls.key; returns (dir, serial hex)."""
+    d = os.path.join(t.dir, name)
+    ca = os.path.join(t.dir, name + "-ca")
+    os.makedirs(d)
+    os.makedirs(ca)
+    open(os.path.join(ca, "index.txt"), "w").close()
+    serial = "%X" % (0x1000 + len(os.listdir(t.dir)) * 7919 + int(time.time() * 1000) % 100000)
+    if len(serial) % 2:
+        serial = "0" + serial
+    with open(os.path.join(ca, "serial"), "w") as f:
+        f.write(serial + "\n")
+    cnf = os.path.join(ca, "ca.cnf")
+    with open(cnf, "w") as f:
+        f.write(CA_CNF % {"dir": ca})
+    key, csr, leaf = (os.path.join(ca, n) for n in ("tls.key", "tls.csr", "leaf.crt"))
+    openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", key)
+    openssl("req", "-new", "-key", key, "-subj", "/O=certgate ops test/CN=localhost", "-out", csr)
+    pki = H.Opts.pki[alg]
+    openssl("ca", "-config", cnf, "-batch", "-notext", "-cert", os.path.join(pki, "intermediate.crt"),
+            "-keyfile", os.path.join(pki, "intermediate.key"), "-extensions", "v3_server",
+            "-in", csr, "-out", leaf, *dates)
+    with open(os.path.join(d, "tls.crt"), "w") as out:
+        for part in (leaf, os.path.join(pki, "intermediate.crt")):
+            with open(part) as f:
+                out.write(f.read())
+    shutil.copy(key, os.path.join(d, "tls.key"))
+    return d, serial
+
+
+def write_atomic(path, data):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(data)
+    os.rename(tmp, path)
+
+
+def make_store(t, tenants, name="ca-store", alg="ecdsa"):
+    """A CA store: common = the run's root; |tenants| maps id -> PEM text (None: garbage)."""
+    d = os.path.join(t.dir, name)
+    os.makedirs(os.path.join(d, "common"))
+    shutil.copy(os.path.join(H.Opts.pki[alg], "root.crt"), os.path.join(d, "common", "common.pem"))
+    set_tenants(d, tenants)
+    return d
+
+
+def set_tenants(store, tenants):
+    lines = ["common:", "- common.pem", "tenants:"]
+    for tid, pem in sorted(tenants.items()):
+        td = os.path.join(store, "tenants", tid)
+        os.makedirs(td, exist_ok=True)
+        if pem is None:
+            pem = "-----BEGIN CERTIFICATE-----\nthis is not base64\n-----END CERTIFICATE-----\n"
+        write_atomic(os.path.join(td, tid + ".pem"), pem)
+        lines += ["  %s:" % tid, "  - %s.pem" % tid]
+    for tid in os.listdir(os.path.join(store, "tenants")) if os.path.isdir(
+            os.path.join(store, "tenants")) else []:
+        if tid not in tenants:
+            shutil.rmtree(os.path.join(store, "tenants", tid))
+    write_atomic(os.path.join(store, "index.yml"), "\n".join(lines) + "\n")
+
+
+def pem(alg, name):
+    with open(os.path.join(H.Opts.pki[alg], name)) as f:
+        return f.read()
+
+
+def ops_config(t, creds, store=None, extra_cfg=None, **lkw):
+    up = t.upstream()
+    lkw.setdefault("client_auth", "require")
+    cfg = H.make_config(t, "ecdsa", [H.listener("https", "http", up.http, **lkw)])
+    cfg["credentials"] = {"dir": creds, "cert": "tls.crt", "key": "tls.key"}
+    if store:
+        cfg["ca_store"] = {"dir": store}
+    cfg["reload"] = {"debounce": "100ms", "poll_interval": "1h"}
+    cfg.update(extra_cfg or {})
+    return up, cfg
+
+
+def check_cmd(t, cfg, name="check.yaml"):
+    path = os.path.join(t.dir, name)
+    with open(path, "w") as f:
+        f.write(H.yaml_dump(cfg) + "\n")
+    return H.run_cmd([H.Opts.binary, "check", "-c", path])
+
+
+# ---------------------------------------------------------------------------------------------
+# item 1: loud certificate problems
+
+
+@test("ops.tenant_load_failed_at_start_and_reload")
+def t_tenant_load_failed(t):
+    store = make_store(t, {"good": pem("rsa", "root.crt"), "bad": None})
+    creds, _ = server_creds(t, "creds")
+    up, cfg = ops_config(t, creds, store)
+    cg = H.Certgate(t, cfg)
+    evs = wait_event(cg, "tenant_load_failed")
+    check(len(evs) == 1, "at start: %r" % evs)
+    ev = evs[0]
+    check(ev.get("level") == "error" and ev.get("tenant") == "bad", "event %r" % ev)
+    check(ev.get("location", "").startswith(os.path.join(store, "tenants", "bad", "bad.pem")),
+          "location %r" % ev.get("location"))
+    check(ev.get("error"), "no error in %r" % ev)
+    cg.signal(signal.SIGHUP)
+    evs = wait_event(cg, "tenant_load_failed", n=2)
+    check(len(evs) == 2 and evs[1].get("tenant") == "bad", "after SIGHUP: %r" % evs)
+    rel = wait_event(cg, "reloaded")
+    check(rel and rel[-1].get("tenants_failed") == ["bad"], "reloaded %r" % rel)
+
+
+@test("ops.reloaded_says_what_changed")
+def t_reloaded_changes(t):
+    a, b = pem("ecdsa", "root.crt"), pem("rsa", "root.crt")
+    store = make_store(t, {"keep": a, "change": a, "gone": a})
+    creds, _ = server_creds(t, "creds")
+    up, cfg = ops_config(t, creds, store)
+    cg = H.Certgate(t, cfg)
+    # A forced reload of unchanged files changes nothing.
+    cg.signal(signal.SIGHUP)
+    rel = wait_event(cg, "reloaded")
+    check(len(rel) == 1, "no reloaded event: %s" % cg.tail())
+    ev = rel[0]
+    for k, want in (("credentials", None), ("common_changed", False), ("tenants_added", []),
+                    ("tenants_removed", []), ("tenants_changed", []), ("tenants_failed", [])):
+        check(k in ev and ev[k] == want, "unchanged reload: %s=%r in %r" % (k, ev.get(k), ev))
+    # Rotate the credentials and change the store, then reload.
+    new_creds, serial = server_creds(t, "creds2")
+    for n in ("tls.key", "tls.crt"):
+        os.rename(os.path.join(new_creds, n), os.path.join(creds, n))
+    set_tenants(store, {"keep": a, "change": b, "new": a, "bad": None})
+    time.sleep(0.3)
+    cg.signal(signal.SIGHUP)
+    rel = wait_event(cg, "reloaded",
+                     pred=lambda e: "change" in e.get("tenants_changed", []) or
+                     e.get("credentials"))
+    check(rel, "no reloaded event with the changes: %s" % cg.tail())
+    got = {"added": set(), "removed": set(), "changed": set(), "failed": set()}
+    creds_ev = None
+    for e in events(cg, "reloaded")[1:]:
+        for k in got:
+            got[k] |= set(e.get("tenants_" + k, []))
+        creds_ev = creds_ev or e.get("credentials")
+    check(got == {"added": {"new"}, "removed": {"gone"}, "changed": {"change"},
+                  "failed": {"bad"}}, "tenants %r" % got)
+    check(creds_ev and "CN=localhost" in creds_ev.get("subject", "")
+          and creds_ev.get("serial", "").lstrip("0").upper() == serial.lstrip("0").upper()
+          and creds_ev.get("not_after", "").endswith("Z"), "credentials %r" % creds_ev)
+
+
+@test("ops.expiry_check_exit_codes")
+def t_expiry_check(t):
+    expired, _ = server_creds(t, "expired", ("-startdate", "20200101000000Z", "-enddate",
+                                             "20210101000000Z"))
+    notyet, _ = server_creds(t, "notyet", ("-startdate", "20400101000000Z", "-enddate",
+                                           "20410101000000Z"))
+    soon, _ = server_creds(t, "soon", ("-days", "3"))
+    fine, _ = server_creds(t, "fine", ("-days", "60"))
+    for d, rc, words in ((expired, 1, "expired at 2021-01-01"),
+                         (notyet, 1, "not valid before 2040-01-01"),
+                         (soon, 0, "warning: the server certificate"),
+                         (fine, 0, None)):
+        up, cfg = ops_config(t, d)
+        p = check_cmd(t, cfg)
+        out = p.stdout + p.stderr
+        check(p.returncode == rc, "%s: exit %d (want %d): %s"
+              % (os.path.basename(d), p.returncode, rc, out[-300:]))
+        if words:
+            check(words in p.stderr, "%s: %r not in %r" % (os.path.basename(d), words,
+                                                          p.stderr[-300:]))
+        else:
+            check("warning" not in p.stderr, "fine: %r" % p.stderr[-300:])
+    # The warning period is configurable: 3 days left is fine with a 1-day warning.
+    up, cfg = ops_config(t, soon)
+    cfg["credentials"]["expiry_warning"] = "1d"
+    p = check_cmd(t, cfg)
+    check(p.returncode == 0 and "warning" not in p.stderr, "1d: %r" % p.stderr[-300:])
+
+
+@test("ops.expiry_logged_at_start_and_reload")
+def t_expiry_logged(t):
+    soon, _ = server_creds(t, "soon", ("-days", "3"))
+    up, cfg = ops_config(t, soon)
+    cg = H.Certgate(t, cfg)
+    evs = wait_event(cg, "credentials_expiring")
+    check(len(evs) == 1 and evs[0].get("level") == "warn", "at start: %r" % evs)
+    check("expires at" in evs[0].get("message", ""), "message %r" % evs[0])
+    cg.signal(signal.SIGHUP)
+    evs = wait_event(cg, "credentials_expiring", n=2)
+    check(len(evs) == 2, "after SIGHUP: %r" % evs)
+    expired, _ = server_creds(t, "expired", ("-startdate", "20200101000000Z", "-enddate",
+                                             "20210101000000Z"))
+    up2, cfg2 = ops_config(t, expired)
+    cg2 = H.Certgate(t, cfg2)
+    evs = wait_event(cg2, "credentials_expired")
+    check(len(evs) == 1 and evs[0].get("level") == "error", "expired at start: %r" % evs)
+
+
+# ---------------------------------------------------------------------------------------------
 # item 8: workers: auto
 
 
