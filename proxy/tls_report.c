@@ -210,12 +210,13 @@ static bool contains(const uint8_t *data, size_t len, const char *needle)
     return memmem(data, len, needle, strlen(needle)) != NULL;
 }
 
-/* is_der: a DER certificate or key is one ASN.1 SEQUENCE (0x30) with a long-form length, and
- * PEM never starts with that byte. */
+/* is_der: a DER certificate or key is one ASN.1 SEQUENCE (0x30): with a long-form length, or
+ * (a small EC key) a short one that spans the whole file. PEM has "-----BEGIN". */
 static bool is_der(const uint8_t *data, size_t len)
 {
-    return len >= 4 && data[0] == 0x30 && (data[1] == 0x82 || data[1] == 0x81) &&
-           !contains(data, len, "-----BEGIN");
+    if (len < 4 || data[0] != 0x30 || contains(data, len, "-----BEGIN"))
+        return false;
+    return data[1] == 0x82 || data[1] == 0x81 || (size_t)data[1] + 2 == len;
 }
 
 bool tls_report_explain_credentials(char *err, size_t err_len, const char *cert_path,

@@ -15,6 +15,7 @@
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -421,6 +422,117 @@ def t_expiry_logged(t):
     cg2 = H.Certgate(t, cfg2)
     evs = wait_event(cg2, "credentials_expired")
     check(len(evs) == 1 and evs[0].get("level") == "error", "expired at start: %r" % evs)
+
+
+# ---------------------------------------------------------------------------------------------
+# item 7: certgate check names the mistake
+
+
+def creds_variant(t, name, cert_bytes, key_bytes):
+    d = os.path.join(t.dir, name)
+    os.makedirs(d)
+    with open(os.path.join(d, "tls.crt"), "wb") as f:
+        f.write(cert_bytes)
+    with open(os.path.join(d, "tls.key"), "wb") as f:
+        f.write(key_bytes)
+    return d
+
+
+@test("ops.check_names_credential_mistakes")
+def t_check_credentials(t):
+    base, _ = server_creds(t, "base")
+    crt_path, key_path = os.path.join(base, "tls.crt"), os.path.join(base, "tls.key")
+    with open(crt_path, "rb") as f:
+        crt = f.read()
+    with open(key_path, "rb") as f:
+        key = f.read()
+    der_crt = openssl("x509", "-in", crt_path, "-outform", "DER")
+    der_key = openssl("pkey", "-in", key_path, "-outform", "DER")
+    enc_key = openssl("pkey", "-in", key_path, "-aes256", "-passout", "pass:secret")
+    legacy_enc = openssl("ec", "-in", key_path, "-aes256", "-passout", "pass:secret")
+    cases = [
+        ("der-cert", der_crt, key, ["is DER", "openssl x509 -inform DER -in"]),
+        ("der-key", crt, der_key, ["is DER", "openssl pkey -inform DER -in"]),
+        ("encrypted-key", crt, enc_key, ["encrypted", "passphrase"]),
+        ("encrypted-legacy", crt, legacy_enc, ["encrypted", "passphrase"]),
+        ("swapped", key, crt, ["swapped"]),
+    ]
+    for name, c, k, words in cases:
+        d = creds_variant(t, name, c, k)
+        up, cfg = ops_config(t, d)
+        p = check_cmd(t, cfg, name + ".yaml")
+        out = p.stdout + p.stderr
+        check(p.returncode == 1, "%s: exit %d: %s" % (name, p.returncode, out[-300:]))
+        for w in words:
+            check(w in p.stderr, "%s: %r not in %r" % (name, w, p.stderr[-400:]))
+
+
+@test("ops.check_colliding_listeners")
+def t_check_colliding(t):
+    port = H.free_port()
+    up = t.upstream()
+    cfg = H.make_config(t, "ecdsa", [
+        H.listener("a", "http", up.http, address="0.0.0.0:%d" % port),
+        H.listener("b", "tcp", up.tcp, address="127.0.0.1:%d" % port)])
+    p = check_cmd(t, cfg)
+    check(p.returncode == 2, "exit %d: %s" % (p.returncode, (p.stdout + p.stderr)[-300:]))
+    check(re.search(r"check\.yaml:\d+:\d+: listener \"b\": address 127\.0\.0\.1:%d overlaps "
+                    r"listener a's 0\.0\.0\.0:%d" % (port, port), p.stderr),
+          "message %r" % p.stderr[-300:])
+
+
+@test("ops.check_missing_token_file")
+def t_check_token(t):
+    up = t.upstream()
+    cfg = H.make_config(t, "ecdsa", [H.listener("https", "http", up.http)])
+    token = os.path.join(t.dir, "admin.token")
+    cfg["admin"]["token_file"] = token
+    p = check_cmd(t, cfg)
+    check(p.returncode == 1, "missing: exit %d: %s" % (p.returncode, (p.stdout + p.stderr)[-300:]))
+    check("admin.token_file %s: No such file" % token in p.stderr, "message %r" % p.stderr[-300:])
+    open(token, "w").close()
+    p = check_cmd(t, cfg)
+    check(p.returncode == 1 and "empty" in p.stderr, "empty: %d %r" % (p.returncode, p.stderr))
+    with open(token, "w") as f:
+        f.write("s3cret\n")
+    p = check_cmd(t, cfg)
+    check(p.returncode == 0, "present: exit %d: %s" % (p.returncode, p.stderr[-300:]))
+
+
+@test("ops.check_relative_paths_from_config_dir")
+def t_check_relative(t):
+    # The config sits in conf/, the credentials and store beside it; check and run are started
+    # from another directory (/), as systemd does.
+    conf = os.path.join(t.dir, "conf")
+    os.makedirs(conf)
+    creds, _ = server_creds(t, "conf/creds")
+    store = make_store(t, {"a": pem("rsa", "root.crt")}, name="conf/store")
+    up, cfg = ops_config(t, "creds", "store")
+    cfg["access"]["allowed_subjects_file"] = "allowed.json"
+    path = os.path.join(conf, "certgate.yaml")
+    with open(path, "w") as f:
+        f.write(H.yaml_dump(cfg) + "\n")
+    p = H.run_cmd([H.Opts.binary, "check", "-c", path], cwd="/")
+    check(p.returncode == 0, "check from /: exit %d: %s" % (p.returncode, (p.stdout + p.stderr)[-300:]))
+    check(creds in p.stdout or "credentials:" in p.stdout, "summary %r" % p.stdout[:300])
+    rel = os.path.relpath(path, t.dir)
+    p = H.run_cmd([H.Opts.binary, "check", "-c", rel], cwd=t.dir)
+    check(p.returncode == 0, "check -c %s: exit %d: %s" % (rel, p.returncode, p.stderr[-300:]))
+
+
+@test("ops.check_did_you_mean")
+def t_check_did_you_mean(t):
+    up = t.upstream()
+    cfg = H.make_config(t, "ecdsa", [H.listener("https", "http", up.http)])
+    cfg["limits"]["shutdown_dealy"] = "5s"
+    p = check_cmd(t, cfg)
+    check(p.returncode == 2, "exit %d" % p.returncode)
+    check(re.search(r"check\.yaml:\d+:\d+: unknown key \"shutdown_dealy\" in limits; did you mean "
+                    r"\"shutdown_delay\"\?", p.stderr), "message %r" % p.stderr[-300:])
+    del cfg["limits"]["shutdown_dealy"]
+    cfg["listeners"][0]["upstrem"] = cfg["listeners"][0].pop("upstream")
+    p = check_cmd(t, cfg)
+    check("did you mean \"upstream\"?" in p.stderr, "message %r" % p.stderr[-300:])
 
 
 # ---------------------------------------------------------------------------------------------
