@@ -67,6 +67,13 @@ uint64_t base_now_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
+uint64_t base_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
 void base_bad_transition(const char *file, int line, const char *cond)
 {
     fprintf(stderr, "certgate: %s:%d: state transition not allowed: %s\n", file, line, cond);

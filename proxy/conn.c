@@ -72,8 +72,9 @@ static void access_log(struct conn *c)
 {
     if (c->lc->mode == LISTENER_HTTP) {
         uint64_t start = c->req_start ? c->req_start : c->start;
-        metrics_request(c->index, c->status, (base_now_ms() - start) * 1000);
+        metrics_request(c->index, c->status, base_now_us() - start);
     }
+    metrics_bytes(c->index, c->bytes_in, c->bytes_out);
     if (!c->worker->srv->cfg->log_access)
         return;
     struct buf b = {0};
@@ -97,7 +98,7 @@ static void access_log(struct conn *c)
     log_num(&b, "bytes_in", (long long)c->bytes_in);
     log_num(&b, "bytes_out", (long long)c->bytes_out);
     uint64_t start = c->lc->mode == LISTENER_HTTP ? c->req_start : c->start;
-    log_num(&b, "duration_ms", (long long)(base_now_ms() - start));
+    log_num(&b, "duration_ms", (long long)((base_now_us() - start) / 1000));
     upstream_text(c, &b);
     log_str(&b, "tls_version", c->ssl ? tls_version(c->ssl) : NULL);
     log_end(&b);
@@ -512,7 +513,7 @@ void conn_accept(struct worker *w, size_t index, int fd, const struct sockaddr *
     c->fd = fd;
     c->gen = listener_gen(w->srv);
     c->checked_gen_id = tls_gen_id(c->gen);
-    c->start = base_now_ms();
+    c->start = base_now_us();
     c->state = CONN_HANDSHAKE;
     c->draining = w->closing; /* accepted during the shutdown delay: one response, then close */
     c->timer_base = conn_now_ms(c);
@@ -600,7 +601,7 @@ void conn_error(struct conn *c, int status)
     }
     c->status = status;
     if (c->req_start == 0)
-        c->req_start = base_now_ms();
+        c->req_start = base_now_us();
     access_log(c);
     upstream_close(c);
     buf_free(&c->uout);

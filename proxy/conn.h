@@ -112,7 +112,7 @@ struct conn {
     bool draining;
     int status;
     unsigned num_requests;
-    uint64_t req_start;
+    uint64_t req_start; /* base_now_us() at the request head, 0 before */
     uint64_t bytes_in, bytes_out;
     char *method_path; /* "GET /x" for the access log */
     char *client_subject; /* cached RFC 2253 subject of the client leaf */
@@ -120,7 +120,7 @@ struct conn {
     char *cc_element;     /* cached xfcc element of this hop */
     bool cc_computed;
     bool has_client_cert;
-    uint64_t start;
+    uint64_t start; /* base_now_us() at accept */
 };
 
 /* conn_set_state moves |c| to state |to|, aborting on a transition the design does not allow,

@@ -679,7 +679,7 @@ void http_request_process(struct conn *c)
             conn_error(c, (int)-r);
             return;
         }
-        c->req_start = base_now_ms();
+        c->req_start = base_now_us();
         bool ok = parse_head(&c->req_parser, s, buf_data(&c->cin), (size_t)r);
         if (c->state != CONN_PROXY) {
             if (c->state == CONN_HEAD)

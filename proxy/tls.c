@@ -948,4 +948,5 @@ void tls_gen_metrics(const struct tls_gen *gen, struct buf *out)
         metrics_label(out, tid);
         buf_appends(out, "} 1\n");
     }
+    tls_report_metrics(gen, out);
 }

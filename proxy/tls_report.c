@@ -13,6 +13,7 @@
 
 #include "base.h"
 #include "log.h"
+#include "metrics.h"
 #include "tls_verify.h"
 
 static void utc_string(int64_t t, char *out, size_t len)
@@ -262,4 +263,21 @@ bool tls_report_explain_credentials(char *err, size_t err_len, const char *cert_
         return true;
     }
     return false;
+}
+
+void tls_report_metrics(const struct tls_gen *gen, struct buf *out)
+{
+    buf_appends(out, "# HELP certgate_crl_next_update_seconds Earliest nextUpdate of the CRLs of "
+                     "a trust set (common + tenant).\n"
+                     "# TYPE certgate_crl_next_update_seconds gauge\n");
+    size_t n = gen->store != NULL ? ca_store_num_tenants(gen->store) : 0;
+    for (size_t i = 0; gen->store != NULL && i <= n; i++) {
+        const struct ca_tenant *t = i == 0 ? NULL : ca_store_tenant_at(gen->store, i - 1);
+        int64_t next = ca_store_crl_next_update(gen->store, t);
+        if (next == INT64_MAX)
+            continue; /* no CRL, or none with a nextUpdate */
+        buf_appends(out, "certgate_crl_next_update_seconds{tenant=");
+        metrics_label(out, t != NULL ? ca_store_tenant_id(t) : "");
+        buf_appendf(out, "} %lld\n", (long long)next);
+    }
 }

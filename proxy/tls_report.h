@@ -40,6 +40,11 @@ size_t tls_report_log_store_errors(const struct tls_gen *gen);
  * NULL) to |gen|. */
 void tls_report_changes(const struct tls_gen *old, const struct tls_gen *gen, struct buf *out);
 
+/* tls_report_metrics appends the gauge certgate_crl_next_update_seconds{tenant}: per trust set
+ * ("" for common) that has CRLs, the earliest nextUpdate (Unix time); past it, verification
+ * still applies the CRL but counts certgate_crl_stale_total. */
+void tls_report_metrics(const struct tls_gen *gen, struct buf *out);
+
 /* tls_report_explain_credentials replaces the message in |err| with what is recognisably wrong
  * with the PEM credentials when the certificate (|at_key| false) or the key (|at_key| true)
  * did not parse: a DER file (with the openssl command that converts it), an encrypted key, or

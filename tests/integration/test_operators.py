@@ -425,6 +425,104 @@ def t_expiry_logged(t):
 
 
 # ---------------------------------------------------------------------------------------------
+# item 6: metrics
+
+
+def scrape(cg):
+    status, body = H.http_get(cg.admin_port, "/metrics")
+    check(status == 200, "/metrics %d" % status)
+    return body.decode()
+
+
+def samples(text):
+    """{(name, frozenset(labels)): value} of a Prometheus text exposition."""
+    out = {}
+    for line in text.split("\n"):
+        if not line or line.startswith("#"):
+            continue
+        m = re.match(r'([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)$', line)
+        check(m, "unparsable line %r" % line)
+        labels = frozenset(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(3) or ""))
+        out[(m.group(1), labels)] = m.group(4)
+    return out
+
+
+def value(ss, name, **labels):
+    return ss.get((name, frozenset(labels.items())))
+
+
+@test("ops.metrics_promtool_after_traffic")
+def t_metrics(t):
+    promtool = shutil.which("promtool")
+    check(promtool, "promtool is missing: apt-get install prometheus (scripts/install-deps.sh)")
+    S = __import__("test_security")
+    S.register(H)
+    nxt = int(time.time()) + 7 * 86400
+    crl = S.make_crl("ops-metrics", [], nxt=nxt)
+    store, up, cg = S.crl_env(t, crl, listeners=lambda up: [
+        H.listener("https", "http", up.http, client_auth="require"),
+        H.listener("raw", "tcp", up.tcp)])
+    body = "x" * 1000
+    for i in range(4):
+        p = H.curl(t, cg.port("https"), "/body", "ecdsa", extra=("--data-binary", body))
+        check(p.returncode == 0 and p.stdout.endswith("200"), "curl: %r" % p.stdout[-100:])
+    s = H.plain_connect(t, cg.port("raw"))
+    s.sendall(b"y" * 300)
+    got = b""
+    while len(got) < 300:
+        chunk = s.recv(4096)
+        check(chunk, "tcp echo closed early")
+        got += chunk
+    s.close()
+    deadline = time.time() + T(3)
+    while True:
+        text = scrape(cg)
+        ss = samples(text)
+        if value(ss, "certgate_request_bytes_total", listener="raw") == "300" or \
+                time.time() > deadline:
+            break
+        time.sleep(0.05)
+    p = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True,
+                       text=True, timeout=30)
+    check(p.returncode == 0 and not (p.stdout + p.stderr).strip(),
+          "promtool check metrics: %d %s" % (p.returncode, (p.stdout + p.stderr)[-500:]))
+    # Durations come from a microsecond clock: the sum is not whole milliseconds.
+    total = value(ss, "certgate_request_duration_seconds_sum", listener="https")
+    count = value(ss, "certgate_request_duration_seconds_count", listener="https")
+    check(count == "4", "histogram count %r" % count)
+    check(total and not total.endswith("000"), "duration sum %r has millisecond resolution"
+          % total)
+    check(value(ss, "certgate_request_duration_seconds_bucket", listener="https", le="0.0001")
+          is not None, "no sub-millisecond bucket")
+    check(int(value(ss, "certgate_request_bytes_total", listener="https") or 0) >= 4000,
+          "request bytes %r" % value(ss, "certgate_request_bytes_total", listener="https"))
+    check(int(value(ss, "certgate_response_bytes_total", listener="https") or 0) > 0,
+          "response bytes %r" % value(ss, "certgate_response_bytes_total", listener="https"))
+    check(value(ss, "certgate_request_bytes_total", listener="raw") == "300" and
+          value(ss, "certgate_response_bytes_total", listener="raw") == "300",
+          "tcp bytes %r %r" % (value(ss, "certgate_request_bytes_total", listener="raw"),
+                               value(ss, "certgate_response_bytes_total", listener="raw")))
+    # No handshake series for a tcp listener; all eight results for the TLS one.
+    hs = [k for k in ss if k[0] == "certgate_handshakes_total"]
+    check(not [k for k in hs if ("listener", "raw") in k[1]], "tcp listener has handshakes")
+    check(len(hs) == 8, "handshake series %r" % hs)
+    build = [(dict(k[1]), v) for k, v in ss.items() if k[0] == "certgate_build_info"]
+    check(len(build) == 1 and build[0][1] == "1" and build[0][0].get("version") and
+          "BoringSSL" in build[0][0].get("tls_library", ""), "certgate_build_info %r" % build)
+    for name in ("process_cpu_seconds_total", "process_resident_memory_bytes",
+                 "process_open_fds", "process_start_time_seconds", "process_max_fds"):
+        check(value(ss, name) is not None, "%s missing" % name)
+    check(float(value(ss, "process_cpu_seconds_total")) > 0, "cpu 0")
+    check(int(value(ss, "process_resident_memory_bytes")) > 1 << 20, "rss too small")
+    check(int(value(ss, "process_open_fds")) >= 5, "open fds %r" % value(ss, "process_open_fds"))
+    check(abs(float(value(ss, "process_start_time_seconds")) - time.time()) < 120,
+          "start time %r" % value(ss, "process_start_time_seconds"))
+    check(value(ss, "certgate_crl_next_update_seconds", tenant="") == str(nxt),
+          "crl next update %r, want %d" % (value(ss, "certgate_crl_next_update_seconds",
+                                                  tenant=""), nxt))
+
+
+# ---------------------------------------------------------------------------------------------
 # item 7: certgate check names the mistake
 
 
