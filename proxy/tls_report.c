@@ -100,7 +100,7 @@ size_t tls_report_log_store_errors(const struct tls_gen *gen)
         log_str(&b, "error", sep != NULL ? sep + 2 : msg);
         log_str(&b, "message", gen->store != NULL && prev_kept(gen, tenant)
                                    ? "serving the tenant's previous bundle"
-                                   : "the tenant's clients are refused");
+                                   : "not loaded: the tenant has no bundle of its own");
         log_end(&b);
     }
     return n;
