@@ -98,9 +98,10 @@ size_t tls_report_log_store_errors(const struct tls_gen *gen)
         log_str(&b, "tenant", tenant);
         log_strn(&b, "location", msg, sep != NULL ? (size_t)(sep - msg) : strlen(msg));
         log_str(&b, "error", sep != NULL ? sep + 2 : msg);
-        log_str(&b, "message", gen->store != NULL && prev_kept(gen, tenant)
-                                   ? "serving the tenant's previous bundle"
-                                   : "not loaded: the tenant has no bundle of its own");
+        log_str(&b, "message",
+                gen->store != NULL && prev_kept(gen, tenant)
+                    ? "serving the tenant's previous bundle"
+                    : "not loaded: the tenant has no bundle of its own");
         log_end(&b);
     }
     return n;
@@ -258,8 +259,7 @@ bool tls_report_explain_credentials(char *err, size_t err_len, const char *cert_
         return true;
     }
     if (at_key && key_has_cert) {
-        snprintf(err, err_len, "%s holds a certificate, not a private key (credentials.key)",
-                 path);
+        snprintf(err, err_len, "%s holds a certificate, not a private key (credentials.key)", path);
         return true;
     }
     return false;
