@@ -104,7 +104,10 @@ struct config {
     bool log_access;
 
     /* credentials; all NULL when the section is absent. cert/key are NULL when pkcs12 is set.
-     * Relative file names stay relative: they are joined to credentials_dir by the user. */
+     * Their file names stay relative: they are joined to credentials_dir by the user. The
+     * directories and files outside it (credentials_dir, ca_store_dir, allowed_subjects_file,
+     * admin_token_file) are made absolute against the config file's directory by config_load
+     * (config_load_string leaves them as written). */
     char *credentials_dir;
     char *credentials_cert;
     char *credentials_key;
