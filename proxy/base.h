@@ -52,7 +52,8 @@ static inline int base_hex_digit(int c)
 /* base_now_ms returns a monotonic clock in milliseconds. */
 uint64_t base_now_ms(void);
 
-/* base_now_us returns the same monotonic clock in microseconds. */
+/* base_now_us returns the same monotonic clock in microseconds, for durations that are
+ * measured rather than used as timeouts (a local request takes well under a millisecond). */
 uint64_t base_now_us(void);
 
 #endif

@@ -6,9 +6,11 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <net/if.h>
 #include <netinet/in.h>
 #include <regex.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -228,7 +230,8 @@ static int parse_scaled(uint64_t *out, const char *text, const struct unit *unit
 
 int config_parse_duration_ms(uint64_t *out, const char *text)
 {
-    static const struct unit units[] = {{"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}};
+    static const struct unit units[] = {
+        {"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}, {"d", 86400000}};
     return parse_scaled(out, text, units, ARRAY_SIZE(units), CONFIG_MAX_DURATION_MS);
 }
 
@@ -241,6 +244,88 @@ int config_parse_size(size_t *out, const char *text)
     if (rc == 0)
         *out = (size_t)v;
     return rc;
+}
+
+int config_parse_cpu_max(unsigned *out, const char *text)
+{
+    uint64_t quota = 0, period = 0;
+    const char *p = text;
+    bool unlimited = strncmp(p, "max", 3) == 0;
+    if (unlimited)
+        p += 3;
+    else if (!parse_digits(&quota, &p) || quota == 0)
+        return -EINVAL;
+    if (*p++ != ' ' || !parse_digits(&period, &p) || period == 0 || period > 1000000)
+        return -EINVAL;
+    if (*p == '\n')
+        p++;
+    if (*p != '\0')
+        return -EINVAL;
+    /* A quota of 1.5 CPUs still keeps two threads busy part of the time: round up. */
+    uint64_t cpus = unlimited ? 0 : quota / period + (quota % period != 0);
+    *out = cpus > CONFIG_MAX_WORKERS ? CONFIG_MAX_WORKERS : (unsigned)cpus;
+    return 0;
+}
+
+/* read_small reads a short text file (procfs, cgroupfs) into |out|; false when unreadable. */
+static bool read_small(const char *path, char *out, size_t cap)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    ssize_t n = read(fd, out, cap - 1);
+    close(fd);
+    if (n < 0)
+        return false;
+    out[n] = '\0';
+    return true;
+}
+
+/* cgroup_cpu_limit returns the smallest cpu.max of the process's cgroup v2 and its parents,
+ * 0 when none sets one (or there is no cgroup v2). */
+static unsigned cgroup_cpu_limit(const char *root)
+{
+    char text[4096], dir[PATH_MAX], line[128];
+    unsigned best = 0;
+    if (!read_small("/proc/self/cgroup", text, sizeof(text)))
+        return 0;
+    /* cgroup v2 is the one line "0::/path". */
+    const char *rel = strstr(text, "0::");
+    if (rel == NULL || (rel != text && rel[-1] != '\n'))
+        return 0;
+    rel += 3;
+    size_t rel_len = strcspn(rel, "\n");
+    int n = snprintf(dir, sizeof(dir), "%s%.*s", root, (int)rel_len, rel);
+    if (n < 0 || (size_t)n >= sizeof(dir))
+        return 0;
+    size_t root_len = strlen(root);
+    for (;;) {
+        char file[PATH_MAX + 16];
+        unsigned cpus;
+        snprintf(file, sizeof(file), "%s/cpu.max", dir);
+        if (read_small(file, line, sizeof(line)) && config_parse_cpu_max(&cpus, line) == 0 &&
+            cpus > 0 && (best == 0 || cpus < best))
+            best = cpus;
+        char *slash = strrchr(dir, '/');
+        if (slash == NULL || (size_t)(slash - dir) < root_len)
+            break;
+        *slash = '\0';
+    }
+    return best;
+}
+
+unsigned config_usable_cpus(const char *cgroup_root)
+{
+    cpu_set_t set;
+    long n = 0;
+    if (sched_getaffinity(0, sizeof(set), &set) == 0)
+        n = CPU_COUNT(&set);
+    if (n < 1)
+        n = sysconf(_SC_NPROCESSORS_ONLN);
+    unsigned limit = cgroup_cpu_limit(cgroup_root);
+    if (limit > 0 && (n < 1 || (unsigned long)n > limit))
+        n = (long)limit;
+    return n < 1 ? 1 : n > (long)CONFIG_MAX_WORKERS ? CONFIG_MAX_WORKERS : (unsigned)n;
 }
 
 static void endpoint_cleanup(struct config_endpoint *ep)
@@ -368,6 +453,15 @@ int config_parse_endpoint(struct config_endpoint *out, const char *text, bool al
     if (out == NULL || text == NULL)
         return -EINVAL;
     return endpoint_parse(out, text, allow_unix, &why);
+}
+
+static bool endpoint_is_wildcard(const struct config_endpoint *ep)
+{
+    if (ep->unix_path != NULL)
+        return false;
+    if (ep->addr.ss_family == AF_INET6)
+        return IN6_IS_ADDR_UNSPECIFIED(&((const struct sockaddr_in6 *)&ep->addr)->sin6_addr);
+    return ((const struct sockaddr_in *)&ep->addr)->sin_addr.s_addr == htonl(INADDR_ANY);
 }
 
 static uint16_t endpoint_port(const struct config_endpoint *ep)
@@ -647,6 +741,49 @@ static int directive_parse(struct cfg_ctx *c, const struct directive *d, yaml_no
     return -EINVAL;
 }
 
+/* edit_distance is the Levenshtein distance of two key names, capped at |cap| + 1 (keys are
+ * short; anything further away is no suggestion anyway). */
+static size_t edit_distance(const char *a, const char *b, size_t cap)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    size_t row[64];
+    if (la >= ARRAY_SIZE(row) || lb >= ARRAY_SIZE(row))
+        return cap + 1;
+    for (size_t j = 0; j <= lb; j++)
+        row[j] = j;
+    for (size_t i = 1; i <= la; i++) {
+        size_t diag = row[0];
+        row[0] = i;
+        for (size_t j = 1; j <= lb; j++) {
+            size_t up = row[j];
+            size_t sub = diag + (a[i - 1] != b[j - 1]);
+            row[j] = MIN(MIN(up + 1, row[j - 1] + 1), sub);
+            diag = up;
+        }
+    }
+    return MIN(row[lb], cap + 1);
+}
+
+/* unknown_key fails on |key|, suggesting the closest known name when a typo is likely: within
+ * three edits, and fewer edits than half the name's length (so "ab" does not suggest "cd"). */
+static int unknown_key(struct cfg_ctx *c, const yaml_node_t *k, const char *key,
+                       const char *where, const struct directive *keys)
+{
+    const char *best = NULL;
+    size_t best_d = 4;
+    for (size_t i = 0; keys[i].name != NULL; i++) {
+        size_t d = edit_distance(key, keys[i].name, 3);
+        if (d < best_d && d * 2 < strlen(keys[i].name)) {
+            best = keys[i].name;
+            best_d = d;
+        }
+    }
+    if (best != NULL)
+        return ctx_fail(c, k, "unknown key %s %s; did you mean \"%s\"?", quote(c, key), where,
+                        best);
+    return ctx_fail(c, k, "unknown key %s %s", quote(c, key), where);
+}
+
 /* walk parses the mapping |map| against |keys| (ended by a NULL name) into the struct at |base|.
  * Messages place the mapping with |where| ("in log") and name a key |prefix|.key, or key alone
  * when |prefix| is NULL. seen[i], when |seen| is not NULL, records where keys[i] was found. */
@@ -665,7 +802,7 @@ static int walk(struct cfg_ctx *c, yaml_node_t *map, const char *where, const ch
         for (i = 0; keys[i].name != NULL && strcmp(key, keys[i].name) != 0; i++)
             ;
         if (keys[i].name == NULL)
-            return ctx_fail(c, k, "unknown key %s %s", quote(c, key), where);
+            return unknown_key(c, k, key, where, keys);
         if (prefix != NULL)
             snprintf(what, sizeof(what), "%s.%s", prefix, key);
         else
@@ -917,6 +1054,7 @@ static const struct directive credentials_keys[] = {
     [CRED_PKCS12] = {"pkcs12", DIRECTIVE_STRING, CFG(credentials_pkcs12), .allow_null = true},
     [CRED_PKCS12_PASSWORD_FILE] = {"pkcs12_password_file", DIRECTIVE_STRING,
                                    CFG(credentials_pkcs12_password_file), .allow_null = true},
+    {"expiry_warning", DIRECTIVE_DURATION, CFG(expiry_warning_ms), .allow_zero = true},
     {NULL},
 };
 
@@ -993,6 +1131,7 @@ static const struct directive limits_keys[] = {
     {"idle_timeout", DIRECTIVE_DURATION, CFG(limits.idle_timeout_ms)},
     {"upstream_connect_timeout", DIRECTIVE_DURATION, CFG(limits.upstream_connect_timeout_ms)},
     {"upstream_response_timeout", DIRECTIVE_DURATION, CFG(limits.upstream_response_timeout_ms)},
+    {"shutdown_delay", DIRECTIVE_DURATION, CFG(limits.shutdown_delay_ms), .allow_zero = true},
     {"drain_timeout", DIRECTIVE_DURATION, CFG(limits.drain_timeout_ms), .allow_zero = true},
     {NULL},
 };
@@ -1037,6 +1176,19 @@ struct listener_nodes {
 };
 
 /* Listeners. */
+
+/* addresses_collide tells whether two listeners would share a port: same port, and one of
+ * them the wildcard of its family, or [::] (dual-stack) beside any IPv4 address. */
+static bool addresses_collide(const struct config_endpoint *a, const struct config_endpoint *b)
+{
+    uint16_t port = endpoint_port(a);
+    if (port == 0 || port != endpoint_port(b) || a->unix_path != NULL || b->unix_path != NULL)
+        return false;
+    bool wa = endpoint_is_wildcard(a), wb = endpoint_is_wildcard(b);
+    if (a->addr.ss_family == b->addr.ss_family)
+        return wa || wb;
+    return (wa && a->addr.ss_family == AF_INET6) || (wb && b->addr.ss_family == AF_INET6);
+}
 
 static void listener_defaults(struct listener_config *l)
 {
@@ -1096,6 +1248,11 @@ static int parse_listener(struct cfg_ctx *c, yaml_node_t *map, size_t idx)
             return ctx_fail(c, ln->seen[L_ADDRESS].value,
                             "listener %s uses the same address as listener %s", quote(c, l->name),
                             o->name);
+        if (addresses_collide(&l->address, &o->address))
+            return ctx_fail(c, ln->seen[L_ADDRESS].value,
+                            "listener %s: address %s overlaps listener %s's %s (a wildcard "
+                            "address takes the port on every interface)",
+                            quote(c, l->name), l->address.text, o->name, o->address.text);
     }
     return 0;
 }
@@ -1183,12 +1340,11 @@ static int parse_root(struct cfg_ctx *c, yaml_node_t *root)
         return rc;
     if (c->cfg->listeners == NULL)
         return ctx_fail(c, root, "missing required key \"listeners\" at top level");
-    if (c->workers_auto) {
-        long n = sysconf(_SC_NPROCESSORS_ONLN);
-        c->cfg->workers = n < 1                          ? 1
-                          : n > (long)CONFIG_MAX_WORKERS ? CONFIG_MAX_WORKERS
-                                                         : (unsigned)n;
-    }
+    /* The host's CPU count overstates a container limited by cpu.max or a process pinned
+     * with taskset: more workers than usable CPUs only add contention. */
+    c->cfg->workers_auto = c->workers_auto;
+    if (c->workers_auto)
+        c->cfg->workers = config_usable_cpus("/sys/fs/cgroup");
     return check_dependencies(c);
 }
 
@@ -1217,6 +1373,7 @@ static struct config *config_new(const char *name)
     cfg->limits.upstream_connect_timeout_ms = 5 * 1000;
     cfg->limits.upstream_response_timeout_ms = 60 * 1000;
     cfg->limits.drain_timeout_ms = 30 * 1000;
+    cfg->expiry_warning_ms = 14ull * 24 * 3600 * 1000;
     return cfg;
 }
 
@@ -1319,6 +1476,32 @@ done:
     return rc;
 }
 
+/* resolve_path makes |*field| absolute against |dir| when it is relative. */
+static void resolve_path(char **field, const char *dir)
+{
+    if (*field == NULL || (*field)[0] == '/')
+        return;
+    char *joined = base_join_path(dir, *field);
+    free(*field);
+    *field = joined;
+}
+
+/* resolve_paths joins relative paths in the file to the file's own directory, as nginx and
+ * Envoy do for theirs: the meaning of a configuration must not depend on the directory certgate
+ * was started from (systemd's is /, a shell's is wherever the operator stood). */
+static void resolve_paths(struct config *cfg, const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    if (slash == NULL)
+        return; /* the file is in the working directory: relative paths already mean that */
+    char *dir = xstrndup(path, slash == path ? 1 : (size_t)(slash - path));
+    resolve_path(&cfg->credentials_dir, dir);
+    resolve_path(&cfg->ca_store_dir, dir);
+    resolve_path(&cfg->allowed_subjects_file, dir);
+    resolve_path(&cfg->admin_token_file, dir);
+    free(dir);
+}
+
 int config_load(struct config **out, const char *path, char *err, size_t err_len)
 {
     struct stat st;
@@ -1361,6 +1544,8 @@ int config_load(struct config **out, const char *path, char *err, size_t err_len
     close(fd);
     rc = config_load_string(out, path, text != NULL ? text : "", len, err, err_len);
     free(text);
+    if (rc == 0)
+        resolve_paths(*out, path);
     return rc;
 fail:
     if (err != NULL && err_len > 0)

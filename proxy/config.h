@@ -123,22 +123,28 @@ struct config_limits {
     uint64_t idle_timeout_ms;
     uint64_t upstream_connect_timeout_ms;
     uint64_t upstream_response_timeout_ms;
+    uint64_t shutdown_delay_ms; /* after SIGTERM: keep accepting, /ready 503 */
     uint64_t drain_timeout_ms;
 };
 
 struct config {
     char *path;      /* the file it came from */
-    unsigned workers; /* resolved: "auto" becomes the number of CPUs */
+    unsigned workers; /* resolved: "auto" becomes the number of CPUs the process may use */
+    bool workers_auto; /* workers came from "auto" */
     enum log_level log_level;
     bool log_access;
 
     /* credentials; all NULL when the section is absent. cert/key are NULL when pkcs12 is set.
-     * Relative file names stay relative: they are joined to credentials_dir by the user. */
+     * Their file names stay relative: they are joined to credentials_dir by the user. The
+     * directories and files outside it (credentials_dir, ca_store_dir, allowed_subjects_file,
+     * admin_token_file) are made absolute against the config file's directory by config_load
+     * (config_load_string leaves them as written). */
     char *credentials_dir;
     char *credentials_cert;
     char *credentials_key;
     char *credentials_pkcs12;
     char *credentials_pkcs12_password_file;
+    uint64_t expiry_warning_ms; /* warn when the server certificate expires sooner */
 
     char *ca_store_dir; /* NULL when absent */
 
@@ -182,10 +188,20 @@ void config_free(struct config *cfg);
  * into |out|. Hosts are numeric addresses or "localhost". Returns 0 or -EINVAL. */
 int config_parse_endpoint(struct config_endpoint *out, const char *text, bool allow_unix);
 
-/* config_parse_duration_ms parses "250ms", "10s", "5m", "1h". Returns 0 or -EINVAL. */
+/* config_parse_duration_ms parses "250ms", "10s", "5m", "1h", "14d". Returns 0 or -EINVAL. */
 int config_parse_duration_ms(uint64_t *out, const char *text);
 
 /* config_parse_size parses "512", "64KiB", "1MiB", "1GiB". Returns 0 or -EINVAL. */
 int config_parse_size(size_t *out, const char *text);
+
+/* config_parse_cpu_max reads a cgroup v2 cpu.max line ("QUOTA PERIOD" or "max PERIOD") into
+ * the number of CPUs it allows, rounded up: "150000 100000" is 2. Returns 0 and sets |*out|
+ * (0 for "max": no limit), or -EINVAL for anything else. */
+int config_parse_cpu_max(unsigned *out, const char *text);
+
+/* config_usable_cpus returns the number of CPUs this process may use: its affinity mask
+ * (sched_getaffinity), capped by the cgroup v2 cpu.max quota of its cgroup and every parent
+ * (read below |cgroup_root|, normally "/sys/fs/cgroup"); at least 1. */
+unsigned config_usable_cpus(const char *cgroup_root);
 
 #endif

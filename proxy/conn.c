@@ -76,6 +76,7 @@ static void access_log(struct conn *c, const char *response_from)
     uint64_t duration_us = base_now_us() - start;
     if (http)
         metrics_request(c->index, c->status, duration_us);
+    metrics_bytes(c->index, c->bytes_in, c->bytes_out);
     if (!c->worker->srv->cfg->log_access)
         return;
     bool shook = c->ssl != NULL && c->state != CONN_HANDSHAKE;
@@ -690,6 +691,7 @@ void conn_accept(struct worker *w, size_t index, int fd, const struct sockaddr *
         memcpy(&c->peer, peer, peer_len);
     bool proxied = c->lc->accept_proxy_protocol != ACCEPT_PROXY_OFF;
     c->state = proxied ? CONN_PROXY_HEADER : CONN_HANDSHAKE;
+    c->draining = w->closing; /* accepted during the shutdown delay: one response, then close */
     c->timer_base = conn_now_ms(c);
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));

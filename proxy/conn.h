@@ -117,7 +117,7 @@ struct conn {
     bool draining;
     int status;
     unsigned num_requests;
-    uint64_t req_start; /* base_now_us() when the request began */
+    uint64_t req_start; /* base_now_us() at the request head, 0 before */
     uint64_t bytes_in, bytes_out;
     struct buf req_log; /* the request's access-log fields as JSON: method .. request_id */
     char *client_subject; /* cached RFC 2253 subject of the client leaf */

@@ -217,11 +217,26 @@ static void regen_cb(uv_async_t *a)
     }
 }
 
+/* close_soon marks what is open; conn_accept marks what comes during the delay. Idle
+ * keep-alive connections stay: closing them now would race with the request a client may be
+ * sending on them. */
+static void close_soon(struct worker *w)
+{
+    w->closing = true;
+    for (struct conn *c = w->conns; c != NULL; c = c->next)
+        c->draining = true;
+}
+
 static void wakeup_cb(uv_async_t *a)
 {
     struct worker *w = a->data;
     if (w->draining)
         return;
+    if (atomic_load(&w->srv->stop_phase) < 2) {
+        if (!w->closing)
+            close_soon(w);
+        return;
+    }
     w->draining = true;
     for (size_t i = 0; i < w->num_socks; i++)
         uv_close((uv_handle_t *)&w->socks[i].poll, lsock_close_cb);
@@ -284,8 +299,16 @@ void listener_gen_changed(struct server *srv)
         uv_async_send(&srv->workers[n].regen);
 }
 
+void listener_close_soon(struct server *srv)
+{
+    atomic_store(&srv->stop_phase, 1);
+    for (size_t n = 0; n < srv->num_workers; n++)
+        uv_async_send(&srv->workers[n].wakeup);
+}
+
 void listener_drain(struct server *srv)
 {
+    atomic_store(&srv->stop_phase, 2);
     for (size_t n = 0; n < srv->num_workers; n++)
         uv_async_send(&srv->workers[n].wakeup);
 }

@@ -39,6 +39,7 @@ struct worker {
     struct conn *conns; /* every open connection, for draining */
     size_t num_conns;
     bool draining;
+    bool closing;              /* shutdown delay: new and open connections end after a response */
     bool accept_paused_logged; /* accept_paused said for this episode */
     void *scratch; /* http.c's per-worker parse scratch */
     struct upconn *up_pool; /* idle upstream connections (upstream.c) */
@@ -53,6 +54,7 @@ struct server {
     size_t num_workers;
     atomic_size_t num_conns; /* over all workers, for limits.max_connections */
     atomic_bool ready;
+    atomic_int stop_phase; /* 0 running, 1 shutdown delay (still accepting), 2 draining */
     struct sockaddr_storage *bound; /* per listener: the address actually bound (port 0) */
 };
 
@@ -62,6 +64,11 @@ int listener_bind(struct server *srv, char *err, size_t err_len);
 
 /* listener_start starts the worker threads. Returns 0 or a negative errno. */
 int listener_start(struct server *srv);
+
+/* listener_close_soon starts the shutdown delay: workers keep accepting, but every connection,
+ * open or new, closes after its next response (which says Connection: close), so clients of a
+ * load balancer that has not yet seen /ready fail move elsewhere without a refused connect. */
+void listener_close_soon(struct server *srv);
 
 /* listener_drain asks every worker to stop accepting and to finish in-flight requests. */
 void listener_drain(struct server *srv);

@@ -4,6 +4,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <uv.h>
@@ -18,11 +20,12 @@
 #include "metrics.h"
 #include "reload.h"
 #include "tls.h"
+#include "tls_report.h"
 
 static struct server srv;
 static uv_loop_t *main_loop;
 static uv_signal_t sig_term, sig_int, sig_hup;
-static uv_timer_t drain_timer;
+static uv_timer_t drain_timer, delay_timer;
 static uv_async_t workers_done;
 static uv_thread_t joiner;
 static bool stopping;
@@ -43,6 +46,9 @@ static void join_workers(void *arg)
 
 static void workers_done_cb(uv_async_t *a)
 {
+    /* The admin port lived through the drain, so probes saw 503 rather than a refused
+     * connection; it goes with the last worker. */
+    admin_stop();
     uv_stop(main_loop);
 }
 
@@ -52,19 +58,53 @@ static void drain_timeout_cb(uv_timer_t *t)
     _exit(0);
 }
 
-static void stop_cb(uv_signal_t *s, int signum)
+static void begin_drain(void)
 {
-    if (stopping)
-        return;
-    stopping = true;
-    log_msg(LOG_LEVEL_INFO, "draining", "signal %d: stop accepting, finish in-flight requests",
-            signum);
-    atomic_store(&srv.ready, false);
-    admin_stop();
+    const struct config_limits *lim = &srv.cfg->limits;
+    log_msg(LOG_LEVEL_INFO, "draining",
+            "listeners closed; finishing in-flight requests for up to %llu ms",
+            (unsigned long long)lim->drain_timeout_ms);
     reload_stop();
     listener_drain(&srv);
-    uv_timer_start(&drain_timer, drain_timeout_cb, srv.cfg->limits.drain_timeout_ms, 0);
+    uv_timer_start(&drain_timer, drain_timeout_cb, lim->drain_timeout_ms, 0);
     uv_thread_create(&joiner, join_workers, NULL);
+}
+
+static void delay_done_cb(uv_timer_t *t)
+{
+    begin_drain();
+}
+
+/* The Kubernetes sequence: /ready fails at once, but endpoints learn it only after a while, so
+ * the listeners keep accepting for limits.shutdown_delay (every response closing its
+ * connection) before they close and the drain begins. A second signal means "now". */
+static void stop_cb(uv_signal_t *s, int signum)
+{
+    if (stopping) {
+        log_msg(LOG_LEVEL_WARN, "stopped_now",
+                "signal %d during shutdown: exiting without waiting for %zu connection%s", signum,
+                atomic_load(&srv.num_conns), atomic_load(&srv.num_conns) == 1 ? "" : "s");
+        _exit(0);
+    }
+    stopping = true;
+    atomic_store(&srv.ready, false);
+    const struct config_limits *lim = &srv.cfg->limits;
+    struct buf b = {0};
+    log_begin(&b, LOG_LEVEL_INFO, "shutting_down");
+    log_num(&b, "signal", signum);
+    log_num(&b, "shutdown_delay_ms", (long long)lim->shutdown_delay_ms);
+    log_num(&b, "drain_timeout_ms", (long long)lim->drain_timeout_ms);
+    log_str(&b, "message",
+            lim->shutdown_delay_ms > 0
+                ? "/ready answers 503; still accepting (Connection: close) until the delay ends"
+                : "/ready answers 503");
+    log_end(&b);
+    if (lim->shutdown_delay_ms == 0) {
+        begin_drain();
+        return;
+    }
+    listener_close_soon(&srv);
+    uv_timer_start(&delay_timer, delay_done_cb, lim->shutdown_delay_ms, 0);
 }
 
 static void hup_cb(uv_signal_t *s, int signum)
@@ -97,6 +137,47 @@ static void warn_forwarding(const struct config *cfg)
                 cfg->path, lc->line, lc->name, modes[m],
                 lc->client_auth == CLIENT_AUTH_OPTIONAL ? "optional" : "none");
     }
+}
+
+/* check_expiry prints what is wrong with the server certificate's dates; returns 1 when
+ * clients would refuse it now (expired, not yet valid), else 0. */
+static int check_expiry(const struct tls_gen *gen, const struct config *cfg)
+{
+    char msg[1024];
+    enum tls_expiry ex =
+        tls_report_expiry(gen, (int64_t)time(NULL), cfg->expiry_warning_ms, msg, sizeof(msg));
+    if (ex == TLS_EXPIRY_EXPIRED || ex == TLS_EXPIRY_NOT_YET_VALID) {
+        fprintf(stderr, "check: %s\n", msg);
+        return 1;
+    }
+    if (ex == TLS_EXPIRY_SOON)
+        fprintf(stderr, "warning: %s (credentials.expiry_warning)\n", msg);
+    return 0;
+}
+
+/* check_token_file: a token file that is set but missing or empty locks every mutating admin
+ * call out (401 to everyone), which run only discovers at the first call. */
+static int check_token_file(const struct config *cfg)
+{
+    struct stat st;
+    if (cfg->admin_address.text == NULL || cfg->admin_token_file == NULL)
+        return 0;
+    if (stat(cfg->admin_token_file, &st) != 0) {
+        fprintf(stderr, "check: admin.token_file %s: %s\n", cfg->admin_token_file,
+                strerror(errno));
+        return 1;
+    }
+    if (!S_ISREG(st.st_mode) || st.st_size == 0) {
+        fprintf(stderr, "check: admin.token_file %s: %s\n", cfg->admin_token_file,
+                S_ISREG(st.st_mode) ? "the file is empty" : "not a regular file");
+        return 1;
+    }
+    if (access(cfg->admin_token_file, R_OK) != 0) {
+        fprintf(stderr, "check: admin.token_file %s: %s\n", cfg->admin_token_file,
+                strerror(errno));
+        return 1;
+    }
+    return 0;
 }
 
 static int cmd_check(const char *path)
@@ -132,6 +213,8 @@ static int cmd_check(const char *path)
     if (broken > 0)
         fprintf(stderr, "check: %zu tenant%s of the CA store failed to load\n", broken,
                 broken == 1 ? "" : "s");
+    broken += (size_t)check_expiry(gen, cfg);
+    broken += (size_t)check_token_file(cfg);
     r = allowlist_init(cfg->allowed_subjects_file, err, sizeof(err));
     if (r < 0) {
         fprintf(stderr, "%s\n", err);
@@ -147,6 +230,22 @@ static int cmd_check(const char *path)
     tls_gen_unref(gen);
     config_free(cfg);
     return broken > 0 ? 1 : 0;
+}
+
+/* log_started says how many workers run and where the number came from: with "auto" it is the
+ * CPUs this process may use (affinity, cgroup cpu.max), which an operator may want to verify. */
+static void log_started(void)
+{
+    char msg[128];
+    snprintf(msg, sizeof(msg), "certgate %s with %zu worker%s", CERTGATE_VERSION,
+             srv.num_workers, srv.num_workers == 1 ? "" : "s");
+    struct buf b = {0};
+    log_begin(&b, LOG_LEVEL_INFO, "started");
+    log_str(&b, "message", msg);
+    log_str(&b, "version", CERTGATE_VERSION);
+    log_num(&b, "workers", (long long)srv.num_workers);
+    log_str(&b, "workers_from", srv.cfg->workers_auto ? "auto" : "config");
+    log_end(&b);
 }
 
 static int cmd_run(const char *path)
@@ -195,6 +294,7 @@ static int cmd_run(const char *path)
     uv_signal_init(main_loop, &sig_hup);
     uv_signal_start(&sig_hup, hup_cb, SIGHUP);
     uv_timer_init(main_loop, &drain_timer);
+    uv_timer_init(main_loop, &delay_timer);
     uv_async_init(main_loop, &workers_done, workers_done_cb);
     conn_init_hooks();
     if (listener_start(&srv) < 0) {
@@ -202,8 +302,7 @@ static int cmd_run(const char *path)
         return 1;
     }
     atomic_store(&srv.ready, true);
-    log_msg(LOG_LEVEL_INFO, "started", "certgate %s with %zu worker%s", CERTGATE_VERSION,
-            srv.num_workers, srv.num_workers == 1 ? "" : "s");
+    log_started();
     uv_run(main_loop, UV_RUN_DEFAULT);
     uv_thread_join(&joiner);
     log_msg(LOG_LEVEL_INFO, "stopped", "all connections drained");
@@ -211,6 +310,7 @@ static int cmd_run(const char *path)
     uv_close((uv_handle_t *)&sig_int, NULL);
     uv_close((uv_handle_t *)&sig_hup, NULL);
     uv_close((uv_handle_t *)&drain_timer, NULL);
+    uv_close((uv_handle_t *)&delay_timer, NULL);
     uv_close((uv_handle_t *)&workers_done, NULL);
     uv_run(main_loop, UV_RUN_NOWAIT);
     tls_gen_unref(atomic_load(&srv.gen));

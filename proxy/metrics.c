@@ -3,25 +3,37 @@
  * (format 0.0.4). Nothing here takes a lock. */
 #include "metrics.h"
 
+#include <dirent.h>
+#include <fcntl.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/time.h>
+#include <unistd.h>
 
 #include "base.h"
+#include "tls.h"
 
 /* Status codes 100..599 are counted exactly; anything else lands in "other". */
 #define CODE_MIN 100
 #define CODE_MAX 599
 #define NUM_CODES (CODE_MAX - CODE_MIN + 2)
 
-/* Upper bounds of the request duration histogram, in microseconds (+Inf is implicit). */
-static const uint64_t bucket_us[] = {1000,   2500,   5000,    10000,   25000,   50000,  100000,
-                                     250000, 500000, 1000000, 2500000, 5000000, 10000000,
-                                     30000000, 60000000};
+/* Upper bounds of the request duration histogram, in microseconds (+Inf is implicit). A
+ * request certgate answers itself or a local upstream answers takes a few hundred
+ * microseconds: the first buckets are below a millisecond so that they do not all land in one. */
+static const uint64_t bucket_us[] = {100,     250,     500,     1000,     2500,    5000,
+                                     10000,   25000,   50000,   100000,   250000,  500000,
+                                     1000000, 2500000, 5000000, 10000000, 30000000, 60000000};
 #define NUM_BUCKETS (ARRAY_SIZE(bucket_us) + 1)
 
 struct listener_metrics {
     char *name;
+    bool tls; /* tcp listeners make no handshakes: no series for them */
+    atomic_uint_fast64_t bytes_in;  /* from clients */
+    atomic_uint_fast64_t bytes_out; /* to clients */
     atomic_uint_fast64_t conns_total;
     atomic_int_fast64_t conns_active;
     atomic_uint_fast64_t handshakes[METRICS_HS_NUM];
@@ -47,6 +59,7 @@ static atomic_uint_fast64_t crl_stale;
 static atomic_uint_fast64_t ocsp[METRICS_OCSP_NUM];
 static const char *const ocsp_results[METRICS_OCSP_NUM] = {"good", "revoked", "unknown",
                                                              "failed"};
+static int64_t start_time_us; /* wall clock at metrics_init, for process_start_time_seconds */
 
 #define INC(x) atomic_fetch_add_explicit(&(x), 1, memory_order_relaxed)
 #define GET(x) atomic_load_explicit(&(x), memory_order_relaxed)
@@ -59,7 +72,11 @@ void metrics_init(const struct config *cfg)
     for (size_t i = 0; i < num_lms; i++) {
         lms[i].name = xstrdup(cfg->listeners[i].name);
         lms[i].accepts_proxy = cfg->listeners[i].accept_proxy_protocol != ACCEPT_PROXY_OFF;
+        lms[i].tls = cfg->listeners[i].mode != LISTENER_TCP;
     }
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    start_time_us = (int64_t)tv.tv_sec * 1000000 + tv.tv_usec;
     for (size_t s = 0; s < NUM_SOURCES; s++) {
         atomic_store(&reloads[s][0], 0);
         atomic_store(&reloads[s][1], 0);
@@ -119,6 +136,15 @@ void metrics_request(size_t listener, int status, uint64_t duration_us)
         b++;
     INC(m->buckets[b]);
     atomic_fetch_add_explicit(&m->duration_sum_us, duration_us, memory_order_relaxed);
+}
+
+void metrics_bytes(size_t listener, uint64_t from_client, uint64_t to_client)
+{
+    struct listener_metrics *m = lm(listener);
+    if (m == NULL)
+        return;
+    atomic_fetch_add_explicit(&m->bytes_in, from_client, memory_order_relaxed);
+    atomic_fetch_add_explicit(&m->bytes_out, to_client, memory_order_relaxed);
 }
 
 void metrics_upstream_error(size_t listener, enum metrics_upstream kind)
@@ -201,7 +227,7 @@ static void render_listeners(struct buf *out)
     }
     family(out, "certgate_handshakes_total", "counter", "TLS handshakes by result.");
     for (size_t i = 0; i < num_lms; i++) {
-        for (size_t r = 0; r < METRICS_HS_NUM; r++) {
+        for (size_t r = 0; r < METRICS_HS_NUM && lms[i].tls; r++) {
             sample_start(out, "certgate_handshakes_total", &lms[i]);
             buf_appendf(out, ",result=\"%s\"} %llu\n", hs_names[r],
                         (unsigned long long)GET(lms[i].handshakes[r]));
@@ -219,6 +245,18 @@ static void render_listeners(struct buf *out)
             else
                 buf_appendf(out, ",code=\"%zu\"} %llu\n", c + CODE_MIN, (unsigned long long)v);
         }
+    }
+    family(out, "certgate_request_bytes_total", "counter",
+           "Bytes received from clients: request bodies (http), the relayed stream (tls, tcp).");
+    for (size_t i = 0; i < num_lms; i++) {
+        sample_start(out, "certgate_request_bytes_total", &lms[i]);
+        buf_appendf(out, "} %llu\n", (unsigned long long)GET(lms[i].bytes_in));
+    }
+    family(out, "certgate_response_bytes_total", "counter",
+           "Bytes sent to clients: response bodies (http), the relayed stream (tls, tcp).");
+    for (size_t i = 0; i < num_lms; i++) {
+        sample_start(out, "certgate_response_bytes_total", &lms[i]);
+        buf_appendf(out, "} %llu\n", (unsigned long long)GET(lms[i].bytes_out));
     }
     family(out, "certgate_upstream_errors_total", "counter", "Upstream failures by kind.");
     for (size_t i = 0; i < num_lms; i++) {
@@ -258,9 +296,70 @@ static void render_listeners(struct buf *out)
     }
 }
 
+/* RUSAGE_SELF sums every thread of the process, workers included. */
+static double process_cpu_seconds(void)
+{
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0)
+        return 0;
+    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+           (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+static long long process_rss_bytes(void)
+{
+    char text[128] = "";
+    long long size = 0, rss = 0;
+    int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, text, sizeof(text) - 1);
+    close(fd);
+    if (n <= 0 || sscanf(text, "%lld %lld", &size, &rss) != 2)
+        return 0;
+    return rss * sysconf(_SC_PAGESIZE);
+}
+
+static long long process_open_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    long long n = 0;
+    if (d == NULL)
+        return 0;
+    for (struct dirent *e; (e = readdir(d)) != NULL;)
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n > 0 ? n - 1 : 0; /* not the descriptor opendir holds */
+}
+
+static void render_process(struct buf *out)
+{
+    family(out, "certgate_build_info", "gauge", "Always 1; the labels name the build.");
+    buf_appends(out, "certgate_build_info{version=");
+    metrics_label(out, CERTGATE_VERSION);
+    buf_appends(out, ",tls_library=");
+    metrics_label(out, tls_library());
+    buf_appends(out, "} 1\n");
+    family(out, "process_cpu_seconds_total", "counter", "User and system CPU time spent.");
+    buf_appendf(out, "process_cpu_seconds_total %.6f\n", process_cpu_seconds());
+    family(out, "process_resident_memory_bytes", "gauge", "Resident memory size.");
+    buf_appendf(out, "process_resident_memory_bytes %lld\n", process_rss_bytes());
+    family(out, "process_open_fds", "gauge", "Open file descriptors.");
+    buf_appendf(out, "process_open_fds %lld\n", process_open_fds());
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
+        family(out, "process_max_fds", "gauge", "Limit on open file descriptors.");
+        buf_appendf(out, "process_max_fds %llu\n", (unsigned long long)rl.rlim_cur);
+    }
+    family(out, "process_start_time_seconds", "gauge", "Start time since the Unix epoch.");
+    buf_appendf(out, "process_start_time_seconds %lld.%06lld\n",
+                (long long)(start_time_us / 1000000), (long long)(start_time_us % 1000000));
+}
+
 void metrics_render(struct buf *out)
 {
     render_listeners(out);
+    render_process(out);
     family(out, "certgate_reload_total", "counter", "Reloads of credentials and CA store.");
     for (size_t s = 0; s < NUM_SOURCES; s++) {
         for (int ok = 1; ok >= 0; ok--) {

@@ -38,6 +38,7 @@ void metrics_conn_open(size_t listener);
 void metrics_conn_close(size_t listener);
 void metrics_handshake(size_t listener, enum metrics_handshake result);
 void metrics_request(size_t listener, int status, uint64_t duration_us);
+void metrics_bytes(size_t listener, uint64_t from_client, uint64_t to_client);
 void metrics_upstream_error(size_t listener, enum metrics_upstream kind);
 /* metrics_proxy_protocol_error counts a connection closed for a missing, malformed or late
  * PROXY protocol header (accept_proxy_protocol). */
@@ -61,7 +62,9 @@ void metrics_ocsp(enum metrics_ocsp result);
 void metrics_label(struct buf *out, const char *value);
 
 /* metrics_render appends every counter above in the Prometheus text format 0.0.4, each family
- * with its HELP and TYPE lines. The generation's certificate gauges come from tls_gen_metrics. */
+ * with its HELP and TYPE lines, then certgate_build_info and the standard process_* metrics
+ * (CPU, resident memory, open and maximum descriptors, start time). The generation's
+ * certificate gauges come from tls_gen_metrics. */
 void metrics_render(struct buf *out);
 
 /* metrics_reload_count returns certgate_reload_total for |source| and |ok| (0 when unknown). */

@@ -24,6 +24,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "tls.h"
+#include "tls_report.h"
 
 #define MAX_DEPTH 8             /* directory levels walked below ca_store.dir */
 #define MAX_FILES 1000000       /* files hashed per check; beyond, every check reloads */
@@ -1016,7 +1017,10 @@ static void wall_clock(char *out, size_t len, int64_t *out_unix)
     *out_unix = (int64_t)tv.tv_sec;
 }
 
-static void record(const char *source, int r, const char *err, uint64_t duration_ms)
+/* record keeps the result for /status and the metrics and logs it; |changes| (NULL on failure)
+ * holds the members tls_report_changes wrote. */
+static void record(const char *source, int r, const char *err, uint64_t duration_ms,
+                   const struct buf *changes)
 {
     last.valid = true;
     wall_clock(last.time, sizeof(last.time), &last.unix_time);
@@ -1036,9 +1040,19 @@ static void record(const char *source, int r, const char *err, uint64_t duration
     log_num(&b, "generation", (long long)generation);
     log_num(&b, "duration_ms", (long long)duration_ms);
     log_str(&b, "error", r == 0 ? NULL : err);
+    if (changes != NULL)
+        buf_append(&b, buf_data(changes), buf_used(changes));
     if (r != 0)
         log_str(&b, "message", "keeping the current credentials and CA store");
     log_end(&b);
+}
+
+/* report repeats what is wrong with the generation now in use at every start and reload, so
+ * a problem nobody fixed is never only in /status (CONTRACT 2). */
+static void report(const struct tls_gen *gen)
+{
+    tls_report_log_store_errors(gen);
+    tls_report_log_expiry(gen, rl_srv->cfg->expiry_warning_ms);
 }
 
 int reload_run(const char *source, bool force, char *err, size_t err_len)
@@ -1078,18 +1092,23 @@ int reload_run(const char *source, bool force, char *err, size_t err_len)
     }
     int r = tls_gen_new(&gen, rl_srv->cfg, atomic_load(&rl_srv->gen), err, err_len);
     ca_store_hint_next_load(NULL);
+    struct buf diff = {0};
     if (r == 0) {
         set_base();
         uv_mutex_lock(&rl_srv->gen_lock);
         struct tls_gen *old = atomic_exchange(&rl_srv->gen, gen);
         uv_mutex_unlock(&rl_srv->gen_lock);
+        tls_report_changes(old, gen, &diff);
         tls_gen_unref(old); /* open connections keep their own references */
         generation++;
         /* Workers re-check their tunnels; not once stopping began (they may be gone). */
         if (started)
             listener_gen_changed(rl_srv);
     }
-    record(source, r, err, (uv_hrtime() - t0) / 1000000);
+    record(source, r, err, (uv_hrtime() - t0) / 1000000, r == 0 ? &diff : NULL);
+    buf_free(&diff);
+    if (r == 0)
+        report(gen);
     return r;
 }
 
@@ -1109,6 +1128,7 @@ int reload_init(struct server *srv, char *err, size_t err_len)
     set_base();
     atomic_store(&srv->gen, gen);
     generation = 1;
+    report(gen);
     return 0;
 }
 

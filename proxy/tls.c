@@ -46,6 +46,7 @@
 #include "tenancy.h"
 #include "tls_anchor.h"
 #include "tls_revocation.h"
+#include "tls_report.h"
 #include "tls_verify.h"
 #include "xfcc.h"
 
@@ -92,6 +93,8 @@ static int load_pem_credentials(struct tls_gen *gen, const struct config *cfg, c
     gen->leaf = PEM_read_bio_X509(bio, NULL, NULL, NULL);
     if (gen->leaf == NULL) {
         snprintf(err, err_len, "%s: no PEM certificate found", cert_path);
+        tls_report_explain_credentials(err, err_len, cert_path, cert_pem, cert_len, key_path,
+                                       key_pem, key_len, false);
         goto fail;
     }
     gen->chain = sk_X509_new_null();
@@ -113,6 +116,8 @@ static int load_pem_credentials(struct tls_gen *gen, const struct config *cfg, c
     if (gen->key == NULL) {
         ERR_clear_error();
         snprintf(err, err_len, "%s: no PEM private key found", key_path);
+        tls_report_explain_credentials(err, err_len, cert_path, cert_pem, cert_len, key_path,
+                                       key_pem, key_len, true);
         goto fail;
     }
     if (!X509_check_private_key(gen->leaf, gen->key)) {
@@ -958,4 +963,5 @@ void tls_gen_metrics(const struct tls_gen *gen, struct buf *out)
         metrics_label(out, tid);
         buf_appends(out, "} 1\n");
     }
+    tls_report_metrics(gen, out);
 }

@@ -628,6 +628,8 @@ def check_config_text(t, name, text, store=None):
     text = (text.replace("/etc/certgate/credentials", creds)
             .replace("/etc/certgate/ca-store", store)
             .replace("/etc/certgate/admin/token", os.path.join(t.dir, "token")))
+    with open(os.path.join(t.dir, "token"), "w") as f:
+        f.write("test-token\n")  # check fails on a token_file that is set but missing
     path = os.path.join(t.dir, name + ".yaml")
     with open(path, "w") as f:
         f.write(text)

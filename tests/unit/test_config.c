@@ -30,6 +30,8 @@ static const char contract_example[] =
     "  dir: /etc/certgate/credentials # required when any listener terminates TLS\n"
     "  cert: tls.crt                  # leaf first, then intermediates (certbot: fullchain.pem)\n"
     "  key: tls.key                   # PEM private key (certbot: privkey.pem)\n"
+    "  expiry_warning: 14d            # check, run and reload warn when the server certificate "
+    "expires sooner\n"
     "\n"
     "ca_store:\n"
     "  dir: /etc/certgate/ca-store    # required when any listener verifies client certificates\n"
@@ -71,6 +73,8 @@ static const char contract_example[] =
     "  idle_timeout: 5m               # keep-alive and tunnels\n"
     "  upstream_connect_timeout: 5s   # then 503\n"
     "  upstream_response_timeout: 60s # until the response head; then 504\n"
+    "  shutdown_delay: 0s             # after SIGTERM: keep accepting this long with /ready 503 "
+    "(Kubernetes: 5s)\n"
     "  drain_timeout: 30s\n"
     "\n"
     "listeners:                       # required, at least one\n"
@@ -156,9 +160,11 @@ static void assert_well_formed_error(const char *err)
 static void test_defaults(void **state)
 {
     struct config *cfg = load_ok(TCP_LISTENER);
-    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     assert_string_equal(cfg->path, "t.yaml");
-    assert_int_equal(cfg->workers, cpus < 1 ? 1 : cpus > 256 ? 256 : cpus);
+    assert_int_equal(cfg->workers, config_usable_cpus("/sys/fs/cgroup"));
+    assert_true(cfg->workers_auto);
+    assert_int_equal(cfg->expiry_warning_ms, 14ull * 24 * 3600 * 1000);
+    assert_int_equal(cfg->limits.shutdown_delay_ms, 0);
     assert_int_equal(cfg->log_level, LOG_LEVEL_INFO);
     assert_true(cfg->log_access);
     assert_null(cfg->credentials_dir);
@@ -502,7 +508,7 @@ static void test_error_positions(void **state)
     expect_error("listeners:\n"
                  "  - name: a\n"
                  "    adress: 127.0.0.1:1\n",
-                 "t.yaml:3:5: unknown key \"adress\" in listener");
+                 "t.yaml:3:5: unknown key \"adress\" in listener; did you mean \"address\"?");
     expect_error("workers: 2\nfoo: 1\n" TCP_LISTENER,
                  "t.yaml:2:1: unknown key \"foo\" at top level");
     expect_error("log:\n  level: info\n  level: warn\n" TCP_LISTENER,
@@ -537,7 +543,15 @@ static void test_error_positions(void **state)
                  "t.yaml:2:21: invalid value for limits.max_request_head: expected a size from "
                  "256 to 16MiB");
     expect_error("limits:\n  max_header: 10\n" TCP_LISTENER,
-                 "t.yaml:2:3: unknown key \"max_header\" in limits");
+                 "t.yaml:2:3: unknown key \"max_header\" in limits; did you mean \"max_headers\"?");
+    expect_error("limits:\n  shutdown_dealy: 5s\n" TCP_LISTENER,
+                 "t.yaml:2:3: unknown key \"shutdown_dealy\" in limits; did you mean "
+                 "\"shutdown_delay\"?");
+    expect_error("credentials:\n  expiry_warn: 7d\n" TCP_LISTENER,
+                 "t.yaml:2:3: unknown key \"expiry_warn\" in credentials; did you mean "
+                 "\"expiry_warning\"?");
+    /* Too far from any key: no guess. */
+    expect_error("limits:\n  xyz: 1\n" TCP_LISTENER, "t.yaml:2:3: unknown key \"xyz\" in limits");
     expect_error("workers: 0\n" TCP_LISTENER,
                  "t.yaml:1:10: invalid value \"0\" for workers: expected auto or 1 to 256");
     expect_error("workers: 257\n" TCP_LISTENER,
@@ -763,6 +777,8 @@ static void test_durations(void **state)
         {"10s", 10000},
         {"5m", 300000},
         {"1h", 3600000},
+        {"14d", 1209600000ull},
+        {"366d", 31622400000ull},
         {"0010s", 10000},
         {"8784h", 31622400000ull},
         {"527040m", 31622400000ull},
@@ -780,7 +796,8 @@ static void test_durations(void **state)
         "1.5s",
         "10S",
         "10sec",
-        "1d",
+        "1D",
+        "367d",
         "0x10s",
         "1h1m",
         "8785h",
@@ -802,6 +819,62 @@ static void test_durations(void **state)
         assert_int_equal(v, 12345);
     }
     assert_int_equal(config_parse_duration_ms(&v, NULL), -EINVAL);
+}
+
+static void test_cpu_max(void **state)
+{
+    static const struct {
+        const char *text;
+        unsigned cpus;
+    } good[] = {
+        {"max 100000", 0},      {"max 100000\n", 0},   {"100000 100000", 1},
+        {"150000 100000\n", 2}, {"50000 100000", 1},   {"200000 100000", 2},
+        {"200001 100000", 3},   {"1 1000000", 1},      {"400000000 1000", 256},
+    };
+    static const char *const bad[] = {
+        "", "max", "100000", "0 100000", "max 0", "-1 100000", "100000  100000",
+        "100000 100000 1", "abc 100000", "100000 100000\n\n", "100000 10000000",
+    };
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        unsigned v = 12345;
+        if (config_parse_cpu_max(&v, good[i].text) != 0)
+            fail_msg("cpu.max \"%s\" was refused", good[i].text);
+        assert_int_equal(v, good[i].cpus);
+    }
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        unsigned v = 12345;
+        if (config_parse_cpu_max(&v, bad[i]) != -EINVAL)
+            fail_msg("cpu.max \"%s\" was accepted", bad[i]);
+        assert_int_equal(v, 12345);
+    }
+    /* Whatever the machine, auto is at least one worker and at most the affinity mask. */
+    unsigned n = config_usable_cpus("/nonexistent");
+    assert_true(n >= 1 && n <= 256);
+    assert_true(config_usable_cpus("/sys/fs/cgroup") <= n);
+}
+
+static void test_colliding_addresses(void **state)
+{
+#define TWO(a, b)                                                                                  \
+    "listeners:\n  - {name: a, mode: tcp, address: \"" a "\", upstream: \"127.0.0.1:1\"}\n"          \
+    "  - {name: b, mode: tcp, address: \"" b "\", upstream: \"127.0.0.1:1\"}\n"
+    expect_error(TWO("0.0.0.0:8443", "127.0.0.1:8443"),
+                 "t.yaml:3:35: listener \"b\": address 127.0.0.1:8443 overlaps listener a's "
+                 "0.0.0.0:8443 (a wildcard address takes the port on every interface)");
+    expect_error(TWO("127.0.0.1:8443", "0.0.0.0:8443"),
+                 "t.yaml:3:35: listener \"b\": address 0.0.0.0:8443 overlaps listener a's "
+                 "127.0.0.1:8443 (a wildcard address takes the port on every interface)");
+    expect_error_prefix(TWO("[::]:8443", "127.0.0.1:8443"), "t.yaml:3:35: listener \"b\": address");
+    expect_error_prefix(TWO("[::1]:8443", "[::]:8443"), "t.yaml:3:35: listener \"b\": address");
+    struct config *cfg = load_ok(TWO("0.0.0.0:8443", "127.0.0.1:8444"));
+    config_free(cfg);
+    cfg = load_ok(TWO("127.0.0.1:8443", "127.0.0.2:8443"));
+    config_free(cfg);
+    cfg = load_ok(TWO("0.0.0.0:8443", "[::1]:8443"));
+    config_free(cfg);
+    cfg = load_ok(TWO("0.0.0.0:0", "127.0.0.1:0"));
+    config_free(cfg);
+#undef TWO
 }
 
 static void test_sizes(void **state)
@@ -978,8 +1051,32 @@ static void test_load_file(void **state)
     fclose(f);
     assert_int_equal(config_load(&cfg, path, err, sizeof(err)), -EINVAL);
     assert_null(cfg);
-    snprintf(want, sizeof(want), "%s:3:5: unknown key \"adress\" in listener", path);
+    snprintf(want, sizeof(want), "%s:3:5: unknown key \"adress\" in listener; did you mean "
+             "\"address\"?", path);
     assert_string_equal(err, want);
+
+    /* Relative paths mean the config file's directory, not the working directory. */
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("credentials:\n  dir: creds\nca_store:\n  dir: ./store\naccess:\n"
+          "  allowed_subjects_file: /abs/list.json\nadmin:\n  token_file: ../token\n"
+          "listeners:\n  - {name: a, address: \"127.0.0.1:0\", upstream: \"127.0.0.1:1\"}\n",
+          f);
+    fclose(f);
+    assert_int_equal(config_load(&cfg, path, err, sizeof(err)), 0);
+    snprintf(want, sizeof(want), "%s/creds", dir);
+    assert_string_equal(cfg->credentials_dir, want);
+    snprintf(want, sizeof(want), "%s/./store", dir);
+    assert_string_equal(cfg->ca_store_dir, want);
+    assert_string_equal(cfg->allowed_subjects_file, "/abs/list.json");
+    snprintf(want, sizeof(want), "%s/../token", dir);
+    assert_string_equal(cfg->admin_token_file, want);
+    assert_string_equal(cfg->credentials_cert, "tls.crt"); /* joined to dir by its user */
+    config_free(cfg);
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("listeners:\n  - name: a\n    adress: 127.0.0.1:1\n", f);
+    fclose(f);
 
     /* No room for the message is not a crash. */
     assert_int_equal(config_load(&cfg, path, NULL, 0), -EINVAL);
@@ -1080,6 +1177,8 @@ int main(void)
         cmocka_unit_test(test_error_dependencies),
         cmocka_unit_test(test_durations),
         cmocka_unit_test(test_sizes),
+        cmocka_unit_test(test_cpu_max),
+        cmocka_unit_test(test_colliding_addresses),
         cmocka_unit_test(test_endpoints),
         cmocka_unit_test(test_load_file),
         cmocka_unit_test(test_every_prefix_and_byte),

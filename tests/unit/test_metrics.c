@@ -149,6 +149,33 @@ static void test_each_family_once(void **state)
     free(s);
 }
 
+/* tcp listeners have no handshake series; bytes count per listener; sub-millisecond buckets;
+ * the build and process families are there. */
+static void test_bytes_tcp_and_process(void **state)
+{
+    lcs[1].mode = LISTENER_TCP;
+    metrics_init(&cfg);
+    metrics_bytes(0, 100, 2000);
+    metrics_bytes(0, 1, 2);
+    metrics_bytes(1, 300, 300);
+    metrics_request(0, 200, 180); /* 180 us */
+    char *s = render();
+    assert_has(s, "certgate_handshakes_total{listener=\"web\",result=\"ok\"} 0\n");
+    assert_null(strstr(s, "certgate_handshakes_total{listener=\"we\\\"ird"));
+    assert_has(s, "certgate_request_bytes_total{listener=\"web\"} 101\n");
+    assert_has(s, "certgate_response_bytes_total{listener=\"web\"} 2002\n");
+    assert_has(s, "certgate_request_bytes_total{listener=\"we\\\"ird\\\\name\\n\"} 300\n");
+    assert_has(s, "certgate_request_duration_seconds_bucket{listener=\"web\",le=\"0.0001\"} 0\n");
+    assert_has(s, "certgate_request_duration_seconds_bucket{listener=\"web\",le=\"0.00025\"} 1\n");
+    assert_has(s, "certgate_request_duration_seconds_sum{listener=\"web\"} 0.000180\n");
+    assert_has(s, "# TYPE certgate_build_info gauge\n");
+    assert_has(s, "# TYPE process_cpu_seconds_total counter\n");
+    assert_has(s, "# TYPE process_resident_memory_bytes gauge\n");
+    assert_has(s, "# TYPE process_open_fds gauge\n");
+    assert_has(s, "# TYPE process_start_time_seconds gauge\n");
+    free(s);
+}
+
 static void worker(void *arg)
 {
     for (int i = 0; i < 100000; i++) {
@@ -182,6 +209,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_reload_and_out_of_range, setup, teardown),
         cmocka_unit_test_setup_teardown(test_each_family_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_counts_exact, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bytes_tcp_and_process, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
