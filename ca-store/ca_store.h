@@ -22,8 +22,9 @@ struct ca_tenant;
 
 /* ca_store_read_file reads the regular file |path| (at most 16 MiB) until two reads give the
  * same bytes (a writer may be half-way through it) and sets |*out| (malloc'd, the caller frees
- * it) and |*out_len|. Returns 0, or a negative errno with "PATH: what" in |err|. The store uses
- * it for its bundles; the proxy uses it for its credentials. */
+ * it) and |*out_len|. Returns 0, or a negative errno with "PATH: what" in |err|; a FIFO, socket
+ * or device is -EISDIR ("PATH: a FIFO, not a regular file"), never a blocking read. The store
+ * uses it for its bundles; the proxy uses it for its credentials. */
 int ca_store_read_file(const char *path, uint8_t **out, size_t *out_len, char *err,
                        size_t err_len);
 

@@ -1016,6 +1016,22 @@ static void wall_clock(char *out, size_t len, int64_t *out_unix)
     *out_unix = (int64_t)tv.tv_sec;
 }
 
+/* A tenant that did not load is not a failed reload (the others updated), but the operator
+ * must hear of it (CONTRACT section 4): one line per broken tenant of the generation in use. */
+static void log_store_errors(const struct tls_gen *gen)
+{
+    for (size_t i = 0; i < tls_gen_store_errors(gen) && log_enabled(LOG_LEVEL_ERROR); i++) {
+        const char *tenant = NULL;
+        const char *msg = tls_gen_store_error(gen, i, &tenant);
+        struct buf b = {0};
+        log_begin(&b, LOG_LEVEL_ERROR, "tenant_load_failed");
+        log_str(&b, "tenant", tenant);
+        log_str(&b, "error", msg);
+        log_str(&b, "message", "keeping the tenant's last good bundle, if any");
+        log_end(&b);
+    }
+}
+
 static void record(const char *source, int r, const char *err, uint64_t duration_ms)
 {
     last.valid = true;
@@ -1085,6 +1101,7 @@ int reload_run(const char *source, bool force, char *err, size_t err_len)
         uv_mutex_unlock(&rl_srv->gen_lock);
         tls_gen_unref(old); /* open connections keep their own references */
         generation++;
+        log_store_errors(gen);
         /* Workers re-check their tunnels; not once stopping began (they may be gone). */
         if (started)
             listener_gen_changed(rl_srv);
@@ -1109,6 +1126,7 @@ int reload_init(struct server *srv, char *err, size_t err_len)
     set_base();
     atomic_store(&srv->gen, gen);
     generation = 1;
+    log_store_errors(gen);
     return 0;
 }
 

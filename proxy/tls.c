@@ -321,6 +321,11 @@ size_t tls_gen_store_errors(const struct tls_gen *gen)
     return gen->store ? ca_store_num_errors(gen->store) : 0;
 }
 
+const char *tls_gen_store_error(const struct tls_gen *gen, size_t i, const char **out_tenant_id)
+{
+    return gen->store ? ca_store_error(gen->store, i, out_tenant_id) : NULL;
+}
+
 const char *tls_tenant(struct ssl_st *ssl)
 {
     struct tls_peer *pe = tls_verify_peer_of(ssl);

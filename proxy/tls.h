@@ -134,6 +134,10 @@ uint64_t tls_gen_id(const struct tls_gen *gen);
 /* tls_gen_store_errors returns how many tenants of the CA store failed to load. */
 size_t tls_gen_store_errors(const struct tls_gen *gen);
 
+/* tls_gen_store_error returns the i-th of those errors ("FILE:LINE: what") and its tenant id in
+ * |*out_tenant_id|, or NULL; borrowed from |gen|. */
+const char *tls_gen_store_error(const struct tls_gen *gen, size_t i, const char **out_tenant_id);
+
 /* tls_tenant returns the tenant id the connection's SNI named, or NULL. */
 const char *tls_tenant(struct ssl_st *ssl);
 

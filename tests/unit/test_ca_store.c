@@ -13,7 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -430,7 +432,64 @@ static void test_missing_file_and_duplicate(void **state)
     assert_true(has_error(store, "a", "tenants/a/missing.pem: No such file or directory"));
     assert_true(has_error(store, "b", "index.yml:4:3: duplicate tenant id"));
     assert_true(has_error(store, "e", "tenants/e/empty.pem: no CERTIFICATE or X509 CRL block"));
-    assert_true(has_error(store, "f", "tenants/f/sub: Is a directory"));
+    assert_true(has_error(store, "f", "tenants/f/sub: a directory, not a regular file"));
+    ca_store_unref(store);
+    rm_dir(d);
+}
+
+/* A FIFO, a socket or a device listed in index.yml is an error of its tenant, at once: opening a
+ * FIFO for a blocking read would hang the thread that reloads (SECURITY rule 29). The alarm
+ * turns a hang into a failure. */
+static void test_special_files(void **state)
+{
+    char *d = new_dir();
+    char path[1024];
+    put(d, "index.yml",
+        "common: [common.pem]\n"
+        "tenants:\n  a: [a.pem]\n  p: [ok.pem, fifo.pem]\n  s: [sock.pem]\n  z: [zero.pem]\n");
+    put_pki(d, "common/common.pem", "root2.pem", NULL);
+    put_pki(d, "tenants/a/a.pem", "root.pem", NULL);
+    put_pki(d, "tenants/p/ok.pem", "root.pem", NULL);
+    snprintf(path, sizeof(path), "%s/tenants/p/fifo.pem", d);
+    assert_int_equal(mkfifo(path, 0600), 0);
+    snprintf(path, sizeof(path), "%s/tenants/s", d);
+    mkdirs(path);
+    snprintf(path, sizeof(path), "%s/tenants/s/sock.pem", d);
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    assert_true(strlen(path) < sizeof(sa.sun_path));
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    snprintf(path, sizeof(path), "%s/tenants/z", d);
+    mkdirs(path);
+    snprintf(path, sizeof(path), "%s/tenants/z/zero.pem", d);
+    assert_int_equal(symlink("/dev/zero", path), 0);
+
+    alarm(20);
+    struct ca_store *store = load_ok(d, NULL);
+    alarm(0);
+    assert_int_equal(ca_store_num_tenants(store), 1);
+    assert_non_null(tenant(store, "a"));
+    assert_true(has_error(store, "p", "tenants/p/fifo.pem: a FIFO, not a regular file"));
+    assert_true(has_error(store, "s", "tenants/s/sock.pem: a socket, not a regular file"));
+    assert_true(has_error(store, "z", "tenants/z/zero.pem: a character device, not a regular file"));
+
+    /* common itself as a FIFO fails the whole load, also at once */
+    snprintf(path, sizeof(path), "%s/common/common.pem", d);
+    assert_int_equal(unlink(path), 0);
+    assert_int_equal(mkfifo(path, 0600), 0);
+    char err[512] = "";
+    alarm(20);
+    assert_int_equal(load_err(d, err, sizeof(err)), -EISDIR);
+    alarm(0);
+    assert_non_null(strstr(err, "common/common.pem: a FIFO, not a regular file"));
+
+    /* and so does a FIFO as a credential file read through the same function */
+    uint8_t *data = NULL;
+    size_t len = 0;
+    assert_int_equal(ca_store_read_file(path, &data, &len, err, sizeof(err)), -EISDIR);
+    assert_null(data);
+    close(fd);
     ca_store_unref(store);
     rm_dir(d);
 }
@@ -1312,6 +1371,7 @@ int main(void)
         cmocka_unit_test(test_tenants),
         cmocka_unit_test(test_bad_tenant_id),
         cmocka_unit_test(test_missing_file_and_duplicate),
+        cmocka_unit_test(test_special_files),
         cmocka_unit_test(test_lenient_pem),
         cmocka_unit_test(test_malformed_pem),
         cmocka_unit_test(test_unknown_block_type),
