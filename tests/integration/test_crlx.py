@@ -71,7 +71,8 @@ def events(cg, name):
 
 def wait_event(cg, name, needle, timeout=3):
     TR = mod("test_reload")
-    return TR.wait_for(lambda: [e for e in events(cg, name) if needle in json.dumps(e)],
+    return TR.wait_for(lambda: [e for e in events(cg, name)
+                                if any(needle in str(v) for v in e.values())],
                        timeout, "a %s event naming %s (log: %s)" % (name, needle, cg.tail(3)))
 
 
@@ -204,11 +205,181 @@ def t_special_fifo_allowlist(t):
           "run: exit %d: %s" % (p.returncode, out[-300:]))
 
 
+# --- item 6: CRLs that are not evidence -----------------------------------------------------
+
+CRL_CNF = """[ ca ]
+default_ca = CA_default
+[ CA_default ]
+dir              = %s
+database         = $dir/index.txt
+crlnumber        = $dir/crlnumber
+new_certs_dir    = $dir
+default_md       = sha256
+default_crl_days = 30
+policy           = policy_any
+[ policy_any ]
+commonName       = optional
+[ exts ]
+%s
+[ idp ]
+%s
+"""
+
+# (name, crl_extensions, idp section, what the error says)
+BAD_CRLS = [
+    ("crit", "1.2.3.4.5 = critical,ASN1:NULL", "",
+     "X509 CRL has an unknown critical extension 1.2.3.4.5"),
+    ("delta", "2.5.29.27 = critical,ASN1:INTEGER:1", "",
+     "X509 CRL is a delta CRL (deltaCRLIndicator)"),
+    ("reasons", "issuingDistributionPoint = critical,@idp", "onlysomereasons = keyCompromise",
+     "X509 CRL has an Issuing Distribution Point that narrows its scope (onlySomeReasons)"),
+    ("onlyca", "issuingDistributionPoint = critical,@idp", "onlyCA = TRUE",
+     "X509 CRL has an Issuing Distribution Point that narrows its scope (onlyContainsCACerts)"),
+    ("indirect", "issuingDistributionPoint = critical,@idp", "indirectCRL = TRUE",
+     "X509 CRL has an Issuing Distribution Point that narrows its scope (indirectCRL)"),
+]
+
+
+def cdir():
+    d = os.path.join(H.Opts.tmp, "crlx-pki")
+    os.makedirs(d, exist_ok=True)
+    return d
+
+
+def pki(name):
+    return os.path.join(H.Opts.pki["ecdsa"], name)
+
+
+def make_crl(name, exts="", idp="", revoked=(), ca=None):
+    """A CRL (PEM text) of |ca| ((cert, key) files; the run's intermediate by default) revoking
+    |revoked|, with the crl_extensions |exts|, made by openssl ca -gencrl."""
+    if name in _CACHE:
+        return _CACHE[name]
+    ca = ca or (pki("intermediate.crt"), pki("intermediate.key"))
+    d = os.path.join(cdir(), "ca-" + name)
+    os.makedirs(d)
+    with open(os.path.join(d, "ca.cnf"), "w") as f:
+        f.write(CRL_CNF % (d, exts, idp))
+    open(os.path.join(d, "index.txt"), "w").close()
+    with open(os.path.join(d, "crlnumber"), "w") as f:
+        f.write("01\n")
+    base = ["-config", os.path.join(d, "ca.cnf"), "-batch", "-cert", ca[0], "-keyfile", ca[1]]
+    for crt in revoked:
+        openssl("ca", *(base + ["-revoke", crt]))
+    out = os.path.join(d, "crl.pem")
+    openssl("ca", *(base + ["-gencrl", "-out", out] + (["-crlexts", "exts"] if exts else [])))
+    with open(out) as f:
+        _CACHE[name] = f.read()
+    return _CACHE[name]
+
+
+def issue(name, ca, ext, subj):
+    """A certificate of |ca| ((cert, key) files); returns (cert file, key file)."""
+    key, csr, crt, extf = (os.path.join(cdir(), "%s.%s" % (name, x))
+                           for x in ("key", "csr", "crt", "ext"))
+    if not os.path.exists(crt):
+        with open(extf, "w") as f:
+            f.write(ext)
+        openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", key)
+        openssl("req", "-new", "-key", key, "-subj", subj, "-out", csr)
+        openssl("x509", "-req", "-in", csr, "-CA", ca[0], "-CAkey", ca[1], "-set_serial",
+                str(7000 + len(os.listdir(cdir()))), "-days", "30", "-sha256", "-extfile", extf,
+                "-out", crt)
+    return crt, key
+
+
+EXT_CLIENT = ("basicConstraints=critical,CA:false\nkeyUsage=critical,digitalSignature\n"
+              "extendedKeyUsage=clientAuth\n")
+
+
+def victim_ctx():
+    """A client of the run's intermediate that the good CRL revokes; (ctx, cert file)."""
+    crt, key = issue("victim", (pki("intermediate.crt"), pki("intermediate.key")), EXT_CLIENT,
+                     "/O=certgate demo/CN=crl victim")
+    chain = os.path.join(cdir(), "victim-chain.crt")
+    with open(chain, "w") as out:
+        out.write(open(crt).read() + open(pki("intermediate.crt")).read())
+    ctx = H.client_ctx("ecdsa", cert=chain, key=key)
+    ctx.check_hostname = False
+    return ctx, crt
+
+
+def read(path):
+    with open(path) as f:
+        return f.read()
+
+
+def t_crl_not_evidence_keeps_bundle(t):
+    """Tenant acme's bundle: the root and a CRL revoking the victim. Each rewrite of it with a CRL
+    that is not evidence (unknown critical extension, delta, IDP with onlySomeReasons,
+    onlyContainsCACerts, indirectCRL; none of them lists the victim) is a load error naming the
+    file and line: acme keeps its bundle, so the victim stays refused (before the fix, the new
+    CRL replaced the old one and the victim got in); /status, the log, the metrics and
+    `certgate check` report it; tenant beta updates in the same reloads."""
+    TR = mod("test_reload")
+    vctx, vcrt = victim_ctx()
+    root = TR.pem("root.crt")
+    good = make_crl("good", revoked=[vcrt])
+    store, cg, ctx = TR.tenant_env(t, {"acme": root + good, "beta": TR.pem("unknown-root.crt")})
+    port = cg.port()
+    TR.wait_tenant(port, ctx, "acme", "ok")
+    check(TR.tenant_request(port, vctx, "acme") == "refused", "the revoked victim got in")
+    line = root.count("\n") + 1
+    bundle = os.path.join(store, "tenants", "acme", "ca.pem")
+    for i, (name, exts, idp, what) in enumerate(BAD_CRLS):
+        TR.write_atomic(bundle, root + make_crl(name, exts, idp))
+        beta = TR.pem("root.crt") if i % 2 == 0 else TR.pem("unknown-root.crt")
+        TR.write_atomic(os.path.join(store, "tenants", "beta", "ca.pem"), beta)
+        TR.wait_tenant(port, ctx, "beta", "ok" if i % 2 == 0 else "refused", timeout=5)
+        check(TR.tenant_request(port, vctx, "acme") == "refused",
+              "%s: the victim got in: the CRL that is no evidence was used" % name)
+        want = "tenants/acme/ca.pem:%d: %s" % (line, what)
+        wait_event(cg, "tenant_load_failed", want)
+        err = (TR.status(cg)["tenants"].get("acme") or {}).get("error") or ""
+        check(want in err, "%s: /status error %r, want %r" % (name, err, want))
+        check(TR.tenant_request(port, ctx, "acme") == "ok", "%s: acme lost its bundle" % name)
+        check(TR.mval(TR.metrics(cg), "certgate_tenant_load_errors", tenant="acme") == 1,
+              "%s: certgate_tenant_load_errors{tenant=acme} != 1" % name)
+        check_cmd(cg, want, "a %s CRL" % name)
+    # repaired: the error goes away
+    TR.write_atomic(bundle, root + good)
+    TR.wait_for(lambda: not (TR.status(cg)["tenants"].get("acme") or {}).get("error"), 3,
+                "acme's error cleared")
+
+
+def t_crl_signer_without_crlsign(t):
+    """A CA whose keyUsage lacks cRLSign signs a CRL listed with it in a tenant's bundle: a load
+    error naming file, line and CA; a new tenant stays absent; check fails."""
+    TR = mod("test_reload")
+    ca = issue("nosign-ca", (pki("root.crt"), pki("root.key")),
+               "basicConstraints=critical,CA:true\nkeyUsage=critical,keyCertSign\n",
+               "/O=certgate demo/CN=no crl sign CA")
+    crl = make_crl("nosign", ca=ca)
+    store, cg, ctx = TR.tenant_env(t, {"acme": TR.pem("root.crt")})
+    port = cg.port()
+    TR.wait_tenant(port, ctx, "acme", "ok")
+    cert = read(ca[0])
+    d = os.path.join(store, "tenants", "nosign")
+    os.makedirs(d)
+    TR.write_atomic(os.path.join(d, "ca.pem"), TR.pem("root.crt") + cert + crl)
+    TR.write_atomic(os.path.join(store, "index.yml"),
+                    "common:\n- c.pem\ntenants:\n  acme:\n  - ca.pem\n  nosign:\n  - ca.pem\n")
+    line = TR.pem("root.crt").count("\n") + cert.count("\n") + 1
+    want = ('tenants/nosign/ca.pem:%d: X509 CRL is signed by "CN=no crl sign CA,O=certgate demo",'
+            ' whose keyUsage lacks cRLSign' % line)
+    wait_event(cg, "tenant_load_failed", want)
+    check(TR.tenant_request(port, ctx, "nosign") == "refused", "tenant nosign loaded")
+    check(TR.tenant_request(port, ctx, "acme") == "ok", "acme refused")
+    check_cmd(cg, want, "a CRL signed without cRLSign")
+
+
 TESTS = [
     ("crlx.special_fifo_in_tenant_bundle", t_special_fifo_in_tenant),
     ("crlx.special_socket_and_device_bundles", t_special_socket_and_device),
     ("crlx.special_fifo_as_credentials_cert", t_special_fifo_credentials),
     ("crlx.special_fifo_as_allowlist_file", t_special_fifo_allowlist),
+    ("crlx.crl_not_evidence_keeps_previous_bundle", t_crl_not_evidence_keeps_bundle),
+    ("crlx.crl_signer_without_crlsign", t_crl_signer_without_crlsign),
 ]
 
 
