@@ -373,6 +373,163 @@ def t_crl_signer_without_crlsign(t):
     check_cmd(cg, want, "a CRL signed without cRLSign")
 
 
+# --- item 5: XFCC values no parser can be fooled by ------------------------------------------
+
+def tts_parse(value):
+    """A copy of The Things Stack's rule (pkg/auth/mtls/proxy_headers.go, FromProxyHeaders):
+    strings.Split(value, ";"), the first part with the prefix "Chain=", strings.Trim of '\\' and
+    '"', url.PathUnescape (an invalid escape is an error), pem.Decode (the first block), then
+    x509.ParseCertificate. Returns the DER it would take as the client, or None (an error)."""
+    for part in value.split(";"):
+        if not part.startswith("Chain="):
+            continue
+        v = part[len("Chain="):].strip('\\"')
+        if re.search(r"%(?![0-9A-Fa-f]{2})", v):
+            return None
+        v = urllib.parse.unquote(v, encoding="latin-1")
+        m = re.search(r"(?:^|\n)-----BEGIN ([^\n]*?)-----\n(.*?)\n?-----END \1-----", v, re.S)
+        if not m:
+            return None
+        try:
+            return base64.b64decode("".join(m.group(2).split()), validate=True)
+        except ValueError:
+            return None
+    return None
+
+
+SMUGGLER_CNF = r"""[ req ]
+distinguished_name = dn
+prompt = no
+string_mask = utf8only
+utf8 = yes
+[ dn ]
+CN = gw \"quoted\"
+description = x;Chain=%(enc)s
+[ ext ]
+basicConstraints = critical, CA:false
+keyUsage = critical, digitalSignature
+extendedKeyUsage = clientAuth
+subjectAltName = @alt
+[ alt ]
+URI.1 = urn:x;Chain=%(enc)s
+DNS.1 = gw.example.com
+"""
+
+ACME_CNF = r"""[ req ]
+distinguished_name = dn
+prompt = no
+string_mask = utf8only
+utf8 = yes
+[ dn ]
+O = Acme\, Inc.
+CN = M\xc3\xbcller \xe2\x82\xac
+[ ext ]
+basicConstraints = critical, CA:false
+keyUsage = critical, digitalSignature
+extendedKeyUsage = clientAuth
+subjectAltName = URI:spiffe://acme.test/q?a=b&c=d, DNS:gw.acme.test
+"""
+
+
+def cnf_leaf(X, name, text):
+    cnf = os.path.join(cdir(), name + ".cnf")
+    with open(cnf, "w", encoding="utf-8") as f:
+        f.write(text)
+    return X.sign_leaf(name, ["-utf8"], "", config=cnf)
+
+
+def xfcc_values(t, chain, key, details_sets):
+    """One listener per details set (None: the default, all five); one request each through
+    Python's ssl with the client chain; returns the x-forwarded-client-cert values received."""
+    X = mod("test_xfcc")
+    up = t.upstream()
+    ls = []
+    for i, det in enumerate(details_sets):
+        kw = {"client_auth": "require", "client_cert_header": "xfcc"}
+        if det is not None:
+            kw["client_cert_details"] = list(det)
+        ls.append(H.listener("d%d" % i, "http", up.http, **kw))
+    cg = t.certgate("ecdsa", ls)
+    ctx = X.ctx_with(chain, key)
+    for i in range(len(details_sets)):
+        res, resp = H.attempt(t, cg.port("d%d" % i), ctx, X.get("d=%d" % i))
+        check(res == "ok" and resp.status == 200, "d%d: %s %r %s" % (i, res, resp, cg.tail(2)))
+    got = X.by_target(up, len(details_sets))
+    out = []
+    for i in range(len(details_sets)):
+        hs = X.cc_of(got["/echo?d=%d" % i][0]["headers"])
+        check(len(hs) == 1 and hs[0][0] == "x-forwarded-client-cert", "d%d: %r" % (i, hs))
+        out.append(hs[0][1])
+    return out
+
+
+def t_xfcc_smuggled_chain(t):
+    """A client certificate whose subject (CN with '"', a description attribute) and URI SAN
+    hold ';Chain=<another client's PEM>': The Things Stack's parser must find this client's own
+    leaf when chain is among the details and nothing when it is not, never the other client
+    (before the fix it returned the victim for every details set without chain)."""
+    X = mod("test_xfcc")
+    victim = X.read_chain(pki("client.crt"))[0]
+    victim_der = X.der(victim)
+    chain, key = cnf_leaf(X, "smuggler", SMUGGLER_CNF % {"enc": X.envoy_pem_encode(victim)})
+    own_der = X.der(X.read_chain(chain)[0])
+    sets = [None, ("subject", "uri", "dns"), ("subject",), ("uri",), ("cert", "uri")]
+    values = xfcc_values(t, chain, key, sets)
+    for det, value in zip(sets, values):
+        got = tts_parse(value)
+        check(got != victim_der, "details %r: The Things Stack's parser took the smuggled "
+              "certificate: %r" % (det, value[:300]))
+        if det is None:
+            check(got == own_der, "details %r: The Things Stack's parser did not get the client's"
+                  " own leaf" % (det,))
+        else:
+            check(got is None, "details %r: a Chain= where certgate wrote none" % (det,))
+    for det, value in zip(sets, values):
+        # naive splitters: one piece per key certgate wrote, no ',' at all (all values here
+        # are in the encoded form)
+        keys = [p.split("=", 1)[0] for p in value.split(";")]
+        want = ["By", "Hash"] + [k for d, k in (("cert", "Cert"), ("chain", "Chain"),
+                                                ("subject", "Subject"), ("uri", "URI"),
+                                                ("dns", "DNS"))
+                                 if det is None or d in det]
+        check(keys == want, "details %r: a ';' splitter sees keys %r, want %r" % (det, keys, want))
+        check("," not in value, "details %r: a ',' in %r" % (det, value[:200]))
+        # a quote-aware parser: one element, and the values decode to the certificate's
+        el = X.xfcc_parse(value)
+        check(len(el) == 1 and [k for k, _ in el[0]] == want, "quote-aware: %r" % el)
+        vals = dict(el[0])
+        if "URI" in vals:
+            check(urllib.parse.unquote(vals["URI"]) == "urn:x;Chain=" +
+                  X.envoy_pem_encode(victim), "URI does not decode to the SAN")
+        if "Subject" in vals:
+            check(urllib.parse.unquote(vals["Subject"]) == X.subject_rfc2253(X.read_chain(chain)[0]),
+                  "Subject does not decode to the RFC 2253 string")
+            check(value.count('Subject="') == 1 and '\\' not in value,
+                  "a backslash left in the encoded form: %r" % value[:200])
+
+
+def t_xfcc_envoy_bytes_escapes_utf8(t):
+    """O=Acme\\, Inc. and a UTF-8 CN (M\\C3\\BCller \\E2\\82\\AC), a URI SAN with a query string:
+    byte-identical to Envoy (its Subject is X509_NAME_print_ex(XN_FLAG_RFC2253)'s string, here
+    from the openssl CLI's -nameopt RFC2253, quoted and nothing else). Before the fix certgate
+    doubled each backslash (and quoted the URI for its '=')."""
+    X = mod("test_xfcc")
+    chain, key = cnf_leaf(X, "acme", ACME_CNF.replace("\\xc3\\xbc", "\u00fc")
+                          .replace("\\xe2\\x82\\xac", "\u20ac"))
+    pems = X.read_chain(chain)
+    subj = X.subject_rfc2253(pems[0])
+    check(subj == "CN=M\\C3\\BCller \\E2\\82\\AC,O=Acme\\, Inc.", "openssl says %r" % subj)
+    sets = [None, ("subject",), ("uri", "dns")]
+    values = xfcc_values(t, chain, key, sets)
+    by = X.by_uris("ecdsa")
+    for det, value in zip(sets, values):
+        want = X.envoy_xfcc(pems, by, det) if det is not None else X.envoy_xfcc(pems, by)
+        check(value == want, "details %r: not Envoy's bytes:\n got  %r\n want %r"
+              % (det, value[-160:], want[-160:]))
+    check('Subject="CN=M\\C3\\BCller \\E2\\82\\AC,O=Acme\\, Inc."' in values[1],
+          "the literal subject: %r" % values[1])
+
+
 TESTS = [
     ("crlx.special_fifo_in_tenant_bundle", t_special_fifo_in_tenant),
     ("crlx.special_socket_and_device_bundles", t_special_socket_and_device),
@@ -380,6 +537,8 @@ TESTS = [
     ("crlx.special_fifo_as_allowlist_file", t_special_fifo_allowlist),
     ("crlx.crl_not_evidence_keeps_previous_bundle", t_crl_not_evidence_keeps_bundle),
     ("crlx.crl_signer_without_crlsign", t_crl_signer_without_crlsign),
+    ("crlx.xfcc_smuggled_chain_the_things_stack", t_xfcc_smuggled_chain),
+    ("crlx.xfcc_envoy_bytes_escapes_utf8", t_xfcc_envoy_bytes_escapes_utf8),
 ]
 
 
