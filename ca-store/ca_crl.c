@@ -51,7 +51,7 @@ static int crl_fail(char *what, size_t what_len, const char *text, const ASN1_OB
 }
 
 /* crl_check_exts checks one list of extensions, of the CRL or of an entry. */
-static int crl_check_exts(const STACK_OF(X509_EXTENSION) * exts, const int *known, size_t num_known,
+static int crl_check_exts(const STACK_OF(X509_EXTENSION) *exts, const int *known, size_t num_known,
                           const char *where, char *what, size_t what_len)
 {
     char text[96];
@@ -60,11 +60,15 @@ static int crl_check_exts(const STACK_OF(X509_EXTENSION) * exts, const int *know
         const ASN1_OBJECT *obj = X509_EXTENSION_get_object(ext);
         int nid = OBJ_obj2nid(obj);
         if (nid == NID_delta_crl)
-            return crl_fail(what, what_len, "is a delta CRL (deltaCRLIndicator): certgate reads "
-                            "complete CRLs only", NULL);
+            return crl_fail(what, what_len,
+                            "is a delta CRL (deltaCRLIndicator): certgate reads "
+                            "complete CRLs only",
+                            NULL);
         if (nid == NID_certificate_issuer)
-            return crl_fail(what, what_len, "has an entry for another issuer (certificateIssuer): "
-                            "indirect CRLs are not supported", NULL);
+            return crl_fail(what, what_len,
+                            "has an entry for another issuer (certificateIssuer): "
+                            "indirect CRLs are not supported",
+                            NULL);
         if (X509_EXTENSION_get_critical(ext) && !crl_nid_in(nid, known, num_known)) {
             snprintf(text, sizeof(text), "has an unknown critical %sextension", where);
             return crl_fail(what, what_len, text, obj);
@@ -105,8 +109,8 @@ static int crl_check_idp(X509_CRL *crl, char *what, size_t what_len)
 int ca_crl_check(X509_CRL *crl, char *what, size_t what_len)
 {
     int rc = crl_check_exts(X509_CRL_get0_extensions(crl), crl_known_critical,
-                            sizeof(crl_known_critical) / sizeof(crl_known_critical[0]), "",
-                            what, what_len);
+                            sizeof(crl_known_critical) / sizeof(crl_known_critical[0]), "", what,
+                            what_len);
     if (rc == 0)
         rc = crl_check_idp(crl, what, what_len);
     STACK_OF(X509_REVOKED) *revoked = X509_CRL_get_REVOKED(crl);

@@ -168,8 +168,8 @@ static int cs_check_signers(const struct ca_scope *scope, const struct ca_scope 
         BIO *bio = BIO_new(BIO_s_mem());
         const uint8_t *text = NULL;
         size_t len = 0;
-        if (bio != NULL && X509_NAME_print_ex(bio, X509_get_subject_name(bad), 0,
-                                              XN_FLAG_RFC2253) >= 0 &&
+        if (bio != NULL &&
+            X509_NAME_print_ex(bio, X509_get_subject_name(bad), 0, XN_FLAG_RFC2253) >= 0 &&
             BIO_mem_contents(bio, &text, &len))
             snprintf(name, sizeof(name), "%.*s", (int)(len < 200 ? len : 200), (const char *)text);
         BIO_free(bio);
@@ -230,8 +230,7 @@ static int cs_scope_load(struct ca_scope *scope, const char *base,
     }
     SHA256_Final(scope->content_hash, &hash);
     if (rc == 0)
-        rc = cs_check_signers(scope, common, paths, data, lens, first_crl, num_files, err,
-                              err_len);
+        rc = cs_check_signers(scope, common, paths, data, lens, first_crl, num_files, err, err_len);
     if (rc == 0)
         cs_scope_finish(scope);
 out:
@@ -507,8 +506,7 @@ int ca_store_load_changes(struct ca_store **out, const char *dir, const struct c
     } else {
         store->num_read++;
         rc = cs_scope_load(&store->common.scope, path, index->idx.common, index->idx.num_common,
-                           previous != NULL ? &previous->common.scope : NULL, NULL, err,
-                           err_len);
+                           previous != NULL ? &previous->common.scope : NULL, NULL, err, err_len);
     }
     store->common.files = index->idx.common;
     store->common.num_files = index->idx.num_common;
@@ -635,7 +633,7 @@ static enum crl_state cs_crl_state(const struct ca_store *store, const struct ca
         enum crl_state in_common = cs_signed_by_scope(crl, &store->common.scope);
         enum crl_state in_owner =
             owner != &store->common.scope ? cs_signed_by_scope(crl, owner) : CRL_UNSIGNED;
-        state = in_common == CRL_SIGNED || in_owner == CRL_SIGNED ? CRL_SIGNED
+        state = in_common == CRL_SIGNED || in_owner == CRL_SIGNED       ? CRL_SIGNED
                 : in_common == CRL_UNUSABLE || in_owner == CRL_UNUSABLE ? CRL_UNUSABLE
                                                                         : CRL_UNSIGNED;
         atomic_store_explicit(&owner->crl_state[k], state, memory_order_relaxed);

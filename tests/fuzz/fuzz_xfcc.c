@@ -119,7 +119,8 @@ static void fuzz_expected_value(struct buf *out, const char *v, size_t len, bool
     bool encode = false;
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)v[i];
-        encode |= c == '"' || c == ';' || c < 0x20 || c >= 0x7f || (!subject && (c == ',' || c == ' '));
+        encode |=
+            c == '"' || c == ';' || c < 0x20 || c >= 0x7f || (!subject && (c == ',' || c == ' '));
     }
     if (subject || encode)
         buf_append(out, "\"", 1);
@@ -154,8 +155,8 @@ static void fuzz_piece_add(struct fuzz_piece *pieces, size_t *num, size_t cap, c
         fuzz_expected_value(&p->value, v, len, kind == 2);
 }
 
-static void fuzz_add_sans(struct fuzz_piece *pieces, size_t *num, size_t cap, X509 *leaf,
-                          int type, const char *key)
+static void fuzz_add_sans(struct fuzz_piece *pieces, size_t *num, size_t cap, X509 *leaf, int type,
+                          const char *key)
 {
     GENERAL_NAMES *names = X509_get_ext_d2i(leaf, NID_subject_alt_name, NULL, NULL);
     size_t before = *num;

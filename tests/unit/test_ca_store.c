@@ -520,7 +520,8 @@ static void test_special_files(void **state)
     assert_non_null(tenant(store, "a"));
     assert_true(has_error(store, "p", "tenants/p/fifo.pem: a FIFO, not a regular file"));
     assert_true(has_error(store, "s", "tenants/s/sock.pem: a socket, not a regular file"));
-    assert_true(has_error(store, "z", "tenants/z/zero.pem: a character device, not a regular file"));
+    assert_true(
+        has_error(store, "z", "tenants/z/zero.pem: a character device, not a regular file"));
 
     /* common itself as a FIFO fails the whole load, also at once */
     snprintf(path, sizeof(path), "%s/common/common.pem", d);
