@@ -371,6 +371,23 @@ def t_crl_signer_without_crlsign(t):
     check(TR.tenant_request(port, ctx, "nosign") == "refused", "tenant nosign loaded")
     check(TR.tenant_request(port, ctx, "acme") == "ok", "acme refused")
     check_cmd(cg, want, "a CRL signed without cRLSign")
+    # The CA only in the client's chain: the store cannot judge the CRL at load, the handshake
+    # does: refused, although the CRL lists nobody (before the fix: "not revoked", 200).
+    leaf, key = issue("nosign-leaf", ca, EXT_CLIENT, "/O=certgate demo/CN=nosign leaf")
+    chain = os.path.join(cdir(), "nosign-leaf-chain.crt")
+    with open(chain, "w") as out:
+        out.write(read(leaf) + cert)
+    lctx = H.client_ctx("ecdsa", cert=chain, key=key)
+    lctx.check_hostname = False
+    d = os.path.join(store, "tenants", "chainonly")
+    os.makedirs(d)
+    TR.write_atomic(os.path.join(d, "ca.pem"), TR.pem("root.crt") + crl)
+    TR.write_atomic(os.path.join(store, "index.yml"),
+                    "common:\n- c.pem\ntenants:\n  acme:\n  - ca.pem\n  chainonly:\n  - ca.pem\n")
+    TR.wait_tenant(port, ctx, "chainonly", "ok", timeout=5)
+    check(TR.tenant_request(port, lctx, "acme") == "ok", "the CA's own client refused by acme")
+    check(TR.tenant_request(port, lctx, "chainonly") == "refused",
+          "a CRL signed by a CA without cRLSign was taken for 'not revoked'")
 
 
 # --- item 5: XFCC values no parser can be fooled by ------------------------------------------
