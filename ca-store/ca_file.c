@@ -1,5 +1,6 @@
 /* ca_file.c: reads the CA store's files whole, until two reads give the same bytes, so that a file
- * being rewritten in place is not taken half-written (CONTRACT section 4). */
+ * being rewritten in place is not taken half-written (CONTRACT section 4). Only regular files are
+ * read: a FIFO, socket or device in a watched tree is an error, never a blocked thread. */
 #include "ca_file.h"
 
 #include <errno.h>
@@ -27,12 +28,38 @@ __attribute__((format(printf, 3, 4))) static void file_err(char *err, size_t err
     va_end(ap);
 }
 
-static int file_read_once(const char *path, uint8_t **out, size_t *out_len)
+/* file_kind names what a non-regular file is, for the error message. */
+static const char *file_kind(mode_t mode)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (S_ISDIR(mode))
+        return "a directory";
+    if (S_ISFIFO(mode))
+        return "a FIFO";
+    if (S_ISSOCK(mode))
+        return "a socket";
+    if (S_ISCHR(mode))
+        return "a character device";
+    if (S_ISBLK(mode))
+        return "a block device";
+    return "not a regular file";
+}
+
+/* file_read_once reads |path| once. A FIFO would block open() until a writer comes and read()
+ * until it leaves, on the thread that serves reloads, /healthz and SIGTERM: so stat() refuses
+ * anything but a regular file before open(), and O_NONBLOCK (plus fstat on the descriptor) covers
+ * a swap between the two; O_NOCTTY keeps a terminal device from becoming ours. |*out_mode| gets
+ * the file type when the file is refused with -EISDIR. */
+static int file_read_once(const char *path, uint8_t **out, size_t *out_len, mode_t *out_mode)
+{
+    struct stat st;
+    if (stat(path, &st) != 0)
+        return -errno;
+    *out_mode = st.st_mode;
+    if (!S_ISREG(st.st_mode))
+        return -EISDIR;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
     if (fd < 0)
         return -errno;
-    struct stat st;
     uint8_t *data = NULL;
     size_t len = 0, cap = 0;
     int rc = 0;
@@ -41,6 +68,7 @@ static int file_read_once(const char *path, uint8_t **out, size_t *out_len)
         goto out;
     }
     if (!S_ISREG(st.st_mode)) {
+        *out_mode = st.st_mode;
         rc = -EISDIR;
         goto out;
     }
@@ -81,9 +109,10 @@ int ca_file_read(const char *path, uint8_t **out, size_t *out_len, char *err, si
 {
     uint8_t *prev = NULL, *cur = NULL;
     size_t prev_len = 0, cur_len = 0;
-    int rc = file_read_once(path, &prev, &prev_len);
+    mode_t mode = 0;
+    int rc = file_read_once(path, &prev, &prev_len, &mode);
     for (int i = 0; rc == 0 && i < FILE_READ_TRIES; i++) {
-        rc = file_read_once(path, &cur, &cur_len);
+        rc = file_read_once(path, &cur, &cur_len, &mode);
         if (rc != 0)
             break;
         if (cur_len == prev_len && memcmp(cur, prev, cur_len) == 0) {
@@ -104,6 +133,8 @@ int ca_file_read(const char *path, uint8_t **out, size_t *out_len, char *err, si
         file_err(err, err_len, "%s: larger than %u bytes", path, FILE_MAX);
     else if (rc == -EAGAIN)
         file_err(err, err_len, "%s: keeps changing while being read", path);
+    else if (rc == -EISDIR)
+        file_err(err, err_len, "%s: %s, not a regular file", path, file_kind(mode));
     else
         file_err(err, err_len, "%s: %s", path, strerror(-rc));
     return rc;

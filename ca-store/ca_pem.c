@@ -15,6 +15,7 @@
 #include <openssl/base64.h>
 #include <openssl/err.h>
 
+#include "ca_crl.h"
 #include "ca_mem.h"
 
 #define BEGIN_MARK "-----BEGIN "
@@ -139,6 +140,13 @@ static int pem_finish(struct pem_scan *s)
             rc = pem_fail(s, s->begin_line, "X509 CRL block is not a valid DER CRL");
             goto out;
         }
+        /* A CRL that is not complete evidence fails its bundle (SECURITY rule 27). */
+        char why[192];
+        if (ca_crl_check(crl, why, sizeof(why)) != 0) {
+            X509_CRL_free(crl);
+            rc = pem_fail(s, s->begin_line, "X509 CRL %s", why);
+            goto out;
+        }
         if (!sk_X509_CRL_push(s->crls, crl))
             abort();
     }
@@ -242,6 +250,23 @@ static int pem_line(struct pem_scan *s, const char *p, size_t n, size_t line)
         if (n > 0 && !pem_starts(p, n, BEGIN_MARK))
             return pem_fail(s, line, "text after the END line of a %s block", what);
     }
+}
+
+size_t ca_pem_crl_line(const uint8_t *data, size_t len, size_t n)
+{
+    static const char mark[] = "-----BEGIN X509 CRL-----";
+    size_t line = 1;
+    for (size_t i = 0; i < len; i++) {
+        if (data[i] == '\n') {
+            line++;
+        } else if (data[i] == '-' && len - i >= sizeof(mark) - 1 &&
+                   memcmp(data + i, mark, sizeof(mark) - 1) == 0) {
+            if (n-- == 0)
+                return line;
+            i += sizeof(mark) - 2;
+        }
+    }
+    return 0;
 }
 
 int ca_pem_parse(STACK_OF(X509) * certs, STACK_OF(X509_CRL) * crls, SHA256_CTX *hash,

@@ -17,6 +17,7 @@
 #include <openssl/sha.h>
 #include <openssl/siphash.h>
 
+#include "ca_crl.h"
 #include "ca_file.h"
 #include "ca_index.h"
 #include "ca_mem.h"
@@ -27,6 +28,7 @@ enum crl_state {
     CRL_UNKNOWN = 0, /* not looked at yet */
     CRL_SIGNED,      /* a certificate of the trust set with the issuer's name verifies it */
     CRL_UNSIGNED,    /* none does; only the next certificate of a chain may */
+    CRL_UNUSABLE,    /* only certificates whose keyUsage lacks cRLSign verify it */
 };
 
 /* The objects of common or of one tenant, in file order. */
@@ -127,17 +129,74 @@ static void cs_scope_share(struct ca_scope *scope, const struct ca_scope *from)
     cs_scope_finish(scope);
 }
 
+static bool cs_crl_verifies(X509_CRL *crl, X509 *signer);
+
+/* cs_bad_signer returns a certificate of |scope| that has |crl|'s issuer name, verifies it and
+ * may not sign CRLs (its keyUsage lacks cRLSign), or NULL. Signatures are checked only for such
+ * certificates, which a sound CA hierarchy does not have, so the load pays nothing for them. */
+static X509 *cs_bad_signer(X509_CRL *crl, const struct ca_scope *scope)
+{
+    X509_NAME *issuer = X509_CRL_get_issuer(crl);
+    for (size_t i = 0; scope != NULL && i < sk_X509_num(scope->certs); i++) {
+        X509 *x = sk_X509_value(scope->certs, i);
+        if (!ca_crl_signer_ok(x) && X509_NAME_cmp(X509_get_subject_name(x), issuer) == 0 &&
+            cs_crl_verifies(crl, x))
+            return x;
+    }
+    return NULL;
+}
+
+/* cs_check_signers fails the load of |scope| when one of its CRLs is signed by a certificate of
+ * the trust set (|scope| and |common|, which may be NULL) that may not sign CRLs: such a CRL is no
+ * evidence, and taking it for none would answer "not revoked" (SECURITY rule 27). |first_crl[i]|
+ * is the index of the first CRL of file i, to name the file and line. */
+static int cs_check_signers(const struct ca_scope *scope, const struct ca_scope *common,
+                            char *const *paths, uint8_t *const *data, const size_t *lens,
+                            const size_t *first_crl, size_t num_files, char *err, size_t err_len)
+{
+    for (size_t k = 0; k < sk_X509_CRL_num(scope->crls); k++) {
+        X509_CRL *crl = sk_X509_CRL_value(scope->crls, k);
+        X509 *bad = cs_bad_signer(crl, scope);
+        if (bad == NULL)
+            bad = cs_bad_signer(crl, common);
+        if (bad == NULL)
+            continue;
+        size_t i = num_files - 1;
+        while (i > 0 && first_crl[i] > k)
+            i--;
+        char name[256] = "";
+        BIO *bio = BIO_new(BIO_s_mem());
+        const uint8_t *text = NULL;
+        size_t len = 0;
+        if (bio != NULL &&
+            X509_NAME_print_ex(bio, X509_get_subject_name(bad), 0, XN_FLAG_RFC2253) >= 0 &&
+            BIO_mem_contents(bio, &text, &len))
+            snprintf(name, sizeof(name), "%.*s", (int)(len < 200 ? len : 200), (const char *)text);
+        BIO_free(bio);
+        snprintf(err, err_len,
+                 "%s:%zu: X509 CRL is signed by \"%s\", whose keyUsage lacks cRLSign: it cannot "
+                 "be used",
+                 paths[i], ca_pem_crl_line(data[i], lens[i], k - first_crl[i]), name);
+        return -EINVAL;
+    }
+    return 0;
+}
+
 /* cs_scope_load reads the bundles |files| below |base| into |scope|. When |prev| (a scope of the
  * previous snapshot, may be NULL) was built from the same file names and bytes, its objects are
- * shared instead of parsed again, so a reload costs little more than reading the files. */
+ * shared instead of parsed again, so a reload costs little more than reading the files. |common|
+ * is common's scope when |scope| is a tenant's (NULL for common itself): its CAs may sign the
+ * tenant's CRLs. */
 static int cs_scope_load(struct ca_scope *scope, const char *base,
                          const struct ca_index_file *files, size_t num_files,
-                         const struct ca_scope *prev, char *err, size_t err_len)
+                         const struct ca_scope *prev, const struct ca_scope *common, char *err,
+                         size_t err_len)
 {
     SHA256_CTX hash;
     uint8_t **data = ca_mem_calloc(num_files, sizeof(*data));
     size_t *lens = ca_mem_calloc(num_files, sizeof(*lens));
     char **paths = ca_mem_calloc(num_files, sizeof(*paths));
+    size_t *first_crl = NULL;
     int rc = 0;
 
     SHA256_Init(&hash);
@@ -162,11 +221,16 @@ static int cs_scope_load(struct ca_scope *scope, const char *base,
         goto out;
     }
     cs_scope_init(scope);
+    first_crl = ca_mem_calloc(num_files, sizeof(*first_crl));
     SHA256_Init(&hash);
-    for (size_t i = 0; i < num_files && rc == 0; i++)
+    for (size_t i = 0; i < num_files && rc == 0; i++) {
+        first_crl[i] = sk_X509_CRL_num(scope->crls);
         rc = ca_pem_parse(scope->certs, scope->crls, &hash, paths[i], data[i], lens[i], err,
                           err_len);
+    }
     SHA256_Final(scope->content_hash, &hash);
+    if (rc == 0)
+        rc = cs_check_signers(scope, common, paths, data, lens, first_crl, num_files, err, err_len);
     if (rc == 0)
         cs_scope_finish(scope);
 out:
@@ -179,6 +243,7 @@ out:
     free(data);
     free(lens);
     free(paths);
+    free(first_crl);
     return rc;
 }
 
@@ -346,7 +411,8 @@ static bool cs_load_tenant(struct ca_store *store, size_t *err_cap,
         char *base = ca_mem_realloc(NULL, blen);
         snprintf(base, blen, "%s/tenants/%s", store->dir, it->id);
         ok = cs_scope_load(&t->scope, base, it->files, it->num_files,
-                           prev != NULL ? &prev->scope : NULL, msg, sizeof(msg)) == 0;
+                           prev != NULL ? &prev->scope : NULL, &store->common.scope, msg,
+                           sizeof(msg)) == 0;
         free(base);
     }
     if (!ok) {
@@ -440,7 +506,7 @@ int ca_store_load_changes(struct ca_store **out, const char *dir, const struct c
     } else {
         store->num_read++;
         rc = cs_scope_load(&store->common.scope, path, index->idx.common, index->idx.num_common,
-                           previous != NULL ? &previous->common.scope : NULL, err, err_len);
+                           previous != NULL ? &previous->common.scope : NULL, NULL, err, err_len);
     }
     store->common.files = index->idx.common;
     store->common.num_files = index->idx.num_common;
@@ -536,34 +602,47 @@ static bool cs_crl_verifies(X509_CRL *crl, X509 *signer)
     return ok;
 }
 
-static bool cs_signed_by_scope(X509_CRL *crl, const struct ca_scope *scope)
+/* cs_signed_by_scope: CRL_SIGNED when a certificate of |scope| with |crl|'s issuer name that may
+ * sign CRLs verifies it, else CRL_UNUSABLE when one that may not does, else CRL_UNSIGNED. */
+static enum crl_state cs_signed_by_scope(X509_CRL *crl, const struct ca_scope *scope)
 {
     X509_NAME *issuer = X509_CRL_get_issuer(crl);
+    enum crl_state state = CRL_UNSIGNED;
     for (size_t i = 0; i < sk_X509_num(scope->certs); i++) {
         X509 *x = sk_X509_value(scope->certs, i);
-        if (X509_NAME_cmp(X509_get_subject_name(x), issuer) == 0 && cs_crl_verifies(crl, x))
-            return true;
+        if (X509_NAME_cmp(X509_get_subject_name(x), issuer) != 0 || !cs_crl_verifies(crl, x))
+            continue;
+        if (ca_crl_signer_ok(x))
+            return CRL_SIGNED;
+        state = CRL_UNUSABLE;
     }
-    return false;
+    return state;
 }
 
-/* cs_crl_signed reports whether CRL |k| of |owner| is signed by a certificate of the trust set
- * it belongs to (common for common's CRLs, common + tenant for a tenant's). The answer is
+/* cs_crl_state tells whether CRL |k| of |owner| is signed by a certificate of the trust set it
+ * belongs to (common for common's CRLs, common + tenant for a tenant's). The load refuses a CRL
+ * whose signer there lacks cRLSign, but a tenant's bundle taken unchanged from the previous
+ * snapshot is not checked again against a new common: hence CRL_UNUSABLE here too. The answer is
  * memoised; racing threads compute the same value. */
-static bool cs_crl_signed(const struct ca_store *store, const struct ca_scope *owner, size_t k)
+static enum crl_state cs_crl_state(const struct ca_store *store, const struct ca_scope *owner,
+                                   size_t k)
 {
     unsigned char state = atomic_load_explicit(&owner->crl_state[k], memory_order_relaxed);
     if (state == CRL_UNKNOWN) {
         X509_CRL *crl = sk_X509_CRL_value(owner->crls, k);
-        bool ok = cs_signed_by_scope(crl, &store->common.scope) ||
-                  (owner != &store->common.scope && cs_signed_by_scope(crl, owner));
-        state = ok ? CRL_SIGNED : CRL_UNSIGNED;
+        enum crl_state in_common = cs_signed_by_scope(crl, &store->common.scope);
+        enum crl_state in_owner =
+            owner != &store->common.scope ? cs_signed_by_scope(crl, owner) : CRL_UNSIGNED;
+        state = in_common == CRL_SIGNED || in_owner == CRL_SIGNED       ? CRL_SIGNED
+                : in_common == CRL_UNUSABLE || in_owner == CRL_UNUSABLE ? CRL_UNUSABLE
+                                                                        : CRL_UNSIGNED;
         atomic_store_explicit(&owner->crl_state[k], state, memory_order_relaxed);
     }
-    return state == CRL_SIGNED;
+    return (enum crl_state)state;
 }
 
-/* cs_check_scope checks chain[i] against the CRLs of |scope|: 1 revoked, 0 not. */
+/* cs_check_scope checks chain[i] against the CRLs of |scope|: 1 revoked, 2 a CRL for its issuer
+ * cannot be used (signed by a CA whose keyUsage lacks cRLSign), 0 neither. */
 static int cs_check_scope(const struct ca_store *store, const struct ca_scope *scope,
                           STACK_OF(X509) * chain, size_t i, bool *stale)
 {
@@ -575,11 +654,18 @@ static int cs_check_scope(const struct ca_store *store, const struct ca_scope *s
         if (X509_NAME_cmp(X509_CRL_get_issuer(crl), issuer) != 0)
             continue;
         /* The CRL counts when a CA of the trust set, or the chain's verified issuer, signed it;
-         * an unverifiable CRL is ignored rather than trusted. */
-        if (!cs_crl_signed(store, scope, k) &&
-            !(up != NULL && X509_NAME_cmp(X509_get_subject_name(up), issuer) == 0 &&
-              cs_crl_verifies(crl, up)))
-            continue;
+         * an unverifiable CRL is ignored rather than trusted. One signed by a CA that may not
+         * sign CRLs is not evidence either way: the chain is refused, never "not revoked". */
+        enum crl_state state = cs_crl_state(store, scope, k);
+        if (state == CRL_UNUSABLE)
+            return 2;
+        if (state == CRL_UNSIGNED) {
+            if (!(up != NULL && X509_NAME_cmp(X509_get_subject_name(up), issuer) == 0 &&
+                  cs_crl_verifies(crl, up)))
+                continue;
+            if (!ca_crl_signer_ok(up))
+                return 2;
+        }
         const ASN1_TIME *next = X509_CRL_get0_nextUpdate(crl);
         if (next != NULL && X509_cmp_current_time(next) < 0)
             *stale = true;
@@ -596,10 +682,12 @@ int ca_store_check_crl(const struct ca_store *store, const struct ca_tenant *ten
     bool stale = false;
     int rc = 0;
     for (size_t i = 0; i < sk_X509_num(chain) && rc == 0; i++) {
-        if (cs_check_scope(store, &store->common.scope, chain, i, &stale) ||
-            (tenant != NULL && cs_check_scope(store, &tenant->scope, chain, i, &stale))) {
+        int r = cs_check_scope(store, &store->common.scope, chain, i, &stale);
+        if (r == 0 && tenant != NULL)
+            r = cs_check_scope(store, &tenant->scope, chain, i, &stale);
+        if (r != 0) {
             *out_index = i;
-            rc = -EACCES;
+            rc = r == 1 ? -EACCES : -EPROTO;
         }
     }
     if (out_stale != NULL)
@@ -648,8 +736,11 @@ static void cs_describe_scope(const struct ca_store *store, const struct ca_scop
             BIO_puts(bio, "none");
         if (next != NULL && X509_cmp_current_time(next) < 0)
             BIO_puts(bio, ", STALE");
-        if (!cs_crl_signed(store, scope, i))
+        enum crl_state state = cs_crl_state(store, scope, i);
+        if (state == CRL_UNSIGNED)
             BIO_puts(bio, ", issuer not in the trust set: used only when a chain holds it");
+        else if (state == CRL_UNUSABLE)
+            BIO_puts(bio, ", signed by a CA without cRLSign: the chains it covers are refused");
         BIO_puts(bio, ")\n");
     }
     ERR_clear_error();

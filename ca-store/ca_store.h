@@ -22,8 +22,9 @@ struct ca_tenant;
 
 /* ca_store_read_file reads the regular file |path| (at most 16 MiB) until two reads give the
  * same bytes (a writer may be half-way through it) and sets |*out| (malloc'd, the caller frees
- * it) and |*out_len|. Returns 0, or a negative errno with "PATH: what" in |err|. The store uses
- * it for its bundles; the proxy uses it for its credentials. */
+ * it) and |*out_len|. Returns 0, or a negative errno with "PATH: what" in |err|; a FIFO, socket
+ * or device is -EISDIR ("PATH: a FIFO, not a regular file"), never a blocking read. The store
+ * uses it for its bundles; the proxy uses it for its credentials. */
 int ca_store_read_file(const char *path, uint8_t **out, size_t *out_len, char *err,
                        size_t err_len);
 
@@ -90,8 +91,13 @@ void ca_store_trust_hash(const struct ca_store *store, const struct ca_tenant *t
 
 /* ca_store_check_crl checks every certificate of |chain| (as verified, leaf first) against the
  * CRLs of the trust set common + |tenant|. Returns 0 when none is revoked, -EACCES with the
- * revoked certificate's index in |*out_index| when one is. A CRL past its nextUpdate still
- * applies; |*out_stale| (may be NULL) is set to true when one of the CRLs consulted is stale. */
+ * revoked certificate's index in |*out_index| when one is, and -EPROTO with that index when a
+ * CRL for its issuer cannot be used (signed by a CA whose keyUsage lacks cRLSign, which the load
+ * refuses when that CA is in the store; here when only the chain holds it): refuse, never take
+ * it for "not revoked". A CRL past its nextUpdate still applies; |*out_stale| (may be NULL) is
+ * set to true when one of the CRLs consulted is stale. A CRL that is not complete evidence
+ * (ca_crl_check) or that a CA of its bundle's trust set without cRLSign signed fails its bundle's
+ * load. */
 int ca_store_check_crl(const struct ca_store *store, const struct ca_tenant *tenant,
                        STACK_OF(X509) *chain, size_t *out_index, bool *out_stale);
 

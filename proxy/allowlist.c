@@ -545,7 +545,7 @@ int allowlist_init(const char *path, char *err, size_t err_len)
     al_path = path != NULL ? xstrdup(path) : NULL;
     if (path == NULL)
         return 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
     if (fd < 0 && errno == ENOENT)
         return 0;
     if (fd < 0) {
@@ -553,10 +553,15 @@ int allowlist_init(const char *path, char *err, size_t err_len)
         snprintf(err, err_len, "%s: cannot open: %s", path, strerror(e));
         return -e;
     }
-    struct stat st;
+    struct stat st = {0};
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > (off_t)MAX_FILE_BYTES) {
         close(fd);
-        snprintf(err, err_len, "%s: not a regular file of at most 16 MiB", path);
+        snprintf(err, err_len, "%s: %s, not a regular file of at most 16 MiB", path,
+                 S_ISFIFO(st.st_mode)   ? "a FIFO"
+                 : S_ISSOCK(st.st_mode) ? "a socket"
+                 : S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode) ? "a device"
+                 : S_ISDIR(st.st_mode)                        ? "a directory"
+                                                              : "too large");
         return -EINVAL;
     }
     struct buf data = {0};

@@ -304,8 +304,9 @@ static void hash_file(struct scan *s, const char *name, const char *path)
             return;
         }
     }
-    /* O_NONBLOCK: a FIFO dropped into the tree must not block the main loop. */
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    /* O_NONBLOCK: a FIFO dropped into the tree must not block the main loop; O_NOCTTY: a
+     * terminal device must not become ours. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
     if (fd < 0) {
         hash_str(s->cur, "\001error");
         hash_num(s->cur, (uint64_t)errno);

@@ -168,45 +168,59 @@ static void xfcc_append_cert_encoded(struct buf *out, X509 *cert, const uint32_t
     OPENSSL_free(der);
 }
 
-static bool xfcc_is_ctl(unsigned char c)
-{
-    return c < 0x20 || c == 0x7f;
-}
+/* The kinds of value xfcc_append_value writes (CONTRACT section 5). */
+enum xfcc_value {
+    XFCC_VALUE_SUBJECT, /* Subject: always quoted, as Envoy writes it */
+    XFCC_VALUE_BARE,    /* By, URI, DNS: unquoted, as Envoy writes them */
+};
 
-/* xfcc_append_value writes a By, Subject, URI or DNS value. Envoy writes these raw, so a
- * certificate string holding ';' or ',' adds keys or elements for the next parser (Envoy issue
- * 32945). Here a value holding '"' ',' ';' '=' or a control character is double-quoted, with '"'
- * and '\' escaped by a backslash; control characters are percent-encoded (so CR, LF and NUL never
- * reach the header), and so are bytes >= 0x80, quoted or not, so that the header stays visible
- * ASCII. '%' itself is left alone, which keeps ordinary values byte-identical to Envoy's; the
- * cost is that a literal "%0A" in a certificate reads the same as an encoded LF. |quote| forces
- * the quotes (Subject, which Envoy always quotes). */
-static void xfcc_append_value(struct buf *out, const char *data, size_t len, bool quote)
+/* clang-format off */
+/* The bytes that make a Subject leave Envoy's form: '"', ';', controls, and bytes >= 0x80 (which
+ * XN_FLAG_RFC2253 never prints raw). */
+static const uint32_t xfcc_subject_trigger[8] = {
+    0xffffffff, 0x08000004, 0, 0x80000000, /* controls, '"' ';', DEL */
+    0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff,
+};
+/* ... and, for a bare value, also ',' and ' ': a consumer that splits elements on ',' or trims
+ * at whitespace would cut it. Bytes >= 0x80 are C1 controls or NBSP to a Latin-1 reader. */
+static const uint32_t xfcc_bare_trigger[8] = {
+    0xffffffff, 0x08001005, 0, 0x80000000, /* controls, ' ' '"' ',' ';', DEL */
+    0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff,
+};
+/* What the encoded form percent-encodes: the trigger bytes plus '%' (so that the encoding can
+ * be undone) and '\' (so that no parser reads an escape); a Subject keeps its spaces. */
+static const uint32_t xfcc_subject_encode[8] = {
+    0xffffffff, 0x08001024, 0x10000000, 0x80000000, /* controls, '"' '%' ',' ';', '\', DEL */
+    0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff,
+};
+static const uint32_t xfcc_bare_encode[8] = {
+    0xffffffff, 0x08001025, 0x10000000, 0x80000000, /* the same and ' ' */
+    0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff,
+};
+/* clang-format on */
+
+/* xfcc_append_value writes a By, Subject, URI or DNS value. Envoy writes these raw (Subject
+ * between quotes), so a certificate string holding ';' adds a key for a parser that splits on
+ * ';' (The Things Stack takes the first "Chain=" it finds), and one holding ',' adds an element
+ * (Envoy issue 32945). A value is written exactly as Envoy writes it unless it holds a trigger
+ * byte; then it is quoted and percent-encoded, so that after the encoding no ';', ',', '"', '\'
+ * or control byte is left for any parser, quote-aware or naive, to misread. */
+static void xfcc_append_value(struct buf *out, const char *data, size_t len, enum xfcc_value kind)
 {
-    for (size_t i = 0; i < len && !quote; i++) {
-        unsigned char c = (unsigned char)data[i];
-        quote = c == '"' || c == ',' || c == ';' || c == '=' || xfcc_is_ctl(c);
-    }
-    char *dst = buf_reserve(out, 3 * len + 2);
-    char *p = dst;
+    const uint32_t *trigger = kind == XFCC_VALUE_SUBJECT ? xfcc_subject_trigger : xfcc_bare_trigger;
+    bool encode = false;
+    for (size_t i = 0; i < len && !encode; i++)
+        encode = XFCC_IN_SET(trigger, (unsigned char)data[i]);
+    bool quote = encode || kind == XFCC_VALUE_SUBJECT;
     if (quote)
-        *p++ = '"';
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)data[i];
-        if (xfcc_is_ctl(c) || c >= 0x80) {
-            *p++ = '%';
-            *p++ = xfcc_hex_upper[c >> 4];
-            *p++ = xfcc_hex_upper[c & 0xf];
-        } else if (quote && (c == '"' || c == '\\')) {
-            *p++ = '\\';
-            *p++ = (char)c;
-        } else {
-            *p++ = (char)c;
-        }
-    }
+        buf_append(out, "\"", 1);
+    if (encode)
+        xfcc_append_encoded(out, data, len,
+                            kind == XFCC_VALUE_SUBJECT ? xfcc_subject_encode : xfcc_bare_encode);
+    else
+        buf_append(out, data, len);
     if (quote)
-        *p++ = '"';
-    buf_commit(out, (size_t)(p - dst));
+        buf_append(out, "\"", 1);
 }
 
 static void xfcc_append_hash(struct buf *out, const uint8_t *der, size_t len)
@@ -233,7 +247,7 @@ static void xfcc_append_subject(struct buf *out, X509 *leaf)
     if (X509_NAME_print_ex(bio, X509_get_subject_name(leaf), 0, XN_FLAG_RFC2253) < 0 ||
         !BIO_mem_contents(bio, &text, &len))
         len = 0;
-    xfcc_append_value(out, (const char *)text, len, true);
+    xfcc_append_value(out, (const char *)text, len, XFCC_VALUE_SUBJECT);
     BIO_free(bio);
 }
 
@@ -251,7 +265,7 @@ static size_t xfcc_append_sans(struct buf *out, X509 *leaf, int type, const char
             type == GEN_URI ? name->d.uniformResourceIdentifier : name->d.dNSName;
         buf_appends(out, key);
         xfcc_append_value(out, (const char *)ASN1_STRING_get0_data(s),
-                          (size_t)ASN1_STRING_length(s), false);
+                          (size_t)ASN1_STRING_length(s), XFCC_VALUE_BARE);
         num++;
     }
     GENERAL_NAMES_free(names);
@@ -267,7 +281,7 @@ void xfcc_element(struct buf *out, STACK_OF(X509) *chain, unsigned details,
 
     for (size_t i = 0; i < num_by_uris; i++) {
         buf_appends(out, "By=");
-        xfcc_append_value(out, by_uris[i], strlen(by_uris[i]), false);
+        xfcc_append_value(out, by_uris[i], strlen(by_uris[i]), XFCC_VALUE_BARE);
         buf_append(out, ";", 1);
     }
     /* The leaf's DER serves Hash, Cert and the head of Chain. A certificate that parsed but

@@ -31,8 +31,11 @@ enum xfcc_name xfcc_classify(const char *name, size_t len, bool *out_underscore)
 
 /* xfcc_element appends this hop's x-forwarded-client-cert element for |chain| (leaf first, as
  * the client sent it) to |out|: By (one per |by_uris|), Hash, then the keys chosen by |details|
- * (CC_DETAIL_* of config.h), in Envoy's order, quoted so that no certificate content can add a
- * key or an element. The value never holds CR, LF or NUL. */
+ * (CC_DETAIL_* of config.h), in Envoy's order. Each value is byte-identical to Envoy's unless it
+ * holds a byte a parser could misread; such a value is quoted and percent-encoded (CONTRACT
+ * section 5), so that no ';' (nor, outside a Subject, ',') can come from certificate content and
+ * neither a quote-aware parser nor a naive one that splits on ';' sees a key certgate did not
+ * write. The value is visible ASCII: never CR, LF, NUL or a byte >= 0x80. */
 void xfcc_element(struct buf *out, STACK_OF(X509) *chain, unsigned details,
                   const char *const *by_uris, size_t num_by_uris);
 

@@ -1,7 +1,10 @@
 /* fuzz_xfcc.c: libFuzzer target for the client-certificate header builder. The input is one DER
  * certificate, or else a chain of certificates each preceded by a 2-byte big-endian length; every
  * value built from what parses must stay one element of visible ASCII that a quote-aware parser
- * reads back with exactly the expected keys. Without -DFUZZING, main() replays a corpus. */
+ * reads back with exactly the expected keys, that a naive parser splitting on ';' (The Things
+ * Stack's) cuts into exactly the keys certgate wrote, in which no ',' lies outside the Subject,
+ * and whose values are exactly CONTRACT section 5's (checked against a slow definition here).
+ * Without -DFUZZING, main() replays a corpus. */
 #include <openssl/is_boringssl.h>
 
 #include <dirent.h>
@@ -12,7 +15,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include <openssl/bio.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
 #include "buf.h"
 #include "config.h"
@@ -106,6 +111,121 @@ static void fuzz_check_element(const struct buf *out, const char *const *by, siz
     reparse_free(&h);
 }
 
+/* The slow definition of a written value (CONTRACT section 5): Envoy's form unless the value
+ * holds '"', ';', a control byte, a byte >= 0x80, or (bare values: By, URI, DNS) ',' or ' ';
+ * then quoted, with those bytes, '%' and '\\' (a Subject keeps its spaces) as %XX. */
+static void fuzz_expected_value(struct buf *out, const char *v, size_t len, bool subject)
+{
+    bool encode = false;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)v[i];
+        encode |=
+            c == '"' || c == ';' || c < 0x20 || c >= 0x7f || (!subject && (c == ',' || c == ' '));
+    }
+    if (subject || encode)
+        buf_append(out, "\"", 1);
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)v[i];
+        if (encode && (c == '%' || c == '"' || c == ';' || c == '\\' || c == ',' || c < 0x20 ||
+                       c >= 0x7f || (!subject && c == ' ')))
+            buf_appendf(out, "%%%02X", c);
+        else
+            buf_append(out, (const char *)&c, 1);
+    }
+    if (subject || encode)
+        buf_append(out, "\"", 1);
+}
+
+/* One piece of the element as a naive parser cuts it: "key=" and, when known, the exact rest. */
+struct fuzz_piece {
+    const char *key;
+    struct buf value; /* empty: not compared (Hash, Cert, Chain: their bytes are fixed sets) */
+    bool compare;
+};
+
+static void fuzz_piece_add(struct fuzz_piece *pieces, size_t *num, size_t cap, const char *key,
+                           const char *v, size_t len, int kind /* 0 none, 1 bare, 2 subject */)
+{
+    CHECK(*num < cap);
+    struct fuzz_piece *p = &pieces[(*num)++];
+    memset(p, 0, sizeof(*p));
+    p->key = key;
+    p->compare = kind != 0;
+    if (kind != 0)
+        fuzz_expected_value(&p->value, v, len, kind == 2);
+}
+
+static void fuzz_add_sans(struct fuzz_piece *pieces, size_t *num, size_t cap, X509 *leaf, int type,
+                          const char *key)
+{
+    GENERAL_NAMES *names = X509_get_ext_d2i(leaf, NID_subject_alt_name, NULL, NULL);
+    size_t before = *num;
+    for (size_t i = 0; i < sk_GENERAL_NAME_num(names); i++) {
+        const GENERAL_NAME *n = sk_GENERAL_NAME_value(names, i);
+        if (n->type != type)
+            continue;
+        const ASN1_STRING *str = type == GEN_URI ? n->d.uniformResourceIdentifier : n->d.dNSName;
+        fuzz_piece_add(pieces, num, cap, key, (const char *)ASN1_STRING_get0_data(str),
+                       (size_t)ASN1_STRING_length(str), 1);
+    }
+    GENERAL_NAMES_free(names);
+    if (type == GEN_URI && *num == before)
+        fuzz_piece_add(pieces, num, cap, key, "", 0, 1);
+}
+
+/* fuzz_check_naive splits |out| on ';' as The Things Stack does and checks every piece against
+ * what certgate means to write for |details|; then that every ',' is inside the Subject. */
+static void fuzz_check_naive(const struct buf *out, X509 *leaf, unsigned details,
+                             const char *const *by, size_t num_by)
+{
+    enum { CAP = 8192 }; /* -max_len bytes cannot hold more SANs */
+    static struct fuzz_piece pieces[CAP];
+    size_t num = 0;
+    for (size_t b = 0; b < num_by; b++)
+        fuzz_piece_add(pieces, &num, CAP, "By", by[b], strlen(by[b]), 1);
+    fuzz_piece_add(pieces, &num, CAP, "Hash", NULL, 0, 0);
+    if (details & CC_DETAIL_CERT)
+        fuzz_piece_add(pieces, &num, CAP, "Cert", NULL, 0, 0);
+    if (details & CC_DETAIL_CHAIN)
+        fuzz_piece_add(pieces, &num, CAP, "Chain", NULL, 0, 0);
+    if (details & CC_DETAIL_SUBJECT) {
+        BIO *bio = BIO_new(BIO_s_mem());
+        const uint8_t *text = NULL;
+        size_t len = 0;
+        CHECK(bio != NULL);
+        if (X509_NAME_print_ex(bio, X509_get_subject_name(leaf), 0, XN_FLAG_RFC2253) < 0 ||
+            !BIO_mem_contents(bio, &text, &len))
+            len = 0;
+        fuzz_piece_add(pieces, &num, CAP, "Subject", (const char *)text, len, 2);
+        BIO_free(bio);
+    }
+    if (details & CC_DETAIL_URI)
+        fuzz_add_sans(pieces, &num, CAP, leaf, GEN_URI, "URI");
+    if (details & CC_DETAIL_DNS)
+        fuzz_add_sans(pieces, &num, CAP, leaf, GEN_DNS, "DNS");
+
+    const char *s = buf_data(out), *end = s + buf_used(out);
+    size_t k = 0;
+    for (const char *p = s; p <= end; k++) {
+        const char *semi = memchr(p, ';', (size_t)(end - p));
+        const char *stop = semi != NULL ? semi : end;
+        CHECK(k < num);
+        size_t klen = strlen(pieces[k].key);
+        CHECK((size_t)(stop - p) > klen && memcmp(p, pieces[k].key, klen) == 0 && p[klen] == '=');
+        const char *v = p + klen + 1;
+        size_t vlen = (size_t)(stop - v);
+        if (pieces[k].compare)
+            CHECK(vlen == buf_used(&pieces[k].value) &&
+                  memcmp(v, buf_data(&pieces[k].value), vlen) == 0);
+        bool in_subject = strcmp(pieces[k].key, "Subject") == 0;
+        CHECK(in_subject || memchr(v, ',', vlen) == NULL);
+        p = stop + 1;
+    }
+    CHECK(k == num);
+    for (size_t i = 0; i < num; i++)
+        buf_free(&pieces[i].value);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     /* The name predicate, against the obvious slow definition. */
@@ -140,6 +260,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct buf out = {0};
     xfcc_element(&out, chain, ALL_DETAILS, (const char *const *)by, num_by);
     fuzz_check_element(&out, (const char *const *)by, num_by);
+    fuzz_check_naive(&out, leaf, ALL_DETAILS, (const char *const *)by, num_by);
+    buf_free(&out);
+    /* Without chain among the details a smuggled "Chain=" would be the first one. */
+    unsigned details = (unsigned)(size * 2654435761u >> 7) & ALL_DETAILS;
+    xfcc_element(&out, chain, details, (const char *const *)by, num_by);
+    fuzz_check_visible(&out);
+    fuzz_check_naive(&out, leaf, details, (const char *const *)by, num_by);
     buf_free(&out);
 
     struct buf cert = {0}, rest = {0};

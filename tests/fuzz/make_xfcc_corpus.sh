@@ -43,6 +43,27 @@ DNS.3 = crlf\r\nX-Evil: 1
 EOF
 openssl req -x509 $ec -keyout k -days 30 -outform DER -out "$out/nasty.der" -config nasty.cnf
 
+# Envoy's own escapes kept verbatim: "O=Acme\, Inc." and a UTF-8 CN; a query string in the URI.
+openssl req -x509 $ec -keyout k -days 30 -outform DER -out "$out/utf8.der" -utf8 \
+    -subj "/O=Acme\\, Inc./CN=M$(printf '\303\274')ller $(printf '\342\202\254')" \
+    -addext 'subjectAltName=URI:spiffe://acme.test/q?a=b&c=d,DNS:*.acme.test'
+# The Things Stack's parser takes the first "Chain=": a subject attribute (description has no
+# length bound) and a URI SAN that hold ";Chain=" and another certificate's PEM, url-encoded.
+openssl req -x509 $ec -keyout k -days 30 -out victim.pem -subj '/CN=victim'
+enc=$(sed 's/ /%20/g; s/+/%2B/g; s#/#%2F#g; s/=/%3D/g; s/$/%0A/' victim.pem | tr -d '\n')
+cat > smuggle.cnf <<EOF
+[req]
+distinguished_name = dn
+prompt = no
+x509_extensions = ext
+[dn]
+CN = gw
+description = x";Chain=$enc
+[ext]
+subjectAltName = URI:urn:x;Chain=$enc,DNS:a"b.example
+EOF
+openssl req -x509 $ec -keyout k -days 30 -outform DER -out "$out/smuggle.der" -config smuggle.cnf
+
 # A chain: leaf, intermediate, root, each preceded by its length as 2 bytes, big-endian.
 openssl req -x509 $ec -keyout root.key -days 30 -out root.pem -subj '/CN=Root'
 printf 'basicConstraints=critical,CA:true\n' > ca.ext

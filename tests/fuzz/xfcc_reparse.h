@@ -50,7 +50,8 @@ static inline void reparse_free(struct reparse_header *h)
 
 /* reparse_header parses |len| bytes into |h| (zeroed by the caller). It returns 0, or -1 when the
  * text is not well formed: an empty key, no '=', an unterminated quote, anything but ';' ',' or
- * the end after a closing quote, or '"' or '=' inside an unquoted value. */
+ * the end after a closing quote, or '"' inside an unquoted value ('=' is allowed there, as
+ * Envoy writes a URI SAN's query string raw). */
 static inline int reparse_header(struct reparse_header *h, const char *s, size_t len)
 {
     size_t i = 0;
@@ -89,7 +90,7 @@ static inline int reparse_header(struct reparse_header *h, const char *s, size_t
             i++; /* closing quote */
         } else {
             while (i < len && s[i] != ';' && s[i] != ',') {
-                if (s[i] == '"' || s[i] == '=')
+                if (s[i] == '"')
                     return -1;
                 p->value[p->value_len++] = s[i++];
             }

@@ -107,6 +107,18 @@ def by_uris(alg):
         return sans(f.read())[0]
 
 
+def contract_form(raw, subject=False):
+    """How CONTRACT section 5 writes a By, Subject, URI or DNS value: as Envoy does (Subject
+    quoted, the others raw) unless it holds '"', ';', a control byte, a byte >= 0x80 or (not
+    Subject) ',' or ' '; then quoted, with those bytes, '%' and '\\' percent-encoded."""
+    def special(c):
+        return c in '"%;\\,' or ord(c) < 0x20 or ord(c) >= 0x7f or (not subject and c == " ")
+    if not any(c in '";' or ord(c) < 0x20 or ord(c) >= 0x7f or (not subject and c in ", ")
+               for c in raw):
+        return '"%s"' % raw if subject else raw
+    return '"%s"' % "".join("%%%02X" % ord(c) if special(c) else c for c in raw)
+
+
 def envoy_xfcc(chain, by, details=("cert", "chain", "subject", "uri", "dns")):
     """Envoy's XFCC element for a client chain (list of PEM, leaf first), from the openssl CLI."""
     leaf = chain[0]
@@ -634,18 +646,27 @@ def consumer_case(t, chain_file, key, extra_roots=(), want_uris=None, want_dns=N
     uris, dns = sans(chain[0])
     if want_uris is not None:
         uris, dns = want_uris, want_dns
-    enc = [re.sub(r"[\x00-\x1f\x7f]", lambda m: "%%%02X" % ord(m.group(0)), u) for u in uris]
+    subject = subject_rfc2253(chain[0])
     want = [("By", u) for u in by] + [
         ("Hash", hashlib.sha256(leaf_der).hexdigest()),
         ("Cert", envoy_pem_encode(chain[0])),
         ("Chain", "".join(envoy_pem_encode(c) for c in chain)),
-        ("Subject", subject_rfc2253(chain[0]))] + \
-        ([("URI", u) for u in enc] or [("URI", "")]) + \
-        [("DNS", re.sub(r"[\x00-\x1f\x7f]", lambda m: "%%%02X" % ord(m.group(0)), d))
-         for d in dns]
+        ("Subject", subject)] + \
+        ([("URI", u) for u in uris] or [("URI", "")]) + [("DNS", d) for d in dns]
+    # The exact bytes (CONTRACT section 5): Envoy's unless a value needs its encoded form.
+    exact = ";".join("%s=%s" % (k, '"%s"' % w if k in ("Cert", "Chain") else
+                                contract_form(w, k == "Subject") if k != "Hash" else w)
+                     for k, w in want)
+    check(value == exact, "not CONTRACT section 5's bytes:\n got  %r\n want %r"
+          % (value[-300:], exact[-300:]))
     check([k for k, _ in el] == [k for k, _ in want], "keys %r, want %r"
           % ([k for k, _ in el], [k for k, _ in want]))
     for (k, v), (_, w) in zip(el, want):
+        if k in ("By", "Subject", "URI", "DNS") and contract_form(w, k == "Subject") != \
+                ('"%s"' % w if k == "Subject" else w):
+            v = urllib.parse.unquote(v, encoding="latin-1")  # the encoded form
+        elif k == "Subject":
+            v = w if v == re.sub(r"\\(.)", r"\1", w) else v  # Envoy's, read quote-aware
         check(v == w, "%s: parsed %r, want %r" % (k, v[:160], w[:160]))
     pem_blocks_back = pem_blocks(urllib.parse.unquote(dict(el)["Chain"]))
     check([ssl.PEM_cert_to_DER_cert(b) for b in pem_blocks_back] == [der(c) for c in chain],
@@ -669,7 +690,7 @@ def t_hostile(t):
     """Subject and SANs with ; , = " \\ CR LF and non-ASCII (multi-valued RDN too)."""
     chain, key = hostile_client()
     value = consumer_case(t, chain, key, want_uris=HOSTILE_URIS, want_dns=HOSTILE_DNS)
-    subj = dict(xfcc_parse(value)[0])["Subject"]
+    subj = urllib.parse.unquote(dict(xfcc_parse(value)[0])["Subject"])
     for frag in ("\\;", "\\,", "\\0D\\0A", "\\C3\\A9", "+"):
         check(frag in subj, "subject %r lacks %r" % (subj, frag))
 

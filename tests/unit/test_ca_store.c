@@ -13,7 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -21,14 +23,20 @@
 
 #include <openssl/bio.h>
 #include <openssl/pem.h>
+#include <openssl/evp.h>
+#include <openssl/obj.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
 #include "ca_index.h"
 #include "ca_pem.h"
 #include "ca_store.h"
 
 /* Root A issues Inter A, which issues leaf1 and leaf2 (revoked in inter.crl and in the stale
- * inter-stale.crl); Root B issues leafb; "fake" has Inter A's name but another key. */
+ * inter-stale.crl); Root B issues leafb; "fake" has Inter A's name but another key. Root A also
+ * issues "NoSign CA" (keyUsage without cRLSign), which issues leafn and signs nosign.crl. Inter A
+ * signs crl_<section>.crl for each crl_ section of pki.cnf: CRLs that are not complete evidence,
+ * and two that are (a non-critical unknown extension, an IDP with only a name). */
 static const char pki_script[] =
     "set -e\n"
     "cd \"$1\"\n"
@@ -41,6 +49,39 @@ static const char pki_script[] =
     "basicConstraints = critical,CA:TRUE\n"
     "keyUsage = critical,keyCertSign,cRLSign\n"
     "subjectKeyIdentifier = hash\n"
+    "[ v3_nocrlsign ]\n"
+    "basicConstraints = critical,CA:TRUE\n"
+    "keyUsage = critical,keyCertSign\n"
+    "[ crl_crit ]\n"
+    "1.2.3.4.5 = critical,ASN1:NULL\n"
+    "[ crl_noncrit ]\n"
+    "1.2.3.4.5 = ASN1:NULL\n"
+    "[ crl_delta ]\n"
+    "2.5.29.27 = critical,ASN1:INTEGER:1\n"
+    "[ crl_idp_user ]\n"
+    "issuingDistributionPoint = critical,@idp_user\n"
+    "[ idp_user ]\n"
+    "onlyuser = TRUE\n"
+    "[ crl_idp_ca ]\n"
+    "issuingDistributionPoint = critical,@idp_ca\n"
+    "[ idp_ca ]\n"
+    "onlyCA = TRUE\n"
+    "[ crl_idp_attr ]\n"
+    "issuingDistributionPoint = critical,@idp_attr\n"
+    "[ idp_attr ]\n"
+    "onlyAA = TRUE\n"
+    "[ crl_idp_reasons ]\n"
+    "issuingDistributionPoint = critical,@idp_reasons\n"
+    "[ idp_reasons ]\n"
+    "onlysomereasons = keyCompromise\n"
+    "[ crl_idp_indirect ]\n"
+    "issuingDistributionPoint = critical,@idp_indirect\n"
+    "[ idp_indirect ]\n"
+    "indirectCRL = TRUE\n"
+    "[ crl_idp_name ]\n"
+    "issuingDistributionPoint = critical,@idp_name\n"
+    "[ idp_name ]\n"
+    "fullname = URI:http://crl.example/inter.crl\n"
     "[ v3_leaf ]\n"
     "basicConstraints = CA:FALSE\n"
     "keyUsage = critical,digitalSignature\n"
@@ -85,7 +126,16 @@ static const char pki_script[] =
     "-crl_nextupdate 20200201000000Z\n"
     "root fake 'Inter A'\n"
     "cp -r db_inter db_fake\n"
-    "crl fake fake.crl\n";
+    "crl fake fake.crl\n"
+    "for s in crit noncrit delta idp_user idp_ca idp_attr idp_reasons idp_indirect idp_name; do\n"
+    "    crl inter crl_$s.crl -crlexts crl_$s\n"
+    "done\n"
+    "issue nosign 'NoSign CA' root 0x2002 v3_nocrlsign\n"
+    "issue leafn 'leaf n' nosign 0x5001 v3_leaf\n"
+    "mkdir db_nosign; : > db_nosign/index.txt; echo 01 > db_nosign/crlnumber\n"
+    "CA_DB=db_nosign openssl ca -config pki.cnf -keyfile nosign.key -cert nosign.pem \\\n"
+    "    -revoke leafn.pem\n"
+    "crl nosign nosign.crl\n";
 
 static char pki[64];
 
@@ -430,7 +480,65 @@ static void test_missing_file_and_duplicate(void **state)
     assert_true(has_error(store, "a", "tenants/a/missing.pem: No such file or directory"));
     assert_true(has_error(store, "b", "index.yml:4:3: duplicate tenant id"));
     assert_true(has_error(store, "e", "tenants/e/empty.pem: no CERTIFICATE or X509 CRL block"));
-    assert_true(has_error(store, "f", "tenants/f/sub: Is a directory"));
+    assert_true(has_error(store, "f", "tenants/f/sub: a directory, not a regular file"));
+    ca_store_unref(store);
+    rm_dir(d);
+}
+
+/* A FIFO, a socket or a device listed in index.yml is an error of its tenant, at once: opening a
+ * FIFO for a blocking read would hang the thread that reloads (SECURITY rule 29). The alarm
+ * turns a hang into a failure. */
+static void test_special_files(void **state)
+{
+    char *d = new_dir();
+    char path[1024];
+    put(d, "index.yml",
+        "common: [common.pem]\n"
+        "tenants:\n  a: [a.pem]\n  p: [ok.pem, fifo.pem]\n  s: [sock.pem]\n  z: [zero.pem]\n");
+    put_pki(d, "common/common.pem", "root2.pem", NULL);
+    put_pki(d, "tenants/a/a.pem", "root.pem", NULL);
+    put_pki(d, "tenants/p/ok.pem", "root.pem", NULL);
+    snprintf(path, sizeof(path), "%s/tenants/p/fifo.pem", d);
+    assert_int_equal(mkfifo(path, 0600), 0);
+    snprintf(path, sizeof(path), "%s/tenants/s", d);
+    mkdirs(path);
+    snprintf(path, sizeof(path), "%s/tenants/s/sock.pem", d);
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    assert_true(strlen(path) < sizeof(sa.sun_path));
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    snprintf(path, sizeof(path), "%s/tenants/z", d);
+    mkdirs(path);
+    snprintf(path, sizeof(path), "%s/tenants/z/zero.pem", d);
+    assert_int_equal(symlink("/dev/zero", path), 0);
+
+    alarm(20);
+    struct ca_store *store = load_ok(d, NULL);
+    alarm(0);
+    assert_int_equal(ca_store_num_tenants(store), 1);
+    assert_non_null(tenant(store, "a"));
+    assert_true(has_error(store, "p", "tenants/p/fifo.pem: a FIFO, not a regular file"));
+    assert_true(has_error(store, "s", "tenants/s/sock.pem: a socket, not a regular file"));
+    assert_true(
+        has_error(store, "z", "tenants/z/zero.pem: a character device, not a regular file"));
+
+    /* common itself as a FIFO fails the whole load, also at once */
+    snprintf(path, sizeof(path), "%s/common/common.pem", d);
+    assert_int_equal(unlink(path), 0);
+    assert_int_equal(mkfifo(path, 0600), 0);
+    char err[512] = "";
+    alarm(20);
+    assert_int_equal(load_err(d, err, sizeof(err)), -EISDIR);
+    alarm(0);
+    assert_non_null(strstr(err, "common/common.pem: a FIFO, not a regular file"));
+
+    /* and so does a FIFO as a credential file read through the same function */
+    uint8_t *data = NULL;
+    size_t len = 0;
+    assert_int_equal(ca_store_read_file(path, &data, &len, err, sizeof(err)), -EISDIR);
+    assert_null(data);
+    close(fd);
     ca_store_unref(store);
     rm_dir(d);
 }
@@ -1040,6 +1148,199 @@ static void test_concurrent_first_use(void **state)
     rm_dir(d);
 }
 
+/* entry_crl makes, with BoringSSL, a CRL of Inter A revoking leaf2 whose entry carries an unknown
+ * critical extension or (|cert_issuer|) a certificateIssuer: the openssl CLI cannot. PEM; free. */
+static char *entry_crl(bool cert_issuer)
+{
+    X509 *issuer = cert("inter.pem");
+    char *key_pem = pem("inter.key");
+    BIO *bio = BIO_new_mem_buf(key_pem, (long)strlen(key_pem));
+    EVP_PKEY *key = PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL);
+    assert_non_null(key);
+    BIO_free(bio);
+    X509_CRL *crl = X509_CRL_new();
+    assert_true(X509_CRL_set_version(crl, X509_CRL_VERSION_2));
+    assert_true(X509_CRL_set_issuer_name(crl, X509_get_subject_name(issuer)));
+    ASN1_TIME *now = ASN1_TIME_set(NULL, time(NULL));
+    ASN1_TIME *next = ASN1_TIME_set(NULL, time(NULL) + 86400);
+    assert_true(X509_CRL_set1_lastUpdate(crl, now) && X509_CRL_set1_nextUpdate(crl, next));
+    X509_REVOKED *rev = X509_REVOKED_new();
+    ASN1_INTEGER *serial = ASN1_INTEGER_new();
+    assert_true(ASN1_INTEGER_set(serial, 0x1002));
+    assert_true(X509_REVOKED_set_serialNumber(rev, serial));
+    assert_true(X509_REVOKED_set_revocationDate(rev, now));
+    if (cert_issuer) {
+        GENERAL_NAMES *names = GENERAL_NAMES_new();
+        GENERAL_NAME *name = GENERAL_NAME_new();
+        ASN1_IA5STRING *s = ASN1_IA5STRING_new();
+        assert_true(ASN1_STRING_set(s, "other.example", -1));
+        GENERAL_NAME_set0_value(name, GEN_DNS, s);
+        assert_true(sk_GENERAL_NAME_push(names, name));
+        assert_true(X509_REVOKED_add1_ext_i2d(rev, NID_certificate_issuer, names, 1, 0));
+        GENERAL_NAMES_free(names);
+    } else {
+        ASN1_OBJECT *obj = OBJ_txt2obj("1.2.3.4.6", 1);
+        ASN1_OCTET_STRING *os = ASN1_OCTET_STRING_new();
+        assert_true(ASN1_OCTET_STRING_set(os, (const uint8_t *)"\x05\x00", 2));
+        X509_EXTENSION *ext = X509_EXTENSION_create_by_OBJ(NULL, obj, 1, os);
+        assert_non_null(ext);
+        assert_true(X509_REVOKED_add_ext(rev, ext, -1));
+        X509_EXTENSION_free(ext);
+        ASN1_OCTET_STRING_free(os);
+        ASN1_OBJECT_free(obj);
+    }
+    assert_true(X509_CRL_add0_revoked(crl, rev));
+    assert_true(X509_CRL_sign(crl, key, EVP_sha256()));
+    BIO *out = BIO_new(BIO_s_mem());
+    assert_true(PEM_write_bio_X509_CRL(out, crl));
+    const uint8_t *data = NULL;
+    size_t len = 0;
+    assert_true(BIO_mem_contents(out, &data, &len));
+    char *text = strndup((const char *)data, len);
+    BIO_free(out);
+    ASN1_INTEGER_free(serial);
+    ASN1_TIME_free(now);
+    ASN1_TIME_free(next);
+    X509_CRL_free(crl);
+    EVP_PKEY_free(key);
+    X509_free(issuer);
+    free(key_pem);
+    return text;
+}
+
+static size_t count_lines(const char *s)
+{
+    size_t n = 0;
+    for (; *s; s++)
+        n += *s == '\n';
+    return n;
+}
+
+/* A CRL that is not complete evidence fails its bundle with FILE:LINE: the tenant is left out
+ * (or keeps its previous bundle), common fails the load; never "not revoked" (SECURITY rule 27). */
+static void test_crl_not_evidence(void **state)
+{
+#define IDP_NARROWS "X509 CRL has an Issuing Distribution Point that narrows its scope "
+    static const struct {
+        const char *crl; /* a PKI file, or NULL for entry_crl(false), "" for entry_crl(true) */
+        const char *what;
+    } bad[] = {
+        {"crl_crit.crl", "X509 CRL has an unknown critical extension 1.2.3.4.5"},
+        {"crl_delta.crl", "X509 CRL is a delta CRL (deltaCRLIndicator)"},
+        {"crl_idp_user.crl", IDP_NARROWS "(onlyContainsUserCerts)"},
+        {"crl_idp_ca.crl", IDP_NARROWS "(onlyContainsCACerts)"},
+        {"crl_idp_attr.crl", IDP_NARROWS "(onlyContainsAttributeCerts)"},
+        {"crl_idp_reasons.crl", IDP_NARROWS "(onlySomeReasons)"},
+        {"crl_idp_indirect.crl", IDP_NARROWS "(indirectCRL)"},
+        {NULL, "X509 CRL has an unknown critical entry extension 1.2.3.4.6"},
+        {"", "X509 CRL has an entry for another issuer (certificateIssuer)"},
+    };
+    char *inter = pem("inter.pem");
+    size_t line = count_lines(inter) + 1;
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char *d = new_dir();
+        char *crl = bad[i].crl == NULL ? entry_crl(false)
+                    : bad[i].crl[0] == '\0' ? entry_crl(true)
+                                            : pem(bad[i].crl);
+        char *bundle = tmalloc(strlen(inter) + strlen(crl) + 1);
+        tsprintf(bundle, "%s%s", inter, crl);
+        char want[256];
+        tsprintf(want, "tenants/t/b.pem:%zu: %s", line, bad[i].what);
+
+        /* a new tenant: left out, with the error */
+        put(d, "index.yml", "common: [root.pem]\ntenants:\n  t: [b.pem]\n");
+        put_pki(d, "common/root.pem", "root.pem", NULL);
+        put(d, "tenants/t/b.pem", bundle);
+        struct ca_store *store = load_ok(d, NULL);
+        if (!has_error(store, "t", want))
+            fail_msg("%s: no error \"%s\" (%s)", bad[i].crl ? bad[i].crl : "entry", want,
+                     ca_store_num_errors(store) ? ca_store_error(store, 0, NULL) : "none");
+        assert_null(tenant(store, "t"));
+        ca_store_unref(store);
+
+        /* a tenant with a good bundle keeps it: its CRL still revokes leaf2 */
+        put_pki(d, "tenants/t/b.pem", "inter.pem", "inter.crl", NULL);
+        struct ca_store *good = load_ok(d, NULL);
+        put(d, "tenants/t/b.pem", bundle);
+        store = load_ok(d, good);
+        assert_true(has_error(store, "t", want));
+        size_t index = 9;
+        assert_int_equal(check_crl(store, tenant(store, "t"), "leaf2.pem", NULL, &index, NULL),
+                         -EACCES);
+        ca_store_unref(store);
+        ca_store_unref(good);
+
+        /* in common: the whole load fails, naming the file and line */
+        put(d, "index.yml", "common: [root.pem, b.pem]\n");
+        put(d, "common/b.pem", bundle);
+        char err[512] = "";
+        assert_int_equal(load_err(d, err, sizeof(err)), -EINVAL);
+        tsprintf(want, "common/b.pem:%zu: %s", line, bad[i].what);
+        if (strstr(err, want) == NULL)
+            fail_msg("common: %s, want %s", err, want);
+        free(bundle);
+        free(crl);
+        rm_dir(d);
+    }
+    free(inter);
+}
+
+/* Complete CRLs with what certgate may ignore still load and revoke. */
+static void test_crl_evidence_accepted(void **state)
+{
+    static const char *const good[] = {"crl_noncrit.crl", "crl_idp_name.crl"};
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        char *d = new_dir();
+        put(d, "index.yml", "common: [root.pem]\ntenants:\n  t: [b.pem]\n");
+        put_pki(d, "common/root.pem", "root.pem", NULL);
+        put_pki(d, "tenants/t/b.pem", "inter.pem", good[i], NULL);
+        struct ca_store *store = load_ok(d, NULL);
+        assert_int_equal(ca_store_num_errors(store), 0);
+        size_t index = 9;
+        const struct ca_tenant *t = tenant(store, "t");
+        assert_int_equal(check_crl(store, t, "leaf2.pem", NULL, &index, NULL), -EACCES);
+        assert_int_equal(index, 0);
+        assert_int_equal(check_crl(store, t, "leaf1.pem", NULL, &index, NULL), 0);
+        ca_store_unref(store);
+        rm_dir(d);
+    }
+}
+
+/* A CRL signed by a CA whose keyUsage lacks cRLSign: a load error when that CA is in the trust
+ * set of the bundle (its own or common), a refusal (-EPROTO) when only the chain holds it. */
+static void test_crl_signer_without_crlsign(void **state)
+{
+    char *d = new_dir();
+    char *nosign = pem("nosign.pem");
+    size_t line = count_lines(nosign) + 1;
+    char want[256];
+    put(d, "index.yml", "common: [root.pem]\ntenants:\n  t: [b.pem]\n  u: [n.crl]\n");
+    put_pki(d, "common/root.pem", "root.pem", NULL);
+    put_pki(d, "tenants/t/b.pem", "nosign.pem", "nosign.crl", NULL);
+    put_pki(d, "tenants/u/n.crl", "nosign.crl", NULL);
+    struct ca_store *store = load_ok(d, NULL);
+    tsprintf(want, "tenants/t/b.pem:%zu: X509 CRL is signed by \"CN=NoSign CA\", whose keyUsage "
+                   "lacks cRLSign", line);
+    assert_true(has_error(store, "t", want));
+    assert_null(tenant(store, "t"));
+    /* u: the CRL's signer comes only with the chain */
+    const struct ca_tenant *u = tenant(store, "u");
+    assert_non_null(u);
+    size_t index = 9;
+    assert_int_equal(check_crl(store, u, "leafn.pem", "nosign.pem", &index, NULL), -EPROTO);
+    assert_int_equal(index, 0);
+    ca_store_unref(store);
+
+    /* the signer in common fails the tenant whose bundle holds the CRL */
+    put(d, "index.yml", "common: [root.pem, nosign.pem]\ntenants:\n  u: [n.crl]\n");
+    put_pki(d, "common/nosign.pem", "nosign.pem", NULL);
+    store = load_ok(d, NULL);
+    assert_true(has_error(store, "u", "tenants/u/n.crl:1: X509 CRL is signed by \"CN=NoSign CA\""));
+    ca_store_unref(store);
+    free(nosign);
+    rm_dir(d);
+}
+
 static void test_crl_stale(void **state)
 {
     char *d = new_dir();
@@ -1312,6 +1613,10 @@ int main(void)
         cmocka_unit_test(test_tenants),
         cmocka_unit_test(test_bad_tenant_id),
         cmocka_unit_test(test_missing_file_and_duplicate),
+        cmocka_unit_test(test_special_files),
+        cmocka_unit_test(test_crl_not_evidence),
+        cmocka_unit_test(test_crl_evidence_accepted),
+        cmocka_unit_test(test_crl_signer_without_crlsign),
         cmocka_unit_test(test_lenient_pem),
         cmocka_unit_test(test_malformed_pem),
         cmocka_unit_test(test_unknown_block_type),

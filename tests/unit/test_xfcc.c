@@ -45,6 +45,9 @@ static const char gen_script[] =
     "  -subj '/CN=plain rsa/O=Example Org'\n"
     "openssl req -x509 $ec -keyout multi.key -days 2 -out multi.pem -multivalue-rdn \\\n"
     "  -subj '/CN=a+serialNumber=1/O=x\\, y/OU=#hash'\n"
+    "openssl req -x509 $ec -keyout acme.key -days 2 -out acme.pem -utf8 \\\n"
+    "  -subj '/O=Acme\\, Inc./CN=M\xc3\xbcller \xe2\x82\xac' \\\n"
+    "  -addext 'subjectAltName=URI:spiffe://acme.test/q?a=b&c=d,DNS:*.acme.test'\n"
     "cat > nasty.cnf <<'EOF'\n"
     "[req]\n"
     "distinguished_name = dn\n"
@@ -82,7 +85,7 @@ static const char gen_script[] =
     "    -set_serial $((i + 100)) -days 2 -extfile $ext -out c$i.pem 2>/dev/null\n"
     "done\n"
     "cat c4.pem c3.pem c2.pem c1.pem c0.pem > chain.pem\n"
-    "for f in ord rsa multi nasty c0 c1 c2 c3 c4; do\n"
+    "for f in ord rsa multi acme nasty c0 c1 c2 c3 c4; do\n"
     "  openssl x509 -in $f.pem -outform DER -out $f.der\n"
     "  openssl x509 -in $f.pem -outform DER | sha256sum | cut -c1-64 | tr -d '\\n' > $f.hash\n"
     "  openssl x509 -in $f.pem -noout -subject -nameopt RFC2253 | sed 's/^subject=//' \\\n"
@@ -168,6 +171,14 @@ static void envoy_encode(struct buf *out, const char *s)
             buf_append(out, s, 1);
         }
     }
+}
+
+static int count_char(const char *s, char c)
+{
+    int n = 0;
+    for (; *s; s++)
+        n += *s == c;
+    return n;
 }
 
 static void assert_header_safe(const char *s, size_t len)
@@ -353,16 +364,40 @@ static void test_multivalued_rdn_subject(void **state)
     xfcc_element(&out, sk, CC_DETAIL_SUBJECT, NULL, 0);
     char *got = buf_str(&out);
     char *subj = slurp("multi.subj", NULL);
+    char *hash = slurp("multi.hash", NULL);
     struct reparse_header h = {0};
     assert_int_equal(reparse_header(&h, got, strlen(got)), 0);
     assert_int_equal(h.num_elements, 1);
     assert_int_equal(h.elements[0].num_pairs, 2);
     assert_string_equal(h.elements[0].pairs[1].key, "Subject");
-    assert_string_equal(h.elements[0].pairs[1].value, subj);
+    /* Envoy's bytes: the RFC 2253 string between quotes, its backslashes as they are. */
     assert_string_equal(subj, "OU=\\#hash,O=x\\, y,serialNumber=1+CN=a");
+    char want[256];
+    snprintf(want, sizeof(want), "Hash=%s;Subject=\"%s\"", hash, subj);
+    assert_string_equal(got, want);
     reparse_free(&h);
+    free(hash);
     free(subj);
     free(got);
+    buf_free(&out);
+    free_chain(sk);
+}
+
+/* "O=Acme\, Inc." and a UTF-8 CN: Envoy writes X509_NAME_print_ex's string untouched (its
+ * backslashes included), and so must certgate; the SANs hold '=', '?', '&' and '*', which Envoy
+ * writes raw too. */
+static void test_envoy_escapes_verbatim(void **state)
+{
+    STACK_OF(X509) *sk = load_chain("acme.pem");
+    struct buf out = {0};
+    xfcc_element(&out, sk, ALL_DETAILS, NULL, 0);
+    char *got = buf_str(&out);
+    char *want = expected_ordinary("acme", NULL,
+                                   "URI=spiffe://acme.test/q?a=b&c=d;DNS=*.acme.test");
+    assert_string_equal(got, want);
+    assert_non_null(strstr(got, ";Subject=\"CN=M\\C3\\BCller \\E2\\82\\AC,O=Acme\\, Inc.\";"));
+    free(got);
+    free(want);
     buf_free(&out);
     free_chain(sk);
 }
@@ -419,9 +454,17 @@ static void test_nasty_strings_stay_in_their_values(void **state)
     assert_true(el->pairs[11].quoted);
     /* The encodings themselves, not only what they decode to. */
     char *text = buf_str(&out);
-    assert_non_null(strstr(text, ";DNS=\"crlf%0D%0AX-Evil: 1\""));
-    assert_non_null(strstr(text, "By=\"spiffe://by.test/a;b=c,d\";By=spiffe://by.test/plain;"));
-    assert_non_null(strstr(text, ";URI=\"urn:x\\\"y\\\\z%0D%0AX: %C3%A9\";"));
+    assert_non_null(strstr(text, ";DNS=\"crlf%0D%0AX-Evil:%201\""));
+    assert_non_null(strstr(text, "By=\"spiffe://by.test/a%3Bb=c%2Cd\";By=spiffe://by.test/plain;"));
+    assert_non_null(strstr(text, ";URI=\"urn:x%22y%5Cz%0D%0AX:%20%C3%A9\";"));
+    assert_non_null(strstr(text, ";URI=\"spiffe://acme.test/a%3BHash=0%2CURI=b\";"));
+    assert_non_null(strstr(text, ";Subject=\"OU=tab%5C09here%2COU=%5C spaced%5C %2CO=%5C#lead "
+                                 "%5C%2CO%5C+%5C<%5C>%2CCN=evil%5C%3BCert=%5C%22x%5C%22%5C%2C"
+                                 "By=y%5C%5Cz%5C0D%5C0AInjected: 1 %5CC3%5CA9\";"));
+    /* A parser that splits on ';' sees exactly the keys certgate wrote, and one that splits
+     * on ',' finds none. */
+    assert_int_equal(count_char(text, ';'), (int)el->num_pairs - 1);
+    assert_null(strchr(text, ','));
     free(text);
     free(hash);
     free(pem);
@@ -658,8 +701,8 @@ static void test_nul_bytes(void **state)
     xfcc_element(&out, sk, ALL_DETAILS, NULL, 0);
     assert_header_safe(buf_data(&out), buf_used(&out));
     char *text = buf_str(&out);
-    assert_non_null(strstr(text, ";Subject=\"CN=nul\\\\00\\\\;Cert=x\\\\0D\\\\0A\";"));
-    assert_non_null(strstr(text, ";URI=\"spiffe://x%00y\";DNS=\"d%00;DNS=e\""));
+    assert_non_null(strstr(text, ";Subject=\"CN=nul%5C00%5C%3BCert=x%5C0D%5C0A\";"));
+    assert_non_null(strstr(text, ";URI=\"spiffe://x%00y\";DNS=\"d%00%3BDNS=e\""));
     struct reparse_header h = {0};
     assert_int_equal(reparse_header(&h, buf_data(&out), buf_used(&out)), 0);
     assert_int_equal(h.num_elements, 1);
@@ -676,6 +719,88 @@ static void test_nul_bytes(void **state)
     free(uris);
     sk_X509_pop_free(sk, X509_free);
     EVP_PKEY_free(key);
+}
+
+/* smuggler_new makes a self-signed certificate whose subject (a description attribute, which
+ * has no length bound) and URI SAN hold |payload|; the caller frees it. */
+static X509 *smuggler_new(const char *payload)
+{
+    X509 *x = X509_new();
+    EC_KEY *ec = EC_KEY_new_by_curve_name(NID_X9_62_prime256v1);
+    EVP_PKEY *key = EVP_PKEY_new();
+    assert_true(EC_KEY_generate_key(ec));
+    assert_true(EVP_PKEY_assign_EC_KEY(key, ec));
+    assert_true(X509_set_version(x, X509_VERSION_3));
+    ASN1_INTEGER_set(X509_get_serialNumber(x), 8);
+    X509_NAME *subject = X509_get_subject_name(x);
+    assert_true(X509_NAME_add_entry_by_NID(subject, NID_commonName, MBSTRING_UTF8,
+                                           (const uint8_t *)"gw", 2, -1, 0));
+    assert_true(X509_NAME_add_entry_by_NID(subject, NID_description, MBSTRING_UTF8,
+                                           (const uint8_t *)payload, (int)strlen(payload),
+                                           -1, 0));
+    assert_true(X509_set_issuer_name(x, subject));
+    assert_non_null(X509_gmtime_adj(X509_getm_notBefore(x), 0));
+    assert_non_null(X509_gmtime_adj(X509_getm_notAfter(x), 3600));
+    assert_true(X509_set_pubkey(x, key));
+    GENERAL_NAMES *names = GENERAL_NAMES_new();
+    add_ia5_san(names, GEN_URI, payload, strlen(payload));
+    add_ia5_san(names, GEN_DNS, "a\"b.example", strlen("a\"b.example"));
+    assert_true(X509_add1_ext_i2d(x, NID_subject_alt_name, names, 0, 0));
+    GENERAL_NAMES_free(names);
+    assert_true(X509_sign(x, key, EVP_sha256()));
+    EVP_PKEY_free(key);
+    return x;
+}
+
+/* A subject and a URI SAN holding ";Chain=<another certificate's PEM>": The Things Stack's
+ * parser (split on ';', the first "Chain=") must get this client's own leaf when chain is among
+ * the details, and nothing at all when it is not; never the smuggled one. */
+static void test_smuggled_chain_key(void **state)
+{
+    char *victim = slurp("ord.pem", NULL);
+    struct buf payload = {0};
+    buf_appends(&payload, "x\";Chain=");
+    envoy_encode(&payload, victim);
+    char *p = buf_str(&payload);
+    X509 *x = smuggler_new(p);
+    STACK_OF(X509) *sk = sk_X509_new_null();
+    assert_true(sk_X509_push(sk, x));
+    BIO *bio = BIO_new(BIO_s_mem());
+    assert_true(PEM_write_bio_X509(bio, x));
+    const uint8_t *own = NULL;
+    size_t own_len = 0;
+    assert_true(BIO_mem_contents(bio, &own, &own_len));
+
+    static const unsigned detail_sets[] = {
+        ALL_DETAILS, CC_DETAIL_SUBJECT | CC_DETAIL_URI | CC_DETAIL_DNS, CC_DETAIL_SUBJECT,
+        CC_DETAIL_URI, CC_DETAIL_CERT | CC_DETAIL_URI};
+    static const int num_semicolons[] = {6, 4, 2, 2, 3}; /* pairs - 1, By included */
+    for (size_t i = 0; i < sizeof(detail_sets) / sizeof(detail_sets[0]); i++) {
+        struct buf out = {0};
+        const char *by[] = {p};
+        xfcc_element(&out, sk, detail_sets[i], by, 1);
+        char *text = buf_str(&out);
+        assert_header_safe(text, strlen(text));
+        assert_int_equal(count_char(text, ';'), num_semicolons[i]);
+        assert_null(strchr(text, ','));
+        char *leaf = naive_chain_leaf(text);
+        if (detail_sets[i] & CC_DETAIL_CHAIN) {
+            assert_non_null(leaf);
+            assert_int_equal(strlen(leaf), own_len);
+            assert_memory_equal(leaf, own, own_len);
+        } else {
+            assert_null(leaf);
+            assert_null(strstr(text, ";Chain="));
+        }
+        free(leaf);
+        free(text);
+        buf_free(&out);
+    }
+    BIO_free(bio);
+    sk_X509_pop_free(sk, X509_free);
+    free(p);
+    buf_free(&payload);
+    free(victim);
 }
 
 static void test_no_certificate(void **state)
@@ -703,12 +828,14 @@ int main(void)
         cmocka_unit_test(test_envoy_format_ordinary),
         cmocka_unit_test(test_rsa_without_sans),
         cmocka_unit_test(test_multivalued_rdn_subject),
+        cmocka_unit_test(test_envoy_escapes_verbatim),
         cmocka_unit_test(test_nasty_strings_stay_in_their_values),
         cmocka_unit_test(test_naive_parser_gets_the_leaf),
         cmocka_unit_test(test_chain_of_five),
         cmocka_unit_test(test_rfc9440),
         cmocka_unit_test(test_pem_like_nginx),
         cmocka_unit_test(test_nul_bytes),
+        cmocka_unit_test(test_smuggled_chain_key),
         cmocka_unit_test(test_no_certificate),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
