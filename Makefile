@@ -7,7 +7,15 @@ WERROR   ?=
 V        ?=
 Q         = $(if $(V),,@)
 BSSL_INC  = /usr/include/android
-BSSL_LIB  = /usr/lib/x86_64-linux-gnu/android
+# android-libboringssl installs into the multiarch directory (x86_64-linux-gnu,
+# aarch64-linux-gnu, ...): ask dpkg, or the compiler when dpkg-dev is absent.
+ifndef MULTIARCH
+MULTIARCH := $(shell dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || $(CC) -print-multiarch 2>/dev/null)
+endif
+ifeq ($(strip $(MULTIARCH)),)
+$(error cannot tell the Debian multiarch triplet: set MULTIARCH=x86_64-linux-gnu, or BSSL_LIB)
+endif
+BSSL_LIB ?= /usr/lib/$(MULTIARCH)/android
 LLHTTP_SRC = /usr/share/llhttp
 LLHTTP_INC = /usr/share/include/llhttp
 

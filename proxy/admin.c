@@ -1,6 +1,7 @@
-/* admin.c: the admin listener of CONTRACT section 7. A request is read whole (its head is small
+/* admin.c: the admin listeners of CONTRACT section 7. A request is read whole (its head is small
  * and bounded, a body is read and ignored), parsed strictly, answered, and the connection closed;
- * a bad request gets a 4xx, a slow one is cut off by a timer. */
+ * a bad request gets a 4xx, a slow one is cut off by a timer. admin.address serves the whole API;
+ * admin.public_address only the read-only probes and metrics. */
 #include "admin.h"
 
 #include <arpa/inet.h>
@@ -38,6 +39,7 @@ struct admin_conn {
     struct buf out;
     bool responded;
     bool closing;
+    bool public_side; /* accepted on admin.public_address */
     int pending_closes;
     struct admin_conn *prev, *next;
 };
@@ -50,12 +52,15 @@ struct request {
     size_t path_len;
     const char *auth; /* Authorization value, NULL when absent */
     size_t auth_len;
+    const char *host; /* Host value, NULL when absent */
+    size_t host_len;
+    bool http10; /* HTTP/1.0: Host is optional */
     uint64_t content_length;
     size_t head_len;
 };
 
-static uv_tcp_t admin_server;
-static bool admin_running;
+static uv_tcp_t admin_server, admin_public_server;
+static bool admin_running, admin_public_running;
 static struct server *admin_srv;
 static struct admin_conn *admin_conns;
 static size_t admin_num_conns;
@@ -69,6 +74,7 @@ static const char *reason_of(int code)
     case 204: return "No Content";
     case 400: return "Bad Request";
     case 401: return "Unauthorized";
+    case 403: return "Forbidden";
     case 404: return "Not Found";
     case 405: return "Method Not Allowed";
     case 408: return "Request Timeout";
@@ -150,6 +156,7 @@ static int parse_head(const char *head, size_t len, struct request *rq)
         return 400;
     if (p[7] != '0' && p[7] != '1')
         return 505;
+    rq->http10 = p[7] == '0';
     bool have_cl = false;
     for (const char *line = eol + 2; line < end;) {
         const char *le = memmem(line, (size_t)(end - line), "\r\n", 2);
@@ -179,6 +186,11 @@ static int parse_head(const char *head, size_t len, struct request *rq)
                 return 400;
             rq->auth = v;
             rq->auth_len = vlen;
+        } else if (eq_nocase(name, name_len, "host")) {
+            if (rq->host != NULL)
+                return 400;
+            rq->host = v;
+            rq->host_len = vlen;
         } else if (eq_nocase(name, name_len, "content-length")) {
             uint64_t n = 0;
             if (vlen == 0 || vlen > 12)
@@ -212,6 +224,60 @@ static bool method_is(const struct request *rq, const char *m)
 static bool path_is(const struct request *rq, const char *p)
 {
     return rq->path_len == strlen(p) && memcmp(rq->path, p, rq->path_len) == 0;
+}
+
+/* A Host a browser could only send for a page served from this machine: a loopback literal
+ * (127.x.y.z, [::1]) or localhost, each with an optional port. A DNS name that an attacker
+ * rebinds to 127.0.0.1 is none of these, so a page of theirs cannot drive the API. */
+static bool host_is_loopback(const char *h, size_t len)
+{
+    const char *end = h + len, *name = h, *name_end, *port;
+    bool bracket = len > 0 && h[0] == '[';
+    if (bracket) {
+        name = h + 1;
+        name_end = memchr(name, ']', len - 1);
+        if (name_end == NULL)
+            return false;
+        port = name_end + 1;
+    } else {
+        name_end = memchr(h, ':', len);
+        if (name_end == NULL)
+            name_end = end;
+        port = name_end;
+    }
+    if (port < end) { /* ":" and at most five digits */
+        if (*port != ':' || end - port - 1 > 5)
+            return false;
+        for (const char *d = port + 1; d < end; d++)
+            if (*d < '0' || *d > '9')
+                return false;
+    }
+    char text[64];
+    size_t text_len = (size_t)(name_end - name);
+    if (text_len == 0 || text_len >= sizeof(text))
+        return false;
+    memcpy(text, name, text_len);
+    text[text_len] = '\0';
+    if (bracket) {
+        struct in6_addr a6;
+        return inet_pton(AF_INET6, text, &a6) == 1 &&
+               (IN6_IS_ADDR_LOOPBACK(&a6) || (IN6_IS_ADDR_V4MAPPED(&a6) && a6.s6_addr[12] == 127));
+    }
+    struct in_addr a4;
+    if (inet_pton(AF_INET, text, &a4) == 1)
+        return ntohl(a4.s_addr) >> 24 == 127;
+    return strcasecmp(text, "localhost") == 0;
+}
+
+/* Without a token nothing but loopback may reach the API (config.c), and the Host check keeps a
+ * browser page out. HTTP/1.0 has no Host and no browser speaks it; HTTP/1.1 needs one. */
+static bool host_allowed(const struct request *rq)
+{
+    if (admin_srv->cfg->admin_token_file != NULL)
+        return true;
+    if (rq->host == NULL)
+        return rq->http10;
+    return host_is_loopback(rq->host, rq->host_len);
 }
 
 /* Reads admin.token_file (it may be rotated, so on every call); trailing whitespace is dropped.
@@ -412,11 +478,25 @@ static void allowlist_route(const struct request *rq, struct buf *out)
                 (int)(rq->path_len - skip), rq->path + skip);
 }
 
-static void route(const struct request *rq, struct buf *out)
+/* The public listener is for kubelet probes and Prometheus on the pod network: read-only, the
+ * same answers as on admin.address, everything else does not exist there. */
+static bool public_path(const struct request *rq)
+{
+    return path_is(rq, "/healthz") || path_is(rq, "/ready") || path_is(rq, "/metrics");
+}
+
+static void route(const struct request *rq, bool public_side, struct buf *out)
 {
     bool get = method_is(rq, "GET"), head = method_is(rq, "HEAD");
     struct buf body = {0};
-    if (path_is(rq, "/healthz")) {
+    if (public_side && !public_path(rq)) {
+        respond_text(out, 404, "not found\n", NULL);
+    } else if (!public_side && !host_allowed(rq)) {
+        respond_text(out, 403,
+                     "forbidden: without admin.token_file the admin API answers only requests "
+                     "whose Host is localhost or a loopback address\n",
+                     NULL);
+    } else if (path_is(rq, "/healthz")) {
         if (!get && !head)
             goto not_allowed_get;
         respond(out, 200, "text/plain; charset=utf-8", "ok\n", 3, NULL, head);
@@ -469,7 +549,7 @@ not_allowed_get:
     respond_text(out, 405, "method not allowed\n", "Allow: GET, HEAD\r\n");
 }
 
-void admin_handle(const char *head, size_t head_len, struct buf *out)
+void admin_handle(const char *head, size_t head_len, bool public_side, struct buf *out)
 {
     struct request rq;
     int code = parse_head(head, head_len, &rq);
@@ -477,7 +557,7 @@ void admin_handle(const char *head, size_t head_len, struct buf *out)
         respond_text(out, code, code == 413 ? "request body too large\n" : "bad request\n", NULL);
         return;
     }
-    route(&rq, out);
+    route(&rq, public_side, out);
 }
 
 void admin_set_server(struct server *srv)
@@ -583,7 +663,7 @@ static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
      * connection and could destroy the answer before the client reads it. */
     if (len - head_len < rq.content_length)
         return;
-    route(&rq, &ac->out);
+    route(&rq, ac->public_side, &ac->out);
     send_response(ac);
 }
 
@@ -596,6 +676,7 @@ static void connection_cb(uv_stream_t *server, int status)
     uv_timer_init(server->loop, &ac->timer);
     ac->tcp.data = ac;
     ac->timer.data = ac;
+    ac->public_side = server == (uv_stream_t *)&admin_public_server;
     ac->next = admin_conns;
     if (admin_conns)
         admin_conns->prev = ac;
@@ -609,23 +690,39 @@ static void connection_cb(uv_stream_t *server, int status)
     uv_read_start((uv_stream_t *)&ac->tcp, alloc_cb, read_cb);
 }
 
+/* Binds and listens on |ep| with |server|; returns 0 or a negative errno with a message. */
+static int listen_on(uv_loop_t *loop, uv_tcp_t *server, const struct config_endpoint *ep,
+                     const char *key, char *err, size_t err_len)
+{
+    uv_tcp_init(loop, server);
+    int r = uv_tcp_bind(server, (const struct sockaddr *)&ep->addr, 0);
+    if (r == 0)
+        r = uv_listen((uv_stream_t *)server, 128, connection_cb);
+    if (r < 0) {
+        snprintf(err, err_len, "admin: cannot listen on %s %s: %s", key, ep->text, uv_strerror(r));
+        uv_close((uv_handle_t *)server, NULL);
+    }
+    return r;
+}
+
 int admin_start(uv_loop_t *loop, struct server *srv, char *err, size_t err_len)
 {
     const struct config *cfg = srv->cfg;
     admin_srv = srv;
-    if (cfg->admin_address.text == NULL)
-        return 0;
-    uv_tcp_init(loop, &admin_server);
-    int r = uv_tcp_bind(&admin_server, (const struct sockaddr *)&cfg->admin_address.addr, 0);
-    if (r == 0)
-        r = uv_listen((uv_stream_t *)&admin_server, 128, connection_cb);
-    if (r < 0) {
-        snprintf(err, err_len, "admin: cannot listen on %s: %s", cfg->admin_address.text,
-                 uv_strerror(r));
-        uv_close((uv_handle_t *)&admin_server, NULL);
-        return r;
+    if (cfg->admin_address.text != NULL) {
+        int r = listen_on(loop, &admin_server, &cfg->admin_address, "admin.address", err,
+                          err_len);
+        if (r < 0)
+            return r;
+        admin_running = true;
     }
-    admin_running = true;
+    if (cfg->admin_public_address.text != NULL) {
+        int r = listen_on(loop, &admin_public_server, &cfg->admin_public_address,
+                          "admin.public_address", err, err_len);
+        if (r < 0)
+            return r;
+        admin_public_running = true;
+    }
     return 0;
 }
 
@@ -633,7 +730,9 @@ void admin_stop(void)
 {
     if (admin_running)
         uv_close((uv_handle_t *)&admin_server, NULL);
-    admin_running = false;
+    if (admin_public_running)
+        uv_close((uv_handle_t *)&admin_public_server, NULL);
+    admin_running = admin_public_running = false;
     while (admin_conns != NULL)
         conn_close(admin_conns);
 }

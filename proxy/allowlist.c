@@ -479,19 +479,95 @@ static void entries_json(struct buf *out, const struct entry *e, size_t num, boo
     buf_append(out, "]", 1);
 }
 
-/* Writes |e| to al_path: a temporary file beside it, fsync, rename, fsync of the directory. */
+/* The file a write of |path| must replace: |path| itself, or when it is a symlink (a Kubernetes
+ * volume, a link into a config tree) the file it points to, followed link by link; a dangling
+ * last link names the file to create. Renaming onto the link itself would turn it into a plain
+ * file and cut it off from whatever manages the target. Returns a new string, or NULL with
+ * errno set (ELOOP after 40 links, as the kernel). */
+static char *resolve_target(const char *path)
+{
+    char *cur = xstrdup(path);
+    for (int hops = 0; hops < 40; hops++) {
+        struct stat st;
+        if (lstat(cur, &st) != 0)
+            return errno == ENOENT ? cur : (free(cur), NULL);
+        if (!S_ISLNK(st.st_mode))
+            return cur;
+        size_t cap = (size_t)(st.st_size > 0 ? st.st_size : 255) + 1;
+        char *link = xmalloc(cap);
+        ssize_t n = readlink(cur, link, cap);
+        if (n < 0 || (size_t)n >= cap) { /* vanished, or changed while we looked: retry */
+            free(link);
+            if (n < 0 && errno != ENOENT && errno != EINVAL) {
+                free(cur);
+                return NULL;
+            }
+            continue;
+        }
+        link[n] = '\0';
+        char *slash = strrchr(cur, '/');
+        if (link[0] == '/' || slash == NULL) {
+            free(cur);
+            cur = link;
+            continue;
+        }
+        /* A relative target is relative to the link's directory. */
+        if (slash == cur)
+            slash[1] = '\0';
+        else
+            *slash = '\0';
+        char *next = base_join_path(cur, link);
+        free(cur);
+        free(link);
+        cur = next;
+    }
+    free(cur);
+    errno = ELOOP;
+    return NULL;
+}
+
+/* Opens a new temporary file beside |target| for writing; its name goes to |*out_tmp|. The mode
+ * is the replaced file's (a state file shared with a group stays shared), else 0600. */
+static int open_temp(const char *target, char **out_tmp)
+{
+    struct stat st;
+    mode_t mode = stat(target, &st) == 0 ? (st.st_mode & 07777) : 0600;
+    size_t len = strlen(target) + 40;
+    char *tmp = xmalloc(len);
+    for (int attempt = 0; attempt < 2; attempt++) {
+        snprintf(tmp, len, "%s.tmp.%ld", target, (long)getpid());
+        /* O_EXCL: never write through something planted under this name. */
+        int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (fd >= 0) {
+            fchmod(fd, mode);
+            *out_tmp = tmp;
+            return fd;
+        }
+        if (errno != EEXIST || unlink(tmp) != 0) /* a leftover of a crashed write */
+            break;
+    }
+    int e = errno;
+    free(tmp);
+    return -e;
+}
+
+/* Writes |e| to al_path: a temporary file beside the file it names (through symlinks), fsync,
+ * rename onto that file, fsync of its directory. */
 static int write_file(const struct entry *e, size_t num, char *err, size_t err_len)
 {
     struct buf b = {0};
     entries_json(&b, e, num, true);
     buf_append(&b, "\n", 1);
-    size_t plen = strlen(al_path);
-    char *tmp = xmalloc(plen + 32);
-    snprintf(tmp, plen + 32, "%s.tmp.%ld", al_path, (long)getpid());
-    int rc = 0;
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0) {
+    char *tmp = NULL;
+    int rc = 0, fd = -1;
+    char *target = resolve_target(al_path);
+    if (target == NULL) {
         rc = -errno;
+        goto out;
+    }
+    fd = open_temp(target, &tmp);
+    if (fd < 0) {
+        rc = fd;
         goto out;
     }
     size_t done = 0;
@@ -509,27 +585,26 @@ static int write_file(const struct entry *e, size_t num, char *err, size_t err_l
         rc = -errno;
     if (close(fd) != 0 && rc == 0)
         rc = -errno;
-    if (rc == 0 && rename(tmp, al_path) != 0)
+    if (rc == 0 && rename(tmp, target) != 0)
         rc = -errno;
     if (rc != 0) {
         unlink(tmp);
         goto out;
     }
-    char *dir = xstrdup(al_path);
-    char *slash = strrchr(dir, '/');
-    if (slash == dir)
+    char *slash = strrchr(target, '/');
+    if (slash == target)
         slash[1] = '\0';
     else if (slash != NULL)
         *slash = '\0';
-    int dfd = open(slash != NULL ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int dfd = open(slash != NULL ? target : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd >= 0) {
         fsync(dfd);
         close(dfd);
     }
-    free(dir);
 out:
     if (rc != 0)
         snprintf(err, err_len, "cannot write %s: %s", al_path, strerror(-rc));
+    free(target);
     free(tmp);
     buf_free(&b);
     return rc;

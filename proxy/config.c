@@ -464,6 +464,18 @@ static bool endpoint_is_wildcard(const struct config_endpoint *ep)
     return ((const struct sockaddr_in *)&ep->addr)->sin_addr.s_addr == htonl(INADDR_ANY);
 }
 
+bool config_endpoint_is_loopback(const struct config_endpoint *ep)
+{
+    if (ep->text == NULL || ep->unix_path != NULL)
+        return false;
+    if (ep->addr.ss_family == AF_INET)
+        return ntohl(((const struct sockaddr_in *)&ep->addr)->sin_addr.s_addr) >> 24 == 127;
+    if (ep->addr.ss_family != AF_INET6)
+        return false;
+    const struct in6_addr *a = &((const struct sockaddr_in6 *)&ep->addr)->sin6_addr;
+    return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+}
+
 static uint16_t endpoint_port(const struct config_endpoint *ep)
 {
     if (ep->unix_path != NULL)
@@ -1113,11 +1125,37 @@ static const struct directive access_keys[] = {
     {NULL},
 };
 
+enum { ADMIN_ADDRESS, ADMIN_TOKEN_FILE, ADMIN_PUBLIC_ADDRESS };
 static const struct directive admin_keys[] = {
-    {"address", DIRECTIVE_CUSTOM, CFG(admin_address), .parse = parse_admin_address},
-    {"token_file", DIRECTIVE_STRING, CFG(admin_token_file), .allow_null = true},
+    [ADMIN_ADDRESS] = {"address", DIRECTIVE_CUSTOM, CFG(admin_address),
+                       .parse = parse_admin_address},
+    [ADMIN_TOKEN_FILE] = {"token_file", DIRECTIVE_STRING, CFG(admin_token_file),
+                          .allow_null = true},
+    [ADMIN_PUBLIC_ADDRESS] = {"public_address", DIRECTIVE_CUSTOM, CFG(admin_public_address),
+                              .parse = parse_admin_address},
     {NULL},
 };
+
+/* check_admin: without a token, the mutating API must not be reachable from the network (a
+ * browser page can reach any address the host can, and DNS rebinding gets it past the
+ * same-origin rule; SECURITY rule 31). The public listener serves nothing that mutates. */
+static int check_admin(struct cfg_ctx *c, const struct seen *seen)
+{
+    const struct config *cfg = c->cfg;
+    const struct config_endpoint *a = &cfg->admin_address, *p = &cfg->admin_public_address;
+    if (a->text != NULL && cfg->admin_token_file == NULL && !config_endpoint_is_loopback(a))
+        return ctx_fail(c, seen[ADMIN_ADDRESS].value,
+                        "admin.address %s is not a loopback address: without admin.token_file "
+                        "the admin API (POST /reload, the allowlist) listens only on 127.0.0.1, "
+                        "[::1] or localhost; set admin.token_file, or serve probes and metrics "
+                        "on admin.public_address",
+                        quote(c, a->text));
+    if (a->text != NULL && p->text != NULL && endpoint_port(a) != 0 &&
+        a->addr_len == p->addr_len && memcmp(&a->addr, &p->addr, a->addr_len) == 0)
+        return ctx_fail(c, seen[ADMIN_PUBLIC_ADDRESS].value,
+                        "admin.public_address is the same address as admin.address");
+    return 0;
+}
 
 /* Upper bounds keep a typo from becoming an allocation that cannot succeed. Draining for zero
  * time is a valid choice: stop at once. */
@@ -1324,7 +1362,7 @@ static const struct directive root_keys[] = {
     {"reload", DIRECTIVE_SECTION, .keys = reload_keys},
     {"revocation", DIRECTIVE_SECTION, .keys = revocation_keys},
     {"access", DIRECTIVE_SECTION, .keys = access_keys},
-    {"admin", DIRECTIVE_SECTION, .keys = admin_keys},
+    {"admin", DIRECTIVE_SECTION, .keys = admin_keys, .check = check_admin},
     {"limits", DIRECTIVE_SECTION, .keys = limits_keys},
     {"listeners", DIRECTIVE_CUSTOM, CFG(listeners), .parse = parse_listeners},
     {NULL},
@@ -1571,6 +1609,7 @@ void config_free(struct config *cfg)
     free(cfg->allowed_subjects_file);
     endpoint_cleanup(&cfg->admin_address);
     free(cfg->admin_token_file);
+    endpoint_cleanup(&cfg->admin_public_address);
     for (size_t i = 0; i < cfg->num_listeners; i++) {
         struct listener_config *l = &cfg->listeners[i];
         free(l->name);

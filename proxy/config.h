@@ -163,7 +163,10 @@ struct config {
     char *allowed_subjects_file;
 
     struct config_endpoint admin_address; /* admin_address.text is NULL when off */
-    char *admin_token_file;
+    char *admin_token_file; /* NULL: admin_address is loopback and Host is checked */
+    /* A second admin listener that answers only GET/HEAD /healthz, /ready and /metrics (for
+     * kubelet probes and Prometheus on the pod network); text is NULL when off. */
+    struct config_endpoint admin_public_address;
 
     struct config_limits limits;
 
@@ -187,6 +190,10 @@ void config_free(struct config *cfg);
 /* config_parse_endpoint parses "host:port", "[v6]:port" or (when |allow_unix|) "unix:/path"
  * into |out|. Hosts are numeric addresses or "localhost". Returns 0 or -EINVAL. */
 int config_parse_endpoint(struct config_endpoint *out, const char *text, bool allow_unix);
+
+/* config_endpoint_is_loopback tells whether |ep| is a TCP address in 127.0.0.0/8 or ::1 (also
+ * written as ::ffff:127.x.y.z). */
+bool config_endpoint_is_loopback(const struct config_endpoint *ep);
 
 /* config_parse_duration_ms parses "250ms", "10s", "5m", "1h", "14d". Returns 0 or -EINVAL. */
 int config_parse_duration_ms(uint64_t *out, const char *text);

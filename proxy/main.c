@@ -1,4 +1,4 @@
-/* main.c: the command line (run, check, version), signals, start, reload and stop. */
+/* main.c: the command line (run, check, version, probe), signals, start, reload and stop. */
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -18,6 +18,8 @@
 #include "listener.h"
 #include "log.h"
 #include "metrics.h"
+#include "notify.h"
+#include "probe.h"
 #include "reload.h"
 #include "tls.h"
 #include "tls_report.h"
@@ -34,7 +36,8 @@ static int usage(void)
 {
     fprintf(stderr, "usage: certgate run   [-c FILE]   run the proxy (default ./certgate.yaml)\n"
                     "       certgate check [-c FILE]   validate config, credentials, CA store\n"
-                    "       certgate version           print the version and TLS library\n");
+                    "       certgate version           print the version and TLS library\n"
+                    "       certgate probe [-c FILE]   exit 0 when the running instance is ready\n");
     return 2;
 }
 
@@ -248,6 +251,20 @@ static void log_started(void)
     log_end(&b);
 }
 
+/* The configuration is read quietly: a broken one is a usage problem (2), not "not ready". */
+static int cmd_probe(const char *path)
+{
+    char err[2048];
+    struct config *cfg = NULL;
+    if (config_load(&cfg, path, err, sizeof(err)) < 0) {
+        fprintf(stderr, "%s\n", err);
+        return 2;
+    }
+    int r = probe_run(cfg, 3000);
+    config_free(cfg);
+    return r;
+}
+
 static int cmd_run(const char *path)
 {
     char err[2048];
@@ -302,6 +319,10 @@ static int cmd_run(const char *path)
         return 1;
     }
     atomic_store(&srv.ready, true);
+    /* systemd Type=notify: every listener is bound and accepting from here on. */
+    if (notify_send("READY=1\nSTATUS=serving") < 0)
+        log_msg(LOG_LEVEL_WARN, "notify_failed", "cannot send READY=1 to NOTIFY_SOCKET %s",
+                getenv("NOTIFY_SOCKET"));
     log_started();
     uv_run(main_loop, UV_RUN_DEFAULT);
     uv_thread_join(&joiner);
@@ -342,5 +363,7 @@ int main(int argc, char **argv)
         return cmd_check(path);
     if (strcmp(cmd, "run") == 0)
         return cmd_run(path);
+    if (strcmp(cmd, "probe") == 0)
+        return cmd_probe(path);
     return usage();
 }

@@ -16,6 +16,9 @@
 #   --config FILE   certgate.yaml: the file names come from its credentials.cert/credentials.key
 #                   and `certgate check -c` validates the new pair with the whole configuration
 #                   before it is installed
+#   --force         install even when the pair is byte-identical to the installed one (by
+#                   default an unchanged pair is not reinstalled: exit 0, nothing touched, so
+#                   cron and timers can run this often)
 #   -h, --help      this text
 #
 # Before anything changes, the pair is copied into a new version directory DIR/..<timestamp>/
@@ -29,7 +32,12 @@
 # deleted. The key is mode 0600; when run as root the new files get the owner of the files they
 # replace (or of DIR). A running certgate sees the swap through its directory watch.
 #
-# Exit status: 0 installed; 1 invalid or incomplete input (nothing changed); 2 usage error.
+# In the certbot form RENEWED_LINEAGE must name an existing lineage directory, and the target
+# (--dir, CERTGATE_CREDENTIALS_DIR or --config) must be given: a hook that is not configured
+# fails with a message instead of doing nothing.
+#
+# Exit status: 0 installed or unchanged; 1 invalid or incomplete input (nothing changed); 2 usage
+# error or nothing configured.
 # Rollback: ln -s ..<previous> DIR/..data.new && mv -T DIR/..data.new DIR/..data
 #
 # Environment: CERTGATE (certgate binary for --config; default: certgate on PATH, then
@@ -47,7 +55,7 @@ usage() {
     sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
 }
 
-cert="" key="" dir="" config=""
+cert="" key="" dir="" config="" force=0
 while [ $# -gt 0 ]; do
     case "$1" in
     --cert) [ $# -ge 2 ] || die 2 "--cert needs a FILE"; cert=$2; shift 2 ;;
@@ -58,6 +66,7 @@ while [ $# -gt 0 ]; do
     --key=*) key=${1#*=}; shift ;;
     --dir=*) dir=${1#*=}; shift ;;
     --config=*) config=${1#*=}; shift ;;
+    --force) force=1; shift ;;
     -h | --help) usage; exit 0 ;;
     *) echo "$prog: unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -66,7 +75,11 @@ done
 command -v openssl >/dev/null 2>&1 || die 1 "openssl not found"
 
 # The certbot deploy-hook form.
-if [ -z "$cert" ] && [ -z "$key" ] && [ -n "${RENEWED_LINEAGE:-}" ]; then
+if [ -z "$cert" ] && [ -z "$key" ] && [ -n "${RENEWED_LINEAGE+set}" ]; then
+    [ -n "$RENEWED_LINEAGE" ] ||
+        die 2 "RENEWED_LINEAGE is set but empty (certbot sets it to /etc/letsencrypt/live/NAME)"
+    [ -d "$RENEWED_LINEAGE" ] ||
+        die 1 "RENEWED_LINEAGE=$RENEWED_LINEAGE: no such certbot lineage directory"
     cert=$RENEWED_LINEAGE/fullchain.pem
     key=$RENEWED_LINEAGE/privkey.pem
 fi
@@ -226,6 +239,15 @@ if [ -n "$config" ]; then
 fi
 
 # --- installation -----------------------------------------------------------------------------
+
+# The same pair again (a timer or cron job running this often): nothing to do.
+if [ $force -eq 0 ] && [ -L "$dir/..data" ] &&
+    [ "$(readlink "$dir/$cert_name" 2>/dev/null)" = "..data/$cert_name" ] &&
+    [ "$(readlink "$dir/$key_name" 2>/dev/null)" = "..data/$key_name" ] &&
+    cmp -s "$dir/..data/$cert_name" "$new_cert" && cmp -s "$dir/..data/$key_name" "$new_key"; then
+    echo "$prog: \"$subject\" (valid until $not_after) is already installed; nothing to do"
+    exit 0
+fi
 
 # The owner of what is replaced (when run as root).
 if [ "$(id -u)" = 0 ]; then

@@ -1,13 +1,21 @@
 #!/usr/bin/env bash
 # sync-ca-store.sh: copies a CA store (The Things Stack's index.yml layout) from a directory or
 # an S3 prefix into certgate's watched ca_store.dir, validated first and swapped in atomically
-# with the Kubernetes "..data" scheme (CONTRACT section 9). Meant for cron.
+# with the Kubernetes "..data" scheme (CONTRACT section 9). Meant for cron, a systemd timer or
+# a sidecar container (--every).
 #
-# usage: scripts/sync-ca-store.sh [--force] SRC DEST
+# usage: scripts/sync-ca-store.sh [--force] [--flat] [--init-empty] [--every SECONDS] SRC DEST
 #   SRC       a directory, or s3://bucket/prefix (fetched with `aws s3 sync`; needs the aws CLI
 #             and its usual credentials: environment, ~/.aws, instance or pod role)
 #   DEST      the watched CA store directory, ca_store.dir in certgate.yaml (created if absent)
 #   --force   install even when the new store is byte-identical to the installed one
+#   --flat    SRC is flat, as a Kubernetes ConfigMap mounts its keys: index.yml, common.FILE
+#             (becomes common/FILE) and tenant.ID.FILE (becomes tenants/ID/FILE); other names
+#             are reported and ignored
+#   --init-empty  when DEST has no index.yml yet, first install an empty store (valid: nothing
+#             trusted yet), so that certgate can start before the first sync succeeds
+#   --every SECONDS  a sidecar: sync now and then every SECONDS until SIGTERM; a failed sync is
+#             reported on stderr and retried at the next turn (the previous store stays)
 #   -h, --help  this text
 #
 # Only SRC/index.yml, SRC/common/ and SRC/tenants/ are taken (certgate never reads anything
@@ -44,11 +52,19 @@ usage() {
 }
 
 force=0
+flat=0
+init_empty=0
+every=""
 args=()
+pass=() # the options a turn of --every passes on
 while [ $# -gt 0 ]; do
     case "$1" in
     -h | --help) usage; exit 0 ;;
-    --force) force=1; shift ;;
+    --force) force=1; pass+=("$1"); shift ;;
+    --flat) flat=1; pass+=("$1"); shift ;;
+    --init-empty) init_empty=1; pass+=("$1"); shift ;;
+    --every) [ $# -ge 2 ] || die 2 "--every needs SECONDS"; every=$2; shift 2 ;;
+    --every=*) every=${1#*=}; shift ;;
     --) shift; args+=("$@"); break ;;
     -*) echo "$prog: unknown option: $1 (see --help)" >&2; exit 2 ;;
     *) args+=("$1"); shift ;;
@@ -57,6 +73,22 @@ done
 [ ${#args[@]} -eq 2 ] || die 2 "usage: $prog [--force] SRC DEST (see --help)"
 src=${args[0]}
 dest=${args[1]}
+
+if [ -n "$every" ]; then
+    case "$every" in
+    *[!0-9]* | "" | 0) die 2 "--every needs a whole number of seconds, not '$every'" ;;
+    esac
+    # Each turn is a fresh run of this script, so that a failure (die) ends only that turn.
+    trap 'exit 0' TERM INT
+    while :; do
+        rc=0
+        "${BASH:-bash}" "$0" "${pass[@]}" -- "$src" "$dest" || rc=$?
+        [ "$rc" -ne 2 ] || exit 2 # a usage error does not get better by retrying
+        [ "$rc" -eq 0 ] || echo "$prog: sync failed (exit $rc); next try in ${every}s" >&2
+        sleep "$every" &
+        wait $! || true
+    done
+fi
 
 command -v openssl >/dev/null 2>&1 || die 1 "openssl not found"
 if [ -n "${CERTGATE:-}" ]; then
@@ -71,6 +103,18 @@ fi
 mkdir -p "$dest" 2>/dev/null || die 1 "$dest: cannot create the CA store directory"
 dest=$(cd "$dest" && pwd -P)
 [ -w "$dest" ] || die 1 "$dest: not writable"
+
+# An empty store first (before the lock: it is a run of its own), so certgate can start.
+if [ $init_empty -eq 1 ] && [ ! -e "$dest/index.yml" ]; then
+    empty=$(mktemp -d)
+    mkdir "$empty/src"
+    : >"$empty/src/index.yml"
+    if ! "${BASH:-bash}" "$0" -- "$empty/src" "$dest"; then
+        rm -rf "$empty"
+        die 1 "$dest: cannot install an empty CA store"
+    fi
+    rm -rf "$empty"
+fi
 
 if command -v flock >/dev/null 2>&1; then
     exec 9>"$dest/.sync-ca-store.lock" || die 1 "$dest: not writable"
@@ -105,6 +149,31 @@ s3://*)
     srcdir=$src
     ;;
 esac
+# flat_layout IN OUT: a ConfigMap's flat keys laid out as index.yml, common/, tenants/ID/.
+flat_layout() {
+    mkdir -p "$2/common" "$2/tenants"
+    local f b rest id
+    for f in "$1"/*; do
+        [ -f "$f" ] || continue # ..data and the version directories start with a dot
+        b=${f##*/}
+        case "$b" in
+        index.yml) cp -L "$f" "$2/index.yml" ;;
+        common.?*) cp -L "$f" "$2/common/${b#common.}" ;;
+        tenant.?*.?*)
+            rest=${b#tenant.}
+            id=${rest%%.*}
+            mkdir -p "$2/tenants/$id"
+            cp -L "$f" "$2/tenants/$id/${rest#*.}"
+            ;;
+        *) echo "$prog: $src/$b: ignored (flat names are index.yml, common.FILE, tenant.ID.FILE)" >&2 ;;
+        esac
+    done
+}
+if [ $flat -eq 1 ]; then
+    flat_layout "$srcdir" "$work/flat" || die 1 "$src: cannot lay out the flat store"
+    srcdir=$work/flat
+fi
+
 [ -f "$srcdir/index.yml" ] || die 1 "$src: no index.yml (incomplete CA store); nothing changed"
 for d in common tenants; do
     if [ -e "$srcdir/$d" ] && [ ! -d "$srcdir/$d" ]; then

@@ -791,13 +791,13 @@ def t_admin_bad_requests(t):
         (b"POST /reload HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 501),
         (b"POST /reload HTTP/1.1\r\nContent-Length: 999999999\r\n\r\n", 413),
         (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\n\r\n", 431),
-        (b"GET /nope HTTP/1.1\r\n\r\n", 404),
-        (b"GET /reload HTTP/1.1\r\n\r\n", 405),
-        (b"DELETE /status HTTP/1.1\r\n\r\n", 405),
-        (b"POST /metrics HTTP/1.1\r\n\r\n", 405),
-        (b"GET /healthz?x=1 HTTP/1.1\r\n\r\n", 200),
+        (b"GET /nope HTTP/1.1\r\nHost: localhost\r\n\r\n", 404),
+        (b"GET /reload HTTP/1.1\r\nHost: localhost\r\n\r\n", 405),
+        (b"DELETE /status HTTP/1.1\r\nHost: localhost\r\n\r\n", 405),
+        (b"POST /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n", 405),
+        (b"GET /healthz?x=1 HTTP/1.1\r\nHost: localhost\r\n\r\n", 200),
         (b"GET /healthz HTTP/1.0\r\n\r\n", 200),
-        (b"POST /reload HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello", 200),
+        (b"POST /reload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5\r\n\r\nhello", 200),
     ]
     for raw, want in cases:
         try:

@@ -9,7 +9,8 @@ The scripts run as subprocesses (CERTGATE points them at the binary under test) 
 credentials directories and CA stores that a running certgate watches; what certgate serves is
 checked with real TLS handshakes on 127.0.0.1. "Old state untouched" is checked by comparing a
 snapshot of the directory tree (names, symlink targets, file bytes and modes) before and after.
-The s3:// source is tested with a stand-in `aws` command on PATH (no network).
+The s3:// source is tested with a stand-in `aws` command on PATH (no network). The deploy/
+recipes that use these scripts are tested in test_admindeploy.py (group `deploy.`).
 """
 
 import hashlib
@@ -597,134 +598,6 @@ def t_sync_first_install(t):
     check(request_ok(cg, ctx), "certgate does not trust the client with the installed store")
 
 
-# ---------------------------------------------------------------------------------------------
-# tests: deploy/ examples
-
-def deploy(*parts):
-    return os.path.join(H.ROOT, "deploy", *parts)
-
-
-def try_yaml():
-    try:
-        import yaml  # noqa: F401  (python3-yaml; optional)
-        return yaml
-    except ImportError:
-        return None
-
-
-def check_config_text(t, name, text, store=None):
-    """certgate check accepts |text| with the /etc/certgate paths pointed at test files."""
-    pki = H.Opts.pki["ecdsa"]
-    creds = os.path.join(t.dir, name + "-creds")
-    if not os.path.isdir(creds):
-        os.makedirs(creds)
-        shutil.copy(os.path.join(pki, "server.crt"), os.path.join(creds, "tls.crt"))
-        shutil.copy(os.path.join(pki, "server.key"), os.path.join(creds, "tls.key"))
-    if store is None:
-        with open(os.path.join(pki, "root.crt")) as f:
-            root = f.read()
-        store = store_tree(t, name + "-store", os.path.join(pki, "root.crt"),
-                           {"acme": {"acme.pem": root}})
-    text = (text.replace("/etc/certgate/credentials", creds)
-            .replace("/etc/certgate/ca-store", store)
-            .replace("/etc/certgate/admin/token", os.path.join(t.dir, "token")))
-    with open(os.path.join(t.dir, "token"), "w") as f:
-        f.write("test-token\n")  # check fails on a token_file that is set but missing
-    path = os.path.join(t.dir, name + ".yaml")
-    with open(path, "w") as f:
-        f.write(text)
-    p = H.run_cmd([H.Opts.binary, "check", "-c", path])
-    check(p.returncode == 0, "%s: certgate check rc %d: %s %s" % (name, p.returncode,
-                                                                 p.stderr.strip(), p.stdout))
-    return p.stdout
-
-
-def t_deploy_config(t):
-    with open(deploy("certgate.yaml")) as f:
-        out = check_config_text(t, "lorawan", f.read())
-    check("listener cups" in out and "listener lns" in out and "tenant acme" in out,
-          "unexpected summary: %s" % out)
-
-
-def t_deploy_yaml(t):
-    yaml = try_yaml()
-    if yaml is None:
-        return  # nothing to parse YAML with; certgate check still covers certgate.yaml
-    with open(deploy("docker-compose.yml")) as f:
-        compose = yaml.safe_load(f)
-    check(set(compose["services"]) >= {"app", "certgate"}, "compose services")
-    with open(deploy("kubernetes", "certgate-sidecar.yaml")) as f:
-        docs = [d for d in yaml.safe_load_all(f) if d]
-    kinds = {d["kind"]: d for d in docs}
-    for k in ("Deployment", "Secret", "ConfigMap", "Service"):
-        check(k in kinds, "no %s in the manifest" % k)
-    cms = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ConfigMap"}
-    pod = kinds["Deployment"]["spec"]["template"]["spec"]
-    cg = [c for c in pod["containers"] if c["name"] == "certgate"][0]
-    probe = cg["readinessProbe"]["httpGet"]
-    check(probe["path"] == "/ready", "readiness probe %r" % probe)
-    # the CA store ConfigMap laid out by its items, placeholders replaced by real PEMs
-    items = [v for v in pod["volumes"] if v["name"] == "ca-store"][0]["configMap"]["items"]
-    store = os.path.join(t.dir, "k8s-store")
-    with open(os.path.join(H.Opts.pki["ecdsa"], "root.crt")) as f:
-        root = f.read()
-    data = cms["certgate-ca-store"]["data"]
-    for it in items:
-        p = os.path.join(store, it["path"])
-        os.makedirs(os.path.dirname(p), exist_ok=True)
-        with open(p, "w") as f:
-            f.write(data[it["key"]] if it["key"] == "index.yml" else root)
-    config = cms["certgate-config"]["data"]["certgate.yaml"]
-    check("token_file" in config and "0.0.0.0:9901" in config, "admin settings")
-    out = check_config_text(t, "k8s", config, store=store)
-    check("tenant acme" in out, "the ConfigMap store has no tenant acme: %s" % out)
-
-
-def t_deploy_shell(t):
-    files = [script("rotate-credentials.sh"), script("sync-ca-store.sh"),
-             deploy("certbot", "certgate-deploy-hook.sh")]
-    for f in files:
-        p = H.run_cmd(["bash", "-n", f])
-        check(p.returncode == 0, "bash -n %s: %s" % (f, p.stderr))
-    sc = shutil.which("shellcheck")
-    if sc:
-        p = H.run_cmd([sc] + files, timeout=60)
-        check(p.returncode == 0, "shellcheck: %s" % (p.stdout + p.stderr)[:400])
-
-
-def t_deploy_certbot_hook(t):
-    d = k8s_creds(t)
-    cg, ctx = start(t, d)
-    le = os.path.join(t.dir, "letsencrypt")
-    os.makedirs(os.path.join(le, "live"))
-    other = certbot_layout(t, 2)  # live/x: not the lineage the hook installs
-    before = snapshot(d)
-    env = {"CERTGATE_ROTATE": script("rotate-credentials.sh"), "CERTGATE_CREDENTIALS_DIR": d,
-           "CERTGATE_CONFIG": cg.path, "CERTGATE_LINEAGE": "lorawan.example.com",
-           "RENEWED_LINEAGE": other}
-    hook = deploy("certbot", "certgate-deploy-hook.sh")
-    p = run_script_path(hook, env)
-    check(p.returncode == 0, "other lineage: rc %d: %s" % (p.returncode, p.stderr))
-    check(snapshot(d) == before, "another lineage changed the directory")
-    mine = os.path.join(le, "live", "lorawan.example.com")
-    os.rename(other, mine)
-    env["RENEWED_LINEAGE"] = mine
-    p = run_script_path(hook, env)
-    check(p.returncode == 0, "rc %d: %s" % (p.returncode, p.stderr.strip()))
-    eventually(cg, lambda: served_der(cg.port(), ctx) == leaves()[2][2], "the renewed lineage")
-
-
-def run_script_path(path, env):
-    penv = dict(os.environ)
-    penv["CERTGATE"] = H.Opts.binary
-    penv.update(env)
-    try:
-        return subprocess.run(["sh", path], capture_output=True, text=True, timeout=T(60),
-                              env=penv, errors="replace")
-    except subprocess.TimeoutExpired:
-        raise H.Failure("%s timed out" % path)
-
-
 TESTS = [
     ("scripts.help", t_help),
     ("scripts.rotate_valid", t_rotate_valid),
@@ -747,10 +620,6 @@ TESTS = [
     ("scripts.sync_no_index", sync_refused_case(no_index, ["no index.yml"])),
     ("scripts.sync_no_src", sync_refused_case(no_src, ["no-such-dir", "no such directory"])),
     ("scripts.sync_s3", t_sync_s3),
-    ("scripts.deploy_config", t_deploy_config),
-    ("scripts.deploy_yaml", t_deploy_yaml),
-    ("scripts.deploy_shell", t_deploy_shell),
-    ("scripts.deploy_certbot_hook", t_deploy_certbot_hook),
 ]
 
 

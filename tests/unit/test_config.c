@@ -1164,6 +1164,46 @@ static void test_every_prefix_and_byte(void **state)
     config_free(cfg);
 }
 
+/* admin: loopback unless a token protects it (SECURITY rule 31); the public listener. */
+static void test_admin_section(void **state)
+{
+    expect_error_prefix("admin:\n  address: 0.0.0.0:9901\n" TCP_LISTENER,
+                        "t.yaml:2:12: admin.address \"0.0.0.0:9901\" is not a loopback address");
+    expect_error_prefix("admin:\n  token_file: null\n  address: '[::]:9901'\n" TCP_LISTENER,
+                        "t.yaml:3:12: admin.address \"[::]:9901\" is not a loopback address");
+    expect_error_prefix("admin: {address: 10.0.0.1:9901}\n" TCP_LISTENER,
+                        "t.yaml:1:18: admin.address \"10.0.0.1:9901\" is not a loopback");
+    expect_error("admin:\n  address: 127.0.0.1:9901\n  public_address: 127.0.0.1:9901\n"
+                 TCP_LISTENER,
+                 "t.yaml:3:19: admin.public_address is the same address as admin.address");
+    expect_error_prefix("admin:\n  public_address: nowhere\n" TCP_LISTENER,
+                        "t.yaml:2:19: invalid value \"nowhere\" for admin.public_address");
+    const char *loopback[] = {"127.0.0.1:1", "127.3.4.5:1", "localhost:1", "'[::1]:1'",
+                              "'[::ffff:127.0.0.1]:1'"};
+    char yaml[256];
+    for (size_t i = 0; i < sizeof(loopback) / sizeof(loopback[0]); i++) {
+        snprintf(yaml, sizeof(yaml), "admin: {address: %s}\n" TCP_LISTENER, loopback[i]);
+        config_free(load_ok(yaml));
+    }
+    struct config *cfg = load_ok("admin:\n  address: 0.0.0.0:9901\n  token_file: /run/tok\n"
+                                 "  public_address: 0.0.0.0:9902\n" TCP_LISTENER);
+    assert_string_equal(cfg->admin_address.text, "0.0.0.0:9901");
+    assert_string_equal(cfg->admin_public_address.text, "0.0.0.0:9902");
+    assert_false(config_endpoint_is_loopback(&cfg->admin_public_address));
+    config_free(cfg);
+    cfg = load_ok("admin:\n  address: 127.0.0.1:9901\n  public_address: '[::]:9902'\n"
+                  TCP_LISTENER);
+    assert_true(config_endpoint_is_loopback(&cfg->admin_address));
+    assert_null(cfg->admin_token_file);
+    assert_int_equal(cfg->admin_public_address.addr.ss_family, AF_INET6);
+    config_free(cfg);
+    /* Only the public listener: probes without the API. */
+    cfg = load_ok("admin: {address: off, public_address: '0.0.0.0:9902'}\n" TCP_LISTENER);
+    assert_null(cfg->admin_address.text);
+    assert_non_null(cfg->admin_public_address.text);
+    config_free(cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1183,6 +1223,7 @@ int main(void)
         cmocka_unit_test(test_load_file),
         cmocka_unit_test(test_every_prefix_and_byte),
         cmocka_unit_test(test_accept_proxy_protocol),
+        cmocka_unit_test(test_admin_section),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
