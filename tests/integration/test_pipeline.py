@@ -21,6 +21,7 @@ in the group `pipe.`. run.py calls register(itself).
 
 import hashlib
 import signal
+import socket
 import ssl
 import time
 
@@ -170,6 +171,7 @@ def pipelined(t, cg, ctx, a, b, ident, split):
     raw1, raw2 = request(a, ident + b"a"), request(b, ident + b"b")
     raw = raw1 + raw2
     s = H.tls_connect(t, cg.port(), ctx)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # no Nagle wait between the parts
     try:
         if split is None:
             s.sendall(raw)
