@@ -214,6 +214,7 @@ static void up_poll_cb(uv_poll_t *h, int status, int events)
             log_msg(LOG_LEVEL_WARN, "upstream_connect_failed", "listener %s: %s: %s",
                     c->lc->name, c->lc->upstream.text, strerror(err));
             upstream_failed(c, 503);
+            conn_event_end(c);
             return;
         }
         c->up_state = UP_OPEN;
