@@ -495,9 +495,9 @@ void conn_event_end(struct conn *c)
             upstream_flush(c);
         if (c->state != CONN_CLOSING && !c->client_write_blocked)
             conn_client_flush(c);
-        if (c->state == CONN_CLOSING || c->ssl == NULL || !can_read_client(c) ||
-            !tls_pending(c->ssl))
-            break;
+        if (c->state == CONN_CLOSING || c->state == CONN_FLUSH || c->ssl == NULL ||
+            !can_read_client(c) || !tls_pending(c->ssl))
+            break; /* lingering reads the socket raw: what the SSL holds is never taken */
         client_read(c);
     }
     if (c->state != CONN_CLOSING)

@@ -1,7 +1,8 @@
-/* conn.h: one client connection and, when it has one, its upstream connection: the state
- * machine, the single timer, the four buffers (named by direction, as in hitch) and the close
- * protocol. http.c reads and writes these fields while it parses; upstream.c drives the
- * upstream side. */
+/* conn.h: one client connection and, while an exchange (or a relay) runs, its upstream
+ * connection: the state machine, the single timer, the four buffers (named by direction, as in
+ * hitch) and the close protocol. http.c reads and writes these fields while it parses (and
+ * only records: no socket I/O); upstream.c drives the upstream side; every event callback ends
+ * in conn_event_end, where the I/O happens. */
 #ifndef CERTGATE_CONN_H
 #define CERTGATE_CONN_H
 
