@@ -73,26 +73,38 @@ static bool pool_put(struct conn *c)
     up->next = w->up_pool;
     w->up_pool = up;
     w->num_up_pool++;
-    up->events = UV_READABLE; /* any byte or EOF from an idle upstream retires it */
-    uv_poll_start(&up->poll, UV_READABLE, up_poll_cb);
+    if (up->events != UV_READABLE) { /* usually already: it was waiting for the response */
+        up->events = UV_READABLE; /* any byte or EOF from an idle upstream retires it */
+        uv_poll_start(&up->poll, UV_READABLE, up_poll_cb);
+    }
     c->up = NULL;
     c->up_state = UP_NONE;
     return true;
 }
 
+/* Tells whether |c|'s request may be sent again if its upstream closes before answering. */
+static bool replayable(const struct conn *c)
+{
+    return c->req_idempotent && c->req_body.kind == BODY_NONE && !c->req_upgrade;
+}
+
+/* Takes an idle upstream of |c|'s listener from the pool. One the upstream closed since the
+ * last poll is found by the read watch, or, for a request that cannot be sent again, by a
+ * non-blocking peek now (a system call the common keep-alive GET does without: if its
+ * upstream turns out closed, it is replayed). */
 static struct upconn *pool_take(struct conn *c)
 {
     struct worker *w = c->worker;
     struct upconn *up = w->up_pool;
+    bool peek = !replayable(c);
     while (up != NULL) {
         struct upconn *next = up->next;
         if (up->index == c->index) {
             pool_unlink(w, up);
             char probe;
-            ssize_t n = recv(up->fd, &probe, 1, MSG_PEEK | MSG_DONTWAIT);
-            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-                uv_poll_stop(&up->poll);
-                up->events = 0;
+            ssize_t n = peek ? recv(up->fd, &probe, 1, MSG_PEEK | MSG_DONTWAIT) : -1;
+            if (!peek || (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))) {
+                /* Still watched for reading, which the exchange wants too: no epoll_ctl. */
                 up->c = c;
                 return up;
             }
@@ -241,7 +253,7 @@ int upstream_connect(struct conn *c)
             reused = true;
         }
     }
-    if (reused && c->req_idempotent && c->req_body.kind == BODY_NONE && !c->req_upgrade)
+    if (reused && replayable(c))
         buf_append(&c->replay, buf_data(&c->uout), buf_used(&c->uout));
     if (c->up_state != UP_NONE) {
         conn_arm_timer(c);
