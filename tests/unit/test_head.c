@@ -49,9 +49,9 @@ static void test_refused_lines(void **state)
         "GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n", /* obs-fold */
         "GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n\tb\r\n\r\n",
         "GET / HTTP/1.1\r\nHost: a\r\nX: a\rb\r\n\r\n", /* bare CR */
-        "GET / HTTP/1.1\r\nHost: a\nX: b\r\n\r\n",       /* bare LF */
-        "GET / HTTP/1.1\r\nHost : a\r\n\r\n",            /* "Name :" */
-        "GET / HTTP/1.1\r\n: a\r\n\r\n",                 /* empty name */
+        "GET / HTTP/1.1\r\nHost: a\nX: b\r\n\r\n",      /* bare LF */
+        "GET / HTTP/1.1\r\nHost : a\r\n\r\n",           /* "Name :" */
+        "GET / HTTP/1.1\r\n: a\r\n\r\n",                /* empty name */
         "GET / HTTP/1.1\r\nNoColon\r\n\r\n",
         "HTTP/1.1 200 OK\r\nX-Folded: a\r\n b\r\nContent-Length: 5\r\n\r\n",
     };
