@@ -297,6 +297,27 @@ def t_pool_shared_xfcc(t):
     check(len(conns) == 1, "the two clients did not share the upstream connection: %r" % conns)
 
 
+def t_pool_closed_while_idle(t):
+    """An upstream closes a kept-alive connection while it waits in the pool: the next request,
+    a POST with a body (never sent twice) or a GET, goes out on a new connection and succeeds."""
+    up, cg, ctx = env(t, extra={"workers": 1})
+    s = H.tls_connect(t, cg.port(), ctx)
+    r = H.Reader(s)
+    for method, raw in (("POST", b"POST /body HTTP/1.1\r\nHost: localhost\r\n"
+                                 b"Content-Length: 5\r\n\r\nhello"),
+                        ("GET", H.get_req("/echo?after"))):
+        s.sendall(H.get_req("/closeafter"))
+        check(H.read_response(r).status == 200, "closeafter failed")
+        time.sleep(0.3)  # closed by the upstream while pooled
+        s.sendall(raw)
+        resp = H.read_response(r)
+        check(resp.status == 200, "%s after the pooled connection closed: status %d"
+              % (method, resp.status))
+    got = [(q["method"], q["target"]) for q in up.requests()]
+    check(got == [("GET", "/closeafter"), ("POST", "/body"), ("GET", "/closeafter"),
+                  ("GET", "/echo?after")], "upstream saw %r" % got)
+
+
 # --- retries and response heads -----------------------------------------------------------------
 
 def retry_case(t, method, extra=""):
@@ -359,6 +380,7 @@ TESTS = [
     ("pipe.pairs_every_split", t_pairs_every_split),
     ("pipe.pool_idle_clients", t_pool_idle_clients),
     ("pipe.pool_shared_xfcc", t_pool_shared_xfcc),
+    ("pipe.pool_closed_while_idle", t_pool_closed_while_idle),
     ("pipe.retry_post_never", t_retry_post_never),
     ("pipe.retry_patch_never", t_retry_patch_never),
     ("pipe.retry_get_once", t_retry_get_once),

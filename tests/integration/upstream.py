@@ -14,6 +14,7 @@ Two servers, each optional, one thread per connection:
                   /slow?ms=N                  sleep N ms before answering (echo)
                   /reset                      RST the connection (SO_LINGER 0, close)
                   /drop                       read the request, then close without answering
+                  /closeafter                 echo (kept alive, no Connection: close), then close
                   /close                      echo, with Connection: close, then close
                   /status?code=N              answer with status N (echo body; none for
                                               204, 304 and 1xx; HEAD never gets a body)
@@ -288,6 +289,10 @@ class HttpHandler:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             return False
         elif path == "/drop":
+            return False
+        elif path == "/closeafter":
+            self.respond(200, head)
+            time.sleep(0.05)  # the answer is read first; then the idle connection goes away
             return False
         elif path == "/close":
             self.respond(200, head, close=True)
