@@ -197,6 +197,7 @@ static void timer_cb(uv_timer_t *t)
         return;
     }
     on_timeout(c);
+    conn_event_end(c);
 }
 
 void conn_arm_timer(struct conn *c)
@@ -316,12 +317,7 @@ static void client_read(struct conn *c)
             if (c->state == CONN_TUNNEL)
                 c->bytes_in += (uint64_t)n;
             else
-                http_request_process(c);
-            if (c->state == CONN_CLOSING)
-                return;
-            upstream_flush(c);
-            if (c->state == CONN_CLOSING)
-                return;
+                http_request_process(c); /* records; conn_event_end writes */
             /* A short read drained the socket: the next read would only say EAGAIN. */
             if ((size_t)n < CONN_READ_SIZE && (c->ssl == NULL || !tls_pending(c->ssl)))
                 return;
@@ -415,10 +411,7 @@ static void handshake_done(struct conn *c)
         }
     }
     metrics_handshake(c->index, tls_resumed(c->ssl) ? METRICS_HS_RESUMED : METRICS_HS_OK);
-    c->tls_flush_pending = true;
-    conn_client_flush(c);
-    if (c->state == CONN_CLOSING)
-        return;
+    c->tls_flush_pending = true; /* conn_event_end sends the session tickets */
     if (c->lc->mode == LISTENER_TLS) {
         if (!conn_allowed(c)) { /* a resumed session skipped the verify callback */
             log_msg(LOG_LEVEL_WARN, "connection_refused",
@@ -469,8 +462,7 @@ static void verify_resume(void *app)
     if (c == NULL || c->state != CONN_HANDSHAKE || !c->hs_verify_pending)
         return;
     do_handshake(c);
-    if (c->state != CONN_CLOSING)
-        conn_update_polls(c);
+    conn_event_end(c);
 }
 
 void conn_init_hooks(void)
@@ -492,24 +484,14 @@ static void client_poll_cb(uv_poll_t *h, int status, int events)
     } else {
         if (events & UV_WRITABLE)
             conn_client_flush(c);
-        if (c->state != CONN_CLOSING &&
-            ((events & UV_READABLE) || (c->client_read_wants_write && (events & UV_WRITABLE))))
+        if ((events & UV_READABLE) || (c->client_read_wants_write && (events & UV_WRITABLE)))
             client_read(c);
     }
-    if (c->state != CONN_CLOSING)
-        conn_update_polls(c);
+    conn_event_end(c);
 }
 
-void conn_update_polls(struct conn *c)
+static void update_polls(struct conn *c)
 {
-    if (c->state == CONN_CLOSING)
-        return;
-    /* Bytes already decrypted inside the SSL raise no poll event: take them now. */
-    if (c->ssl != NULL && c->state != CONN_HANDSHAKE && can_read_client(c) && tls_pending(c->ssl)) {
-        client_read(c);
-        if (c->state == CONN_CLOSING)
-            return;
-    }
     int ev = 0;
     if (c->state == CONN_PROXY_HEADER)
         ev = UV_READABLE;
@@ -654,6 +636,28 @@ static void proxy_header_read(struct conn *c)
     proxy_header_done(c, &hdr);
 }
 
+void conn_event_end(struct conn *c)
+{
+    /* Each round writes what the event's parsing queued, then takes bytes the SSL already holds
+     * (a partial record read ahead, or a record after the last one read): they raise no poll
+     * event. Bounded like reads, so one connection cannot starve the others; what is left
+     * waits for the next event. */
+    for (int round = 0; round < CONN_READS_PER_EVENT && c->state != CONN_CLOSING; round++) {
+        if (c->state == CONN_HANDSHAKE || c->state == CONN_PROXY_HEADER)
+            break;
+        if (!c->up_write_blocked)
+            upstream_flush(c);
+        if (c->state != CONN_CLOSING && !c->client_write_blocked)
+            conn_client_flush(c);
+        if (c->state == CONN_CLOSING || c->state == CONN_FLUSH || c->ssl == NULL ||
+            !can_read_client(c) || !tls_pending(c->ssl))
+            break; /* lingering reads the socket raw: what the SSL holds is never taken */
+        client_read(c);
+    }
+    if (c->state != CONN_CLOSING)
+        update_polls(c);
+}
+
 /* --- lifecycle ----------------------------------------------------------------------------- */
 
 /* Starts the listener's protocol once the client is known. */
@@ -710,8 +714,7 @@ void conn_accept(struct worker *w, size_t index, int fd, const struct sockaddr *
         conn_arm_timer(c); /* the poll says when the header comes */
     else
         conn_start(c);
-    if (c->state != CONN_CLOSING)
-        conn_update_polls(c);
+    conn_event_end(c);
 }
 
 static void conn_close_cb(uv_handle_t *h)
@@ -742,7 +745,7 @@ void conn_close(struct conn *c)
     if (c->lc->mode != LISTENER_HTTP && c->state == CONN_TUNNEL)
         access_log(c, NULL);
     conn_set_state(c, CONN_CLOSING);
-    upstream_release(c);
+    upstream_close(c);
     struct worker *w = c->worker;
     if (c->prev != NULL)
         c->prev->next = c->next;
@@ -778,10 +781,7 @@ void conn_error(struct conn *c, int status)
     upstream_close(c);
     buf_free(&c->uout);
     http_error_response(c, status);
-    conn_set_state(c, CONN_FLUSH);
-    conn_client_flush(c);
-    if (c->state != CONN_CLOSING)
-        conn_update_polls(c);
+    conn_set_state(c, CONN_FLUSH); /* conn_event_end writes it */
 }
 
 void conn_request_done(struct conn *c)
@@ -798,29 +798,27 @@ void conn_http_cycle_done(struct conn *c)
     access_log(c, "upstream");
     buf_free(&c->req_log);
     c->num_requests++;
-    if (!c->up_reusable)
-        upstream_close(c);
-    else
-        c->up_idle = true;
+    /* The upstream connection belongs to the exchange, not to the client: a client idling
+     * between requests holds none (HAProxy's and nginx's upstream keep-alive). */
+    upstream_exchange_done(c);
     if (c->close_after || c->draining || !c->req_keep_alive) {
-        conn_set_state(c, CONN_FLUSH);
-        conn_client_flush(c);
+        conn_set_state(c, CONN_FLUSH); /* conn_event_end writes what is left, then says goodbye */
         return;
     }
     c->req_done = c->req_chunked = c->req_head_method = c->req_http10 = false;
     c->req_upgrade = c->resp_head_done = c->resp_chunked = c->resp_done = false;
     c->resp_until_close = c->resp_sent = c->close_after = c->head_started = false;
-    c->up_reusable = c->replayed = false;
+    c->up_reusable = c->replayed = c->req_idempotent = false;
     buf_free(&c->replay);
     c->status = 0;
-    c->head_scan = 0;
-    c->head_lines = 0;
+    memset(&c->req_scan, 0, sizeof(c->req_scan));
+    memset(&c->resp_scan, 0, sizeof(c->resp_scan));
     c->bytes_in = c->bytes_out = 0;
     c->req_start = 0;
     conn_set_state(c, CONN_HEAD);
     if (buf_used(&c->cin) > 0) {
         c->head_started = true;
-        http_request_process(c);
+        http_request_process(c); /* a pipelined request: parsed now, written by conn_event_end */
     }
 }
 
@@ -832,8 +830,7 @@ void conn_tunnel(struct conn *c)
     buf_append(&c->uout, buf_data(&c->cin), buf_used(&c->cin));
     buf_free(&c->cin);
     access_log(c, "upstream");
-    conn_set_state(c, CONN_TUNNEL);
-    upstream_flush(c);
+    conn_set_state(c, CONN_TUNNEL); /* conn_event_end writes both queues */
 }
 
 bool conn_still_trusted(struct conn *c)

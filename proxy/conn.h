@@ -1,7 +1,8 @@
-/* conn.h: one client connection and, when it has one, its upstream connection: the state
- * machine, the single timer, the four buffers (named by direction, as in hitch) and the close
- * protocol. http.c reads and writes these fields while it parses; upstream.c drives the
- * upstream side. */
+/* conn.h: one client connection and, while an exchange (or a relay) runs, its upstream
+ * connection: the state machine, the single timer, the four buffers (named by direction, as in
+ * hitch) and the close protocol. http.c reads and writes these fields while it parses (and
+ * only records: no socket I/O); upstream.c drives the upstream side; every event callback ends
+ * in conn_event_end, where the I/O happens. */
 #ifndef CERTGATE_CONN_H
 #define CERTGATE_CONN_H
 
@@ -16,6 +17,7 @@
 #include "body.h"
 #include "buf.h"
 #include "config.h"
+#include "head.h"
 #include "proxy_proto.h"
 
 struct worker;
@@ -80,8 +82,7 @@ struct conn {
     bool up_eof;
     bool up_write_blocked;
     bool up_shut_wr; /* SHUT_WR sent to the upstream (relay half-close) */
-    bool up_reusable; /* the upstream may take another request */
-    bool up_idle;     /* the upstream has no request in flight */
+    bool up_reusable; /* the upstream may take another request (it goes back to the pool) */
 
     uv_timer_t timer;
     uint64_t timer_base; /* when the current timeout started */
@@ -97,9 +98,12 @@ struct conn {
     /* HTTP: the request and response in flight. */
     llhttp_t req_parser;
     llhttp_t resp_parser;
-    size_t head_scan;    /* where the head scanner continues */
-    unsigned head_lines; /* header lines scanned so far */
+    struct head_scan req_scan;  /* the request head scanned so far */
+    struct head_scan resp_scan; /* the response head scanned so far */
     bool head_started;   /* a byte of the next request has arrived */
+    bool head_ok;        /* the request head callback accepted the head */
+    int head_error;      /* or the status it refused it with */
+    bool req_idempotent; /* RFC 9110 9.2.2: may be sent again on a fresh upstream */
     bool req_done;
     bool req_chunked;
     bool req_http10;
@@ -153,8 +157,8 @@ void conn_client_addr_text(const struct conn *c, char *out, size_t len, bool wit
 /* conn_drain makes an idle connection close now and a busy one close after its response. */
 void conn_drain(struct conn *c);
 
-/* conn_error answers |status| with a short body and closes after it; when a response is
- * already on its way it closes at once. */
+/* conn_error answers |status| with a short body and closes after it (the response is queued;
+ * conn_event_end writes it); when a response is already on its way it closes at once. */
 void conn_error(struct conn *c, int status);
 
 /* conn_request_done is called by http.c when the whole request has been read. */
@@ -195,14 +199,18 @@ void conn_arm_timer(struct conn *c);
 /* conn_activity restarts the inactivity timeout of a streaming state after bytes moved. */
 void conn_activity(struct conn *c);
 
-/* conn_update_polls starts or stops watching both sockets for what the connection can use
- * now, after taking bytes already decrypted inside the SSL (they raise no poll event), which may
- * close |c|. A no-op on a closing connection. */
-void conn_update_polls(struct conn *c);
+/* conn_event_end ends every event callback of the connection (client or upstream socket,
+ * timer, asynchronous verification): the one place where the writes the event made possible
+ * are done (upstream, then client), bytes already decrypted inside the SSL are taken (they
+ * raise no poll event), and both sockets are watched for what the connection can use next.
+ * Parsers and the functions they call only record what they want (bytes in a buffer, a new
+ * state); they never read, write or close a socket. A no-op on a closing connection. */
+void conn_event_end(struct conn *c);
 
-/* conn_client_flush writes c->cout to the client until the socket would block. Once it is
- * empty, a closing connection says goodbye (close_notify, SHUT_WR) and lingers, and a tunnel
- * checks whether both sides are done. May close |c|. */
+/* conn_client_flush writes c->cout to the client until the socket would block (called by
+ * conn_event_end and on a writable event). Once it is empty, a closing connection says goodbye
+ * (close_notify, SHUT_WR) and lingers, and a tunnel checks whether both sides are done. May
+ * close |c|. */
 void conn_client_flush(struct conn *c);
 
 /* conn_tunnel_maybe_done half-closes the client side of a tunnel once the upstream has ended

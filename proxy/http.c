@@ -16,6 +16,7 @@
 #include "base.h"
 #include "body.h"
 #include "conn.h"
+#include "head.h"
 #include "listener.h"
 #include "log.h"
 #include "metrics.h"
@@ -101,13 +102,6 @@ void http_error_response(struct conn *c, int status)
 static bool name_is(const char *name, size_t len, const char *lit)
 {
     return strlen(lit) == len && strncasecmp(name, lit, len) == 0;
-}
-
-static bool is_tchar(unsigned char ch)
-{
-    static const char extra[] = "!#$%&'*+-.^_`|~";
-    return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-           (ch != '\0' && strchr(extra, ch) != NULL);
 }
 
 static void trim(const char **p, size_t *len)
@@ -368,51 +362,19 @@ static void note_request(struct conn *c, llhttp_t *p, const struct scratch *s,
 
 /* --- requests ----------------------------------------------------------------------------- */
 
-/* Scans complete lines of the request head; see SECURITY 10-11 for why by hand. Returns the
- * head's length when complete, 0 when more is needed, or -status. Linear: every byte is
- * looked at once. */
+/* Scans the complete lines of the request head (head.c). Returns the head's length when
+ * complete, 0 when more is needed, or -status. */
 static long scan_request_head(struct conn *c)
 {
     const struct config_limits *lim = &c->worker->srv->cfg->limits;
-    const char *p = buf_data(&c->cin);
-    size_t len = buf_used(&c->cin);
-    size_t pos = c->head_scan;
-    while (pos < len) {
-        const char *nl = memchr(p + pos, '\n', len - pos);
-        if (nl == NULL)
-            break;
-        size_t end = (size_t)(nl - p);
-        if (end == pos || p[end - 1] != '\r')
-            return -400; /* bare LF */
-        size_t line_len = end - 1 - pos;
-        const char *line = p + pos;
-        if (memchr(line, '\r', line_len) != NULL || memchr(line, '\0', line_len) != NULL)
-            return -400;
-        if (c->head_lines == 0) {
-            if (end + 1 > lim->max_request_head)
-                return -414;
-        } else if (line_len == 0) {
-            return (long)(end + 1);
-        } else {
-            if (line[0] == ' ' || line[0] == '\t')
-                return -400; /* obs-fold */
-            size_t i = 0;
-            while (i < line_len && is_tchar((unsigned char)line[i]))
-                i++;
-            if (i == 0 || i == line_len || line[i] != ':')
-                return -400; /* empty name, or "Name :" */
-            if (c->head_lines > lim->max_headers)
-                return -431;
-        }
-        c->head_lines++;
-        pos = end + 1;
-        if (pos > lim->max_request_head)
-            return c->head_lines <= 1 ? -414 : -431;
+    long r = head_scan(&c->req_scan, buf_data(&c->cin), buf_used(&c->cin), lim->max_request_head,
+                       lim->max_headers);
+    switch (r) {
+    case HEAD_BAD: return -400;
+    case HEAD_LONG_LINE: return -414;
+    case HEAD_TOO_BIG: return -431;
+    default: return r;
     }
-    c->head_scan = pos;
-    if (len >= lim->max_request_head)
-        return c->head_lines == 0 ? -414 : -431;
-    return 0;
 }
 
 /* Writes this hop's client-certificate headers per CONTRACT section 5. */
@@ -558,12 +520,29 @@ static void write_forwarded_headers(struct conn *c, struct scratch *s,
     buf_appends(o, "X-Forwarded-Proto: https\r\n");
 }
 
+/* RFC 9110 9.2.2: a request that may be sent twice with the effect of once. Only these are
+ * sent again when a reused upstream connection closes before answering. */
+static bool is_idempotent(int method)
+{
+    switch (method) {
+    case HTTP_GET:
+    case HTTP_HEAD:
+    case HTTP_OPTIONS:
+    case HTTP_TRACE:
+    case HTTP_PUT:
+    case HTTP_DELETE:
+        return true;
+    default:
+        return false;
+    }
+}
+
 static int request_head_done(llhttp_t *p)
 {
     struct conn *c = p->data;
     struct scratch *s = scratch_of(p);
     if (s->overflow) {
-        conn_error(c, 431);
+        c->head_error = 431;
         return -1;
     }
     unsigned n_host = 0, n_te = 0, n_cl = 0;
@@ -615,7 +594,7 @@ static int request_head_done(llhttp_t *p)
     bad |= reqhead_target_parse(&target, s->base + s->url_off, s->url_len,
                                 llhttp_get_method(p) == HTTP_OPTIONS) < 0;
     if (bad) {
-        conn_error(c, 400);
+        c->head_error = 400;
         return -1;
     }
     const char *hv = NULL;
@@ -630,15 +609,15 @@ static int request_head_done(llhttp_t *p)
     }
     if (c->ssl != NULL) {
         if (!tls_host_allowed(c->gen, c->index, c->ssl, hv, hl)) {
-            conn_error(c, 421); /* the tenant is bound to the connection, never to Host */
+            c->head_error = 421; /* the tenant is bound to the connection, never to Host */
             return -1;
         }
         if (!conn_still_trusted(c)) {
-            conn_error(c, 403); /* revoked, removed or distrusted since the handshake */
+            c->head_error = 403; /* revoked, removed or distrusted since the handshake */
             return -1;
         }
         if (!conn_allowed(c)) {
-            conn_error(c, 403); /* not (or no longer) in the allowlist */
+            c->head_error = 403; /* not (or no longer) in the allowlist */
             return -1;
         }
     }
@@ -652,6 +631,7 @@ static int request_head_done(llhttp_t *p)
     else
         body_init(&c->req_body, BODY_NONE, 0, false, 0);
     c->req_head_method = llhttp_get_method(p) == HTTP_HEAD;
+    c->req_idempotent = is_idempotent(llhttp_get_method(p));
     c->req_upgrade = llhttp_get_upgrade(p) && upgrade != NULL;
     c->req_keep_alive = llhttp_should_keep_alive(p);
     const char *method = llhttp_method_name(llhttp_get_method(p));
@@ -693,10 +673,9 @@ static int request_head_done(llhttp_t *p)
     write_cc_headers(c, s, &conn_tokens);
     buf_append(o, "\r\n", 2);
     s->in_trailers = true;
-
-    conn_set_state(c, CONN_PROXY);
-    if (upstream_connect(c) < 0)
-        return -1;
+    /* Only recorded here: http_request_process starts the exchange once llhttp has returned
+     * and the head is consumed (a callback does no I/O and changes no state). */
+    c->head_ok = true;
     return HPE_PAUSED;
 }
 
@@ -819,41 +798,50 @@ static bool parse_head(llhttp_t *p, struct scratch *s, const char *data, size_t 
     return e == HPE_OK || e == HPE_PAUSED || e == HPE_PAUSED_UPGRADE;
 }
 
-void http_request_process(struct conn *c)
+/* Reads the request head at the start of c->cin, if it is complete, and starts its exchange.
+ * Returns true when the connection is now in CONN_PROXY. */
+static bool request_head(struct conn *c)
 {
-    struct scratch *s = c->worker->scratch;
-    if (c->state == CONN_HEAD) {
-        if (c->head_scan == 0 && c->head_lines == 0) {
-            /* Empty lines before a request line are ignored (RFC 9112 2.2). */
-            size_t skip = 0;
-            const char *d = buf_data(&c->cin);
-            while (skip + 1 < buf_used(&c->cin) && d[skip] == '\r' && d[skip + 1] == '\n')
-                skip += 2;
+    if (c->req_scan.lines == 0) {
+        /* Empty lines before a request line are ignored (RFC 9112 2.2). */
+        size_t skip = 0;
+        const char *d = buf_data(&c->cin);
+        while (skip + 1 < buf_used(&c->cin) && d[skip] == '\r' && d[skip + 1] == '\n')
+            skip += 2;
+        if (skip > 0) {
             buf_consume(&c->cin, skip);
-        }
-        if (buf_used(&c->cin) == 0)
-            return;
-        c->head_started = true;
-        long r = scan_request_head(c);
-        if (r == 0)
-            return;
-        if (r < 0) {
-            conn_error(c, (int)-r);
-            return;
-        }
-        c->req_start = base_now_us();
-        bool ok = parse_head(&c->req_parser, s, buf_data(&c->cin), (size_t)r);
-        if (c->state != CONN_PROXY) {
-            if (c->state == CONN_HEAD)
-                conn_error(c, 400);
-            return;
-        }
-        buf_consume(&c->cin, (size_t)r);
-        if (!ok) {
-            conn_error(c, 400);
-            return;
+            c->req_scan.seen = 0; /* offsets moved; only the skipped bytes are searched again */
         }
     }
+    if (buf_used(&c->cin) == 0)
+        return false;
+    c->head_started = true;
+    long r = scan_request_head(c);
+    if (r == 0)
+        return false;
+    if (r < 0) {
+        conn_error(c, (int)-r);
+        return false;
+    }
+    c->req_start = base_now_us();
+    c->head_ok = false;
+    c->head_error = 0;
+    bool ok = parse_head(&c->req_parser, c->worker->scratch, buf_data(&c->cin), (size_t)r);
+    /* The head leaves the input before anything else happens: what follows it is the body or
+     * the next request, never parsed as this one's. */
+    buf_consume(&c->cin, (size_t)r);
+    if (!ok || !c->head_ok) {
+        conn_error(c, c->head_error != 0 ? c->head_error : 400);
+        return false;
+    }
+    conn_set_state(c, CONN_PROXY);
+    return upstream_connect(c) == 0;
+}
+
+void http_request_process(struct conn *c)
+{
+    if (c->state == CONN_HEAD && !request_head(c))
+        return;
     if (c->state != CONN_PROXY || c->req_done)
         return;
     int r = body_feed(&c->req_body, &c->cin, &c->uout, &c->bytes_in);
@@ -889,20 +877,23 @@ void http_response_process(struct conn *c)
     while (c->state == CONN_PROXY && buf_used(&c->uin) > 0) {
         if (!c->resp_head_done) {
             const char *d = buf_data(&c->uin);
-            size_t len = buf_used(&c->uin);
-            const char *end = memmem(d, len, "\r\n\r\n", 4);
-            if (end == NULL) {
-                if (len > c->worker->srv->cfg->limits.max_request_head)
-                    conn_error(c, 502);
+            /* Obs-fold, a bare CR or LF, a NUL or an oversized head: 502, never copied. */
+            long head_len = head_scan(&c->resp_scan, d, buf_used(&c->uin),
+                                      c->worker->srv->cfg->limits.max_request_head, UINT32_MAX);
+            if (head_len == 0)
                 return;
-            }
-            size_t head_len = (size_t)(end + 4 - d);
-            if (!parse_head(&c->resp_parser, s, d, head_len)) {
+            if (head_len < 0) {
                 metrics_upstream_error(c->index, METRICS_UP_FRAMING);
                 conn_error(c, 502);
                 return;
             }
-            buf_consume(&c->uin, head_len);
+            memset(&c->resp_scan, 0, sizeof(c->resp_scan)); /* an informational head: next */
+            if (!parse_head(&c->resp_parser, s, d, (size_t)head_len)) {
+                metrics_upstream_error(c->index, METRICS_UP_FRAMING);
+                conn_error(c, 502);
+                return;
+            }
+            buf_consume(&c->uin, (size_t)head_len);
             if (c->resp_parser.status_code == 101) {
                 conn_tunnel(c);
                 return;

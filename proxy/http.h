@@ -17,11 +17,13 @@ void http_scratch_free(void *scratch);
 void http_conn_init(struct conn *c);
 
 /* http_request_process parses what c->cin holds: heads go to c->uout re-serialised, bodies
- * re-framed. It may call conn_error and upstream_connect. */
+ * re-framed. A head is consumed from c->cin before its exchange starts (upstream_connect).
+ * It may queue an error (conn_error); it reads and writes no socket: conn_event_end does. */
 void http_request_process(struct conn *c);
 
 /* http_response_process parses what c->uin holds into c->cout. It may call conn_error,
- * conn_tunnel and conn_http_cycle_done. */
+ * conn_tunnel and conn_http_cycle_done (which parses a pipelined request); it reads and writes
+ * no socket. */
 void http_response_process(struct conn *c);
 
 /* http_upstream_eof tells the response parser that the upstream closed. */

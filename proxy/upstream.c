@@ -60,8 +60,8 @@ static void pool_unlink(struct worker *w, struct upconn *up)
     }
 }
 
-/* Parks the connection's idle upstream for the next client connection of this listener, so
- * that a gateway's reconnect costs no connect(2). */
+/* Parks the connection's idle upstream for the next request of any client connection of this
+ * listener: a new request costs no connect(2), and idle clients hold no upstream. */
 static bool pool_put(struct conn *c)
 {
     struct worker *w = c->worker;
@@ -73,26 +73,38 @@ static bool pool_put(struct conn *c)
     up->next = w->up_pool;
     w->up_pool = up;
     w->num_up_pool++;
-    up->events = UV_READABLE; /* any byte or EOF from an idle upstream retires it */
-    uv_poll_start(&up->poll, UV_READABLE, up_poll_cb);
+    if (up->events != UV_READABLE) { /* usually already: it was waiting for the response */
+        up->events = UV_READABLE; /* any byte or EOF from an idle upstream retires it */
+        uv_poll_start(&up->poll, UV_READABLE, up_poll_cb);
+    }
     c->up = NULL;
     c->up_state = UP_NONE;
     return true;
 }
 
+/* Tells whether |c|'s request may be sent again if its upstream closes before answering. */
+static bool replayable(const struct conn *c)
+{
+    return c->req_idempotent && c->req_body.kind == BODY_NONE && !c->req_upgrade;
+}
+
+/* Takes an idle upstream of |c|'s listener from the pool. One the upstream closed since the
+ * last poll is found by the read watch, or, for a request that cannot be sent again, by a
+ * non-blocking peek now (a system call the common keep-alive GET does without: if its
+ * upstream turns out closed, it is replayed). */
 static struct upconn *pool_take(struct conn *c)
 {
     struct worker *w = c->worker;
     struct upconn *up = w->up_pool;
+    bool peek = !replayable(c);
     while (up != NULL) {
         struct upconn *next = up->next;
         if (up->index == c->index) {
             pool_unlink(w, up);
             char probe;
-            ssize_t n = recv(up->fd, &probe, 1, MSG_PEEK | MSG_DONTWAIT);
-            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-                uv_poll_stop(&up->poll);
-                up->events = 0;
+            ssize_t n = peek ? recv(up->fd, &probe, 1, MSG_PEEK | MSG_DONTWAIT) : -1;
+            if (!peek || (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))) {
+                /* Still watched for reading, which the exchange wants too: no epoll_ctl. */
                 up->c = c;
                 return up;
             }
@@ -113,12 +125,15 @@ void upstream_pool_close_all(struct worker *w)
     w->num_up_pool = 0;
 }
 
-void upstream_release(struct conn *c)
+void upstream_exchange_done(struct conn *c)
 {
-    bool idle_up = c->up != NULL && c->up_idle && c->up_state == UP_OPEN && !c->up_eof &&
+    /* Reusable: the response was complete and nothing else came (response_done), and the whole
+     * request went out (an upstream that answered early may still expect body bytes). */
+    bool idle_up = c->up != NULL && c->up_reusable && c->up_state == UP_OPEN && !c->up_eof &&
                    buf_used(&c->uout) == 0 && buf_used(&c->uin) == 0;
     if (!idle_up || !pool_put(c))
         upstream_close(c);
+    buf_free(&c->uout); /* what the closed upstream did not take is not for the next one */
 }
 
 /* --- connecting, reading and writing ------------------------------------------------------ */
@@ -165,8 +180,9 @@ static void proxy_v2_header(struct conn *c, struct buf *out)
 }
 
 /* A kept-alive upstream may close an idle connection just as a request goes out on it. A
- * bodiless request that got no byte of answer is sent once more on a fresh connection, as
- * nginx does; anything else gets its 502. */
+ * bodiless idempotent request (RFC 9110 9.2.2: GET, HEAD, OPTIONS, TRACE, PUT, DELETE) that got
+ * no byte of answer is sent once more on a fresh connection, as nginx does; anything else, a
+ * bodiless POST or PATCH included, gets its 502: the upstream may have acted on it. */
 static bool try_replay(struct conn *c)
 {
     if (c->state != CONN_PROXY || buf_used(&c->replay) == 0 || c->resp_sent ||
@@ -190,11 +206,6 @@ static void upstream_failed(struct conn *c, int status)
         metrics_upstream_error(c->index, status == 503 ? METRICS_UP_CONNECT : METRICS_UP_RESET);
     if (c->lc->mode == LISTENER_HTTP && c->state == CONN_PROXY) {
         conn_error(c, status);
-        return;
-    }
-    if (c->state == CONN_HEAD) {
-        upstream_close(c); /* an idle kept-alive upstream went away */
-        conn_update_polls(c);
         return;
     }
     conn_close(c);
@@ -222,6 +233,7 @@ static void up_poll_cb(uv_poll_t *h, int status, int events)
             log_msg(LOG_LEVEL_WARN, "upstream_connect_failed", "listener %s: %s: %s",
                     c->lc->name, c->lc->upstream.text, strerror(err));
             upstream_failed(c, 503);
+            conn_event_end(c);
             return;
         }
         c->up_state = UP_OPEN;
@@ -231,17 +243,15 @@ static void up_poll_cb(uv_poll_t *h, int status, int events)
     }
     if (events & UV_WRITABLE)
         upstream_flush(c);
-    if (c->state != CONN_CLOSING && c->up != NULL && (events & UV_READABLE))
+    if (c->up == up && (events & UV_READABLE))
         up_read(c);
-    if (c->state != CONN_CLOSING)
-        conn_update_polls(c);
+    conn_event_end(c);
 }
 
 int upstream_connect(struct conn *c)
 {
     c->timer_base = conn_now_ms(c);
-    bool reused = c->up_state == UP_OPEN && c->up_idle;
-    c->up_idle = false;
+    bool reused = false;
     if (c->up_state == UP_NONE && c->lc->mode == LISTENER_HTTP && !c->replayed) {
         struct upconn *up = pool_take(c);
         if (up != NULL) {
@@ -250,13 +260,11 @@ int upstream_connect(struct conn *c)
             reused = true;
         }
     }
-    if (reused && !c->replayed && c->req_body.kind == BODY_NONE && !c->req_upgrade)
+    if (reused && replayable(c))
         buf_append(&c->replay, buf_data(&c->uout), buf_used(&c->uout));
     if (c->up_state != UP_NONE) {
         conn_arm_timer(c);
-        upstream_flush(c);
-        conn_update_polls(c);
-        return 0;
+        return 0; /* conn_event_end writes the request */
     }
     const struct config_endpoint *ep = &c->lc->upstream;
     int family = ep->unix_path ? AF_UNIX : ep->addr.ss_family;
@@ -299,7 +307,6 @@ int upstream_connect(struct conn *c)
         c->uout = hdr;
     }
     conn_arm_timer(c);
-    conn_update_polls(c);
     return 0;
 }
 
@@ -338,8 +345,6 @@ static bool can_read_up(struct conn *c)
     case CONN_PROXY:
     case CONN_TUNNEL:
         return buf_used(&c->cout) < CONN_HWM;
-    case CONN_HEAD:
-        return true; /* an idle upstream: notice when it closes */
     default:
         return false;
     }
@@ -375,19 +380,10 @@ static void up_read(struct conn *c)
         if (n > 0) {
             buf_commit(dst, (size_t)n);
             conn_activity(c);
-            if (c->state == CONN_PROXY) {
-                http_response_process(c);
-            } else if (c->state == CONN_HEAD) {
-                upstream_close(c); /* bytes nobody asked for */
-                return;
-            } else {
+            if (c->state == CONN_PROXY)
+                http_response_process(c); /* records; conn_event_end writes */
+            else
                 c->bytes_out += (uint64_t)n;
-            }
-            if (c->state == CONN_CLOSING)
-                return;
-            conn_client_flush(c);
-            if (c->state == CONN_CLOSING)
-                return;
             if ((size_t)n < want)
                 return; /* drained */
             continue;

@@ -26,10 +26,11 @@ struct upconn {
 /* Idle upstream connections a worker keeps for its next client connections. */
 #define UPSTREAM_POOL_MAX 64
 
-/* upstream_connect sends |c|'s pending request bytes upstream: on the connection's open
- * upstream, on an idle one from the worker's pool, or on a new connection to the listener's
- * upstream (http.c calls it when a request head is ready; conn.c for tls and tcp relays).
- * Returns 0, or a negative errno after it has already answered 503 or closed |c|. */
+/* upstream_connect gives |c|'s exchange an upstream connection for the request bytes queued in
+ * c->uout: an idle one from the worker's pool, or a new connection to the listener's upstream
+ * (http.c calls it once a request head is parsed and consumed; conn.c for tls and tcp relays).
+ * It writes nothing: conn_event_end does. Returns 0, or a negative errno after it has already
+ * queued a 503 or closed |c|. */
 int upstream_connect(struct conn *c);
 
 /* upstream_flush writes |c|'s upstream-bound bytes (c->uout) until the socket would block, and
@@ -41,9 +42,10 @@ void upstream_flush(struct conn *c);
  * read from it. */
 void upstream_close(struct conn *c);
 
-/* upstream_release is called when |c| closes: an idle upstream that may take another request
- * is parked in the worker's pool, any other upstream is closed. */
-void upstream_release(struct conn *c);
+/* upstream_exchange_done is called when |c|'s request and response are complete: an upstream
+ * that may take another request goes back to the worker's pool, for the next request of any
+ * client connection; any other is closed. */
+void upstream_exchange_done(struct conn *c);
 
 /* upstream_update_poll starts or stops watching |c|'s upstream socket for what the connection
  * can use now (writability while connecting or blocked, readability while there is room). */

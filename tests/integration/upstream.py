@@ -13,6 +13,8 @@ Two servers, each optional, one thread per connection:
                   /download?bytes=N[&chunked=1]   stream N bytes (Content-Length or chunked)
                   /slow?ms=N                  sleep N ms before answering (echo)
                   /reset                      RST the connection (SO_LINGER 0, close)
+                  /drop                       read the request, then close without answering
+                  /closeafter                 echo (kept alive, no Connection: close), then close
                   /close                      echo, with Connection: close, then close
                   /status?code=N              answer with status N (echo body; none for
                                               204, 304 and 1xx; HEAD never gets a body)
@@ -20,7 +22,8 @@ Two servers, each optional, one thread per connection:
                   /upgrade200                 answer 200 with a body, even to an upgrade request
                   /badframing?kind=K          bad response framing: K = clte (CL and TE),
                                               badcl (Content-Length: 1x), dupcl (two different
-                                              CLs), te (Transfer-Encoding: gzip)
+                                              CLs), te (Transfer-Encoding: gzip), obsfold (a
+                                              folded header line), barecr (a CR inside a line)
   --tcp PORT    raw TCP echo. Echoes every byte; a half-close from the client is answered by a
                 half-close after the echo. A PROXY protocol v2 header at the start of the stream
                 is parsed, recorded (conn-N.proxy.json) and not echoed.
@@ -285,6 +288,12 @@ class HttpHandler:
         elif path == "/reset":
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             return False
+        elif path == "/drop":
+            return False
+        elif path == "/closeafter":
+            self.respond(200, head)
+            time.sleep(0.05)  # the answer is read first; then the idle connection goes away
+            return False
         elif path == "/close":
             self.respond(200, head, close=True)
             return False
@@ -335,6 +344,10 @@ class HttpHandler:
             head = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 7\r\n\r\n"
         elif kind == "te":
             head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n"
+        elif kind == "obsfold":
+            head = b"HTTP/1.1 200 OK\r\nX-Folded: a\r\n b\r\nContent-Length: 5\r\n\r\n"
+        elif kind == "barecr":
+            head = b"HTTP/1.1 200 OK\r\nX-Bare: a\rb\r\nContent-Length: 5\r\n\r\n"
         else:
             head = b"HTTP/1.1 200 OK\r\nContent-Length: -5\r\n\r\n"
         self.send(head + body)
