@@ -2,10 +2,12 @@
 """test_review.py: defects found by a hostile review of this session's merges, in the group
 `rev.`. run.py calls register(itself). Each test failed before its fix."""
 
+import os
 import signal
 import socket
 import threading
 import time
+import urllib.parse
 
 H = None  # run.py's module, set by register()
 
@@ -82,7 +84,7 @@ def t_pool_stray_bytes_not_served(t):
     The GET must not take that connection: the stray bytes would be read as its answer (response
     queue poisoning across clients). Event order is fixed with SIGSTOP: the client's request
     reaches certgate's socket first, then the stray bytes, then certgate runs."""
-    stray = threading.Event()
+    stray, sent = threading.Event(), threading.Event()
 
     def handler(s, n):
         rest = b""
@@ -94,6 +96,7 @@ def t_pool_stray_bytes_not_served(t):
                 s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst")
                 stray.wait(T_WAIT)
                 s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\nX-Stray: 1\r\n\r\nSTRAY!")
+                sent.set()
             else:
                 body = b"own answer %d" % n
                 s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
@@ -111,7 +114,8 @@ def t_pool_stray_bytes_not_served(t):
         victim.sendall(H.get_req("/victim"))
         time.sleep(0.1)
         stray.set()
-        time.sleep(0.2)
+        check(sent.wait(T_WAIT), "the upstream did not send its stray bytes")
+        time.sleep(0.05)  # on loopback they are in certgate's socket buffer now
     finally:
         cg.signal(signal.SIGCONT)
     resp = H.read_response(H.Reader(victim))
@@ -120,10 +124,66 @@ def t_pool_stray_bytes_not_served(t):
     check(resp.status == 200 and resp.body.startswith(b"own answer"), "victim: %r" % resp)
 
 
+# --- XFCC against a naive ',' splitter -------------------------------------------------------
+
+COMMA_CNF = r"""[ req ]
+distinguished_name = dn
+prompt = no
+[ dn ]
+O = certgate demo
+CN = x,By=spiffe://admin.example/root
+[ ext ]
+basicConstraints = critical, CA:false
+keyUsage = critical, digitalSignature
+extendedKeyUsage = clientAuth
+"""
+
+
+def naive_elements(value):
+    """A consumer that splits XFCC elements on ',' and keys on ';' without reading quotes."""
+    return [[p.partition("=") for p in el.split(";")] for el in value.split(",")]
+
+
+def t_xfcc_subject_comma_by(t):
+    """A client whose subject holds ',By=': OpenSSL's RFC 2253 string writes it as '\\,By=',
+    which no trigger byte of the value rule caught, so it was written raw inside Subject's
+    quotes and a consumer splitting elements on ',' saw an element of the client's making
+    starting 'By=spiffe://admin.example/root' (CONTRACT 5: no naive ',' splitter may see a key
+    or element certgate did not write). The value must be in its encoded form."""
+    X = mod("test_xfcc")
+    cnf = os.path.join(X.xdir(), "comma-by.cnf")
+    with open(cnf, "w") as f:
+        f.write(COMMA_CNF)
+    chain, key = X.sign_leaf("comma-by", [], "", config=cnf)
+    up = t.upstream()
+    cg = t.certgate("ecdsa", [H.listener("https", "http", up.http, client_auth="require",
+                                         client_cert_header="xfcc")],
+                    extra={"ca_store": {"dir": X.store_with(t, [])}})
+    res, resp = H.attempt(t, cg.port(), X.ctx_with(chain, key), H.get_req("/echo"))
+    check(res == "ok" and resp.status == 200, "%s %r" % (res, resp))
+    reqs = up.wait_requests(1)
+    value = [v for k, v in reqs[0]["headers"] if k.lower() == "x-forwarded-client-cert"][0]
+    forged = [el for el in naive_elements(value)[1:] if el and el[0][0].strip() == "By"]
+    check(not forged, "a naive ',' splitter reads an element the client wrote: %r in %r"
+          % (forged, value[-160:]))
+    # A quote-aware reader still gets the subject back (percent-decoded).
+    subj = dict(X.xfcc_parse(value)[0])["Subject"]
+    check(urllib.parse.unquote(subj) == X.subject_rfc2253(X.read_chain(chain)[0]),
+          "Subject %r" % subj)
+
+
+def mod(name):
+    """Another test module of this directory, registered with the same harness."""
+    m = __import__(name)
+    m.register(H)
+    return m
+
+
 T_WAIT = 10
 
 TESTS = [
     ("rev.pool_stray_bytes_not_served", t_pool_stray_bytes_not_served),
+    ("rev.xfcc_subject_comma_by", t_xfcc_subject_comma_by),
 ]
 
 
