@@ -172,6 +172,44 @@ def t_xfcc_subject_comma_by(t):
           "Subject %r" % subj)
 
 
+# --- admin API without a token: cross-site requests -------------------------------------------
+
+def admin_raw(port, raw):
+    s = socket.create_connection((H.HOST, port), timeout=5)
+    try:
+        s.sendall(raw)
+        return H.read_response(H.Reader(s))
+    finally:
+        s.close()
+
+
+def t_admin_cross_site_post_refused(t):
+    """Without admin.token_file the Host check stops DNS rebinding, but a page on any web site
+    can still make the visitor's browser POST to http://127.0.0.1:<admin>/reload: a form POST
+    (text/plain) needs no CORS preflight and carries a loopback Host. The browser names the page
+    in Origin; an operator's curl, a probe or Prometheus never sends one. Such a request is
+    refused (403) and no reload happens."""
+    up = t.upstream()
+    cg = t.certgate("ecdsa", [H.listener("https", "http", up.http, client_auth="require")])
+    port = cg.admin_port
+    host = "127.0.0.1:%d" % port
+    body = b"x=1"
+    raw = ("POST /reload HTTP/1.1\r\nHost: %s\r\nOrigin: https://evil.example\r\n"
+           "Content-Type: text/plain\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+           % (host, len(body))).encode() + body
+    resp = admin_raw(port, raw)
+    check(resp.status == 403, "a cross-site POST /reload answered %d %r" % (resp.status,
+                                                                         resp.body[:80]))
+    time.sleep(0.2)
+    check(not [l for l in H.log_lines(cg) if '"admin"' in l and "reload" in l],
+          "the cross-site POST reloaded")
+    # The operator's own call (no Origin) still works.
+    raw = ("POST /reload HTTP/1.1\r\nHost: %s\r\nContent-Length: 0\r\nConnection: close"
+           "\r\n\r\n" % host).encode()
+    resp = admin_raw(port, raw)
+    check(resp.status == 200, "POST /reload without Origin answered %d" % resp.status)
+
+
 def mod(name):
     """Another test module of this directory, registered with the same harness."""
     m = __import__(name)
@@ -184,6 +222,7 @@ T_WAIT = 10
 TESTS = [
     ("rev.pool_stray_bytes_not_served", t_pool_stray_bytes_not_served),
     ("rev.xfcc_subject_comma_by", t_xfcc_subject_comma_by),
+    ("rev.admin_cross_site_post_refused", t_admin_cross_site_post_refused),
 ]
 
 
