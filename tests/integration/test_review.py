@@ -210,6 +210,33 @@ def t_admin_cross_site_post_refused(t):
     check(resp.status == 200, "POST /reload without Origin answered %d" % resp.status)
 
 
+# --- certgate probe against a hostile /ready ----------------------------------------------------
+
+def t_probe_status_line_strict(t):
+    """certgate probe read the status with sscanf("HTTP/1.%*1[01] %3d "): whatever listens on
+    the admin port (another process after a crash) answering "HTTP/1.1 2000" or
+    "HTTP/1.1  200" was taken for a ready certgate (exit 0)."""
+    answer = {}
+
+    def handler(s, n):
+        read_request(s)
+        s.sendall(answer["line"] + b"\r\nContent-Length: 0\r\n\r\n")
+
+    fake = Scripted(t, handler)
+    cfg = H.make_config(t, "ecdsa", [H.listener("https", "http", "127.0.0.1:9")])
+    cfg["admin"] = {"address": fake.addr}
+    path = H.write_config(t, H.yaml_dump(cfg) + "\n")
+    for line in (b"HTTP/1.1 2000 OK", b"HTTP/1.1  200 OK", b"HTTP/1.1 +200 OK",
+                 b"HTTP/1.1 200OK"):
+        answer["line"] = line
+        p = H.run_cmd([H.Opts.binary, "probe", "-c", path], timeout=10)
+        check(p.returncode == 1, "probe took %r for ready: exit %d" % (line, p.returncode))
+    for line in (b"HTTP/1.1 200 OK", b"HTTP/1.0 200"):
+        answer["line"] = line
+        p = H.run_cmd([H.Opts.binary, "probe", "-c", path], timeout=10)
+        check(p.returncode == 0, "probe refused %r: exit %d %s" % (line, p.returncode, p.stderr))
+
+
 def mod(name):
     """Another test module of this directory, registered with the same harness."""
     m = __import__(name)
@@ -223,6 +250,7 @@ TESTS = [
     ("rev.pool_stray_bytes_not_served", t_pool_stray_bytes_not_served),
     ("rev.xfcc_subject_comma_by", t_xfcc_subject_comma_by),
     ("rev.admin_cross_site_post_refused", t_admin_cross_site_post_refused),
+    ("rev.probe_status_line_strict", t_probe_status_line_strict),
 ]
 
 
