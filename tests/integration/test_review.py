@@ -78,6 +78,24 @@ def register(harness):
 
 # --- the upstream pool: a pooled connection that spoke is never handed out ---------------------
 
+def wait_stopped(pid, timeout=5):
+    """Waits until every thread of |pid| is stopped: kill(SIGSTOP) returns before they are, and
+    a thread still running could handle what the test sends next."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        states = []
+        for task in os.listdir("/proc/%d/task" % pid):
+            try:
+                with open("/proc/%d/task/%s/stat" % (pid, task)) as f:
+                    states.append(f.read().rsplit(")", 1)[1].split()[0])
+            except OSError:
+                pass
+        if states and all(st in "tT" for st in states):
+            return
+        time.sleep(0.005)
+    raise H.Failure("certgate did not stop")
+
+
 def t_pool_stray_bytes_not_served(t):
     """An idle pooled upstream connection sends bytes (a buggy or hostile application writing
     past the Content-Length it announced) in the same event-loop round as another client's GET.
@@ -111,6 +129,7 @@ def t_pool_stray_bytes_not_served(t):
     time.sleep(0.2)  # the first exchange's upstream connection is back in the pool
     cg.signal(signal.SIGSTOP)
     try:
+        wait_stopped(cg.pid)
         victim.sendall(H.get_req("/victim"))
         time.sleep(0.1)
         stray.set()
