@@ -256,6 +256,51 @@ def t_probe_status_line_strict(t):
         check(p.returncode == 0, "probe refused %r: exit %d %s" % (line, p.returncode, p.stderr))
 
 
+# --- the allowlist state file: links planted by another user ------------------------------------
+
+def t_allowlist_foreign_symlink_not_followed(t):
+    """The allowlist state file is written through symlinks (Kubernetes volumes), resolved with
+    readlink, which the kernel's fs.protected_symlinks does not guard. With the state file in a
+    shared sticky directory (/tmp-like), another user plants the link: certgate (root) replaced
+    or created the file it names (here a victim file, as it could be /etc/... ). A link owned by
+    neither root nor certgate's user is refused: the PUT fails (500), the victim is untouched."""
+    import pwd
+    if os.geteuid() != 0:
+        return  # needs root to plant a link owned by another user
+    nobody = pwd.getpwnam("nobody")
+    shared = os.path.join(t.dir, "shared")
+    os.makedirs(shared)
+    os.chmod(shared, 0o1777)
+    victim = os.path.join(t.dir, "victim.conf")
+    with open(victim, "w") as f:
+        f.write("precious\n")
+    state = os.path.join(shared, "allowed-subjects.json")
+    os.symlink(victim, state)
+    os.lchown(state, nobody.pw_uid, nobody.pw_gid)
+    up = t.upstream(record_max=4096)
+    # The victim is no JSON array: start with a dangling link, plant the real one after.
+    os.unlink(state)
+    os.symlink(os.path.join(t.dir, "not-yet.json"), state)
+    os.lchown(state, nobody.pw_uid, nobody.pw_gid)
+    cg = t.certgate("ecdsa", [H.listener("https", "http", up.http)],
+                    extra={"access": {"allowed_subjects_file": state}})
+    created = os.path.join(t.dir, "not-yet.json")
+    raw = ("PUT /allowed-client-certificate-subjects/CN%3Dgw HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+           "Content-Length: 0\r\nConnection: close\r\n\r\n").encode()
+    resp = admin_raw(cg.admin_port, raw)
+    check(not os.path.exists(created), "certgate created the file a foreign link names")
+    check(resp.status == 500, "PUT through a foreign link answered %d" % resp.status)
+    os.unlink(state)
+    os.symlink(victim, state)
+    os.lchown(state, nobody.pw_uid, nobody.pw_gid)
+    raw = raw.replace(b"CN%3Dgw", b"CN%3Dgw2")
+    resp = admin_raw(cg.admin_port, raw)
+    with open(victim) as f:
+        check(f.read() == "precious\n", "certgate overwrote the file a foreign link names")
+    check(resp.status == 500, "PUT through a foreign link answered %d" % resp.status)
+    check(os.path.islink(state), "the planted link was replaced")
+
+
 def mod(name):
     """Another test module of this directory, registered with the same harness."""
     m = __import__(name)
@@ -270,6 +315,7 @@ TESTS = [
     ("rev.xfcc_subject_comma_by", t_xfcc_subject_comma_by),
     ("rev.admin_cross_site_post_refused", t_admin_cross_site_post_refused),
     ("rev.probe_status_line_strict", t_probe_status_line_strict),
+    ("rev.allowlist_foreign_symlink_not_followed", t_allowlist_foreign_symlink_not_followed),
 ]
 
 
