@@ -55,6 +55,7 @@ struct request {
     const char *host; /* Host value, NULL when absent */
     size_t host_len;
     bool http10; /* HTTP/1.0: Host is optional */
+    bool origin; /* an Origin header: a browser sent this on a web page's behalf */
     uint64_t content_length;
     size_t head_len;
 };
@@ -191,6 +192,8 @@ static int parse_head(const char *head, size_t len, struct request *rq)
                 return 400;
             rq->host = v;
             rq->host_len = vlen;
+        } else if (eq_nocase(name, name_len, "origin")) {
+            rq->origin = true;
         } else if (eq_nocase(name, name_len, "content-length")) {
             uint64_t n = 0;
             if (vlen == 0 || vlen > 12)
@@ -270,11 +273,16 @@ static bool host_is_loopback(const char *h, size_t len)
 }
 
 /* Without a token nothing but loopback may reach the API (config.c), and the Host check keeps a
- * browser page out. HTTP/1.0 has no Host and no browser speaks it; HTTP/1.1 needs one. */
+ * browser page out. HTTP/1.0 has no Host and no browser speaks it; HTTP/1.1 needs one. A page
+ * of any site can still have the browser POST to http://127.0.0.1:<port>/reload (a form post
+ * needs no CORS preflight, and its Host is loopback): the browser names that page in Origin,
+ * which curl, probes and Prometheus never send. */
 static bool host_allowed(const struct request *rq)
 {
     if (admin_srv->cfg->admin_token_file != NULL)
         return true;
+    if (rq->origin)
+        return false;
     if (rq->host == NULL)
         return rq->http10;
     return host_is_loopback(rq->host, rq->host_len);
@@ -494,7 +502,8 @@ static void route(const struct request *rq, bool public_side, struct buf *out)
     } else if (!public_side && !host_allowed(rq)) {
         respond_text(out, 403,
                      "forbidden: without admin.token_file the admin API answers only requests "
-                     "whose Host is localhost or a loopback address\n",
+                     "whose Host is localhost or a loopback address, and none from a browser "
+                     "page (Origin)\n",
                      NULL);
     } else if (path_is(rq, "/healthz")) {
         if (!get && !head)

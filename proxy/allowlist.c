@@ -482,8 +482,11 @@ static void entries_json(struct buf *out, const struct entry *e, size_t num, boo
 /* The file a write of |path| must replace: |path| itself, or when it is a symlink (a Kubernetes
  * volume, a link into a config tree) the file it points to, followed link by link; a dangling
  * last link names the file to create. Renaming onto the link itself would turn it into a plain
- * file and cut it off from whatever manages the target. Returns a new string, or NULL with
- * errno set (ELOOP after 40 links, as the kernel). */
+ * file and cut it off from whatever manages the target. Only links owned by root or by this
+ * process's user are followed: readlink sidesteps the kernel's fs.protected_symlinks, and a link
+ * another user planted (the state file in a shared directory) would have certgate, often root,
+ * replace or create any file with the allowlist. Returns a new string, or NULL with errno set
+ * (ELOOP after 40 links, as the kernel; EPERM for a link of another user). */
 static char *resolve_target(const char *path)
 {
     char *cur = xstrdup(path);
@@ -493,6 +496,11 @@ static char *resolve_target(const char *path)
             return errno == ENOENT ? cur : (free(cur), NULL);
         if (!S_ISLNK(st.st_mode))
             return cur;
+        if (st.st_uid != 0 && st.st_uid != geteuid()) {
+            free(cur);
+            errno = EPERM;
+            return NULL;
+        }
         size_t cap = (size_t)(st.st_size > 0 ? st.st_size : 255) + 1;
         char *link = xmalloc(cap);
         ssize_t n = readlink(cur, link, cap);

@@ -82,9 +82,17 @@ static int ask_ready(int fd, uint64_t deadline)
             got += (size_t)n;
     }
     head[got] = '\0';
-    int code = 0;
-    if (sscanf(head, "HTTP/1.%*1[01] %3d ", &code) != 1)
+    /* "HTTP/1.x DDD" then SP or CR, exactly: sscanf's %3d took "HTTP/1.1 2000" (or " 200",
+     * "+20") for a status it is not. */
+    if (got < 13 || memcmp(head, "HTTP/1.", 7) != 0 || (head[7] != '0' && head[7] != '1') ||
+        head[8] != ' ' || (head[12] != ' ' && head[12] != '\r'))
         return -EPROTO;
+    int code = 0;
+    for (int i = 9; i < 12; i++) {
+        if (head[i] < '0' || head[i] > '9')
+            return -EPROTO;
+        code = code * 10 + (head[i] - '0');
+    }
     return code;
 }
 

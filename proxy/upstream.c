@@ -88,22 +88,22 @@ static bool replayable(const struct conn *c)
     return c->req_idempotent && c->req_body.kind == BODY_NONE && !c->req_upgrade;
 }
 
-/* Takes an idle upstream of |c|'s listener from the pool. One the upstream closed since the
- * last poll is found by the read watch, or, for a request that cannot be sent again, by a
- * non-blocking peek now (a system call the common keep-alive GET does without: if its
- * upstream turns out closed, it is replayed). */
+/* Takes an idle upstream of |c|'s listener from the pool, after a non-blocking peek: the read
+ * watch retires one that spoke or closed only when its event is handled, and that event may
+ * wait behind this client's in the same loop round. A connection holding bytes nobody asked
+ * for would serve them as this request's answer (another client's, or stray bytes past a
+ * Content-Length), so it is retired here, for every request, replayable or not. */
 static struct upconn *pool_take(struct conn *c)
 {
     struct worker *w = c->worker;
     struct upconn *up = w->up_pool;
-    bool peek = !replayable(c);
     while (up != NULL) {
         struct upconn *next = up->next;
         if (up->index == c->index) {
             pool_unlink(w, up);
             char probe;
-            ssize_t n = peek ? recv(up->fd, &probe, 1, MSG_PEEK | MSG_DONTWAIT) : -1;
-            if (!peek || (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))) {
+            ssize_t n = recv(up->fd, &probe, 1, MSG_PEEK | MSG_DONTWAIT);
+            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
                 /* Still watched for reading, which the exchange wants too: no epoll_ctl. */
                 up->c = c;
                 return up;

@@ -205,10 +205,32 @@ static const uint32_t xfcc_bare_encode[8] = {
  * (Envoy issue 32945). A value is written exactly as Envoy writes it unless it holds a trigger
  * byte; then it is quoted and percent-encoded, so that after the encoding no ';', ',', '"', '\'
  * or control byte is left for any parser, quote-aware or naive, to misread. */
+/* Tells whether an RFC 2253 Subject holds an escaped ',' followed by what reads as a key
+ * ("CN=x\,By=spiffe://..."): a consumer splitting elements on ',' without reading quotes would
+ * take "By=..." for an element of certgate's. "O=Acme\, Inc." stays in Envoy's form. */
+static bool xfcc_subject_forges_key(const char *d, size_t len)
+{
+    for (size_t i = 0; i + 1 < len; i++) {
+        if (d[i] != '\\')
+            continue;
+        if (d[++i] != ',') /* the escaped byte, or the first digit of \XX: not a separator */
+            continue;
+        size_t j = i + 1;
+        while (j < len && (d[j] == ' ' || d[j] == '\t'))
+            j++;
+        size_t k = j;
+        while (k < len && ((d[k] | 0x20) >= 'a' && (d[k] | 0x20) <= 'z'))
+            k++;
+        if (k > j && k < len && d[k] == '=')
+            return true;
+    }
+    return false;
+}
+
 static void xfcc_append_value(struct buf *out, const char *data, size_t len, enum xfcc_value kind)
 {
     const uint32_t *trigger = kind == XFCC_VALUE_SUBJECT ? xfcc_subject_trigger : xfcc_bare_trigger;
-    bool encode = false;
+    bool encode = kind == XFCC_VALUE_SUBJECT && xfcc_subject_forges_key(data, len);
     for (size_t i = 0; i < len && !encode; i++)
         encode = XFCC_IN_SET(trigger, (unsigned char)data[i]);
     bool quote = encode || kind == XFCC_VALUE_SUBJECT;

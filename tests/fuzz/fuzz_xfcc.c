@@ -111,12 +111,39 @@ static void fuzz_check_element(const struct buf *out, const char *const *by, siz
     reparse_free(&h);
 }
 
+/* Tells whether a Subject holds "\\," (an escaped comma, not an escaped backslash before a
+ * comma), then optional spaces or tabs, letters and '=': "CN=x\\,By=..." would give a naive ','
+ * splitter an element "By=...". */
+static bool fuzz_subject_forges_key(const char *v, size_t len)
+{
+    size_t i = 0;
+    while (i + 1 < len) {
+        if (v[i] != '\\') {
+            i++;
+            continue;
+        }
+        if (v[i + 1] == ',') {
+            size_t j = i + 2;
+            while (j < len && (v[j] == ' ' || v[j] == '\t'))
+                j++;
+            size_t k = j;
+            while (k < len && ((v[k] >= 'a' && v[k] <= 'z') || (v[k] >= 'A' && v[k] <= 'Z')))
+                k++;
+            if (k > j && k < len && v[k] == '=')
+                return true;
+        }
+        i += 2;
+    }
+    return false;
+}
+
 /* The slow definition of a written value (CONTRACT section 5): Envoy's form unless the value
- * holds '"', ';', a control byte, a byte >= 0x80, or (bare values: By, URI, DNS) ',' or ' ';
- * then quoted, with those bytes, '%' and '\\' (a Subject keeps its spaces) as %XX. */
+ * holds '"', ';', a control byte, a byte >= 0x80, (Subject) an escaped ',' before a key, or
+ * (bare values: By, URI, DNS) ',' or ' '; then quoted, with those bytes, '%' and '\\' (a
+ * Subject keeps its spaces) as %XX. */
 static void fuzz_expected_value(struct buf *out, const char *v, size_t len, bool subject)
 {
-    bool encode = false;
+    bool encode = subject && fuzz_subject_forges_key(v, len);
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)v[i];
         encode |=

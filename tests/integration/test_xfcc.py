@@ -109,12 +109,14 @@ def by_uris(alg):
 
 def contract_form(raw, subject=False):
     """How CONTRACT section 5 writes a By, Subject, URI or DNS value: as Envoy does (Subject
-    quoted, the others raw) unless it holds '"', ';', a control byte, a byte >= 0x80 or (not
-    Subject) ',' or ' '; then quoted, with those bytes, '%' and '\\' percent-encoded."""
+    quoted, the others raw) unless it holds '"', ';', a control byte, a byte >= 0x80, (Subject)
+    an escaped ',' before a key ("\\,By=") or (not Subject) ',' or ' '; then quoted, with those
+    bytes, '%' and '\\' percent-encoded."""
     def special(c):
         return c in '"%;\\,' or ord(c) < 0x20 or ord(c) >= 0x7f or (not subject and c == " ")
-    if not any(c in '";' or ord(c) < 0x20 or ord(c) >= 0x7f or (not subject and c in ", ")
-               for c in raw):
+    forges = subject and re.search(r"(?<!\\)(?:\\\\)*\\,[ \t]*[A-Za-z]+=", raw)
+    if not forges and not any(c in '";' or ord(c) < 0x20 or ord(c) >= 0x7f or
+                              (not subject and c in ", ") for c in raw):
         return '"%s"' % raw if subject else raw
     return '"%s"' % "".join("%%%02X" % ord(c) if special(c) else c for c in raw)
 
