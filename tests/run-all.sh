@@ -3,7 +3,7 @@
 # against the ASan+UBSan build, then the unit tests and a handful of integration tests under
 # valgrind memcheck) and sums their "N passed, N failed" lines. VALGRIND=0 skips the valgrind
 # part (it is skipped, and said so, when valgrind is not installed).
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 total_pass=0
 total_fail=0
 tally() {
