@@ -7,6 +7,7 @@ requests run, and SIGTERM during a reload. Every test talks to 127.0.0.1 only, i
 time and asserts on outcomes (what the client got, what certgate still serves, how much memory it
 took), not on how fast things happened. run.py calls register(itself)."""
 
+import hashlib
 import json
 import os
 import re
@@ -342,6 +343,45 @@ def t_client_never_reads(t):
     served_ok(t, cg, ctx, "after a client that never read")
 
 
+def t_uploads_never_stall(t):
+    """8 MiB uploads one after the other, two clients at once, for a while: none stalls. (The
+    soak found one in a few hundred waiting forever: the last round of conn_event_end read the
+    client into a full uout that nothing wrote, since a full uout stops reading the client and
+    an upstream that is not blocked is not polled for writing.)"""
+    up, cg, ctx = H.http_env(t, record_max=4096)
+    n = 8 * MIB
+    block = os.urandom(256 * 1024)
+    digest = hashlib.sha256(block * (n // len(block))).hexdigest().encode()
+    stop = time.time() + T(15)
+    done = [0, 0]
+    errors = []
+
+    def client(k):
+        while time.time() < stop and not errors:
+            raw = socket.create_connection((H.HOST, cg.port()), timeout=T(5))
+            s = ctx.wrap_socket(raw, server_hostname="localhost")
+            try:
+                s.sendall(b"POST /body HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d"
+                          b"\r\n\r\n" % n)
+                for _ in range(n // len(block)):
+                    s.sendall(block)
+                resp = H.read_response(H.Reader(s), "POST")
+                if resp.status != 200 or digest not in resp.body:
+                    errors.append("upload %d: %r" % (done[k], resp))
+                done[k] += 1
+            except (OSError, ssl.SSLError, H.Failure) as e:
+                errors.append("upload %d of client %d stalled or failed: %s" % (done[k], k, e))
+            finally:
+                s.close()
+    ths = [threading.Thread(target=client, args=(k,), daemon=True) for k in range(2)]
+    for th in ths:
+        th.start()
+    for th in ths:
+        th.join(T(40))
+    check(not errors, "%s (after %d uploads)" % (errors[0] if errors else "", sum(done)))
+    check(sum(done) > 0, "no upload finished")
+
+
 # ---------------------------------------------------------------------------------------------
 # resources: descriptors and disk
 
@@ -646,6 +686,7 @@ TESTS = [
     ("fault.upstream_oversized_head_502", t_oversized_head),
     ("fault.upstream_never_reads_body", t_upstream_never_reads),
     ("fault.client_never_reads_response", t_client_never_reads),
+    ("fault.uploads_never_stall", t_uploads_never_stall),
     ("fault.nofile_accept_pauses_and_recovers", t_nofile),
     ("fault.disk_full_allowlist_state_survives", t_disk_full),
     ("fault.sighup_storm", t_sighup_storm),
