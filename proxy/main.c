@@ -339,6 +339,9 @@ static int cmd_run(const char *path)
     uv_close((uv_handle_t *)&sig_term, NULL);
     uv_close((uv_handle_t *)&sig_int, NULL);
     uv_close((uv_handle_t *)&sig_hup, NULL);
+    /* libuv gives SIGHUP back its default action, which kills: a late reload request must not
+     * turn a clean exit into death by signal. */
+    signal(SIGHUP, SIG_IGN);
     uv_close((uv_handle_t *)&hup_timer, NULL);
     uv_close((uv_handle_t *)&drain_timer, NULL);
     uv_close((uv_handle_t *)&delay_timer, NULL);
