@@ -33,7 +33,7 @@ LIB_OBJ    = $(PROXY_SRC:%.c=$(BUILD)/%.o) $(CA_SRC:%.c=$(BUILD)/%.o) \
 UNIT_SRC   = $(wildcard tests/unit/test_*.c)
 UNIT_BIN   = $(UNIT_SRC:tests/unit/%.c=$(BUILD)/unit/%)
 
-.PHONY: all deps run test unit integration asan fuzz format lint bench soak clean help
+.PHONY: all deps run test unit integration asan fuzz format lint bench soak soak-rotations clean help
 all: $(BUILD)/certgate
 
 help:
@@ -43,7 +43,8 @@ help:
 	@echo "make test       unit + integration tests, then the same under ASan+UBSan; last line 'N passed, N failed'"
 	@echo "make asan       build into build/asan with ASan+UBSan"
 	@echo "make bench      certgate vs nginx, HAProxy and Caddy on 127.0.0.1 (~5 min; BENCH_* knobs)"
-	@echo "make soak       100 credential rotations per layout under mTLS load (issue 5's long run)"
+	@echo "make soak       SOAK_SECONDS=1800 of mixed mTLS traffic while credentials, tenants and allowlist change"
+	@echo "make soak-rotations  100 credential rotations per layout under mTLS load (issue 5's long run)"
 	@echo "make fuzz       libFuzzer on the header builder and the PROXY parser (clang; FUZZ_SECONDS=60 each)"
 	@echo "make format     clang-format the sources"
 	@echo "make lint       clang-tidy and cppcheck"
@@ -117,8 +118,13 @@ run: deps all
 bench: deps all
 	@scripts/bench/run.sh
 
-# The longer reload soak of issue 5: 100 rotations per layout under load.
+# Issue 14's soak: SOAK_SECONDS (default 1800) of mixed mTLS traffic while credentials rotate,
+# tenants come and go and the allowlist changes (scripts/soak.py says what it reports).
 soak: deps all
+	@python3 scripts/soak.py --binary $(BUILD)/certgate --seconds $${SOAK_SECONDS:-1800}
+
+# The longer reload soak of issue 5: 100 rotations per layout under load.
+soak-rotations: deps all
 	@CERTGATE_RELOAD_ROTATIONS=100 python3 tests/integration/run.py --binary $(BUILD)/certgate -k reload.load_
 
 format:

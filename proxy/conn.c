@@ -642,15 +642,19 @@ void conn_event_end(struct conn *c)
      * (a partial record read ahead, or a record after the last one read): they raise no poll
      * event. Bounded like reads, so one connection cannot starve the others; what is left
      * waits for the next event. */
-    for (int round = 0; round < CONN_READS_PER_EVENT && c->state != CONN_CLOSING; round++) {
+    for (int round = 0; c->state != CONN_CLOSING; round++) {
         if (c->state == CONN_HANDSHAKE || c->state == CONN_PROXY_HEADER)
             break;
         if (!c->up_write_blocked)
             upstream_flush(c);
         if (c->state != CONN_CLOSING && !c->client_write_blocked)
             conn_client_flush(c);
-        if (c->state == CONN_CLOSING || c->state == CONN_FLUSH || c->ssl == NULL ||
-            !can_read_client(c) || !tls_pending(c->ssl))
+        /* The last round only writes: what a read queued must go out now, since a full uout
+         * stops reading the client and an upstream that is not blocked is not polled for
+         * writing, so nothing else would ever send it. */
+        if (round == CONN_READS_PER_EVENT - 1 || c->state == CONN_CLOSING ||
+            c->state == CONN_FLUSH || c->ssl == NULL || !can_read_client(c) ||
+            !tls_pending(c->ssl))
             break; /* lingering reads the socket raw: what the SSL holds is never taken */
         client_read(c);
     }

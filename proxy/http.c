@@ -766,8 +766,13 @@ static int response_head_done(llhttp_t *p)
     buf_append(o, "\r\n", 2);
     c->resp_sent = true;
     s->in_trailers = true;
-    if (!informational)
+    if (!informational) {
         c->resp_head_done = true;
+        /* idle_timeout applies from here: the timer still runs for upstream_response_timeout,
+         * which may be longer (a client that stops reading would be held that long). */
+        c->timer_base = conn_now_ms(c);
+        conn_arm_timer(c);
+    }
     buf_free(&c->replay); /* answered: never sent again */
     return HPE_PAUSED;
 }

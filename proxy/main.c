@@ -27,7 +27,7 @@
 static struct server srv;
 static uv_loop_t *main_loop;
 static uv_signal_t sig_term, sig_int, sig_hup;
-static uv_timer_t drain_timer, delay_timer;
+static uv_timer_t drain_timer, delay_timer, hup_timer;
 static uv_async_t workers_done;
 static uv_thread_t joiner;
 static bool stopping;
@@ -110,10 +110,18 @@ static void stop_cb(uv_signal_t *s, int signum)
     uv_timer_start(&delay_timer, delay_done_cb, lim->shutdown_delay_ms, 0);
 }
 
-static void hup_cb(uv_signal_t *s, int signum)
+static void hup_timer_cb(uv_timer_t *t)
 {
     char err[1024];
     reload_run("signal", true, err, sizeof(err));
+}
+
+/* SIGHUPs that come while a reload runs wait in libuv's signal pipe and are delivered together:
+ * they share one reload on the next loop turn, so a storm of signals costs a reload per turn,
+ * never a backlog of reloads that goes on long after the storm. */
+static void hup_cb(uv_signal_t *s, int signum)
+{
+    uv_timer_start(&hup_timer, hup_timer_cb, 0, 0);
 }
 
 /* warn_forwarding tells the operator of listeners that pass a client's own client-certificate
@@ -309,6 +317,7 @@ static int cmd_run(const char *path)
     uv_signal_init(main_loop, &sig_int);
     uv_signal_start(&sig_int, stop_cb, SIGINT);
     uv_signal_init(main_loop, &sig_hup);
+    uv_timer_init(main_loop, &hup_timer);
     uv_signal_start(&sig_hup, hup_cb, SIGHUP);
     uv_timer_init(main_loop, &drain_timer);
     uv_timer_init(main_loop, &delay_timer);
@@ -330,6 +339,10 @@ static int cmd_run(const char *path)
     uv_close((uv_handle_t *)&sig_term, NULL);
     uv_close((uv_handle_t *)&sig_int, NULL);
     uv_close((uv_handle_t *)&sig_hup, NULL);
+    /* libuv gives SIGHUP back its default action, which kills: a late reload request must not
+     * turn a clean exit into death by signal. */
+    signal(SIGHUP, SIG_IGN);
+    uv_close((uv_handle_t *)&hup_timer, NULL);
     uv_close((uv_handle_t *)&drain_timer, NULL);
     uv_close((uv_handle_t *)&delay_timer, NULL);
     uv_close((uv_handle_t *)&workers_done, NULL);

@@ -6,7 +6,8 @@
 set -eu
 PKGS="build-essential android-libboringssl-dev libuv1-dev libyaml-dev node-llhttp libcmocka-dev
 curl openssl python3 ca-certificates procps strace shellcheck util-linux docker-compose haproxy
-prometheus"
+prometheus valgrind"
+# valgrind: tests/run-all.sh runs the unit tests and some integration tests under memcheck.
 # haproxy is a real PROXY protocol sender for the pin. tests; prometheus is there for promtool
 # (ops.metrics_promtool_after_traffic lints /metrics with `promtool check metrics`): about 19 MB
 # to download, nothing is started in a container.

@@ -1,7 +1,9 @@
 #!/bin/sh
 # run-all.sh: runs every suite (unit tests, integration tests, the integration tests again
-# against the ASan+UBSan build) and sums their "N passed, N failed" lines.
-cd "$(dirname "$0")/.."
+# against the ASan+UBSan build, then the unit tests and a handful of integration tests under
+# valgrind memcheck) and sums their "N passed, N failed" lines. VALGRIND=0 skips the valgrind
+# part (it is skipped, and said so, when valgrind is not installed).
+cd "$(dirname "$0")/.." || exit 1
 total_pass=0
 total_fail=0
 tally() {
@@ -47,6 +49,39 @@ if [ -f tests/integration/run.py ]; then
     UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
         python3 tests/integration/run.py --binary build/asan/certgate --sanitizer 2>&1 | tee "$out/a"
     tally "$out/a" integration-asan
+fi
+# valgrind memcheck (issue 14): about 3 minutes. Definite leaks and every memory error fail; the
+# brute-force loop of test_config samples every 7th position (CERTGATE_UNIT_STRIDE).
+VG="valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite"
+if [ "${VALGRIND:-1}" = 0 ]; then
+    echo "skip valgrind (VALGRIND=0)"
+elif ! command -v valgrind >/dev/null 2>&1; then
+    echo "skip valgrind: not installed (apt-get install valgrind)"
+else
+    for t in build/unit/test_*; do
+        [ -x "$t" ] || continue
+        if CERTGATE_UNIT_STRIDE=7 $VG -q "$t" >"$out/u" 2>&1; then
+            total_pass=$((total_pass + 1))
+            echo "ok   valgrind $t"
+        else
+            total_fail=$((total_fail + 1))
+            echo "FAIL valgrind $t"
+            cat "$out/u"
+        fi
+    done
+    if [ -f tests/integration/run.py ]; then
+        python3 tests/integration/run.py --binary build/certgate --wrapper "$VG" \
+            -k mtls.ecdsa.valid_chain_accepted -k mtls.ecdsa.expired_refused \
+            -k http.keepalive -k http.pipelining -k http.chunked_request_body \
+            -k ws.websocket_echo -k relay.tls_echo -k relay.tcp_proxy_protocol_v2 \
+            -k reload.sighup_swaps_certificate -k xfcc.matrix.sanitize.xfcc \
+            -k allowlist.enforced_handshake_request_resumption -k upstream.reset_502 \
+            -k fault.upstream_malformed_head -k fault.upstream_reset_mid -k fault.disk_full \
+            -k http.chunked_response -k relay.tls_half_close -k drain. \
+            -k reload.tenant_added_changed_removed -k allowlist.admin_calls \
+            2>&1 | tee "$out/v"
+        tally "$out/v" integration-valgrind
+    fi
 fi
 rm -rf "$out"
 echo "$total_pass passed, $total_fail failed"

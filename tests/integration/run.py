@@ -3,8 +3,8 @@
 openssl s_client, Python ssl) against a real build/certgate and the recording upstream in
 upstream.py. Talks only to 127.0.0.1.
 
-usage: tests/integration/run.py [--binary PATH] [--sanitizer] [-k SUBSTRING]... [--list]
-                                [--keep] [-v]
+usage: tests/integration/run.py [--binary PATH] [--sanitizer] [--wrapper CMD] [-k SUBSTRING]...
+                                [--list] [--keep] [-v]
 
 Each test prints `ok NAME` or `FAIL NAME: REASON`; the last line is `N passed, N failed`;
 the exit status is 1 when any test failed. Test names start with their group (cli., admin.,
@@ -16,6 +16,11 @@ ports, and everything started is killed when the test ends.
 --sanitizer: the binary is an ASan/UBSan build: timeouts are tripled and a test fails when a
 certgate process it started wrote "ERROR: AddressSanitizer", "ERROR: LeakSanitizer" or
 "runtime error:" to stderr.
+
+--wrapper CMD: certgate run is started as CMD... certgate run -c FILE (CMD is split like a
+shell word list). When CMD is valgrind, timeouts are multiplied by 10, valgrind writes its report
+to valgrind-PID.log beside the certgate's config (--log-file is added) and a test fails when a
+report does not say "ERROR SUMMARY: 0 errors".
 """
 
 import argparse
@@ -26,6 +31,7 @@ import os
 import random
 import re
 import select
+import shlex
 import shutil
 import signal
 import socket
@@ -50,6 +56,8 @@ SAN_PATTERNS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime erro
 class Opts:
     binary = os.path.join(ROOT, "build", "certgate")
     sanitizer = False
+    wrapper = []  # argv prefix for certgate run (e.g. valgrind and its options)
+    valgrind = False
     scale = 1.0
     keep = False
     verbose = False
@@ -313,7 +321,10 @@ class Certgate:
         self.rc = None
         penv = dict(os.environ)
         penv.update(env or {})
-        self.proc = subprocess.Popen([Opts.binary, "run", "-c", self.path],
+        wrap = list(Opts.wrapper)
+        if Opts.valgrind:
+            wrap.append("--log-file=" + os.path.join(self.dir, "valgrind-%p.log"))
+        self.proc = subprocess.Popen(wrap + [Opts.binary, "run", "-c", self.path],
                                      stdin=subprocess.DEVNULL,
                                      stdout=open(os.path.join(self.dir, "stdout"), "wb"),
                                      stderr=open(self.stderr_path, "wb"), env=penv)
@@ -390,7 +401,32 @@ class Certgate:
                 if i >= 0:
                     problems.append("sanitizer: " + err[i:i + 300].replace("\n", " | "))
                     break
+        if Opts.valgrind:
+            problems += valgrind_problems(self.dir)
         return problems
+
+
+def valgrind_problems(directory):
+    """What the valgrind reports in |directory| found: each must end with 0 errors."""
+    out = []
+    logs = [n for n in os.listdir(directory) if re.fullmatch(r"valgrind-\d+\.log", n)]
+    if not logs:
+        return ["valgrind: no report in %s" % directory]
+    for name in logs:
+        with open(os.path.join(directory, name), errors="replace") as f:
+            text = f.read()
+        m = re.search(r"ERROR SUMMARY: (\d+) errors", text)
+        if m is None:
+            out.append("valgrind: %s has no ERROR SUMMARY (killed?)" % name)
+        elif m.group(1) != "0":
+            first = re.search(r"==\d+== (Invalid|Conditional|Syscall|Mismatched|\d+ bytes in"
+                              r"|Source and destination|Argument)[^\n]*", text)
+            out.append("valgrind: %s errors (%s)" % (m.group(1), first.group(0) if first else "?"))
+            # the report goes with the test's directory: show its start now
+            start = first.start() if first else 0
+            sys.stderr.write("--- %s\n%s\n---\n" % (name, "\n".join(
+                text[start:].split("\n")[:60])))
+    return out
 
 
 def port_open(port):
@@ -1904,6 +1940,8 @@ def main():
     ap = argparse.ArgumentParser(description="certgate integration tests")
     ap.add_argument("--binary", default=Opts.binary)
     ap.add_argument("--sanitizer", action="store_true")
+    ap.add_argument("--wrapper", default="",
+                    help="prefix certgate run with this command (e.g. valgrind and options)")
     ap.add_argument("-k", action="append", default=[], help="run tests whose name contains this")
     ap.add_argument("--list", action="store_true")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
@@ -1912,7 +1950,9 @@ def main():
     args = ap.parse_args()
     Opts.binary = os.path.abspath(args.binary)
     Opts.sanitizer = args.sanitizer
-    Opts.scale = 3.0 if args.sanitizer else 1.0
+    Opts.wrapper = shlex.split(args.wrapper)
+    Opts.valgrind = bool(Opts.wrapper) and os.path.basename(Opts.wrapper[0]) == "valgrind"
+    Opts.scale = 10.0 if Opts.valgrind else 3.0 if args.sanitizer else 1.0
     Opts.keep = args.keep
     Opts.verbose = args.verbose
 

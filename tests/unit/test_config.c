@@ -1141,9 +1141,13 @@ static void test_every_prefix_and_byte(void **state)
     size_t len = strlen(contract_example);
     char *copy = malloc(len + 1);
     assert_non_null(copy);
-    for (size_t i = 0; i <= len; i++)
+    /* Under valgrind (tests/run-all.sh) every prefix and byte would take minutes: a stride
+     * samples the positions, each still with every substitution. */
+    const char *env = getenv("CERTGATE_UNIT_STRIDE");
+    size_t stride = env != NULL && atoi(env) > 0 ? (size_t)atoi(env) : 1;
+    for (size_t i = 0; i <= len; i += stride)
         check_any(contract_example, i);
-    for (size_t i = 0; i < len; i++) {
+    for (size_t i = 0; i < len; i += stride) {
         memcpy(copy, contract_example, len + 1);
         for (size_t j = 0; j < sizeof(subst); j++) {
             copy[i] = subst[j];
