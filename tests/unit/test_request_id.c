@@ -7,7 +7,7 @@
 
 #include <cmocka.h>
 
-#include "http.h"
+#include "exchange/http.h"
 
 static void test_valid_ids(void **state)
 {

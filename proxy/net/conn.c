@@ -1,0 +1,877 @@
+/* conn.c: one client connection's state machine. The client socket is driven with uv_poll and
+ * BoringSSL reads and writes it directly (no memory BIOs, no copies); the upstream socket is
+ * upstream.c's. One timer per connection carries the timeout of the current state. Memory is
+ * freed only in the last close callback. */
+#include "net/conn.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core/base.h"
+#include "core/log.h"
+#include "core/metrics.h"
+#include "exchange/http.h"
+#include "server/listener.h"
+#include "tls/allowlist.h"
+#include "tls/tls.h"
+#include "upstream/upstream.h"
+
+#define LINGER_MS 2000
+
+static const struct config_limits *limits(struct conn *c)
+{
+    return &c->worker->srv->cfg->limits;
+}
+
+uint64_t conn_now_ms(struct conn *c)
+{
+    return uv_now(&c->worker->loop);
+}
+
+void conn_set_state(struct conn *c, enum conn_state to)
+{
+    /* The transitions the design allows; anything else is a bug. */
+    switch (to) {
+    case CONN_HANDSHAKE:
+        ASSERT_TRANSITION(c->state == CONN_PROXY_HEADER);
+        break;
+    case CONN_HEAD:
+        ASSERT_TRANSITION(c->state == CONN_HANDSHAKE || c->state == CONN_PROXY);
+        break;
+    case CONN_PROXY:
+        ASSERT_TRANSITION(c->state == CONN_HEAD);
+        break;
+    case CONN_TUNNEL:
+        ASSERT_TRANSITION(c->state == CONN_PROXY_HEADER || c->state == CONN_HANDSHAKE ||
+                          c->state == CONN_PROXY || c->state == CONN_TUNNEL);
+        break;
+    case CONN_FLUSH:
+        ASSERT_TRANSITION(c->state != CONN_CLOSING);
+        break;
+    case CONN_CLOSING:
+        c->state = to;
+        return; /* no timer: the handles are closing */
+    default:
+        break;
+    }
+    c->state = to;
+    c->timer_base = conn_now_ms(c);
+    conn_arm_timer(c);
+}
+
+/* --- access log ---------------------------------------------------------------------------- */
+
+/* Writes one access-log line. |response_from| is "upstream" or "certgate" for an HTTP
+ * response, NULL for a relayed connection. */
+static void access_log(struct conn *c, const char *response_from)
+{
+    bool http = c->lc->mode == LISTENER_HTTP;
+    uint64_t start = http && c->req_start ? c->req_start : c->start;
+    uint64_t duration_us = base_now_us() - start;
+    if (http)
+        metrics_request(c->index, c->status, duration_us);
+    metrics_bytes(c->index, c->bytes_in, c->bytes_out);
+    if (!c->worker->srv->cfg->log_access)
+        return;
+    bool shook = c->ssl != NULL && c->state != CONN_HANDSHAKE;
+    char peer[CONN_ADDR_TEXT_MAX];
+    conn_client_addr_text(c, peer, sizeof(peer), true);
+    struct buf b = {0};
+    log_begin(&b, LOG_LEVEL_INFO, "access");
+    log_str(&b, "listener", c->lc->name);
+    log_str(&b, "tenant", shook ? tls_tenant(c->ssl) : NULL);
+    if (shook && c->client_subject == NULL)
+        c->client_subject = tls_peer_subject(c->ssl);
+    log_str(&b, "subject", c->client_subject);
+    if (buf_used(&c->req_log) > 0) {
+        buf_append(&b, buf_data(&c->req_log), buf_used(&c->req_log));
+    } else {
+        /* A relay, or a request refused before its head could be read. */
+        static const char *const none[] = {"method", "path", "host", "user_agent"};
+        for (size_t i = 0; i < ARRAY_SIZE(none); i++)
+            log_str(&b, none[i], NULL);
+        char id[HTTP_REQUEST_ID_NEW_LEN + 1];
+        log_str(&b, "request_id", http ? http_new_request_id(id) : NULL);
+    }
+    if (http)
+        log_num(&b, "status", c->status);
+    else
+        log_str(&b, "status", NULL);
+    log_str(&b, "response_from", response_from);
+    log_num(&b, "bytes_in", (long long)c->bytes_in);
+    log_num(&b, "bytes_out", (long long)c->bytes_out);
+    log_num(&b, "duration_ms", (long long)(duration_us / 1000));
+    log_num(&b, "duration_us", (long long)duration_us);
+    log_str(&b, "upstream", c->lc->upstream.text);
+    log_str(&b, "tls_version", c->ssl ? tls_version(c->ssl) : NULL);
+    log_str(&b, "peer", peer);
+    log_str(&b, "sni", c->ssl ? tls_sni(c->ssl) : NULL);
+    log_end(&b);
+}
+
+/* --- timers -------------------------------------------------------------------------------- */
+
+static uint64_t state_timeout(struct conn *c)
+{
+    const struct config_limits *lim = limits(c);
+    switch (c->state) {
+    case CONN_PROXY_HEADER: /* one timeout covers the header and the handshake after it */
+    case CONN_HANDSHAKE:
+        return lim->handshake_timeout_ms;
+    case CONN_HEAD:
+        if (c->head_started || c->num_requests == 0)
+            return lim->request_head_timeout_ms;
+        return lim->idle_timeout_ms;
+    case CONN_PROXY:
+        if (c->up_state == UP_CONNECTING)
+            return lim->upstream_connect_timeout_ms;
+        if (!c->resp_head_done && c->req_done)
+            return lim->upstream_response_timeout_ms;
+        return lim->idle_timeout_ms;
+    case CONN_TUNNEL:
+        if (c->up_state == UP_CONNECTING)
+            return lim->upstream_connect_timeout_ms;
+        return lim->idle_timeout_ms;
+    case CONN_FLUSH:
+        return c->lingering ? LINGER_MS : lim->idle_timeout_ms;
+    default:
+        return 0;
+    }
+}
+
+static void proxy_header_refused(struct conn *c, const char *why);
+
+static void on_timeout(struct conn *c)
+{
+    switch (c->state) {
+    case CONN_PROXY_HEADER:
+        /* A v1v2 client that sent nothing is only a slow client, as in a handshake. */
+        if (c->lc->accept_proxy_protocol == ACCEPT_PROXY_REQUIRED || buf_used(&c->cin) > 0) {
+            proxy_header_refused(c, "no complete PROXY protocol header within "
+                                    "limits.handshake_timeout");
+            return;
+        }
+        if (c->lc->mode != LISTENER_TCP)
+            metrics_handshake(c->index, METRICS_HS_ERROR);
+        break;
+    case CONN_HANDSHAKE:
+        metrics_handshake(c->index, METRICS_HS_ERROR);
+        break;
+    case CONN_HEAD:
+        if (c->head_started && buf_used(&c->cin) > 0) {
+            conn_error(c, 408);
+            return;
+        }
+        break;
+    case CONN_PROXY:
+        if (c->up_state == UP_CONNECTING) {
+            metrics_upstream_error(c->index, METRICS_UP_CONNECT);
+            conn_error(c, 503);
+            return;
+        }
+        if (!c->resp_head_done) {
+            metrics_upstream_error(c->index, METRICS_UP_TIMEOUT);
+            conn_error(c, 504);
+            return;
+        }
+        break;
+    default:
+        break;
+    }
+    conn_close(c);
+}
+
+static void timer_cb(uv_timer_t *t)
+{
+    struct conn *c = t->data;
+    uint64_t deadline = c->timer_base + state_timeout(c);
+    uint64_t now = conn_now_ms(c);
+    if (now < deadline) {
+        uv_timer_start(&c->timer, timer_cb, deadline - now, 0);
+        return;
+    }
+    on_timeout(c);
+    conn_event_end(c);
+}
+
+void conn_arm_timer(struct conn *c)
+{
+    if (c->state == CONN_CLOSING)
+        return;
+    uint64_t deadline = c->timer_base + state_timeout(c);
+    uint64_t now = conn_now_ms(c);
+    uv_timer_start(&c->timer, timer_cb, deadline > now ? deadline - now : 0, 0);
+}
+
+/* Streaming states time out on inactivity: moving the base is enough, the timer catches up. */
+void conn_activity(struct conn *c)
+{
+    bool awaiting_head = c->state == CONN_PROXY && c->req_done && !c->resp_head_done;
+    if (c->state == CONN_TUNNEL || (c->state == CONN_PROXY && !awaiting_head))
+        c->timer_base = conn_now_ms(c);
+}
+
+void conn_tunnel_maybe_done(struct conn *c)
+{
+    if (c->state != CONN_TUNNEL)
+        return;
+    if (c->up_eof && buf_used(&c->cout) == 0 && !c->client_shut_wr) {
+        c->client_shut_wr = true;
+        if (c->ssl != NULL)
+            tls_shutdown(c->ssl);
+        else
+            shutdown(c->fd, SHUT_WR);
+    }
+    if (c->up_eof && c->client_eof && buf_used(&c->cout) == 0 && buf_used(&c->uout) == 0)
+        conn_close(c);
+}
+
+/* --- client -------------------------------------------------------------------------------- */
+
+static bool can_read_client(struct conn *c)
+{
+    if (c->client_eof)
+        return false;
+    switch (c->state) {
+    case CONN_HEAD:
+        return buf_used(&c->cin) <= limits(c)->max_request_head;
+    case CONN_PROXY:
+        /* After the request, keep the socket readable: a pipelined request is buffered
+         * (bounded like a head) instead of turning the poll off and on for every request. */
+        if (c->req_done)
+            return buf_used(&c->cin) <= limits(c)->max_request_head;
+        return buf_used(&c->uout) < CONN_HWM;
+    case CONN_TUNNEL:
+        return buf_used(&c->uout) < CONN_HWM;
+    case CONN_FLUSH:
+        return c->lingering;
+    default:
+        return false;
+    }
+}
+
+static void client_eof(struct conn *c)
+{
+    c->client_eof = true;
+    switch (c->state) {
+    case CONN_PROXY:
+        if (!c->req_done) {
+            conn_close(c); /* the client gave up half-way through its request */
+            return;
+        }
+        c->close_after = true;
+        break;
+    case CONN_TUNNEL:
+        if (buf_used(&c->uout) == 0 && c->up != NULL && c->up_state == UP_OPEN &&
+            !c->up_shut_wr) {
+            shutdown(c->up->fd, SHUT_WR);
+            c->up_shut_wr = true;
+        }
+        conn_tunnel_maybe_done(c);
+        break;
+    default:
+        conn_close(c);
+        break;
+    }
+}
+
+static void client_read(struct conn *c)
+{
+    c->client_read_wants_write = false;
+    for (int i = 0; i < CONN_READS_PER_EVENT && can_read_client(c); i++) {
+        if (c->state == CONN_FLUSH) {
+            char discard[4096];
+            ssize_t n = recv(c->fd, discard, sizeof(discard), 0);
+            if (n > 0)
+                continue;
+            if (n < 0 && (errno == EAGAIN || errno == EINTR))
+                return;
+            conn_close(c);
+            return;
+        }
+        struct buf *dst = c->state == CONN_TUNNEL ? &c->uout : &c->cin;
+        char *p = buf_reserve(dst, CONN_READ_SIZE);
+        int n;
+        if (c->ssl != NULL) {
+            n = tls_read(c->ssl, p, CONN_READ_SIZE);
+        } else {
+            ssize_t r = recv(c->fd, p, CONN_READ_SIZE, 0);
+            n = r > 0 ? (int)r : r == 0 ? TLS_EOF
+                      : (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) ? TLS_WANT_READ
+                                                                                    : TLS_ERROR;
+        }
+        if (n > 0) {
+            buf_commit(dst, (size_t)n);
+            conn_activity(c);
+            if (c->state == CONN_HEAD && !c->head_started) {
+                c->head_started = true;
+                c->timer_base = conn_now_ms(c);
+                conn_arm_timer(c);
+            }
+            if (c->state == CONN_TUNNEL)
+                c->bytes_in += (uint64_t)n;
+            else
+                http_request_process(c); /* records; conn_event_end writes */
+            /* A short read drained the socket: the next read would only say EAGAIN. */
+            if ((size_t)n < CONN_READ_SIZE && (c->ssl == NULL || !tls_pending(c->ssl)))
+                return;
+            continue;
+        }
+        if (buf_used(dst) == 0)
+            buf_free(dst);
+        if (n == TLS_WANT_READ)
+            return;
+        if (n == TLS_WANT_WRITE) {
+            c->client_read_wants_write = true;
+            return;
+        }
+        if (n == TLS_EOF) {
+            client_eof(c);
+            return;
+        }
+        conn_close(c);
+        return;
+    }
+}
+
+static void finish_flush(struct conn *c)
+{
+    /* Everything is written: say goodbye, then read until the client closes so that the kernel
+     * does not answer its late bytes with a reset that would destroy our response. */
+    if (c->ssl != NULL)
+        tls_shutdown(c->ssl);
+    shutdown(c->fd, SHUT_WR);
+    c->lingering = true;
+    c->client_eof = false;
+    c->timer_base = conn_now_ms(c);
+    conn_arm_timer(c);
+}
+
+void conn_client_flush(struct conn *c)
+{
+    if (c->tls_flush_pending && buf_used(&c->cout) == 0) {
+        int r = tls_flush(c->ssl);
+        if (r == TLS_WANT_WRITE || r == TLS_WANT_READ) {
+            c->client_write_blocked = true;
+            return;
+        }
+        c->tls_flush_pending = false;
+        if (r == TLS_ERROR) {
+            conn_close(c);
+            return;
+        }
+    }
+    while (buf_used(&c->cout) > 0) {
+        int n;
+        if (c->ssl != NULL) {
+            n = tls_write(c->ssl, buf_data(&c->cout), buf_used(&c->cout));
+        } else {
+            ssize_t r = send(c->fd, buf_data(&c->cout), buf_used(&c->cout), MSG_NOSIGNAL);
+            n = r > 0 ? (int)r
+                      : (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+                            ? TLS_WANT_WRITE
+                            : TLS_ERROR;
+        }
+        if (n > 0) {
+            buf_consume(&c->cout, (size_t)n);
+            conn_activity(c);
+            continue;
+        }
+        if (n == TLS_WANT_WRITE || n == TLS_WANT_READ) {
+            c->client_write_blocked = true;
+            return;
+        }
+        conn_close(c);
+        return;
+    }
+    c->client_write_blocked = false;
+    if (c->state == CONN_FLUSH && !c->lingering)
+        finish_flush(c);
+    else if (c->state == CONN_TUNNEL)
+        conn_tunnel_maybe_done(c);
+}
+
+static void handshake_done(struct conn *c)
+{
+    if (tls_resumed(c->ssl)) {
+        int r = tls_check_resumed(c->ssl);
+        if (r == TLS_WANT_VERIFY) {
+            c->hs_verify_pending = true; /* verify_resume runs the handshake (done) again */
+            return;
+        }
+        if (r != 1) {
+            conn_close(c);
+            return;
+        }
+    }
+    metrics_handshake(c->index, tls_resumed(c->ssl) ? METRICS_HS_RESUMED : METRICS_HS_OK);
+    c->tls_flush_pending = true; /* conn_event_end sends the session tickets */
+    if (c->lc->mode == LISTENER_TLS) {
+        if (!conn_allowed(c)) { /* a resumed session skipped the verify callback */
+            log_msg(LOG_LEVEL_WARN, "connection_refused",
+                    "listener %s: the client's subject is not in the allowlist", c->lc->name);
+            conn_close(c);
+            return;
+        }
+        conn_set_state(c, CONN_TUNNEL);
+        upstream_connect(c);
+        return;
+    }
+    conn_set_state(c, CONN_HEAD);
+    client_read(c);
+}
+
+static void do_handshake(struct conn *c)
+{
+    int r = tls_handshake(c->ssl);
+    c->hs_want_write = false;
+    c->hs_verify_pending = false;
+    if (r == 1) {
+        handshake_done(c);
+        return;
+    }
+    if (r == TLS_WANT_READ)
+        return;
+    if (r == TLS_WANT_VERIFY) {
+        c->hs_verify_pending = true; /* verify_resume continues */
+        return;
+    }
+    if (r == TLS_WANT_WRITE) {
+        c->hs_want_write = true;
+        return;
+    }
+    conn_close(c);
+}
+
+static uv_loop_t *loop_of(void *app)
+{
+    struct conn *c = app;
+    return c != NULL ? &c->worker->loop : NULL;
+}
+
+/* An OCSP query of |app|'s handshake finished: run the handshake on. */
+static void verify_resume(void *app)
+{
+    struct conn *c = app;
+    if (c == NULL || c->state != CONN_HANDSHAKE || !c->hs_verify_pending)
+        return;
+    do_handshake(c);
+    conn_event_end(c);
+}
+
+void conn_init_hooks(void)
+{
+    tls_set_async_hooks(loop_of, verify_resume);
+}
+
+static void proxy_header_read(struct conn *c);
+
+static void client_poll_cb(uv_poll_t *h, int status, int events)
+{
+    struct conn *c = h->data;
+    if (status < 0)
+        events |= UV_READABLE | UV_WRITABLE;
+    if (c->state == CONN_PROXY_HEADER) {
+        proxy_header_read(c);
+    } else if (c->state == CONN_HANDSHAKE) {
+        do_handshake(c);
+    } else {
+        if (events & UV_WRITABLE)
+            conn_client_flush(c);
+        if ((events & UV_READABLE) || (c->client_read_wants_write && (events & UV_WRITABLE)))
+            client_read(c);
+    }
+    conn_event_end(c);
+}
+
+static void update_polls(struct conn *c)
+{
+    int ev = 0;
+    if (c->state == CONN_PROXY_HEADER)
+        ev = UV_READABLE;
+    else if (c->state == CONN_HANDSHAKE)
+        ev = c->hs_verify_pending ? 0 : c->hs_want_write ? UV_WRITABLE : UV_READABLE;
+    else {
+        if (can_read_client(c))
+            ev |= UV_READABLE;
+        if (c->client_write_blocked || c->client_read_wants_write)
+            ev |= UV_WRITABLE;
+    }
+    if (ev != c->poll_events) {
+        c->poll_events = ev;
+        if (ev)
+            uv_poll_start(&c->poll, ev, client_poll_cb);
+        else
+            uv_poll_stop(&c->poll);
+    }
+    upstream_update_poll(c);
+}
+
+/* --- client address and PROXY protocol header ---------------------------------------------- */
+
+static socklen_t addr_len(const union proxy_proto_addr *a)
+{
+    return a->sa.sa_family == AF_INET    ? sizeof(a->in)
+           : a->sa.sa_family == AF_INET6 ? sizeof(a->in6)
+                                         : 0;
+}
+
+const struct sockaddr *conn_client_addr(const struct conn *c, socklen_t *out_len)
+{
+    const union proxy_proto_addr *a = c->pp != NULL ? &c->pp->src : &c->peer;
+    if (out_len != NULL)
+        *out_len = addr_len(a);
+    return &a->sa;
+}
+
+static void addr_text(const union proxy_proto_addr *a, char *out, size_t len, bool with_port)
+{
+    char ip[INET6_ADDRSTRLEN];
+    bool v6 = a->sa.sa_family == AF_INET6;
+    if ((a->sa.sa_family != AF_INET && !v6) ||
+        inet_ntop(a->sa.sa_family, v6 ? (const void *)&a->in6.sin6_addr : &a->in.sin_addr, ip,
+                  sizeof(ip)) == NULL) {
+        snprintf(out, len, "unknown");
+        return;
+    }
+    unsigned port = ntohs(v6 ? a->in6.sin6_port : a->in.sin_port);
+    if (!with_port)
+        snprintf(out, len, "%s", ip);
+    else
+        snprintf(out, len, v6 ? "[%s]:%u" : "%s:%u", ip, port);
+}
+
+void conn_client_addr_text(const struct conn *c, char *out, size_t len, bool with_port)
+{
+    addr_text(c->pp != NULL ? &c->pp->src : &c->peer, out, len, with_port);
+}
+
+static void conn_start(struct conn *c);
+
+/* Counts and logs a connection refused for its PROXY protocol header, and closes it. */
+static void proxy_header_refused(struct conn *c, const char *why)
+{
+    metrics_proxy_protocol_error(c->index);
+    if (log_enabled(LOG_LEVEL_WARN)) {
+        char peer[CONN_ADDR_TEXT_MAX];
+        addr_text(&c->peer, peer, sizeof(peer), true);
+        struct buf b = {0};
+        log_begin(&b, LOG_LEVEL_WARN, "proxy_protocol_refused");
+        log_str(&b, "listener", c->lc->name);
+        log_str(&b, "peer", peer);
+        log_str(&b, "reason", why);
+        log_end(&b);
+    }
+    conn_close(c);
+}
+
+/* The header (or, on a v1v2 listener, its absence) is known: the connection goes on as its
+ * listener's mode says, with the socket positioned just after the header. */
+static void proxy_header_done(struct conn *c, const struct proxy_proto_hdr *hdr)
+{
+    if (hdr != NULL && hdr->has_addrs) {
+        c->pp = xmalloc(sizeof(*c->pp));
+        *c->pp = *hdr;
+    }
+    conn_start(c);
+}
+
+/* Reads the PROXY protocol header with MSG_PEEK, so that not a byte after it is taken from the
+ * socket BoringSSL reads next. A header that arrives in pieces is taken into c->cin as it comes
+ * (else the bytes left in the socket would wake the poll again at once, forever): they are a
+ * prefix of a header, which no TLS stream can start with. */
+static void proxy_header_read(struct conn *c)
+{
+    uint8_t data[PROXY_PROTO_MAX];
+    size_t held = buf_used(&c->cin);
+    if (held > 0)
+        memcpy(data, buf_data(&c->cin), held);
+    ssize_t n = recv(c->fd, data + held, sizeof(data) - held, MSG_PEEK);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        return;
+    bool required = c->lc->accept_proxy_protocol == ACCEPT_PROXY_REQUIRED;
+    if (n <= 0) {
+        /* A connect-and-close probe with no byte at all is no protocol error. */
+        if (held > 0)
+            proxy_header_refused(c, "the connection ended inside a PROXY protocol header");
+        else
+            conn_close(c);
+        return;
+    }
+    struct proxy_proto_hdr hdr;
+    size_t have = held + (size_t)n;
+    long r = proxy_proto_parse(&hdr, data, have);
+    if (r == 0 && have < sizeof(data)) {
+        ssize_t got = recv(c->fd, data + held, (size_t)n, 0);
+        if (got > 0)
+            buf_append(&c->cin, data + held, (size_t)got);
+        return;
+    }
+    if (r == -ENOENT && !required && (held == 0 || c->lc->mode == LISTENER_TCP)) {
+        if (held > 0) /* a tcp stream that began like a header */
+            buf_append(&c->uout, buf_data(&c->cin), held);
+        buf_free(&c->cin);
+        proxy_header_done(c, NULL);
+        return;
+    }
+    if (r <= 0) {
+        proxy_header_refused(c, r == -ENOENT   ? "the connection did not start with a PROXY "
+                                                 "protocol header (accept_proxy_protocol: required)"
+                                : r == -EINVAL ? hdr.error
+                                               : "the PROXY protocol header is too long");
+        return;
+    }
+    size_t take = (size_t)r - held;
+    if (recv(c->fd, data + held, take, 0) != (ssize_t)take) {
+        conn_close(c); /* peeked bytes cannot vanish; a socket error can */
+        return;
+    }
+    buf_free(&c->cin);
+    proxy_header_done(c, &hdr);
+}
+
+void conn_event_end(struct conn *c)
+{
+    /* Each round writes what the event's parsing queued, then takes bytes the SSL already holds
+     * (a partial record read ahead, or a record after the last one read): they raise no poll
+     * event. Bounded like reads, so one connection cannot starve the others; what is left
+     * waits for the next event. */
+    for (int round = 0; round < CONN_READS_PER_EVENT && c->state != CONN_CLOSING; round++) {
+        if (c->state == CONN_HANDSHAKE || c->state == CONN_PROXY_HEADER)
+            break;
+        if (!c->up_write_blocked)
+            upstream_flush(c);
+        if (c->state != CONN_CLOSING && !c->client_write_blocked)
+            conn_client_flush(c);
+        if (c->state == CONN_CLOSING || c->state == CONN_FLUSH || c->ssl == NULL ||
+            !can_read_client(c) || !tls_pending(c->ssl))
+            break; /* lingering reads the socket raw: what the SSL holds is never taken */
+        client_read(c);
+    }
+    if (c->state != CONN_CLOSING)
+        update_polls(c);
+}
+
+/* --- lifecycle ----------------------------------------------------------------------------- */
+
+/* Starts the listener's protocol once the client is known. */
+static void conn_start(struct conn *c)
+{
+    if (c->lc->mode == LISTENER_TCP) {
+        conn_set_state(c, CONN_TUNNEL);
+        upstream_connect(c);
+        return;
+    }
+    socklen_t len = 0;
+    const struct sockaddr *client = conn_client_addr(c, &len);
+    c->ssl = tls_new_ssl(c->gen, c->index, c->fd, c, len ? client : NULL, len);
+    if (c->state == CONN_PROXY_HEADER) {
+        uint64_t base = c->timer_base; /* the header and the handshake share one timeout */
+        conn_set_state(c, CONN_HANDSHAKE);
+        c->timer_base = base;
+    }
+    conn_arm_timer(c);
+    do_handshake(c);
+}
+
+void conn_accept(struct worker *w, size_t index, int fd, const struct sockaddr *peer,
+                 socklen_t peer_len)
+{
+    struct conn *c = xcalloc(1, sizeof(*c));
+    c->worker = w;
+    c->index = index;
+    c->lc = &w->srv->cfg->listeners[index];
+    c->fd = fd;
+    c->gen = listener_gen(w->srv);
+    c->checked_gen_id = tls_gen_id(c->gen);
+    c->start = base_now_us();
+    if (peer != NULL && peer_len <= sizeof(c->peer))
+        memcpy(&c->peer, peer, peer_len);
+    bool proxied = c->lc->accept_proxy_protocol != ACCEPT_PROXY_OFF;
+    c->state = proxied ? CONN_PROXY_HEADER : CONN_HANDSHAKE;
+    c->draining = w->closing; /* accepted during the shutdown delay: one response, then close */
+    c->timer_base = conn_now_ms(c);
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    uv_poll_init(&w->loop, &c->poll, fd);
+    c->poll.data = c;
+    uv_timer_init(&w->loop, &c->timer);
+    c->timer.data = c;
+    c->next = w->conns;
+    if (w->conns != NULL)
+        w->conns->prev = c;
+    w->conns = c;
+    w->num_conns++;
+    metrics_conn_open(index);
+    http_conn_init(c);
+    if (proxied)
+        conn_arm_timer(c); /* the poll says when the header comes */
+    else
+        conn_start(c);
+    conn_event_end(c);
+}
+
+static void conn_close_cb(uv_handle_t *h)
+{
+    struct conn *c = h->data;
+    if (--c->pending_closes > 0)
+        return;
+    tls_free(c->ssl);
+    close(c->fd);
+    buf_free(&c->cin);
+    buf_free(&c->cout);
+    buf_free(&c->uin);
+    buf_free(&c->uout);
+    buf_free(&c->replay);
+    buf_free(&c->req_log);
+    free(c->client_subject);
+    free(c->cc_headers);
+    free(c->cc_element);
+    free(c->pp);
+    tls_gen_unref(c->gen);
+    free(c);
+}
+
+void conn_close(struct conn *c)
+{
+    if (c->state == CONN_CLOSING)
+        return;
+    if (c->lc->mode != LISTENER_HTTP && c->state == CONN_TUNNEL)
+        access_log(c, NULL);
+    conn_set_state(c, CONN_CLOSING);
+    upstream_close(c);
+    struct worker *w = c->worker;
+    if (c->prev != NULL)
+        c->prev->next = c->next;
+    else
+        w->conns = c->next;
+    if (c->next != NULL)
+        c->next->prev = c->prev;
+    w->num_conns--;
+    metrics_conn_close(c->index);
+    c->pending_closes = 2;
+    uv_close((uv_handle_t *)&c->poll, conn_close_cb);
+    uv_close((uv_handle_t *)&c->timer, conn_close_cb);
+    listener_conn_closed(w, c);
+}
+
+void conn_error(struct conn *c, int status)
+{
+    if (c->state == CONN_FLUSH || c->state == CONN_CLOSING)
+        return;
+    if (c->lc->mode != LISTENER_HTTP || c->state == CONN_HANDSHAKE ||
+        c->state == CONN_PROXY_HEADER) {
+        conn_close(c);
+        return;
+    }
+    if (c->resp_sent) {
+        conn_close(c); /* part of a response is out: a clean error is impossible */
+        return;
+    }
+    c->status = status;
+    if (c->req_start == 0)
+        c->req_start = base_now_us();
+    access_log(c, "certgate");
+    upstream_close(c);
+    buf_free(&c->uout);
+    http_error_response(c, status);
+    conn_set_state(c, CONN_FLUSH); /* conn_event_end writes it */
+}
+
+void conn_request_done(struct conn *c)
+{
+    c->req_done = true;
+    c->timer_base = conn_now_ms(c); /* upstream_response_timeout starts now */
+    conn_arm_timer(c);
+    if (c->resp_done)
+        conn_http_cycle_done(c);
+}
+
+void conn_http_cycle_done(struct conn *c)
+{
+    access_log(c, "upstream");
+    buf_free(&c->req_log);
+    c->num_requests++;
+    /* The upstream connection belongs to the exchange, not to the client: a client idling
+     * between requests holds none (HAProxy's and nginx's upstream keep-alive). */
+    upstream_exchange_done(c);
+    if (c->close_after || c->draining || !c->req_keep_alive) {
+        conn_set_state(c, CONN_FLUSH); /* conn_event_end writes what is left, then says goodbye */
+        return;
+    }
+    c->req_done = c->req_chunked = c->req_head_method = c->req_http10 = false;
+    c->req_upgrade = c->resp_head_done = c->resp_chunked = c->resp_done = false;
+    c->resp_until_close = c->resp_sent = c->close_after = c->head_started = false;
+    c->up_reusable = c->replayed = c->req_idempotent = false;
+    buf_free(&c->replay);
+    c->status = 0;
+    memset(&c->req_scan, 0, sizeof(c->req_scan));
+    memset(&c->resp_scan, 0, sizeof(c->resp_scan));
+    c->bytes_in = c->bytes_out = 0;
+    c->req_start = 0;
+    conn_set_state(c, CONN_HEAD);
+    if (buf_used(&c->cin) > 0) {
+        c->head_started = true;
+        http_request_process(c); /* a pipelined request: parsed now, written by conn_event_end */
+    }
+}
+
+void conn_tunnel(struct conn *c)
+{
+    /* What follows the 101 on either side is no longer HTTP. */
+    buf_append(&c->cout, buf_data(&c->uin), buf_used(&c->uin));
+    buf_free(&c->uin);
+    buf_append(&c->uout, buf_data(&c->cin), buf_used(&c->cin));
+    buf_free(&c->cin);
+    access_log(c, "upstream");
+    conn_set_state(c, CONN_TUNNEL); /* conn_event_end writes both queues */
+}
+
+bool conn_still_trusted(struct conn *c)
+{
+    struct server *srv = c->worker->srv;
+    if (c->ssl == NULL || c->untrusted)
+        return !c->untrusted;
+    if (atomic_load_explicit(&srv->gen, memory_order_acquire) == c->gen)
+        return true;
+    struct tls_gen *gen = listener_gen(srv);
+    uint64_t id = tls_gen_id(gen);
+    if (id > c->checked_gen_id) {
+        c->checked_gen_id = id;
+        c->untrusted = !tls_reverify(gen, c->index, c->ssl);
+    }
+    tls_gen_unref(gen);
+    return !c->untrusted;
+}
+
+bool conn_allowed(struct conn *c)
+{
+    if (!c->lc->require_allowed_subject)
+        return true;
+    uint64_t v = allowlist_version();
+    if (v != c->allow_version) {
+        c->allow_version = v;
+        c->allow_ok = tls_peer_allowed(c->ssl);
+    }
+    return c->allow_ok;
+}
+
+void conn_recheck(struct conn *c)
+{
+    if (c->state == CONN_TUNNEL && (!conn_still_trusted(c) || !conn_allowed(c)))
+        conn_close(c);
+}
+
+void conn_drain(struct conn *c)
+{
+    c->draining = true;
+    if ((c->state == CONN_HEAD && !c->head_started) || c->state == CONN_HANDSHAKE ||
+        c->state == CONN_PROXY_HEADER)
+        conn_close(c);
+}
