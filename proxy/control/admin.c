@@ -14,6 +14,7 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "control/admin_internal.h"
 #include "control/reload.h"
 #include "core/base.h"
 #include "core/buf.h"
@@ -24,46 +25,8 @@
 #include "tls/allowlist.h"
 #include "tls/tls.h"
 
-#define ADMIN_MAX_HEAD 8192
-#define ADMIN_MAX_BODY 65536
-#define ADMIN_MAX_CONNS 64
-#define ADMIN_TIMEOUT_MS 10000
-#define ADMIN_MAX_TOKEN 4096
-#define ALLOWLIST_PATH "/allowed-client-certificate-subjects"
 
-struct admin_conn {
-    uv_tcp_t tcp;
-    uv_timer_t timer;
-    uv_write_t write;
-    struct buf in;
-    struct buf out;
-    bool responded;
-    bool closing;
-    bool public_side; /* accepted on admin.public_address */
-    int pending_closes;
-    struct admin_conn *prev, *next;
-};
-
-/* A parsed request head; pointers into the head, lengths alongside. */
-struct request {
-    const char *method;
-    size_t method_len;
-    const char *path; /* without the query */
-    size_t path_len;
-    const char *auth; /* Authorization value, NULL when absent */
-    size_t auth_len;
-    const char *host; /* Host value, NULL when absent */
-    size_t host_len;
-    bool http10; /* HTTP/1.0: Host is optional */
-    uint64_t content_length;
-    size_t head_len;
-};
-
-static uv_tcp_t admin_server, admin_public_server;
-static bool admin_running, admin_public_running;
 static struct server *admin_srv;
-static struct admin_conn *admin_conns;
-static size_t admin_num_conns;
 
 /* --- responses ------------------------------------------------------------------------------ */
 
@@ -106,7 +69,7 @@ static void respond(struct buf *out, int code, const char *type, const char *bod
         buf_append(out, body, body_len);
 }
 
-static void respond_text(struct buf *out, int code, const char *text, const char *extra)
+void admin_respond_text(struct buf *out, int code, const char *text, const char *extra)
 {
     respond(out, code, "text/plain; charset=utf-8", text, strlen(text), extra, false);
 }
@@ -125,7 +88,7 @@ static bool eq_nocase(const char *a, size_t len, const char *lit)
 }
 
 /* Parses |len| bytes that end with the blank line. Returns 0, or the status code to answer. */
-static int parse_head(const char *head, size_t len, struct request *rq)
+int admin_parse_head(const char *head, size_t len, struct request *rq)
 {
     memset(rq, 0, sizeof(*rq));
     rq->head_len = len;
@@ -407,11 +370,12 @@ static bool may_mutate(const struct request *rq, struct buf *out)
 {
     int code = authorize(rq);
     if (code == 401) {
-        respond_text(out, 401, "unauthorized\n", "WWW-Authenticate: Bearer realm=\"certgate\"\r\n");
+        admin_respond_text(out, 401, "unauthorized\n",
+                           "WWW-Authenticate: Bearer realm=\"certgate\"\r\n");
         return false;
     }
     if (code != 0) {
-        respond_text(out, code, "admin token unavailable\n", NULL);
+        admin_respond_text(out, code, "admin token unavailable\n", NULL);
         return false;
     }
     return true;
@@ -445,7 +409,7 @@ static void allowlist_route(const struct request *rq, struct buf *out)
 {
     bool put = method_is(rq, "PUT"), del = method_is(rq, "DELETE");
     if (!put && !del) {
-        respond_text(out, 405, "method not allowed\n", "Allow: PUT, DELETE\r\n");
+        admin_respond_text(out, 405, "method not allowed\n", "Allow: PUT, DELETE\r\n");
         return;
     }
     if (!may_mutate(rq, out))
@@ -464,13 +428,13 @@ static void allowlist_route(const struct request *rq, struct buf *out)
     if (r >= 0)
         respond(out, 204, NULL, NULL, 0, NULL, false);
     else if (r == -EINVAL)
-        respond_text(out, 400, text, NULL);
+        admin_respond_text(out, 400, text, NULL);
     else if (r == -ENOENT && del)
-        respond_text(out, 404, text, NULL);
+        admin_respond_text(out, 404, text, NULL);
     else if (r == -ENOTSUP)
-        respond_text(out, 409, text, NULL);
+        admin_respond_text(out, 409, text, NULL);
     else
-        respond_text(out, 500, text, NULL);
+        admin_respond_text(out, 500, text, NULL);
     if (r == 0)
         listener_gen_changed(admin_srv); /* workers re-check their tunnels */
     if (r >= 0 && log_enabled(LOG_LEVEL_INFO))
@@ -485,14 +449,14 @@ static bool public_path(const struct request *rq)
     return path_is(rq, "/healthz") || path_is(rq, "/ready") || path_is(rq, "/metrics");
 }
 
-static void route(const struct request *rq, bool public_side, struct buf *out)
+void admin_route(const struct request *rq, bool public_side, struct buf *out)
 {
     bool get = method_is(rq, "GET"), head = method_is(rq, "HEAD");
     struct buf body = {0};
     if (public_side && !public_path(rq)) {
-        respond_text(out, 404, "not found\n", NULL);
+        admin_respond_text(out, 404, "not found\n", NULL);
     } else if (!public_side && !host_allowed(rq)) {
-        respond_text(out, 403,
+        admin_respond_text(out, 403,
                      "forbidden: without admin.token_file the admin API answers only requests "
                      "whose Host is localhost or a loopback address\n",
                      NULL);
@@ -520,7 +484,7 @@ static void route(const struct request *rq, bool public_side, struct buf *out)
         respond(out, 200, "application/json", buf_data(&body), buf_used(&body), NULL, head);
     } else if (path_is(rq, "/reload")) {
         if (!method_is(rq, "POST")) {
-            respond_text(out, 405, "method not allowed\n", "Allow: POST\r\n");
+            admin_respond_text(out, 405, "method not allowed\n", "Allow: POST\r\n");
             return;
         }
         if (!may_mutate(rq, out))
@@ -541,23 +505,24 @@ static void route(const struct request *rq, bool public_side, struct buf *out)
                memcmp(rq->path, ALLOWLIST_PATH "/", strlen(ALLOWLIST_PATH) + 1) == 0) {
         allowlist_route(rq, out);
     } else {
-        respond_text(out, 404, "not found\n", NULL);
+        admin_respond_text(out, 404, "not found\n", NULL);
     }
     buf_free(&body);
     return;
 not_allowed_get:
-    respond_text(out, 405, "method not allowed\n", "Allow: GET, HEAD\r\n");
+    admin_respond_text(out, 405, "method not allowed\n", "Allow: GET, HEAD\r\n");
 }
 
 void admin_handle(const char *head, size_t head_len, bool public_side, struct buf *out)
 {
     struct request rq;
-    int code = parse_head(head, head_len, &rq);
+    int code = admin_parse_head(head, head_len, &rq);
     if (code != 0) {
-        respond_text(out, code, code == 413 ? "request body too large\n" : "bad request\n", NULL);
+        admin_respond_text(out, code, code == 413 ? "request body too large\n" : "bad request\n",
+                           NULL);
         return;
     }
-    route(&rq, public_side, out);
+    admin_route(&rq, public_side, out);
 }
 
 void admin_set_server(struct server *srv)
@@ -565,174 +530,3 @@ void admin_set_server(struct server *srv)
     admin_srv = srv;
 }
 
-/* --- connections ---------------------------------------------------------------------------- */
-
-static void conn_close_cb(uv_handle_t *h)
-{
-    struct admin_conn *ac = h->data;
-    if (--ac->pending_closes > 0)
-        return;
-    buf_free(&ac->in);
-    buf_free(&ac->out);
-    free(ac);
-}
-
-static void conn_close(struct admin_conn *ac)
-{
-    if (ac->closing)
-        return;
-    ac->closing = true;
-    if (ac->prev)
-        ac->prev->next = ac->next;
-    else
-        admin_conns = ac->next;
-    if (ac->next)
-        ac->next->prev = ac->prev;
-    admin_num_conns--;
-    ac->pending_closes = 2;
-    uv_close((uv_handle_t *)&ac->timer, conn_close_cb);
-    uv_close((uv_handle_t *)&ac->tcp, conn_close_cb);
-}
-
-static void write_cb(uv_write_t *req, int status)
-{
-    conn_close(req->data);
-}
-
-static void timeout_cb(uv_timer_t *t);
-
-static void send_response(struct admin_conn *ac)
-{
-    ac->responded = true;
-    uv_read_stop((uv_stream_t *)&ac->tcp);
-    uv_timer_start(&ac->timer, timeout_cb, ADMIN_TIMEOUT_MS, 0);
-    uv_buf_t b = uv_buf_init(buf_data(&ac->out), (unsigned)buf_used(&ac->out));
-    ac->write.data = ac;
-    if (uv_write(&ac->write, (uv_stream_t *)&ac->tcp, &b, 1, write_cb) < 0)
-        conn_close(ac);
-}
-
-static void timeout_cb(uv_timer_t *t)
-{
-    struct admin_conn *ac = t->data;
-    if (ac->responded) {
-        conn_close(ac); /* the client does not read its answer */
-        return;
-    }
-    respond_text(&ac->out, 408, "request timeout\n", NULL);
-    send_response(ac);
-}
-
-static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *b)
-{
-    struct admin_conn *ac = h->data;
-    b->base = buf_reserve(&ac->in, 4096);
-    b->len = 4096;
-}
-
-static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
-{
-    struct admin_conn *ac = s->data;
-    if (n < 0) {
-        conn_close(ac);
-        return;
-    }
-    buf_commit(&ac->in, (size_t)n);
-    if (ac->responded)
-        return;
-    const char *d = buf_data(&ac->in);
-    size_t len = buf_used(&ac->in);
-    const char *end = memmem(d, MIN(len, (size_t)ADMIN_MAX_HEAD), "\r\n\r\n", 4);
-    if (end == NULL) {
-        if (len >= ADMIN_MAX_HEAD) {
-            respond_text(&ac->out, 431, "request head too large\n", NULL);
-            send_response(ac);
-        }
-        return;
-    }
-    size_t head_len = (size_t)(end + 4 - d);
-    struct request rq;
-    int code = parse_head(d, head_len, &rq);
-    if (code != 0) {
-        respond_text(&ac->out, code, code == 413 ? "request body too large\n" : "bad request\n",
-                     NULL);
-        send_response(ac);
-        return;
-    }
-    /* Read the whole body before answering: closing with unread bytes would reset the
-     * connection and could destroy the answer before the client reads it. */
-    if (len - head_len < rq.content_length)
-        return;
-    route(&rq, ac->public_side, &ac->out);
-    send_response(ac);
-}
-
-static void connection_cb(uv_stream_t *server, int status)
-{
-    if (status < 0)
-        return;
-    struct admin_conn *ac = xcalloc(1, sizeof(*ac));
-    uv_tcp_init(server->loop, &ac->tcp);
-    uv_timer_init(server->loop, &ac->timer);
-    ac->tcp.data = ac;
-    ac->timer.data = ac;
-    ac->public_side = server == (uv_stream_t *)&admin_public_server;
-    ac->next = admin_conns;
-    if (admin_conns)
-        admin_conns->prev = ac;
-    admin_conns = ac;
-    admin_num_conns++;
-    if (uv_accept(server, (uv_stream_t *)&ac->tcp) != 0 || admin_num_conns > ADMIN_MAX_CONNS) {
-        conn_close(ac);
-        return;
-    }
-    uv_timer_start(&ac->timer, timeout_cb, ADMIN_TIMEOUT_MS, 0);
-    uv_read_start((uv_stream_t *)&ac->tcp, alloc_cb, read_cb);
-}
-
-/* Binds and listens on |ep| with |server|; returns 0 or a negative errno with a message. */
-static int listen_on(uv_loop_t *loop, uv_tcp_t *server, const struct config_endpoint *ep,
-                     const char *key, char *err, size_t err_len)
-{
-    uv_tcp_init(loop, server);
-    int r = uv_tcp_bind(server, (const struct sockaddr *)&ep->addr, 0);
-    if (r == 0)
-        r = uv_listen((uv_stream_t *)server, 128, connection_cb);
-    if (r < 0) {
-        snprintf(err, err_len, "admin: cannot listen on %s %s: %s", key, ep->text, uv_strerror(r));
-        uv_close((uv_handle_t *)server, NULL);
-    }
-    return r;
-}
-
-int admin_start(uv_loop_t *loop, struct server *srv, char *err, size_t err_len)
-{
-    const struct config *cfg = srv->cfg;
-    admin_srv = srv;
-    if (cfg->admin_address.text != NULL) {
-        int r = listen_on(loop, &admin_server, &cfg->admin_address, "admin.address", err,
-                          err_len);
-        if (r < 0)
-            return r;
-        admin_running = true;
-    }
-    if (cfg->admin_public_address.text != NULL) {
-        int r = listen_on(loop, &admin_public_server, &cfg->admin_public_address,
-                          "admin.public_address", err, err_len);
-        if (r < 0)
-            return r;
-        admin_public_running = true;
-    }
-    return 0;
-}
-
-void admin_stop(void)
-{
-    if (admin_running)
-        uv_close((uv_handle_t *)&admin_server, NULL);
-    if (admin_public_running)
-        uv_close((uv_handle_t *)&admin_public_server, NULL);
-    admin_running = admin_public_running = false;
-    while (admin_conns != NULL)
-        conn_close(admin_conns);
-}

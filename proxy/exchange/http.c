@@ -16,35 +16,16 @@
 #include "core/base.h"
 #include "core/log.h"
 #include "core/metrics.h"
+#include "exchange/http_internal.h"
 #include "http/body.h"
 #include "http/head.h"
+#include "http/message.h"
 #include "http/reqhead.h"
 #include "http/xfcc.h"
 #include "net/conn.h"
 #include "server/listener.h"
 #include "tls/tls.h"
 #include "upstream/upstream.h"
-
-struct hdr {
-    uint32_t name_off, name_len;
-    uint32_t value_off, value_len;
-    enum reqhead_verdict verdict; /* requests: decided once in request_head_done */
-};
-
-/* Per worker: the headers of the one head being parsed. Offsets are relative to |base|, the
- * buffer handed to llhttp_execute: a head is always parsed in a single call. */
-struct scratch {
-    struct hdr *h;
-    unsigned num, max;
-    bool overflow;
-    bool in_value;
-    bool in_trailers;
-    const char *base;
-    uint32_t url_off, url_len;
-    uint32_t reason_off, reason_len;
-};
-
-#define MAX_CONNECTION_TOKENS 16
 
 void *http_scratch_new(unsigned max_headers)
 {
@@ -67,115 +48,6 @@ static struct scratch *scratch_of(llhttp_t *p)
 {
     struct conn *c = p->data;
     return c->worker->scratch;
-}
-
-const char *http_reason(int status)
-{
-    switch (status) {
-    case 200: return "OK";
-    case 400: return "Bad Request";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 408: return "Request Timeout";
-    case 414: return "URI Too Long";
-    case 421: return "Misdirected Request";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    default: return "Unknown";
-    }
-}
-
-void http_error_response(struct conn *c, int status)
-{
-    const char *reason = http_reason(status);
-    buf_appendf(&c->cout,
-                "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\n"
-                "Connection: close\r\n\r\n%s\n",
-                status, reason, strlen(reason) + 1, reason);
-}
-
-/* --- small helpers ----------------------------------------------------------------------- */
-
-static bool name_is(const char *name, size_t len, const char *lit)
-{
-    return strlen(lit) == len && strncasecmp(name, lit, len) == 0;
-}
-
-static void trim(const char **p, size_t *len)
-{
-    while (*len > 0 && (**p == ' ' || **p == '\t')) {
-        (*p)++;
-        (*len)--;
-    }
-    while (*len > 0 && ((*p)[*len - 1] == ' ' || (*p)[*len - 1] == '\t'))
-        (*len)--;
-}
-
-/* Tells whether a comma-separated header value holds |token| (case-insensitive). */
-static bool has_token(const char *v, size_t len, const char *token)
-{
-    size_t i = 0;
-    while (i < len) {
-        size_t j = i;
-        while (j < len && v[j] != ',')
-            j++;
-        const char *t = v + i;
-        size_t tl = j - i;
-        trim(&t, &tl);
-        if (name_is(t, tl, token))
-            return true;
-        i = j + 1;
-    }
-    return false;
-}
-
-struct tokens {
-    const char *p[MAX_CONNECTION_TOKENS];
-    size_t len[MAX_CONNECTION_TOKENS];
-    unsigned num;
-};
-
-static void collect_tokens(struct tokens *t, const char *v, size_t len)
-{
-    size_t i = 0;
-    while (i < len && t->num < MAX_CONNECTION_TOKENS) {
-        size_t j = i;
-        while (j < len && v[j] != ',')
-            j++;
-        const char *p = v + i;
-        size_t tl = j - i;
-        trim(&p, &tl);
-        if (tl > 0) {
-            t->p[t->num] = p;
-            t->len[t->num++] = tl;
-        }
-        i = j + 1;
-    }
-}
-
-static bool in_tokens(const struct tokens *t, const char *name, size_t len)
-{
-    for (unsigned i = 0; i < t->num; i++)
-        if (t->len[i] == len && strncasecmp(t->p[i], name, len) == 0)
-            return true;
-    return false;
-}
-
-/* Hop-by-hop headers, and the framing headers we write ourselves. */
-static bool is_hop_by_hop(const char *n, size_t len)
-{
-    switch (len) {
-    case 2: return name_is(n, len, "te");
-    case 7: return name_is(n, len, "upgrade") || name_is(n, len, "trailer");
-    case 10: return name_is(n, len, "connection") || name_is(n, len, "keep-alive");
-    case 14: return name_is(n, len, "content-length");
-    case 16: return name_is(n, len, "proxy-connection");
-    case 17: return name_is(n, len, "transfer-encoding");
-    default: return false;
-    }
 }
 
 /* --- llhttp callbacks shared by both directions ------------------------------------------ */
@@ -252,113 +124,6 @@ static int on_header_field_complete(llhttp_t *p)
     return 0;
 }
 
-#define HNAME(s, h) ((s)->base + (h)->name_off)
-#define HVALUE(s, h) ((s)->base + (h)->value_off)
-
-/* Writes "name: value\r\n" to |o|, the value without surrounding whitespace. */
-static void put_header(struct buf *o, const char *name, size_t name_len, const char *v,
-                       size_t vl)
-{
-    trim(&v, &vl);
-    buf_append(o, name, name_len);
-    buf_append(o, ": ", 2);
-    buf_append(o, v, vl);
-    buf_append(o, "\r\n", 2);
-}
-
-/* --- request ids and the access log ------------------------------------------------------- */
-
-/* Bounds of what an access line keeps of the request. */
-#define LOG_PATH_MAX 512
-#define LOG_HOST_MAX 256
-#define LOG_USER_AGENT_MAX 256
-
-bool http_request_id_valid(const char *v, size_t len)
-{
-    if (len == 0 || len > HTTP_REQUEST_ID_MAX)
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char ch = (unsigned char)v[i];
-        if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
-              ch == '.' || ch == '_' || ch == ':' || ch == '-'))
-            return false;
-    }
-    return true;
-}
-
-/* splitmix64 (Steele, Lea, Flood): a full-period 64-bit sequence; two outputs make an id. */
-static uint64_t splitmix64(uint64_t *state)
-{
-    uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-const char *http_new_request_id(char *out)
-{
-    static _Thread_local uint64_t state;
-    static _Thread_local bool seeded;
-    if (!seeded) {
-        if (getrandom(&state, sizeof(state), 0) != (ssize_t)sizeof(state))
-            state = (uint64_t)time(NULL) ^ (uint64_t)(uintptr_t)&state;
-        seeded = true;
-    }
-    uint64_t hi = splitmix64(&state), lo = splitmix64(&state);
-    snprintf(out, HTTP_REQUEST_ID_NEW_LEN + 1, "%016llx%016llx", (unsigned long long)hi,
-             (unsigned long long)lo);
-    return out;
-}
-
-static void log_header(struct buf *b, const char *key, const struct scratch *s,
-                       const struct hdr *h, size_t max)
-{
-    if (h == NULL) {
-        log_str(b, key, NULL);
-        return;
-    }
-    const char *v = HVALUE(s, h);
-    size_t vl = h->value_len;
-    trim(&v, &vl);
-    log_strn(b, key, v, MIN(vl, max));
-}
-
-/* Chooses the request's id into |id| (HTTP_REQUEST_ID_MAX + 1 bytes): the client's X-Request-Id
- * when it sent exactly one valid one, else a new one. Then records the access-log fields of the
- * request, before any check can refuse it, so that a 4xx line still says what was asked. */
-static void note_request(struct conn *c, llhttp_t *p, const struct scratch *s,
-                         const struct hdr *host, char *id)
-{
-    const struct hdr *ua = NULL, *rid = NULL;
-    unsigned n_rid = 0;
-    for (unsigned i = 0; i < s->num; i++) {
-        const struct hdr *h = &s->h[i];
-        if (name_is(HNAME(s, h), h->name_len, "x-request-id")) {
-            rid = h;
-            n_rid++;
-        } else if (ua == NULL && name_is(HNAME(s, h), h->name_len, "user-agent")) {
-            ua = h;
-        }
-    }
-    const char *v = rid ? HVALUE(s, rid) : NULL;
-    size_t vl = rid ? rid->value_len : 0;
-    trim(&v, &vl);
-    if (n_rid == 1 && http_request_id_valid(v, vl)) {
-        memcpy(id, v, vl);
-        id[vl] = '\0';
-    } else {
-        http_new_request_id(id);
-    }
-    if (!c->worker->srv->cfg->log_access)
-        return;
-    struct buf *b = &c->req_log;
-    buf_free(b);
-    log_str(b, "method", llhttp_method_name(llhttp_get_method(p)));
-    log_strn(b, "path", s->base + s->url_off, MIN(s->url_len, (uint32_t)LOG_PATH_MAX));
-    log_header(b, "host", s, host, LOG_HOST_MAX);
-    log_header(b, "user_agent", s, ua, LOG_USER_AGENT_MAX);
-    log_str(b, "request_id", id);
-}
 
 /* --- requests ----------------------------------------------------------------------------- */
 
@@ -377,166 +142,6 @@ static long scan_request_head(struct conn *c)
     }
 }
 
-/* Writes this hop's client-certificate headers per CONTRACT section 5. */
-static void write_cc_headers(struct conn *c, struct scratch *s, const struct tokens *conn_tokens)
-{
-    const struct listener_config *lc = c->lc;
-    if (!c->cc_computed) {
-        c->cc_computed = true;
-        if (c->ssl != NULL) {
-            struct buf lines = {0}, element = {0};
-            c->has_client_cert =
-                tls_client_cert_headers(c->gen, c->index, c->ssl, &lines, &element);
-            if (c->has_client_cert) {
-                c->cc_headers = xstrndup(buf_data(&lines), buf_used(&lines));
-                if (lc->forward_client_cert == FCC_APPEND_FORWARD)
-                    c->cc_element = xstrndup(buf_data(&element), buf_used(&element));
-            }
-            buf_free(&lines);
-            buf_free(&element);
-        }
-    }
-    enum fcc_mode mode = lc->forward_client_cert;
-    /* append_forward only means something for XFCC's element list; for the other formats it
-     * replaces, as sanitize_set does. */
-    bool keep_incoming =
-        mode == FCC_ALWAYS_FORWARD_ONLY ||
-        (c->has_client_cert &&
-         (mode == FCC_FORWARD_ONLY ||
-          (mode == FCC_APPEND_FORWARD && lc->client_cert_header == CC_HEADER_XFCC)));
-    bool add_ours = c->has_client_cert &&
-                    (mode == FCC_SANITIZE_SET ||
-                     (mode == FCC_APPEND_FORWARD && lc->client_cert_header != CC_HEADER_XFCC));
-    bool append = c->has_client_cert && mode == FCC_APPEND_FORWARD &&
-                  lc->client_cert_header == CC_HEADER_XFCC;
-    bool appended = false;
-
-    if (keep_incoming) {
-        for (unsigned i = 0; i < s->num; i++) {
-            struct hdr *h = &s->h[i];
-            bool underscore = false;
-            enum xfcc_name kind = xfcc_classify(HNAME(s, h), h->name_len, &underscore);
-            /* A copy the client declared hop-by-hop (named in Connection) is not forwarded. */
-            if (kind == XFCC_NAME_NONE || underscore ||
-                in_tokens(conn_tokens, HNAME(s, h), h->name_len))
-                continue;
-            bool own = (lc->client_cert_header == CC_HEADER_XFCC && kind == XFCC_NAME_XFCC) ||
-                       (lc->client_cert_header == CC_HEADER_RFC9440 &&
-                        (kind == XFCC_NAME_CLIENT_CERT || kind == XFCC_NAME_CLIENT_CERT_CHAIN)) ||
-                       (lc->client_cert_header == CC_HEADER_PEM &&
-                        kind == XFCC_NAME_X_SSL_CLIENT_CERT);
-            if (!own)
-                continue;
-            const char *v = HVALUE(s, h);
-            size_t vl = h->value_len;
-            trim(&v, &vl);
-            if (append && !appended) {
-                /* All incoming copies join into one header, ours last. */
-                buf_appends(&c->uout, "x-forwarded-client-cert: ");
-                bool first = true;
-                for (unsigned j = i; j < s->num; j++) {
-                    struct hdr *hj = &s->h[j];
-                    bool u2 = false;
-                    if (xfcc_classify(HNAME(s, hj), hj->name_len, &u2) != XFCC_NAME_XFCC || u2 ||
-                        in_tokens(conn_tokens, HNAME(s, hj), hj->name_len))
-                        continue;
-                    const char *vj = HVALUE(s, hj);
-                    size_t vjl = hj->value_len;
-                    trim(&vj, &vjl);
-                    if (vjl == 0)
-                        continue;
-                    if (!first)
-                        buf_append(&c->uout, ",", 1);
-                    buf_append(&c->uout, vj, vjl);
-                    first = false;
-                }
-                if (!first)
-                    buf_append(&c->uout, ",", 1);
-                buf_appends(&c->uout, c->cc_element);
-                buf_appends(&c->uout, "\r\n");
-                appended = true;
-                continue;
-            }
-            if (append)
-                continue;
-            put_header(&c->uout, HNAME(s, h), h->name_len, v, vl);
-        }
-    }
-    if (append && !appended) {
-        buf_appends(&c->uout, "x-forwarded-client-cert: ");
-        buf_appends(&c->uout, c->cc_element);
-        buf_appends(&c->uout, "\r\n");
-    }
-    if (add_ours)
-        buf_appends(&c->uout, c->cc_headers);
-}
-
-bool http_client_address(const struct conn *c, char *out, size_t len)
-{
-    socklen_t sl = 0;
-    const struct sockaddr *sa = conn_client_addr(c, &sl);
-    if (sa->sa_family != AF_INET && sa->sa_family != AF_INET6)
-        return false;
-    conn_client_addr_text(c, out, len, false);
-    return true;
-}
-
-/* Writes X-Forwarded-For and X-Forwarded-Proto per the listener's forwarded_headers (issue 11):
- * after the client's headers, so that a Connection header naming them cannot remove ours. */
-static void write_forwarded_headers(struct conn *c, struct scratch *s,
-                                    const struct tokens *conn_tokens)
-{
-    enum forwarded_headers mode = c->lc->forwarded_headers;
-    char addr[INET6_ADDRSTRLEN];
-    if (mode == FORWARDED_OFF)
-        return;
-    struct buf *o = &c->uout;
-    bool known = http_client_address(c, addr, sizeof(addr));
-    bool first = true;
-    if (mode == FORWARDED_APPEND) {
-        /* As nginx's $proxy_add_x_forwarded_for: every incoming copy, then the client. */
-        for (unsigned i = 0; i < s->num; i++) {
-            struct hdr *h = &s->h[i];
-            if (h->verdict != REQHEAD_XFF_APPEND ||
-                in_tokens(conn_tokens, HNAME(s, h), h->name_len))
-                continue;
-            const char *v = HVALUE(s, h);
-            size_t vl = h->value_len;
-            trim(&v, &vl);
-            if (vl == 0)
-                continue;
-            buf_appends(o, first ? "X-Forwarded-For: " : ", ");
-            buf_append(o, v, vl);
-            first = false;
-        }
-    }
-    if (known) {
-        buf_appends(o, first ? "X-Forwarded-For: " : ", ");
-        buf_appends(o, addr);
-        first = false;
-    }
-    if (!first)
-        buf_appends(o, "\r\n");
-    buf_appends(o, "X-Forwarded-Proto: https\r\n");
-}
-
-/* RFC 9110 9.2.2: a request that may be sent twice with the effect of once. Only these are
- * sent again when a reused upstream connection closes before answering. */
-static bool is_idempotent(int method)
-{
-    switch (method) {
-    case HTTP_GET:
-    case HTTP_HEAD:
-    case HTTP_OPTIONS:
-    case HTTP_TRACE:
-    case HTTP_PUT:
-    case HTTP_DELETE:
-        return true;
-    default:
-        return false;
-    }
-}
-
 static int request_head_done(llhttp_t *p)
 {
     struct conn *c = p->data;
@@ -548,34 +153,34 @@ static int request_head_done(llhttp_t *p)
     unsigned n_host = 0, n_te = 0, n_cl = 0;
     struct hdr *host = NULL, *te = NULL, *upgrade = NULL;
     bool h2c = false;
-    struct tokens conn_tokens = {0};
+    struct http_tokens conn_tokens = {0};
     bool refused = false;
     for (unsigned i = 0; i < s->num; i++) {
         struct hdr *h = &s->h[i];
         const char *n = HNAME(s, h);
         h->verdict = reqhead_classify(c->lc, n, h->name_len);
         refused |= h->verdict == REQHEAD_REFUSE;
-        if (name_is(n, h->name_len, "host")) {
+        if (http_name_is(n, h->name_len, "host")) {
             n_host++;
             host = h;
-        } else if (name_is(n, h->name_len, "transfer-encoding")) {
+        } else if (http_name_is(n, h->name_len, "transfer-encoding")) {
             n_te++;
             te = h;
-        } else if (name_is(n, h->name_len, "content-length")) {
+        } else if (http_name_is(n, h->name_len, "content-length")) {
             n_cl++;
-        } else if (name_is(n, h->name_len, "connection")) {
-            collect_tokens(&conn_tokens, HVALUE(s, h), h->value_len);
-        } else if (name_is(n, h->name_len, "upgrade")) {
+        } else if (http_name_is(n, h->name_len, "connection")) {
+            http_collect_tokens(&conn_tokens, HVALUE(s, h), h->value_len);
+        } else if (http_name_is(n, h->name_len, "upgrade")) {
             /* h2c in any Upgrade header, or more than one Upgrade header, is refused. */
-            if (upgrade != NULL || has_token(HVALUE(s, h), h->value_len, "h2c"))
+            if (upgrade != NULL || http_has_token(HVALUE(s, h), h->value_len, "h2c"))
                 h2c = true;
             upgrade = h;
-        } else if (name_is(n, h->name_len, "http2-settings")) {
+        } else if (http_name_is(n, h->name_len, "http2-settings")) {
             h2c = true;
         }
     }
     char request_id[HTTP_REQUEST_ID_MAX + 1];
-    note_request(c, p, s, host, request_id);
+    http_note_request(c, p, s, host, request_id);
     int major = llhttp_get_http_major(p), minor = llhttp_get_http_minor(p);
     bool bad = major != 1 || (minor != 0 && minor != 1);
     bad |= n_host > 1 || (n_host == 0 && minor == 1);
@@ -583,8 +188,8 @@ static int request_head_done(llhttp_t *p)
     if (n_te > 0) {
         const char *v = HVALUE(s, te);
         size_t vl = te->value_len;
-        trim(&v, &vl);
-        bad |= n_te > 1 || !name_is(v, vl, "chunked");
+        http_trim(&v, &vl);
+        bad |= n_te > 1 || !http_name_is(v, vl, "chunked");
     }
     bad |= llhttp_get_method(p) == HTTP_CONNECT;
     bad |= h2c || refused;
@@ -605,7 +210,7 @@ static int request_head_done(llhttp_t *p)
     } else if (host != NULL) {
         hv = HVALUE(s, host);
         hl = host->value_len;
-        trim(&hv, &hl);
+        http_trim(&hv, &hl);
     }
     if (c->ssl != NULL) {
         if (!tls_host_allowed(c->gen, c->index, c->ssl, hv, hl)) {
@@ -625,13 +230,14 @@ static int request_head_done(llhttp_t *p)
     c->req_chunked = (p->flags & F_CHUNKED) != 0;
     c->req_http10 = minor == 0;
     if (c->req_chunked)
-        body_init(&c->req_body, BODY_CHUNKED, 0, true, c->worker->srv->cfg->limits.max_request_head);
+        body_init(&c->req_body, BODY_CHUNKED, 0, true,
+                  c->worker->srv->cfg->limits.max_request_head);
     else if (p->flags & F_CONTENT_LENGTH)
         body_init(&c->req_body, BODY_LENGTH, p->content_length, false, 0);
     else
         body_init(&c->req_body, BODY_NONE, 0, false, 0);
     c->req_head_method = llhttp_get_method(p) == HTTP_HEAD;
-    c->req_idempotent = is_idempotent(llhttp_get_method(p));
+    c->req_idempotent = http_method_idempotent(llhttp_get_method(p));
     c->req_upgrade = llhttp_get_upgrade(p) && upgrade != NULL;
     c->req_keep_alive = llhttp_should_keep_alive(p);
     const char *method = llhttp_method_name(llhttp_get_method(p));
@@ -643,20 +249,21 @@ static int request_head_done(llhttp_t *p)
     buf_append(o, target.rest, target.rest_len);
     buf_append(o, " HTTP/1.1\r\n", 11);
     if (hv != NULL)
-        put_header(o, "Host", 4, hv, hl);
+        http_put_header(o, "Host", 4, hv, hl);
     for (unsigned i = 0; i < s->num; i++) {
         struct hdr *h = &s->h[i];
         const char *n = HNAME(s, h);
-        if (h == host || is_hop_by_hop(n, h->name_len) || in_tokens(&conn_tokens, n, h->name_len))
+        if (h == host || http_is_hop_by_hop(n, h->name_len) ||
+            http_in_tokens(&conn_tokens, n, h->name_len))
             continue;
         /* Client-certificate headers: write_cc_headers decides; the rest per reqhead. */
         if (h->verdict != REQHEAD_FORWARD)
             continue;
-        if (name_is(n, h->name_len, "x-request-id"))
+        if (http_name_is(n, h->name_len, "x-request-id"))
             continue; /* the one chosen by note_request follows */
-        put_header(o, n, h->name_len, HVALUE(s, h), h->value_len);
+        http_put_header(o, n, h->name_len, HVALUE(s, h), h->value_len);
     }
-    put_header(o, "X-Request-Id", 12, request_id, strlen(request_id));
+    http_put_header(o, "X-Request-Id", 12, request_id, strlen(request_id));
     if (c->req_chunked)
         buf_appends(o, "Transfer-Encoding: chunked\r\n");
     else if (p->flags & F_CONTENT_LENGTH)
@@ -664,13 +271,13 @@ static int request_head_done(llhttp_t *p)
     if (c->req_upgrade) {
         const char *v = HVALUE(s, upgrade);
         size_t vl = upgrade->value_len;
-        trim(&v, &vl);
+        http_trim(&v, &vl);
         buf_appends(o, "Connection: upgrade\r\nUpgrade: ");
         buf_append(o, v, vl);
         buf_append(o, "\r\n", 2);
     }
-    write_forwarded_headers(c, s, &conn_tokens);
-    write_cc_headers(c, s, &conn_tokens);
+    http_write_forwarded_headers(c, s, &conn_tokens);
+    http_write_cc_headers(c, s, &conn_tokens);
     buf_append(o, "\r\n", 2);
     s->in_trailers = true;
     /* Only recorded here: http_request_process starts the exchange once llhttp has returned
@@ -699,22 +306,22 @@ static int response_head_done(llhttp_t *p)
         return -1;
     unsigned n_te = 0;
     struct hdr *te = NULL;
-    struct tokens conn_tokens = {0};
+    struct http_tokens conn_tokens = {0};
     for (unsigned i = 0; i < s->num; i++) {
         struct hdr *h = &s->h[i];
         const char *n = HNAME(s, h);
-        if (name_is(n, h->name_len, "transfer-encoding")) {
+        if (http_name_is(n, h->name_len, "transfer-encoding")) {
             n_te++;
             te = h;
-        } else if (name_is(n, h->name_len, "connection")) {
-            collect_tokens(&conn_tokens, HVALUE(s, h), h->value_len);
+        } else if (http_name_is(n, h->name_len, "connection")) {
+            http_collect_tokens(&conn_tokens, HVALUE(s, h), h->value_len);
         }
     }
     if (n_te > 0) {
         const char *v = HVALUE(s, te);
         size_t vl = te->value_len;
-        trim(&v, &vl);
-        if (n_te > 1 || !name_is(v, vl, "chunked"))
+        http_trim(&v, &vl);
+        if (n_te > 1 || !http_name_is(v, vl, "chunked"))
             return -1; /* we would have to drop a coding: 502 */
     }
     bool informational = status < 200;
@@ -748,12 +355,12 @@ static int response_head_done(llhttp_t *p)
         struct hdr *h = &s->h[i];
         const char *n = HNAME(s, h);
         if (status != 101 &&
-            (is_hop_by_hop(n, h->name_len) || in_tokens(&conn_tokens, n, h->name_len)))
+            (http_is_hop_by_hop(n, h->name_len) || http_in_tokens(&conn_tokens, n, h->name_len)))
             continue;
-        if (status == 101 && (name_is(n, h->name_len, "content-length") ||
-                              name_is(n, h->name_len, "transfer-encoding")))
+        if (status == 101 && (http_name_is(n, h->name_len, "content-length") ||
+                              http_name_is(n, h->name_len, "transfer-encoding")))
             continue;
-        put_header(o, n, h->name_len, HVALUE(s, h), h->value_len);
+        http_put_header(o, n, h->name_len, HVALUE(s, h), h->value_len);
     }
     if (!informational && status != 101) {
         if (c->resp_chunked && !dechunk)

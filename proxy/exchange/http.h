@@ -29,27 +29,9 @@ void http_response_process(struct conn *c);
 /* http_upstream_eof tells the response parser that the upstream closed. */
 void http_upstream_eof(struct conn *c);
 
-/* http_error_response appends a complete response with |status| and Connection: close. */
-void http_error_response(struct conn *c, int status);
-
-/* The longest client X-Request-Id kept (a longer one is replaced), and the length of one
- * certgate makes. */
-#define HTTP_REQUEST_ID_MAX 128
-#define HTTP_REQUEST_ID_NEW_LEN 32
-
-/* http_request_id_valid tells whether a client's X-Request-Id value (|len| bytes) is kept and
- * forwarded: 1 to HTTP_REQUEST_ID_MAX bytes of A-Z a-z 0-9 . _ : - (safe in any log or header). */
-bool http_request_id_valid(const char *v, size_t len);
-
-/* http_new_request_id writes a new random request id, HTTP_REQUEST_ID_NEW_LEN hex digits and a
- * NUL, into |out| and returns |out|. Unique, not secret: seeded once per thread from getrandom. */
-const char *http_new_request_id(char *out);
 /* http_client_address writes the address of the client that |c| serves (no port) to |out|
  * (INET6_ADDRSTRLEN bytes), as X-Forwarded-For names it: the PROXY protocol source when the
  * connection began with one, else the TCP peer. Returns false when it is unknown. */
 bool http_client_address(const struct conn *c, char *out, size_t len);
-
-/* http_reason returns the reason phrase of |status|. */
-const char *http_reason(int status);
 
 #endif

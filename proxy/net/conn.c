@@ -17,12 +17,13 @@
 #include "core/log.h"
 #include "core/metrics.h"
 #include "exchange/http.h"
+#include "http/message.h"
+#include "net/conn_internal.h"
 #include "server/listener.h"
 #include "tls/allowlist.h"
 #include "tls/tls.h"
 #include "upstream/upstream.h"
 
-#define LINGER_MS 2000
 
 static const struct config_limits *limits(struct conn *c)
 {
@@ -65,56 +66,6 @@ void conn_set_state(struct conn *c, enum conn_state to)
     conn_arm_timer(c);
 }
 
-/* --- access log ---------------------------------------------------------------------------- */
-
-/* Writes one access-log line. |response_from| is "upstream" or "certgate" for an HTTP
- * response, NULL for a relayed connection. */
-static void access_log(struct conn *c, const char *response_from)
-{
-    bool http = c->lc->mode == LISTENER_HTTP;
-    uint64_t start = http && c->req_start ? c->req_start : c->start;
-    uint64_t duration_us = base_now_us() - start;
-    if (http)
-        metrics_request(c->index, c->status, duration_us);
-    metrics_bytes(c->index, c->bytes_in, c->bytes_out);
-    if (!c->worker->srv->cfg->log_access)
-        return;
-    bool shook = c->ssl != NULL && c->state != CONN_HANDSHAKE;
-    char peer[CONN_ADDR_TEXT_MAX];
-    conn_client_addr_text(c, peer, sizeof(peer), true);
-    struct buf b = {0};
-    log_begin(&b, LOG_LEVEL_INFO, "access");
-    log_str(&b, "listener", c->lc->name);
-    log_str(&b, "tenant", shook ? tls_tenant(c->ssl) : NULL);
-    if (shook && c->client_subject == NULL)
-        c->client_subject = tls_peer_subject(c->ssl);
-    log_str(&b, "subject", c->client_subject);
-    if (buf_used(&c->req_log) > 0) {
-        buf_append(&b, buf_data(&c->req_log), buf_used(&c->req_log));
-    } else {
-        /* A relay, or a request refused before its head could be read. */
-        static const char *const none[] = {"method", "path", "host", "user_agent"};
-        for (size_t i = 0; i < ARRAY_SIZE(none); i++)
-            log_str(&b, none[i], NULL);
-        char id[HTTP_REQUEST_ID_NEW_LEN + 1];
-        log_str(&b, "request_id", http ? http_new_request_id(id) : NULL);
-    }
-    if (http)
-        log_num(&b, "status", c->status);
-    else
-        log_str(&b, "status", NULL);
-    log_str(&b, "response_from", response_from);
-    log_num(&b, "bytes_in", (long long)c->bytes_in);
-    log_num(&b, "bytes_out", (long long)c->bytes_out);
-    log_num(&b, "duration_ms", (long long)(duration_us / 1000));
-    log_num(&b, "duration_us", (long long)duration_us);
-    log_str(&b, "upstream", c->lc->upstream.text);
-    log_str(&b, "tls_version", c->ssl ? tls_version(c->ssl) : NULL);
-    log_str(&b, "peer", peer);
-    log_str(&b, "sni", c->ssl ? tls_sni(c->ssl) : NULL);
-    log_end(&b);
-}
-
 /* --- timers -------------------------------------------------------------------------------- */
 
 static uint64_t state_timeout(struct conn *c)
@@ -145,7 +96,6 @@ static uint64_t state_timeout(struct conn *c)
     }
 }
 
-static void proxy_header_refused(struct conn *c, const char *why);
 
 static void on_timeout(struct conn *c)
 {
@@ -153,7 +103,7 @@ static void on_timeout(struct conn *c)
     case CONN_PROXY_HEADER:
         /* A v1v2 client that sent nothing is only a slow client, as in a handshake. */
         if (c->lc->accept_proxy_protocol == ACCEPT_PROXY_REQUIRED || buf_used(&c->cin) > 0) {
-            proxy_header_refused(c, "no complete PROXY protocol header within "
+            conn_proxy_header_refused(c, "no complete PROXY protocol header within "
                                     "limits.handshake_timeout");
             return;
         }
@@ -281,7 +231,7 @@ static void client_eof(struct conn *c)
     }
 }
 
-static void client_read(struct conn *c)
+void conn_client_read(struct conn *c)
 {
     c->client_read_wants_write = false;
     for (int i = 0; i < CONN_READS_PER_EVENT && can_read_client(c); i++) {
@@ -397,80 +347,6 @@ void conn_client_flush(struct conn *c)
         conn_tunnel_maybe_done(c);
 }
 
-static void handshake_done(struct conn *c)
-{
-    if (tls_resumed(c->ssl)) {
-        int r = tls_check_resumed(c->ssl);
-        if (r == TLS_WANT_VERIFY) {
-            c->hs_verify_pending = true; /* verify_resume runs the handshake (done) again */
-            return;
-        }
-        if (r != 1) {
-            conn_close(c);
-            return;
-        }
-    }
-    metrics_handshake(c->index, tls_resumed(c->ssl) ? METRICS_HS_RESUMED : METRICS_HS_OK);
-    c->tls_flush_pending = true; /* conn_event_end sends the session tickets */
-    if (c->lc->mode == LISTENER_TLS) {
-        if (!conn_allowed(c)) { /* a resumed session skipped the verify callback */
-            log_msg(LOG_LEVEL_WARN, "connection_refused",
-                    "listener %s: the client's subject is not in the allowlist", c->lc->name);
-            conn_close(c);
-            return;
-        }
-        conn_set_state(c, CONN_TUNNEL);
-        upstream_connect(c);
-        return;
-    }
-    conn_set_state(c, CONN_HEAD);
-    client_read(c);
-}
-
-static void do_handshake(struct conn *c)
-{
-    int r = tls_handshake(c->ssl);
-    c->hs_want_write = false;
-    c->hs_verify_pending = false;
-    if (r == 1) {
-        handshake_done(c);
-        return;
-    }
-    if (r == TLS_WANT_READ)
-        return;
-    if (r == TLS_WANT_VERIFY) {
-        c->hs_verify_pending = true; /* verify_resume continues */
-        return;
-    }
-    if (r == TLS_WANT_WRITE) {
-        c->hs_want_write = true;
-        return;
-    }
-    conn_close(c);
-}
-
-static uv_loop_t *loop_of(void *app)
-{
-    struct conn *c = app;
-    return c != NULL ? &c->worker->loop : NULL;
-}
-
-/* An OCSP query of |app|'s handshake finished: run the handshake on. */
-static void verify_resume(void *app)
-{
-    struct conn *c = app;
-    if (c == NULL || c->state != CONN_HANDSHAKE || !c->hs_verify_pending)
-        return;
-    do_handshake(c);
-    conn_event_end(c);
-}
-
-void conn_init_hooks(void)
-{
-    tls_set_async_hooks(loop_of, verify_resume);
-}
-
-static void proxy_header_read(struct conn *c);
 
 static void client_poll_cb(uv_poll_t *h, int status, int events)
 {
@@ -478,14 +354,14 @@ static void client_poll_cb(uv_poll_t *h, int status, int events)
     if (status < 0)
         events |= UV_READABLE | UV_WRITABLE;
     if (c->state == CONN_PROXY_HEADER) {
-        proxy_header_read(c);
+        conn_proxy_header_read(c);
     } else if (c->state == CONN_HANDSHAKE) {
-        do_handshake(c);
+        conn_handshake(c);
     } else {
         if (events & UV_WRITABLE)
             conn_client_flush(c);
         if ((events & UV_READABLE) || (c->client_read_wants_write && (events & UV_WRITABLE)))
-            client_read(c);
+            conn_client_read(c);
     }
     conn_event_end(c);
 }
@@ -513,129 +389,6 @@ static void update_polls(struct conn *c)
     upstream_update_poll(c);
 }
 
-/* --- client address and PROXY protocol header ---------------------------------------------- */
-
-static socklen_t addr_len(const union proxy_proto_addr *a)
-{
-    return a->sa.sa_family == AF_INET    ? sizeof(a->in)
-           : a->sa.sa_family == AF_INET6 ? sizeof(a->in6)
-                                         : 0;
-}
-
-const struct sockaddr *conn_client_addr(const struct conn *c, socklen_t *out_len)
-{
-    const union proxy_proto_addr *a = c->pp != NULL ? &c->pp->src : &c->peer;
-    if (out_len != NULL)
-        *out_len = addr_len(a);
-    return &a->sa;
-}
-
-static void addr_text(const union proxy_proto_addr *a, char *out, size_t len, bool with_port)
-{
-    char ip[INET6_ADDRSTRLEN];
-    bool v6 = a->sa.sa_family == AF_INET6;
-    if ((a->sa.sa_family != AF_INET && !v6) ||
-        inet_ntop(a->sa.sa_family, v6 ? (const void *)&a->in6.sin6_addr : &a->in.sin_addr, ip,
-                  sizeof(ip)) == NULL) {
-        snprintf(out, len, "unknown");
-        return;
-    }
-    unsigned port = ntohs(v6 ? a->in6.sin6_port : a->in.sin_port);
-    if (!with_port)
-        snprintf(out, len, "%s", ip);
-    else
-        snprintf(out, len, v6 ? "[%s]:%u" : "%s:%u", ip, port);
-}
-
-void conn_client_addr_text(const struct conn *c, char *out, size_t len, bool with_port)
-{
-    addr_text(c->pp != NULL ? &c->pp->src : &c->peer, out, len, with_port);
-}
-
-static void conn_start(struct conn *c);
-
-/* Counts and logs a connection refused for its PROXY protocol header, and closes it. */
-static void proxy_header_refused(struct conn *c, const char *why)
-{
-    metrics_proxy_protocol_error(c->index);
-    if (log_enabled(LOG_LEVEL_WARN)) {
-        char peer[CONN_ADDR_TEXT_MAX];
-        addr_text(&c->peer, peer, sizeof(peer), true);
-        struct buf b = {0};
-        log_begin(&b, LOG_LEVEL_WARN, "proxy_protocol_refused");
-        log_str(&b, "listener", c->lc->name);
-        log_str(&b, "peer", peer);
-        log_str(&b, "reason", why);
-        log_end(&b);
-    }
-    conn_close(c);
-}
-
-/* The header (or, on a v1v2 listener, its absence) is known: the connection goes on as its
- * listener's mode says, with the socket positioned just after the header. */
-static void proxy_header_done(struct conn *c, const struct proxy_proto_hdr *hdr)
-{
-    if (hdr != NULL && hdr->has_addrs) {
-        c->pp = xmalloc(sizeof(*c->pp));
-        *c->pp = *hdr;
-    }
-    conn_start(c);
-}
-
-/* Reads the PROXY protocol header with MSG_PEEK, so that not a byte after it is taken from the
- * socket BoringSSL reads next. A header that arrives in pieces is taken into c->cin as it comes
- * (else the bytes left in the socket would wake the poll again at once, forever): they are a
- * prefix of a header, which no TLS stream can start with. */
-static void proxy_header_read(struct conn *c)
-{
-    uint8_t data[PROXY_PROTO_MAX];
-    size_t held = buf_used(&c->cin);
-    if (held > 0)
-        memcpy(data, buf_data(&c->cin), held);
-    ssize_t n = recv(c->fd, data + held, sizeof(data) - held, MSG_PEEK);
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
-        return;
-    bool required = c->lc->accept_proxy_protocol == ACCEPT_PROXY_REQUIRED;
-    if (n <= 0) {
-        /* A connect-and-close probe with no byte at all is no protocol error. */
-        if (held > 0)
-            proxy_header_refused(c, "the connection ended inside a PROXY protocol header");
-        else
-            conn_close(c);
-        return;
-    }
-    struct proxy_proto_hdr hdr;
-    size_t have = held + (size_t)n;
-    long r = proxy_proto_parse(&hdr, data, have);
-    if (r == 0 && have < sizeof(data)) {
-        ssize_t got = recv(c->fd, data + held, (size_t)n, 0);
-        if (got > 0)
-            buf_append(&c->cin, data + held, (size_t)got);
-        return;
-    }
-    if (r == -ENOENT && !required && (held == 0 || c->lc->mode == LISTENER_TCP)) {
-        if (held > 0) /* a tcp stream that began like a header */
-            buf_append(&c->uout, buf_data(&c->cin), held);
-        buf_free(&c->cin);
-        proxy_header_done(c, NULL);
-        return;
-    }
-    if (r <= 0) {
-        proxy_header_refused(c, r == -ENOENT   ? "the connection did not start with a PROXY "
-                                                 "protocol header (accept_proxy_protocol: required)"
-                                : r == -EINVAL ? hdr.error
-                                               : "the PROXY protocol header is too long");
-        return;
-    }
-    size_t take = (size_t)r - held;
-    if (recv(c->fd, data + held, take, 0) != (ssize_t)take) {
-        conn_close(c); /* peeked bytes cannot vanish; a socket error can */
-        return;
-    }
-    buf_free(&c->cin);
-    proxy_header_done(c, &hdr);
-}
-
 void conn_event_end(struct conn *c)
 {
     /* Each round writes what the event's parsing queued, then takes bytes the SSL already holds
@@ -652,7 +405,7 @@ void conn_event_end(struct conn *c)
         if (c->state == CONN_CLOSING || c->state == CONN_FLUSH || c->ssl == NULL ||
             !can_read_client(c) || !tls_pending(c->ssl))
             break; /* lingering reads the socket raw: what the SSL holds is never taken */
-        client_read(c);
+        conn_client_read(c);
     }
     if (c->state != CONN_CLOSING)
         update_polls(c);
@@ -661,7 +414,7 @@ void conn_event_end(struct conn *c)
 /* --- lifecycle ----------------------------------------------------------------------------- */
 
 /* Starts the listener's protocol once the client is known. */
-static void conn_start(struct conn *c)
+void conn_start(struct conn *c)
 {
     if (c->lc->mode == LISTENER_TCP) {
         conn_set_state(c, CONN_TUNNEL);
@@ -677,7 +430,7 @@ static void conn_start(struct conn *c)
         c->timer_base = base;
     }
     conn_arm_timer(c);
-    do_handshake(c);
+    conn_handshake(c);
 }
 
 void conn_accept(struct worker *w, size_t index, int fd, const struct sockaddr *peer,
@@ -743,7 +496,7 @@ void conn_close(struct conn *c)
     if (c->state == CONN_CLOSING)
         return;
     if (c->lc->mode != LISTENER_HTTP && c->state == CONN_TUNNEL)
-        access_log(c, NULL);
+        conn_access_log(c, NULL);
     conn_set_state(c, CONN_CLOSING);
     upstream_close(c);
     struct worker *w = c->worker;
@@ -777,10 +530,10 @@ void conn_error(struct conn *c, int status)
     c->status = status;
     if (c->req_start == 0)
         c->req_start = base_now_us();
-    access_log(c, "certgate");
+    conn_access_log(c, "certgate");
     upstream_close(c);
     buf_free(&c->uout);
-    http_error_response(c, status);
+    http_error_response(&c->cout, status);
     conn_set_state(c, CONN_FLUSH); /* conn_event_end writes it */
 }
 
@@ -795,7 +548,7 @@ void conn_request_done(struct conn *c)
 
 void conn_http_cycle_done(struct conn *c)
 {
-    access_log(c, "upstream");
+    conn_access_log(c, "upstream");
     buf_free(&c->req_log);
     c->num_requests++;
     /* The upstream connection belongs to the exchange, not to the client: a client idling
@@ -829,43 +582,8 @@ void conn_tunnel(struct conn *c)
     buf_free(&c->uin);
     buf_append(&c->uout, buf_data(&c->cin), buf_used(&c->cin));
     buf_free(&c->cin);
-    access_log(c, "upstream");
+    conn_access_log(c, "upstream");
     conn_set_state(c, CONN_TUNNEL); /* conn_event_end writes both queues */
-}
-
-bool conn_still_trusted(struct conn *c)
-{
-    struct server *srv = c->worker->srv;
-    if (c->ssl == NULL || c->untrusted)
-        return !c->untrusted;
-    if (atomic_load_explicit(&srv->gen, memory_order_acquire) == c->gen)
-        return true;
-    struct tls_gen *gen = listener_gen(srv);
-    uint64_t id = tls_gen_id(gen);
-    if (id > c->checked_gen_id) {
-        c->checked_gen_id = id;
-        c->untrusted = !tls_reverify(gen, c->index, c->ssl);
-    }
-    tls_gen_unref(gen);
-    return !c->untrusted;
-}
-
-bool conn_allowed(struct conn *c)
-{
-    if (!c->lc->require_allowed_subject)
-        return true;
-    uint64_t v = allowlist_version();
-    if (v != c->allow_version) {
-        c->allow_version = v;
-        c->allow_ok = tls_peer_allowed(c->ssl);
-    }
-    return c->allow_ok;
-}
-
-void conn_recheck(struct conn *c)
-{
-    if (c->state == CONN_TUNNEL && (!conn_still_trusted(c) || !conn_allowed(c)))
-        conn_close(c);
 }
 
 void conn_drain(struct conn *c)

@@ -46,6 +46,7 @@
 #include "http/tenancy.h"
 #include "http/xfcc.h"
 #include "tls/tls_anchor.h"
+#include "tls/tls_internal.h"
 #include "tls/tls_report.h"
 #include "tls/tls_revocation.h"
 #include "tls/tls_verify.h"
@@ -60,279 +61,6 @@ static CRYPTO_BUFFER_POOL *tls_pool;
 const char *tls_library(void)
 {
     return OPENSSL_VERSION_TEXT;
-}
-
-/* --- credentials ------------------------------------------------------------------------- */
-
-static void ssl_error_string(char *out, size_t len)
-{
-    unsigned long e = ERR_get_error();
-    if (e == 0)
-        snprintf(out, len, "unknown error");
-    else
-        ERR_error_string_n(e, out, len);
-    ERR_clear_error();
-}
-
-static int load_pem_credentials(struct tls_gen *gen, const struct config *cfg, char *err,
-                                size_t err_len)
-{
-    char *cert_path = base_join_path(cfg->credentials_dir, cfg->credentials_cert);
-    char *key_path = base_join_path(cfg->credentials_dir, cfg->credentials_key);
-    uint8_t *cert_pem = NULL, *key_pem = NULL;
-    size_t cert_len = 0, key_len = 0;
-    BIO *bio = NULL;
-    int r = ca_store_read_file(cert_path, &cert_pem, &cert_len, err, err_len);
-    if (r < 0)
-        goto fail;
-    r = ca_store_read_file(key_path, &key_pem, &key_len, err, err_len);
-    if (r < 0)
-        goto fail;
-    r = -EINVAL;
-    bio = BIO_new_mem_buf(cert_pem, (int)cert_len);
-    gen->leaf = PEM_read_bio_X509(bio, NULL, NULL, NULL);
-    if (gen->leaf == NULL) {
-        snprintf(err, err_len, "%s: no PEM certificate found", cert_path);
-        tls_report_explain_credentials(err, err_len, cert_path, cert_pem, cert_len, key_path,
-                                       key_pem, key_len, false);
-        goto fail;
-    }
-    gen->chain = sk_X509_new_null();
-    X509 *x;
-    while ((x = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL)
-        sk_X509_push(gen->chain, x);
-    /* The loop ends at the end of the file, or at a block that does not parse: a file caught
-     * half-written must not be served as a shorter chain. */
-    unsigned long e = ERR_peek_last_error();
-    ERR_clear_error();
-    if (ERR_GET_LIB(e) != ERR_LIB_PEM || ERR_GET_REASON(e) != PEM_R_NO_START_LINE) {
-        snprintf(err, err_len, "%s: certificate %zu of the chain does not parse", cert_path,
-                 sk_X509_num(gen->chain) + 2);
-        goto fail;
-    }
-    BIO_free(bio);
-    bio = BIO_new_mem_buf(key_pem, (int)key_len);
-    gen->key = PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL);
-    if (gen->key == NULL) {
-        ERR_clear_error();
-        snprintf(err, err_len, "%s: no PEM private key found", key_path);
-        tls_report_explain_credentials(err, err_len, cert_path, cert_pem, cert_len, key_path,
-                                       key_pem, key_len, true);
-        goto fail;
-    }
-    if (!X509_check_private_key(gen->leaf, gen->key)) {
-        ERR_clear_error();
-        snprintf(err, err_len, "%s: the private key does not match the certificate in %s",
-                 key_path, cert_path);
-        goto fail;
-    }
-    r = 0;
-fail:
-    BIO_free(bio);
-    if (key_pem != NULL)
-        OPENSSL_cleanse(key_pem, key_len);
-    free(cert_pem);
-    free(key_pem);
-    free(cert_path);
-    free(key_path);
-    return r;
-}
-
-static int load_pkcs12_credentials(struct tls_gen *gen, const struct config *cfg, char *err,
-                                   size_t err_len)
-{
-    char *p12_path = base_join_path(cfg->credentials_dir, cfg->credentials_pkcs12);
-    char *pass_path = NULL;
-    uint8_t *p12 = NULL, *pass = NULL;
-    size_t p12_len = 0, pass_len = 0;
-    char *password = NULL;
-    STACK_OF(X509) *certs = sk_X509_new_null();
-    int r = ca_store_read_file(p12_path, &p12, &p12_len, err, err_len);
-    if (r < 0)
-        goto fail;
-    if (cfg->credentials_pkcs12_password_file != NULL) {
-        pass_path = base_join_path(cfg->credentials_dir, cfg->credentials_pkcs12_password_file);
-        r = ca_store_read_file(pass_path, &pass, &pass_len, err, err_len);
-        if (r < 0)
-            goto fail;
-        while (pass_len > 0 && (pass[pass_len - 1] == '\n' || pass[pass_len - 1] == '\r'))
-            pass_len--;
-    }
-    password = xstrndup((const char *)(pass ? pass : (uint8_t *)""), pass_len);
-    r = -EINVAL;
-    CBS cbs;
-    CBS_init(&cbs, p12, p12_len);
-    if (!PKCS12_get_key_and_certs(&gen->key, certs, &cbs, password)) {
-        char e[256];
-        ssl_error_string(e, sizeof(e));
-        snprintf(err, err_len, "%s: cannot read PKCS#12 (%s)", p12_path, e);
-        goto fail;
-    }
-    /* The leaf is the certificate that matches the key; the rest is the chain. */
-    gen->chain = sk_X509_new_null();
-    for (size_t i = 0; i < sk_X509_num(certs); i++) {
-        X509 *x = sk_X509_value(certs, i);
-        if (gen->leaf == NULL && X509_check_private_key(x, gen->key))
-            gen->leaf = X509_up_ref(x) ? x : NULL;
-        else if (X509_up_ref(x))
-            sk_X509_push(gen->chain, x);
-    }
-    ERR_clear_error();
-    if (gen->leaf == NULL) {
-        snprintf(err, err_len, "%s: no certificate matches the private key", p12_path);
-        goto fail;
-    }
-    r = 0;
-fail:
-    sk_X509_pop_free(certs, X509_free);
-    if (password != NULL)
-        OPENSSL_cleanse(password, strlen(password));
-    free(password);
-    free(p12);
-    free(pass);
-    free(p12_path);
-    free(pass_path);
-    return r;
-}
-
-/* --- tenancy ------------------------------------------------------------------------------- */
-
-/* The first host_name of the server_name extension, or false when there is none. */
-static bool client_hello_sni(const SSL_CLIENT_HELLO *hello, char *out, size_t out_len)
-{
-    const uint8_t *data = NULL;
-    size_t len = 0;
-    if (!SSL_early_callback_ctx_extension_get(hello, TLSEXT_TYPE_server_name, &data, &len))
-        return false;
-    CBS ext, list, name;
-    uint8_t type;
-    CBS_init(&ext, data, len);
-    if (!CBS_get_u16_length_prefixed(&ext, &list) || CBS_len(&ext) != 0)
-        return false;
-    while (CBS_len(&list) > 0) {
-        if (!CBS_get_u8(&list, &type) || !CBS_get_u16_length_prefixed(&list, &name))
-            return false;
-        if (type != TLSEXT_NAMETYPE_host_name)
-            continue;
-        if (CBS_len(&name) == 0 || CBS_len(&name) >= out_len ||
-            memchr(CBS_data(&name), 0, CBS_len(&name)) != NULL)
-            return false;
-        memcpy(out, CBS_data(&name), CBS_len(&name));
-        out[CBS_len(&name)] = '\0';
-        return true;
-    }
-    return false;
-}
-
-/* Picks the connection's tenant from its SNI before anything else happens, and scopes session
- * resumption to that tenant's trust set (SECURITY 1-3). */
-static enum ssl_select_cert_result_t select_tenant(const SSL_CLIENT_HELLO *hello)
-{
-    SSL *ssl = hello->ssl;
-    struct tls_listener *tl = tls_verify_listener_of(ssl);
-    const struct config *cfg = tl->gen->cfg;
-    struct tls_peer *pe = tls_verify_peer_of(ssl);
-    if (pe == NULL) {
-        pe = xcalloc(1, sizeof(*pe));
-        tls_verify_set_peer(ssl, pe);
-    }
-    char raw[TENANCY_MAX_NAME + 1], name[TENANCY_MAX_NAME + 1];
-    bool has_sni = client_hello_sni(hello, raw, sizeof(raw)) &&
-                   tenancy_normalize(name, raw, strlen(raw), false) && !tenancy_is_ip_literal(name);
-    char reason[400];
-    if (!has_sni) {
-        if (cfg->tenancy_no_sni == TENANCY_REJECT) {
-            tls_verify_log_refusal(ssl, "policy", "the client sent no SNI (tenancy.no_sni: reject)",
-                                   NULL);
-            return ssl_select_cert_error;
-        }
-    } else if (tenancy_match(cfg->tenancy_sni, name, pe->id)) {
-        pe->tenant = tl->gen->store ? ca_store_tenant(tl->gen->store, pe->id, strlen(pe->id))
-                                    : NULL;
-    }
-    if (has_sni && pe->tenant == NULL && cfg->tenancy_unknown == TENANCY_REJECT) {
-        snprintf(reason, sizeof(reason), "SNI %s names no known tenant (tenancy.unknown: reject)",
-                 name);
-        tls_verify_log_refusal(ssl, "policy", reason, NULL);
-        return ssl_select_cert_error;
-    }
-    /* Sessions resume only into the same tenant and trust set. */
-    uint8_t trust[32] = {0}, sid[SHA256_DIGEST_LENGTH];
-    if (tl->gen->store != NULL)
-        ca_store_trust_hash(tl->gen->store, pe->tenant, trust);
-    SHA256_CTX sha;
-    SHA256_Init(&sha);
-    SHA256_Update(&sha, tl->sid_ctx, sizeof(tl->sid_ctx));
-    SHA256_Update(&sha, trust, sizeof(trust));
-    SHA256_Update(&sha, pe->id, strlen(pe->id) + 1);
-    SHA256_Final(sid, &sha);
-    SSL_set_session_id_context(ssl, sid, SSL_MAX_SID_CTX_LENGTH);
-    return ssl_select_cert_success;
-}
-
-bool tls_host_allowed(struct tls_gen *gen, size_t index, struct ssl_st *ssl, const char *host,
-                      size_t host_len)
-{
-    const struct config *cfg = gen->cfg;
-    const struct listener_config *lc = gen->listeners[index].lc;
-    char name[TENANCY_MAX_NAME + 1];
-    bool has_host = host != NULL && tenancy_normalize(name, host, host_len, true);
-    if (cfg->tenancy_sni != NULL) {
-        struct tls_peer *pe = tls_verify_peer_of(ssl);
-        char id[TENANCY_MAX_ID + 1] = "";
-        if (has_host && !tenancy_match(cfg->tenancy_sni, name, id))
-            id[0] = '\0';
-        return strcmp(id, pe ? pe->id : "") == 0;
-    }
-    /* Without tenancy, a Host that differs from a present SNI is refused where client
-     * certificates are verified (CONTRACT 6). */
-    const char *sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
-    if (sni == NULL || lc->client_auth == CLIENT_AUTH_NONE || !lc->verify)
-        return true;
-    char sni_name[TENANCY_MAX_NAME + 1];
-    if (!tenancy_normalize(sni_name, sni, strlen(sni), false) || tenancy_is_ip_literal(sni_name))
-        return true;
-    return has_host && strcmp(name, sni_name) == 0;
-}
-
-bool tls_reverify(struct tls_gen *gen, size_t index, struct ssl_st *ssl)
-{
-    struct tls_listener *tl = &gen->listeners[index];
-    if (tl->ctx == NULL || tl->lc->client_auth == CLIENT_AUTH_NONE)
-        return true;
-    struct tls_peer *pe = tls_verify_peer_of(ssl);
-    const struct ca_tenant *tenant = NULL;
-    if (pe != NULL && pe->id[0] != '\0') {
-        tenant = gen->store ? ca_store_tenant(gen->store, pe->id, strlen(pe->id)) : NULL;
-        if (tenant == NULL && gen->cfg->tenancy_unknown == TENANCY_REJECT) {
-            tls_verify_log_refusal(ssl, "policy",
-                                   "the connection's tenant is gone from the CA store", NULL);
-            return false;
-        }
-    }
-    STACK_OF(X509) *peer = tls_verify_peer_chain(ssl);
-    uint8_t alert = 0;
-    bool ok = tls_verify_chain(ssl, tl, tenant, peer, &alert, NULL, NULL) == ssl_verify_ok;
-    sk_X509_pop_free(peer, X509_free);
-    return ok;
-}
-
-uint64_t tls_gen_id(const struct tls_gen *gen)
-{
-    return gen->id;
-}
-
-size_t tls_gen_store_errors(const struct tls_gen *gen)
-{
-    return gen->store ? ca_store_num_errors(gen->store) : 0;
-}
-
-const char *tls_tenant(struct ssl_st *ssl)
-{
-    /* An SNI that names a tenant the store does not know is served by the common trust set
-     * (tenancy.unknown: common): no tenant served it. */
-    struct tls_peer *pe = tls_verify_peer_of(ssl);
-    return pe != NULL && pe->tenant != NULL && pe->id[0] != '\0' ? pe->id : NULL;
 }
 
 /* --- session tickets ------------------------------------------------------------------------ */
@@ -353,8 +81,8 @@ struct ticket_key {
 static struct ticket_key ticket_keys[2]; /* current, previous */
 static pthread_mutex_t ticket_lock = PTHREAD_MUTEX_INITIALIZER;
 
-static int ticket_cb(SSL *ssl, uint8_t *key_name, uint8_t *iv, EVP_CIPHER_CTX *cctx,
-                     HMAC_CTX *hctx, int encrypt)
+static int ticket_cb(SSL *ssl, uint8_t *key_name, uint8_t *iv, EVP_CIPHER_CTX *cctx, HMAC_CTX *hctx,
+                     int encrypt)
 {
     struct ticket_key k;
     bool previous = false;
@@ -431,7 +159,7 @@ static int build_listener(struct tls_gen *gen, struct tls_listener *tl,
     SSL_CTX_set_num_tickets(ctx, 1); /* one resumption per handshake is what clients use */
     if (!SSL_CTX_set_chain_and_key(ctx, gen->cert_bufs, gen->num_cert_bufs, gen->key, NULL)) {
         char e[256];
-        ssl_error_string(e, sizeof(e));
+        tls_ssl_error_string(e, sizeof(e));
         snprintf(err, err_len, "listener %s: cannot use the credentials: %s", lc->name, e);
         return -EINVAL;
     }
@@ -454,7 +182,7 @@ static int build_listener(struct tls_gen *gen, struct tls_listener *tl,
     memcpy(tl->sid_ctx, sid, sizeof(sid));
     SSL_CTX_set_session_id_context(ctx, sid, SSL_MAX_SID_CTX_LENGTH);
     if (gen->cfg->tenancy_sni != NULL)
-        SSL_CTX_set_select_certificate_cb(ctx, select_tenant);
+        SSL_CTX_set_select_certificate_cb(ctx, tls_select_tenant);
 
     int mode = SSL_VERIFY_NONE;
     if (lc->client_auth == CLIENT_AUTH_REQUIRE)
@@ -463,7 +191,7 @@ static int build_listener(struct tls_gen *gen, struct tls_listener *tl,
         mode = SSL_VERIFY_PEER;
     if (mode != SSL_VERIFY_NONE)
         SSL_CTX_set_custom_verify(ctx, mode, tls_verify_handshake);
-    tls_verify_set_listener(ctx, tl);
+    tls_peer_set_listener(ctx, tl);
     return 0;
 }
 
@@ -506,9 +234,9 @@ int tls_gen_new(struct tls_gen **out, const struct config *cfg, const struct tls
         needs_tls |= cfg->listeners[i].mode != LISTENER_TCP;
     if (needs_tls) {
         if (cfg->credentials_pkcs12 != NULL)
-            r = load_pkcs12_credentials(gen, cfg, err, err_len);
+            r = tls_load_pkcs12_credentials(gen, cfg, err, err_len);
         else
-            r = load_pem_credentials(gen, cfg, err, err_len);
+            r = tls_load_pem_credentials(gen, cfg, err, err_len);
         if (r < 0)
             goto fail;
         r = check_chain_complete(gen, prev, err, err_len);
@@ -581,9 +309,9 @@ void tls_gen_unref(struct tls_gen *gen)
 void tls_gen_describe(const struct tls_gen *gen, const struct config *cfg)
 {
     if (gen->leaf != NULL) {
-        char *subject = tls_verify_name_rfc2253(X509_get_subject_name(gen->leaf));
+        char *subject = tls_peer_name_rfc2253(X509_get_subject_name(gen->leaf));
         char until[64];
-        tls_verify_time_string(X509_get0_notAfter(gen->leaf), until, sizeof(until));
+        tls_peer_time_string(X509_get0_notAfter(gen->leaf), until, sizeof(until));
         printf("credentials: %s (+%zu intermediate%s), valid until %s\n", subject,
                sk_X509_num(gen->chain), sk_X509_num(gen->chain) == 1 ? "" : "s", until);
         free(subject);
@@ -609,7 +337,7 @@ struct ssl_st *tls_new_ssl(struct tls_gen *gen, size_t index, int fd, void *app,
     struct tls_peer *pe = xcalloc(1, sizeof(*pe));
     if (peer != NULL && peer_len <= sizeof(pe->addr))
         memcpy(&pe->addr, peer, peer_len);
-    tls_verify_set_peer(ssl, pe);
+    tls_peer_set(ssl, pe);
     SSL_set_fd(ssl, fd);
     SSL_set_accept_state(ssl);
     SSL_set_app_data(ssl, app);
@@ -667,8 +395,9 @@ int tls_handshake(struct ssl_st *ssl)
     /* Verification failures were logged by tls_verify_handshake; log the rest here. */
     unsigned long e = ERR_peek_error();
     int reason = ERR_GET_REASON(e);
-    /* Refusals by tls_verify_handshake and select_tenant were logged and counted there. */
-    if (e != 0 && reason != SSL_R_CERTIFICATE_VERIFY_FAILED && reason != SSL_R_CONNECTION_REJECTED) {
+    /* Refusals by tls_verify_handshake and tls_select_tenant were logged and counted there. */
+    if (e != 0 && reason != SSL_R_CERTIFICATE_VERIFY_FAILED &&
+        reason != SSL_R_CONNECTION_REJECTED) {
         char text[256];
         const char *why = NULL;
         if (reason == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE)
@@ -690,9 +419,9 @@ int tls_handshake(struct ssl_st *ssl)
         const char *result = reason == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE ? "no_cert"
                              : reason == SSL_R_KEY_USAGE_BIT_INCORRECT        ? "policy"
                                                                                : "error";
-        tls_verify_log_refusal(ssl, result, why, NULL);
+        tls_peer_log_refusal(ssl, result, why, NULL);
     } else if (e == 0) {
-        struct tls_listener *tl = tls_verify_listener_of(ssl);
+        struct tls_listener *tl = tls_peer_listener_of(ssl);
         if (tl != NULL)
             metrics_handshake(tl->index, METRICS_HS_ERROR); /* the client went away */
     }
@@ -761,7 +490,7 @@ bool tls_resumed(struct ssl_st *ssl)
 
 bool tls_peer_allowed(struct ssl_st *ssl)
 {
-    STACK_OF(X509) *peer = ssl ? tls_verify_peer_chain(ssl) : NULL;
+    STACK_OF(X509) *peer = ssl ? tls_peer_chain(ssl) : NULL;
     bool ok = peer != NULL && sk_X509_num(peer) > 0 && tls_verify_allowed(sk_X509_value(peer, 0));
     sk_X509_pop_free(peer, X509_free);
     return ok;
@@ -769,18 +498,18 @@ bool tls_peer_allowed(struct ssl_st *ssl)
 
 char *tls_peer_subject(struct ssl_st *ssl)
 {
-    STACK_OF(X509) *peer = tls_verify_peer_chain(ssl);
+    STACK_OF(X509) *peer = tls_peer_chain(ssl);
     if (peer == NULL)
         return NULL;
-    char *subject = tls_verify_name_rfc2253(X509_get_subject_name(sk_X509_value(peer, 0)));
+    char *subject = tls_peer_name_rfc2253(X509_get_subject_name(sk_X509_value(peer, 0)));
     sk_X509_pop_free(peer, X509_free);
     return subject;
 }
 
-bool tls_client_cert_headers(struct tls_gen *gen, size_t index, struct ssl_st *ssl,
-                             struct buf *out, struct buf *element)
+bool tls_client_cert_headers(struct tls_gen *gen, size_t index, struct ssl_st *ssl, struct buf *out,
+                             struct buf *element)
 {
-    STACK_OF(X509) *peer = tls_verify_peer_chain(ssl);
+    STACK_OF(X509) *peer = tls_peer_chain(ssl);
     if (peer == NULL)
         return false;
     const struct listener_config *lc = gen->listeners[index].lc;
@@ -821,147 +550,3 @@ bool tls_client_cert_headers(struct tls_gen *gen, size_t index, struct ssl_st *s
     return true;
 }
 
-/* --- status and metrics ------------------------------------------------------------------- */
-
-int64_t tls_gen_server_not_after(const struct tls_gen *gen)
-{
-    return gen->leaf ? tls_verify_asn1_unix(X509_get0_notAfter(gen->leaf)) : 0;
-}
-
-void tls_gen_status_json(const struct tls_gen *gen, struct buf *out)
-{
-    buf_appends(out, "\"credentials\":");
-    if (gen->leaf == NULL) {
-        buf_appends(out, "null");
-    } else {
-        char *subject = tls_verify_name_rfc2253(X509_get_subject_name(gen->leaf));
-        buf_appends(out, "{\"subject\":");
-        log_json_string(out, subject);
-        free(subject);
-        buf_appends(out, ",\"sans\":[");
-        GENERAL_NAMES *names = X509_get_ext_d2i(gen->leaf, NID_subject_alt_name, NULL, NULL);
-        bool first = true;
-        for (size_t i = 0; names != NULL && i < sk_GENERAL_NAME_num(names); i++) {
-            GENERAL_NAME *gn = sk_GENERAL_NAME_value(names, i);
-            char text[300] = "";
-            if (gn->type == GEN_DNS || gn->type == GEN_URI) {
-                const ASN1_STRING *a = gn->d.ia5;
-                snprintf(text, sizeof(text), "%s:%.*s", gn->type == GEN_DNS ? "DNS" : "URI",
-                         (int)MIN(ASN1_STRING_length(a), 250), ASN1_STRING_get0_data(a));
-            } else if (gn->type == GEN_IPADD) {
-                char ip[INET6_ADDRSTRLEN] = "?";
-                const ASN1_OCTET_STRING *a = gn->d.ip;
-                int len = ASN1_STRING_length(a);
-                inet_ntop(len == 4 ? AF_INET : AF_INET6, ASN1_STRING_get0_data(a), ip, sizeof(ip));
-                snprintf(text, sizeof(text), "IP:%s", ip);
-            } else {
-                continue;
-            }
-            if (!first)
-                buf_append(out, ",", 1);
-            first = false;
-            log_json_string(out, text);
-        }
-        GENERAL_NAMES_free(names);
-        uint8_t *der = NULL;
-        int der_len = i2d_X509(gen->leaf, &der);
-        uint8_t md[SHA256_DIGEST_LENGTH];
-        SHA256(der, (size_t)MAX(der_len, 0), md);
-        OPENSSL_free(der);
-        buf_appendf(out, "],\"not_after\":%lld,\"sha256\":\"", (long long)tls_gen_server_not_after(gen));
-        for (size_t i = 0; i < sizeof(md); i++)
-            buf_appendf(out, "%02x", md[i]);
-        buf_appends(out, "\"}");
-    }
-    buf_appends(out, ",\"tenants\":{");
-    if (gen->store != NULL) {
-        size_t n = ca_store_num_tenants(gen->store);
-        for (size_t i = 0; i <= n; i++) {
-            const struct ca_tenant *t = i == 0 ? NULL : ca_store_tenant_at(gen->store, i - 1);
-            const char *id = t ? ca_store_tenant_id(t) : "";
-            if (i > 0)
-                buf_append(out, ",", 1);
-            log_json_string(out, id);
-            buf_appends(out, ":{\"cas\":[");
-            const STACK_OF(X509) *cas = ca_store_cas(gen->store, t);
-            for (size_t j = 0; j < sk_X509_num(cas); j++) {
-                X509 *x = sk_X509_value(cas, j);
-                char *subject = tls_verify_name_rfc2253(X509_get_subject_name(x));
-                buf_appends(out, j ? ",{\"subject\":" : "{\"subject\":");
-                log_json_string(out, subject);
-                free(subject);
-                buf_appendf(out, ",\"not_after\":%lld}",
-                            (long long)tls_verify_asn1_unix(X509_get0_notAfter(x)));
-            }
-            buf_appends(out, "],\"error\":");
-            const char *error = NULL;
-            for (size_t k = 0; k < ca_store_num_errors(gen->store); k++) {
-                const char *tid = NULL;
-                const char *msg = ca_store_error(gen->store, k, &tid);
-                if (tid != NULL && strcmp(tid, id) == 0)
-                    error = msg;
-            }
-            if (error != NULL)
-                log_json_string(out, error);
-            else
-                buf_appends(out, "null");
-            buf_append(out, "}", 1);
-        }
-        /* Tenants that failed to load and have no previous bundle still get their error. */
-        for (size_t k = 0; k < ca_store_num_errors(gen->store); k++) {
-            const char *tid = NULL;
-            const char *msg = ca_store_error(gen->store, k, &tid);
-            if (tid == NULL || ca_store_tenant(gen->store, tid, strlen(tid)) != NULL)
-                continue;
-            buf_append(out, ",", 1);
-            log_json_string(out, tid);
-            buf_appends(out, ":{\"cas\":[],\"error\":");
-            log_json_string(out, msg);
-            buf_append(out, "}", 1);
-        }
-    }
-    buf_append(out, "}", 1);
-}
-
-void tls_gen_metrics(const struct tls_gen *gen, struct buf *out)
-{
-    buf_appends(out, "# HELP certgate_certificate_not_after_seconds notAfter of loaded certificates.\n"
-                     "# TYPE certgate_certificate_not_after_seconds gauge\n");
-    if (gen->leaf != NULL)
-        buf_appendf(out, "certgate_certificate_not_after_seconds{kind=\"server\",tenant=\"\"} %lld\n",
-                    (long long)tls_gen_server_not_after(gen));
-    if (gen->store != NULL) {
-        size_t n = ca_store_num_tenants(gen->store);
-        for (size_t i = 0; i <= n; i++) {
-            const struct ca_tenant *t = i == 0 ? NULL : ca_store_tenant_at(gen->store, i - 1);
-            const STACK_OF(X509) *cas = ca_store_cas(gen->store, t);
-            int64_t first = INT64_MAX;
-            for (size_t j = 0; j < sk_X509_num(cas); j++)
-                first = MIN(first, tls_verify_asn1_unix(X509_get0_notAfter(sk_X509_value(cas, j))));
-            if (first != INT64_MAX)
-                buf_appendf(out,
-                            "certgate_certificate_not_after_seconds{kind=\"ca\",tenant=\"%s\"} %lld\n",
-                            t ? ca_store_tenant_id(t) : "", (long long)first);
-        }
-    }
-    buf_appends(out, "# HELP certgate_tenant_load_errors Tenants whose CA bundle failed to load.\n"
-                     "# TYPE certgate_tenant_load_errors gauge\n");
-    for (size_t k = 0; gen->store != NULL && k < ca_store_num_errors(gen->store); k++) {
-        const char *tid = NULL;
-        ca_store_error(gen->store, k, &tid);
-        tid = tid ? tid : "";
-        bool seen = false;
-        for (size_t j = 0; j < k && !seen; j++) {
-            const char *other = NULL;
-            ca_store_error(gen->store, j, &other);
-            seen = other != NULL && strcmp(other, tid) == 0;
-        }
-        if (seen)
-            continue;
-        /* A broken index may name a tenant anything: escape it as a label value. */
-        buf_appends(out, "certgate_tenant_load_errors{tenant=");
-        metrics_label(out, tid);
-        buf_appends(out, "} 1\n");
-    }
-    tls_report_metrics(gen, out);
-}

@@ -20,7 +20,7 @@
 #include "ca_index.h"
 #include "ca_store.h"
 #include "core/base.h"
-#include "tls/tls_verify.h"
+#include "tls/tls_peer.h"
 
 bool tls_anchor_problem(X509 *x, bool with_key, char *out, size_t len)
 {
@@ -106,7 +106,7 @@ static size_t check_bundle(const char *path, FILE *out)
         ERR_clear_error();
         char why[256];
         if (x != NULL && tls_anchor_problem(x, true, why, sizeof(why))) {
-            char *subject = tls_verify_name_rfc2253(X509_get_subject_name(x));
+            char *subject = tls_peer_name_rfc2253(X509_get_subject_name(x));
             fprintf(out,
                     "warning: %s:%zu: certificate \"%s\" cannot issue client certificates: %s "
                     "(it is an anchor for itself only)\n",
@@ -121,8 +121,7 @@ static size_t check_bundle(const char *path, FILE *out)
     return warnings;
 }
 
-static size_t check_files(const char *base, const struct ca_index_file *files, size_t n,
-                          FILE *out)
+static size_t check_files(const char *base, const struct ca_index_file *files, size_t n, FILE *out)
 {
     size_t warnings = 0;
     for (size_t i = 0; i < n; i++) {

@@ -14,7 +14,7 @@
 #include "core/base.h"
 #include "core/log.h"
 #include "core/metrics.h"
-#include "tls/tls_verify.h"
+#include "tls/tls_peer.h"
 
 static void utc_string(int64_t t, char *out, size_t len)
 {
@@ -30,9 +30,9 @@ enum tls_expiry tls_report_expiry(const struct tls_gen *gen, int64_t now, uint64
     msg[0] = '\0';
     if (gen == NULL || gen->leaf == NULL)
         return TLS_EXPIRY_NONE;
-    int64_t not_before = tls_verify_asn1_unix(X509_get0_notBefore(gen->leaf));
-    int64_t not_after = tls_verify_asn1_unix(X509_get0_notAfter(gen->leaf));
-    char *subject = tls_verify_name_rfc2253(X509_get_subject_name(gen->leaf));
+    int64_t not_before = tls_peer_asn1_unix(X509_get0_notBefore(gen->leaf));
+    int64_t not_after = tls_peer_asn1_unix(X509_get0_notAfter(gen->leaf));
+    char *subject = tls_peer_name_rfc2253(X509_get_subject_name(gen->leaf));
     char nb[32], na[32];
     utc_string(not_before, nb, sizeof(nb));
     utc_string(not_after, na, sizeof(na));
@@ -69,7 +69,7 @@ enum tls_expiry tls_report_log_expiry(const struct tls_gen *gen, uint64_t warn_m
                         : r == TLS_EXPIRY_EXPIRED ? "credentials_expired"
                                                   : "credentials_not_yet_valid";
     char na[32];
-    utc_string(tls_verify_asn1_unix(X509_get0_notAfter(gen->leaf)), na, sizeof(na));
+    utc_string(tls_peer_asn1_unix(X509_get0_notAfter(gen->leaf)), na, sizeof(na));
     struct buf b = {0};
     log_begin(&b, level, event);
     log_str(&b, "not_after", na);
@@ -165,9 +165,9 @@ void tls_report_changes(const struct tls_gen *old, const struct tls_gen *gen, st
 {
     buf_appends(out, ",\"credentials\":");
     if (gen->leaf != NULL && (old == NULL || old->leaf == NULL || X509_cmp(old->leaf, gen->leaf))) {
-        char *subject = tls_verify_name_rfc2253(X509_get_subject_name(gen->leaf));
+        char *subject = tls_peer_name_rfc2253(X509_get_subject_name(gen->leaf));
         char na[32];
-        utc_string(tls_verify_asn1_unix(X509_get0_notAfter(gen->leaf)), na, sizeof(na));
+        utc_string(tls_peer_asn1_unix(X509_get0_notAfter(gen->leaf)), na, sizeof(na));
         BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(gen->leaf), NULL);
         char *serial = bn != NULL ? BN_bn2hex(bn) : NULL;
         buf_appends(out, "{\"subject\":");

@@ -27,7 +27,8 @@
 
 #define CACHE_SLOTS 16384
 #define FAILURE_CACHE_S 30 /* how long a failed query is remembered */
-#define FRESH_WITHOUT_NEXT_UPDATE_S 300 /* or ocsp_cache_max: the age of an answer without nextUpdate */
+#define FRESH_WITHOUT_NEXT_UPDATE_S                                                                \
+    300 /* or ocsp_cache_max: the age of an answer without nextUpdate */
 
 enum answer {
     ANSWER_GOOD,
@@ -143,22 +144,22 @@ static enum ssl_verify_result_t decide(SSL *ssl, const struct tls_listener *tl,
     char reason[320];
     if (e->answer == ANSWER_GOOD)
         return ssl_verify_ok;
-    STACK_OF(X509) *peer = tls_verify_peer_chain(ssl);
+    STACK_OF(X509) *peer = tls_peer_chain(ssl);
     X509 *leaf = peer && sk_X509_num(peer) > 0 ? sk_X509_value(peer, 0) : NULL;
     enum ssl_verify_result_t ret = ssl_verify_invalid;
     if (e->answer == ANSWER_REVOKED) {
         char when[32];
         utc(e->revoked_at, when, sizeof(when));
         snprintf(reason, sizeof(reason), "certificate revoked at %s (OCSP)", when);
-        tls_verify_log_refusal(ssl, "revoked", reason, leaf);
+        tls_peer_log_refusal(ssl, "revoked", reason, leaf);
         *out_alert = SSL_AD_CERTIFICATE_REVOKED;
     } else if (tl->gen->cfg->revocation_ocsp == OCSP_HARD_FAIL) {
         snprintf(reason, sizeof(reason), "revocation status unknown (OCSP hard_fail): %s",
                  e->why);
-        tls_verify_log_refusal(ssl, "policy", reason, leaf);
+        tls_peer_log_refusal(ssl, "policy", reason, leaf);
         *out_alert = SSL_AD_CERTIFICATE_UNKNOWN;
     } else {
-        char *subject = leaf ? tls_verify_name_rfc2253(X509_get_subject_name(leaf)) : NULL;
+        char *subject = leaf ? tls_peer_name_rfc2253(X509_get_subject_name(leaf)) : NULL;
         log_msg(LOG_LEVEL_WARN, "ocsp_soft_fail",
                 "listener %s: accepting client %s without a revocation status (soft_fail): %s",
                 tl->lc->name, subject ? subject : "?", e->why);

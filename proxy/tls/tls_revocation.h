@@ -5,7 +5,7 @@
 #ifndef CERTGATE_TLS_REVOCATION_H
 #define CERTGATE_TLS_REVOCATION_H
 
-#include "tls/tls_verify.h"
+#include "tls/tls_peer.h"
 
 #include <uv.h>
 

@@ -24,159 +24,16 @@
 #include "core/metrics.h"
 #include "tls/allowlist.h"
 #include "tls/tls_anchor.h"
+#include "tls/tls_chain.h"
 #include "tls/tls_revocation.h"
 
 #define MAX_CHAIN_DEPTH 8
 #define MIN_RSA_BITS 2048
 
-/* --- ex data: the listener of a context, the peer of a connection ------------------------- */
-
-static int tls_listener_index = -1;
-static int tls_peer_index = -1;
-
-static void peer_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int index, long argl,
-                      void *argp)
-{
-    free(ptr);
-}
-
 void tls_verify_init(void)
 {
-    tls_listener_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
-    tls_peer_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, peer_free);
+    tls_peer_init();
     tls_revocation_init();
-}
-
-void tls_verify_set_listener(SSL_CTX *ctx, struct tls_listener *tl)
-{
-    SSL_CTX_set_ex_data(ctx, tls_listener_index, tl);
-}
-
-struct tls_listener *tls_verify_listener_of(const SSL *ssl)
-{
-    return SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), tls_listener_index);
-}
-
-void tls_verify_set_peer(SSL *ssl, struct tls_peer *pe)
-{
-    SSL_set_ex_data(ssl, tls_peer_index, pe);
-}
-
-struct tls_peer *tls_verify_peer_of(const SSL *ssl)
-{
-    return SSL_get_ex_data(ssl, tls_peer_index);
-}
-
-STACK_OF(X509) *tls_verify_peer_chain(const SSL *ssl)
-{
-    const STACK_OF(CRYPTO_BUFFER) *bufs = SSL_get0_peer_certificates(ssl);
-    if (bufs == NULL || sk_CRYPTO_BUFFER_num(bufs) == 0)
-        return NULL;
-    STACK_OF(X509) *chain = sk_X509_new_null();
-    for (size_t i = 0; i < sk_CRYPTO_BUFFER_num(bufs); i++) {
-        X509 *x = X509_parse_from_buffer(sk_CRYPTO_BUFFER_value(bufs, i));
-        if (x == NULL) {
-            sk_X509_pop_free(chain, X509_free);
-            ERR_clear_error();
-            return NULL;
-        }
-        sk_X509_push(chain, x);
-    }
-    return chain;
-}
-
-/* --- certificate text --------------------------------------------------------------------- */
-
-char *tls_verify_name_rfc2253(X509_NAME *name)
-{
-    BIO *bio = BIO_new(BIO_s_mem());
-    X509_NAME_print_ex(bio, name, 0, XN_FLAG_RFC2253);
-    const uint8_t *data = NULL;
-    size_t len = 0;
-    BIO_mem_contents(bio, &data, &len);
-    char *s = xstrndup((const char *)data, len);
-    BIO_free(bio);
-    return s;
-}
-
-void tls_verify_time_string(const ASN1_TIME *t, char *out, size_t len)
-{
-    BIO *bio = BIO_new(BIO_s_mem());
-    ASN1_TIME_print(bio, t);
-    const uint8_t *data = NULL;
-    size_t n = 0;
-    BIO_mem_contents(bio, &data, &n);
-    snprintf(out, len, "%.*s", (int)n, (const char *)data);
-    BIO_free(bio);
-}
-
-int64_t tls_verify_asn1_unix(const ASN1_TIME *t)
-{
-    /* This BoringSSL has no ASN1_TIME_to_posix: measure from the epoch instead. */
-    int days = 0, secs = 0;
-    ASN1_TIME *epoch = ASN1_TIME_set(NULL, 0);
-    int ok = epoch != NULL && ASN1_TIME_diff(&days, &secs, epoch, t);
-    ASN1_TIME_free(epoch);
-    return ok ? (int64_t)days * 86400 + secs : 0;
-}
-
-/* --- refusals ----------------------------------------------------------------------------- */
-
-static void peer_address(SSL *ssl, char *out, size_t len)
-{
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof(ss);
-    char host[INET6_ADDRSTRLEN] = "?";
-    int port = 0;
-    struct tls_peer *pe = tls_verify_peer_of(ssl);
-    bool known = pe != NULL && pe->addr.sa.sa_family != AF_UNSPEC;
-    if (known)
-        memcpy(&ss, &pe->addr, sizeof(pe->addr));
-    if (known || getpeername(SSL_get_fd(ssl), (struct sockaddr *)&ss, &sl) == 0) {
-        if (ss.ss_family == AF_INET) {
-            struct sockaddr_in *in = (struct sockaddr_in *)&ss;
-            inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
-            port = ntohs(in->sin_port);
-        } else if (ss.ss_family == AF_INET6) {
-            struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
-            inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
-            port = ntohs(in6->sin6_port);
-        }
-    }
-    snprintf(out, len, "%s:%d", host, port);
-}
-
-static enum metrics_handshake result_metric(const char *result)
-{
-    static const char *const names[] = {"ok", "resumed", "no_cert", "untrusted",
-                                        "expired", "revoked", "policy", "error"};
-    for (size_t i = 0; i < ARRAY_SIZE(names); i++)
-        if (strcmp(result, names[i]) == 0)
-            return (enum metrics_handshake)i;
-    return METRICS_HS_ERROR;
-}
-
-void tls_verify_log_refusal(SSL *ssl, const char *result, const char *reason, X509 *leaf)
-{
-    struct tls_listener *tl = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), tls_listener_index);
-    if (tl != NULL)
-        metrics_handshake(tl->index, result_metric(result));
-    struct buf b = {0};
-    char peer[80];
-    peer_address(ssl, peer, sizeof(peer));
-    log_begin(&b, LOG_LEVEL_WARN, "handshake_refused");
-    log_str(&b, "listener", tl ? tl->lc->name : NULL);
-    log_str(&b, "result", result);
-    log_str(&b, "reason", reason);
-    log_str(&b, "peer", peer);
-    log_str(&b, "sni", SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name));
-    char *subject = leaf ? tls_verify_name_rfc2253(X509_get_subject_name(leaf)) : NULL;
-    char *issuer = leaf ? tls_verify_name_rfc2253(X509_get_issuer_name(leaf)) : NULL;
-    log_str(&b, "subject", subject);
-    log_str(&b, "issuer", issuer);
-    log_end(&b);
-    free(subject);
-    free(issuer);
 }
 
 /* --- policy and the verified-chain cache -------------------------------------------------- */
@@ -322,7 +179,7 @@ bool tls_verify_allowed(X509 *leaf)
 {
     if (leaf == NULL)
         return false;
-    char *subject = tls_verify_name_rfc2253(X509_get_subject_name(leaf));
+    char *subject = tls_peer_name_rfc2253(X509_get_subject_name(leaf));
     char *canon = NULL;
     bool ok = allowlist_canon(subject, &canon) == 0 && allowlist_contains(canon);
     free(canon);
@@ -337,11 +194,11 @@ static enum ssl_verify_result_t check_allowed(SSL *ssl, const struct tls_listene
 {
     if (!tl->lc->require_allowed_subject || !tl->lc->verify)
         return ssl_verify_ok;
-    STACK_OF(X509) *peer = tls_verify_peer_chain(ssl);
+    STACK_OF(X509) *peer = tls_peer_chain(ssl);
     X509 *leaf = peer && sk_X509_num(peer) > 0 ? sk_X509_value(peer, 0) : NULL;
     enum ssl_verify_result_t ret = ssl_verify_ok;
     if (leaf != NULL && !tls_verify_allowed(leaf)) {
-        tls_verify_log_refusal(ssl, "policy",
+        tls_peer_log_refusal(ssl, "policy",
                                "the certificate's subject is not in the allowlist "
                                "(access.allowed_subjects_file)",
                                leaf);
@@ -373,8 +230,8 @@ static enum ssl_verify_result_t verify_remember(SSL *ssl, struct tls_listener *t
 
 enum ssl_verify_result_t tls_verify_handshake(SSL *ssl, uint8_t *out_alert)
 {
-    struct tls_listener *tl = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), tls_listener_index);
-    struct tls_peer *pe = tls_verify_peer_of(ssl);
+    struct tls_listener *tl = tls_peer_listener_of(ssl);
+    struct tls_peer *pe = tls_peer_of(ssl);
     const struct ca_tenant *tenant = pe ? pe->tenant : NULL;
     const STACK_OF(CRYPTO_BUFFER) *bufs = SSL_get0_peer_certificates(ssl);
     bool cacheable = tl->lc->verify && bufs != NULL && sk_CRYPTO_BUFFER_num(bufs) > 0;
@@ -396,11 +253,11 @@ enum ssl_verify_result_t tls_verify_handshake(SSL *ssl, uint8_t *out_alert)
         }
     }
     if (SSL_get0_peer_certificates(ssl) != NULL && peer_chain_unparsable(ssl)) {
-        tls_verify_log_refusal(ssl, "error", "the client's certificate does not parse", NULL);
+        tls_peer_log_refusal(ssl, "error", "the client's certificate does not parse", NULL);
         *out_alert = SSL_AD_BAD_CERTIFICATE;
         return ssl_verify_invalid;
     }
-    STACK_OF(X509) *peer = tls_verify_peer_chain(ssl);
+    STACK_OF(X509) *peer = tls_peer_chain(ssl);
     X509 *issuer = NULL;
     enum ssl_verify_result_t ret =
         verify_remember(ssl, tl, tenant, peer, cacheable ? key : NULL, out_alert, &issuer);
@@ -416,7 +273,7 @@ enum ssl_verify_result_t tls_verify_handshake(SSL *ssl, uint8_t *out_alert)
 
 int tls_verify_resumed(SSL *ssl)
 {
-    struct tls_listener *tl = tls_verify_listener_of(ssl);
+    struct tls_listener *tl = tls_peer_listener_of(ssl);
     uint8_t alert = 0;
     if (tl == NULL || !tl->lc->verify)
         return ssl_verify_ok;
@@ -428,7 +285,7 @@ int tls_verify_resumed(SSL *ssl)
      * made: the leaf or a CA may have expired since (SECURITY 22). The session id context
      * already ties it to this trust set and these CRLs; time is checked here, from the cache of
      * verified chains (whose entries end at the first notAfter) or by verifying again. */
-    struct tls_peer *pe = tls_verify_peer_of(ssl);
+    struct tls_peer *pe = tls_peer_of(ssl);
     const struct ca_tenant *tenant = pe ? pe->tenant : NULL;
     const STACK_OF(CRYPTO_BUFFER) *bufs = SSL_get0_peer_certificates(ssl);
     bool cacheable = bufs != NULL && sk_CRYPTO_BUFFER_num(bufs) > 0;
@@ -443,7 +300,7 @@ int tls_verify_resumed(SSL *ssl)
     }
     /* Not cached, or no OCSP answer cached for the session's leaf: verify its chain again,
      * which also gives the issuer the query needs. */
-    STACK_OF(X509) *peer = tls_verify_peer_chain(ssl);
+    STACK_OF(X509) *peer = tls_peer_chain(ssl);
     X509 *issuer = NULL;
     r = verify_remember(ssl, tl, tenant, peer, cacheable ? key : NULL, &alert, &issuer);
     if (r == ssl_verify_ok && ocsp && peer != NULL && sk_X509_num(peer) > 0)
@@ -451,237 +308,6 @@ int tls_verify_resumed(SSL *ssl)
     X509_free(issuer);
     sk_X509_pop_free(peer, X509_free);
     return r;
-}
-
-/* --- reasons an operator can act on (SECURITY 28) ---------------------------------------- */
-
-/* A certificate named |name| in the trust set of |tenant| or among the client's certificates
- * that cannot issue certificates: BoringSSL skipped it while building the chain and reports the
- * issuer as unknown. Writes what is wrong with it to |why|. */
-static bool unusable_issuer(const struct tls_listener *tl, const struct ca_tenant *tenant,
-                            STACK_OF(X509) *peer, X509_NAME *name, char *why, size_t len)
-{
-    const STACK_OF(X509) *sets[3] = {peer, NULL, NULL};
-    if (tl->gen->store != NULL) {
-        sets[1] = ca_store_cas(tl->gen->store, NULL);
-        sets[2] = tenant ? ca_store_cas(tl->gen->store, tenant) : NULL;
-    }
-    for (size_t s = 0; s < ARRAY_SIZE(sets); s++)
-        for (size_t i = 0; sets[s] != NULL && i < sk_X509_num(sets[s]); i++) {
-            X509 *x = sk_X509_value(sets[s], i);
-            if (X509_NAME_cmp(X509_get_subject_name(x), name) == 0 &&
-                tls_anchor_problem(x, true, why, len))
-                return true;
-        }
-    return false;
-}
-
-/* Why |x| may not serve for client authentication: X509_V_ERR_INVALID_PURPOSE says only
- * "unsupported certificate purpose" for the EKU, the keyUsage and a CA's usages alike. */
-static void purpose_reason(X509 *x, bool is_leaf, char *out, size_t len)
-{
-    uint32_t flags = X509_get_extension_flags(x);
-    char why[256];
-    if ((flags & EXFLAG_XKUSAGE) && !(X509_get_extended_key_usage(x) & XKU_SSL_CLIENT))
-        snprintf(why, sizeof(why), "extended key usage without clientAuth");
-    else if (is_leaf && (flags & EXFLAG_KUSAGE) &&
-             !(X509_get_key_usage(x) & (KU_DIGITAL_SIGNATURE | KU_KEY_AGREEMENT)))
-        snprintf(why, sizeof(why), "key usage without digitalSignature or keyAgreement");
-    else if (is_leaf || !tls_anchor_problem(x, true, why, sizeof(why)))
-        snprintf(why, sizeof(why), "key usage or Netscape certificate type");
-    if (is_leaf) {
-        snprintf(out, len, "certificate not allowed for client authentication (%s)", why);
-        return;
-    }
-    char *subject = tls_verify_name_rfc2253(X509_get_subject_name(x));
-    snprintf(out, len, "CA certificate \"%s\" of the chain may not issue client certificates (%s)",
-             subject, why);
-    free(subject);
-}
-
-static void verify_error_reason(X509_STORE_CTX *ctx, const struct tls_listener *tl,
-                                const struct ca_tenant *tenant, STACK_OF(X509) *peer,
-                                X509 *leaf, char *reason, size_t len, const char **result,
-                                uint8_t *out_alert)
-{
-    const char *tenant_name = tenant ? ca_store_tenant_id(tenant) : "common";
-    int e = X509_STORE_CTX_get_error(ctx);
-    X509 *bad = X509_STORE_CTX_get_current_cert(ctx);
-    if (bad == NULL)
-        bad = leaf;
-    char when[64], why[256];
-    *result = "untrusted";
-    *out_alert = SSL_AD_BAD_CERTIFICATE;
-    switch (e) {
-    case X509_V_ERR_CERT_HAS_EXPIRED:
-        tls_verify_time_string(X509_get0_notAfter(bad), when, sizeof(when));
-        snprintf(reason, len, "certificate expired at %s", when);
-        if (bad != leaf) {
-            char *subject = tls_verify_name_rfc2253(X509_get_subject_name(bad));
-            snprintf(reason, len, "CA certificate \"%s\" of the chain expired at %s", subject,
-                     when);
-            free(subject);
-        }
-        *result = "expired";
-        *out_alert = SSL_AD_CERTIFICATE_EXPIRED;
-        return;
-    case X509_V_ERR_CERT_NOT_YET_VALID:
-        tls_verify_time_string(X509_get0_notBefore(bad), when, sizeof(when));
-        snprintf(reason, len, "certificate not yet valid (from %s)", when);
-        *result = "expired";
-        *out_alert = SSL_AD_CERTIFICATE_EXPIRED;
-        return;
-    case X509_V_ERR_INVALID_PURPOSE:
-        purpose_reason(bad, bad == leaf, reason, len);
-        *result = "policy";
-        *out_alert = SSL_AD_UNSUPPORTED_CERTIFICATE;
-        return;
-    case X509_V_ERR_UNABLE_TO_DECODE_ISSUER_PUBLIC_KEY: {
-        char *issuer = tls_verify_name_rfc2253(X509_get_issuer_name(bad));
-        snprintf(reason, len, "issuer \"%s\" cannot be used: its key type is not supported",
-                 issuer);
-        free(issuer);
-        return;
-    }
-    case X509_V_ERR_INVALID_CA:
-    case X509_V_ERR_KEYUSAGE_NO_CERTSIGN:
-    case X509_V_ERR_UNHANDLED_CRITICAL_EXTENSION:
-    case X509_V_ERR_INVALID_EXTENSION: {
-        if (!tls_anchor_problem(bad, true, why, sizeof(why)))
-            snprintf(why, sizeof(why), "%s", X509_verify_cert_error_string(e));
-        char *subject = tls_verify_name_rfc2253(X509_get_subject_name(bad));
-        snprintf(reason, len, "certificate \"%s\" of the chain cannot be used%s: %s", subject,
-                 bad == leaf ? "" : " as a CA", why);
-        free(subject);
-        return;
-    }
-    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
-    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
-    case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
-    case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
-    case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE: {
-        char *issuer = tls_verify_name_rfc2253(X509_get_issuer_name(bad));
-        if (unusable_issuer(tl, tenant, peer, X509_get_issuer_name(bad), why, sizeof(why)))
-            snprintf(reason, len,
-                     "issuer \"%s\" is in the trust set of tenant %s or the client's chain but "
-                     "cannot issue certificates: %s",
-                     issuer, tenant_name, why);
-        else
-            snprintf(reason, len, "unknown issuer \"%s\" (not in the trust set of tenant %s)",
-                     issuer, tenant_name);
-        free(issuer);
-        *out_alert = SSL_AD_UNKNOWN_CA;
-        return;
-    }
-    default:
-        snprintf(reason, len, "certificate rejected: %s", X509_verify_cert_error_string(e));
-        return;
-    }
-}
-
-/* --- name constraints (SECURITY 28) ------------------------------------------------------ */
-
-static bool dns_name_ok(const ASN1_STRING *a, bool constraint)
-{
-    return tls_anchor_dns_name_ok(ASN1_STRING_get0_data(a), (size_t)ASN1_STRING_length(a),
-                                  constraint);
-}
-
-static bool subtrees_ok(const STACK_OF(GENERAL_SUBTREE) *trees)
-{
-    for (size_t i = 0; i < sk_GENERAL_SUBTREE_num(trees); i++) {
-        const GENERAL_SUBTREE *t = sk_GENERAL_SUBTREE_value(trees, i);
-        /* RFC 5280 4.2.1.10: minimum is 0 and maximum absent. */
-        if (t->minimum != NULL || t->maximum != NULL)
-            return false;
-        if (t->base->type == GEN_DNS && !dns_name_ok(t->base->d.dNSName, true))
-            return false;
-    }
-    return true;
-}
-
-/* BoringSSL (2022) lets "*.example.com" pass an excluded "bar.example.com", accepts malformed
- * constraints and constraints in a leaf: refuse what it cannot judge. */
-static bool name_constraints_problem(STACK_OF(X509) *verified, char *out, size_t len)
-{
-    X509 *leaf = sk_X509_value(verified, 0);
-    if (X509_get_ext_by_NID(leaf, NID_name_constraints, -1) >= 0) {
-        snprintf(out, len, "the client certificate carries name constraints (only a CA may)");
-        return true;
-    }
-    bool constrained = false;
-    for (size_t i = 1; i < sk_X509_num(verified); i++) {
-        X509 *ca = sk_X509_value(verified, i);
-        if (X509_get_ext_by_NID(ca, NID_name_constraints, -1) < 0)
-            continue;
-        constrained = true;
-        NAME_CONSTRAINTS *nc = X509_get_ext_d2i(ca, NID_name_constraints, NULL, NULL);
-        bool ok = nc != NULL && subtrees_ok(nc->permittedSubtrees) &&
-                  subtrees_ok(nc->excludedSubtrees);
-        NAME_CONSTRAINTS_free(nc);
-        ERR_clear_error();
-        if (!ok) {
-            char *subject = tls_verify_name_rfc2253(X509_get_subject_name(ca));
-            snprintf(out, len, "the name constraints of CA \"%s\" are malformed", subject);
-            free(subject);
-            return true;
-        }
-    }
-    if (!constrained)
-        return false;
-    int crit = -1;
-    GENERAL_NAMES *sans = X509_get_ext_d2i(leaf, NID_subject_alt_name, &crit, NULL);
-    ERR_clear_error();
-    if (sans == NULL && crit != -1) {
-        snprintf(out, len, "the client certificate's subjectAltName does not parse (its chain "
-                           "has name constraints)");
-        return true;
-    }
-    bool bad = false;
-    for (size_t i = 0; !bad && i < sk_GENERAL_NAME_num(sans); i++) {
-        const GENERAL_NAME *gn = sk_GENERAL_NAME_value(sans, i);
-        if (gn->type != GEN_DNS)
-            continue;
-        const ASN1_STRING *a = gn->d.dNSName;
-        bool wildcard = memchr(ASN1_STRING_get0_data(a), '*', (size_t)ASN1_STRING_length(a));
-        if (wildcard || !dns_name_ok(a, false)) {
-            snprintf(out, len,
-                     "the client certificate has a %s DNS name \"%.*s\" and its chain has name "
-                     "constraints, which cannot judge it",
-                     wildcard ? "wildcard" : "malformed", (int)MIN(ASN1_STRING_length(a), 100),
-                     ASN1_STRING_get0_data(a));
-            bad = true;
-        }
-    }
-    GENERAL_NAMES_free(sans);
-    return bad;
-}
-
-/* BoringSSL (2022) checks the extensions of the certificates the client sent, not of the
- * anchor: a store certificate that is not a CA, lacks keyCertSign or has a critical extension
- * nobody processes would issue clients. It is an anchor for itself only (a pinned leaf). */
-static bool unusable_anchor(STACK_OF(X509) *verified, const char *tenant_name, char *out,
-                            size_t len)
-{
-    size_t n = sk_X509_num(verified);
-    char why[256];
-    if (n < 2 || !tls_anchor_problem(sk_X509_value(verified, n - 1), false, why, sizeof(why)))
-        return false;
-    char *issuer = tls_verify_name_rfc2253(X509_get_subject_name(sk_X509_value(verified, n - 1)));
-    snprintf(out, len,
-             "issuer \"%s\" is in the trust set of tenant %s but cannot issue certificates: %s",
-             issuer, tenant_name, why);
-    free(issuer);
-    return true;
-}
-
-/* The earliest notAfter of the verified chain, anchors from the store included. */
-static int64_t chain_not_after(STACK_OF(X509) *verified)
-{
-    int64_t first = INT64_MAX;
-    for (size_t i = 0; i < sk_X509_num(verified); i++)
-        first = MIN(first, tls_verify_asn1_unix(X509_get0_notAfter(sk_X509_value(verified, i))));
-    return first;
 }
 
 /* --- the chain ----------------------------------------------------------------------------- */
@@ -698,7 +324,7 @@ enum ssl_verify_result_t tls_verify_chain(SSL *ssl, struct tls_listener *tl,
     const char *result = "untrusted";
     if (leaf == NULL) {
         if (tl->lc->client_auth == CLIENT_AUTH_REQUIRE) {
-            tls_verify_log_refusal(ssl, "no_cert", "the client sent no certificate", NULL);
+            tls_peer_log_refusal(ssl, "no_cert", "the client sent no certificate", NULL);
             *out_alert = SSL_AD_CERTIFICATE_REQUIRED;
             return ssl_verify_invalid;
         }
@@ -710,7 +336,7 @@ enum ssl_verify_result_t tls_verify_chain(SSL *ssl, struct tls_listener *tl,
     const char *tenant_name = tenant ? ca_store_tenant_id(tenant) : "common";
     X509_STORE *store = tl->gen->store ? ca_store_trust(tl->gen->store, tenant) : NULL;
     if (store == NULL) {
-        tls_verify_log_refusal(ssl, "untrusted", "no CA store is loaded", leaf);
+        tls_peer_log_refusal(ssl, "untrusted", "no CA store is loaded", leaf);
         *out_alert = SSL_AD_UNKNOWN_CA;
         return ssl_verify_invalid;
     }
@@ -725,7 +351,7 @@ enum ssl_verify_result_t tls_verify_chain(SSL *ssl, struct tls_listener *tl,
     X509_STORE_CTX_set_purpose(ctx, X509_PURPOSE_SSL_CLIENT);
     X509_VERIFY_PARAM_set_depth(X509_STORE_CTX_get0_param(ctx), MAX_CHAIN_DEPTH);
     if (X509_verify_cert(ctx) != 1) {
-        verify_error_reason(ctx, tl, tenant, peer, leaf, reason, sizeof(reason), &result,
+        tls_chain_error_reason(ctx, tl, tenant, peer, leaf, reason, sizeof(reason), &result,
                             out_alert);
         goto refuse;
     }
@@ -753,12 +379,12 @@ enum ssl_verify_result_t tls_verify_chain(SSL *ssl, struct tls_listener *tl,
             goto refuse;
         }
     }
-    if (unusable_anchor(verified, tenant_name, reason, sizeof(reason))) {
+    if (tls_chain_unusable_anchor(verified, tenant_name, reason, sizeof(reason))) {
         result = "untrusted";
         *out_alert = SSL_AD_UNKNOWN_CA;
         goto refuse;
     }
-    if (name_constraints_problem(verified, reason, sizeof(reason))) {
+    if (tls_chain_name_constraints_problem(verified, reason, sizeof(reason))) {
         result = "policy";
         *out_alert = SSL_AD_BAD_CERTIFICATE;
         goto refuse;
@@ -776,7 +402,7 @@ enum ssl_verify_result_t tls_verify_chain(SSL *ssl, struct tls_listener *tl,
         }
         if (crl < 0) {
             char *subject =
-                tls_verify_name_rfc2253(X509_get_subject_name(sk_X509_value(verified, idx)));
+                tls_peer_name_rfc2253(X509_get_subject_name(sk_X509_value(verified, idx)));
             snprintf(reason, sizeof(reason), "certificate \"%s\" is revoked", subject);
             free(subject);
             result = "revoked";
@@ -793,14 +419,14 @@ enum ssl_verify_result_t tls_verify_chain(SSL *ssl, struct tls_listener *tl,
     }
     ret = ssl_verify_ok;
     if (out_not_after != NULL)
-        *out_not_after = chain_not_after(verified);
+        *out_not_after = tls_chain_not_after(verified);
     if (out_issuer != NULL && sk_X509_num(verified) > 1) {
         *out_issuer = sk_X509_value(verified, 1);
         X509_up_ref(*out_issuer);
     }
     goto done;
 refuse:
-    tls_verify_log_refusal(ssl, result, reason, leaf);
+    tls_peer_log_refusal(ssl, result, reason, leaf);
 done:
     X509_STORE_CTX_free(ctx);
     ERR_clear_error();
