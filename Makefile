@@ -47,7 +47,7 @@ help:
 	@echo "make asan       build into build/asan with ASan+UBSan"
 	@echo "make bench      certgate vs nginx, HAProxy and Caddy on 127.0.0.1 (~5 min; BENCH_* knobs)"
 	@echo "make soak       100 credential rotations per layout under mTLS load (issue 5's long run)"
-	@echo "make fuzz       libFuzzer on the header builder and the PROXY parser (clang; FUZZ_SECONDS=60 each)"
+	@echo "make fuzz       libFuzzer on the HTTP/1 request and response codec, the header builder and the PROXY parser (clang; FUZZ_SECONDS=60 each)"
 	@echo "make format     clang-format the sources"
 	@echo "make lint       the layer check (scripts/check-layers.py), clang-tidy and cppcheck"
 	@echo "make clean      remove build/"
@@ -80,7 +80,8 @@ $(BUILD)/unit/%: tests/unit/%.c $(LIB_OBJ)
 	@$(if $(V),,echo "  LD      $@")
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -Wno-missing-prototypes -o $@ $^ $(LDLIBS) -lcmocka $(LDFLAGS)
 
-unit: $(UNIT_BIN) $(BUILD)/fuzz/replay_xfcc $(BUILD)/fuzz/replay_proxy_proto
+unit: $(UNIT_BIN) $(BUILD)/fuzz/replay_xfcc $(BUILD)/fuzz/replay_proxy_proto \
+      $(BUILD)/fuzz/replay_request $(BUILD)/fuzz/replay_response
 
 # Fuzz targets: libFuzzer under clang (make fuzz); the same sources build a replay driver
 # with gcc, which make test runs over the committed corpora.
@@ -94,7 +95,26 @@ $(BUILD)/fuzz/replay_proxy_proto: tests/fuzz/fuzz_proxy_proto.c proxy/net/proxy_
 	@$(if $(V),,echo "  LD      $@")
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $^ $(LDFLAGS)
 
-fuzz:
+# The HTTP/1 codec's targets run the real exchange code on a connection without a peer
+# (tests/fuzz/h1_harness.h), so they link the whole library.
+$(BUILD)/fuzz/replay_%: tests/fuzz/fuzz_%.c tests/fuzz/h1_harness.h $(LIB_OBJ)
+	@mkdir -p $(@D)
+	@$(if $(V),,echo "  LD      $@")
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $< $(LIB_OBJ) $(LDLIBS) $(LDFLAGS)
+
+FUZZ_H1_SRC = $(PROXY_SRC) $(CA_SRC) $(LLHTTP_SRC)/api.c $(LLHTTP_SRC)/http.c $(LLHTTP_SRC)/llhttp.c
+build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/h1_harness.h $(FUZZ_H1_SRC)
+	@mkdir -p $(@D)
+	clang -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+	    -DFUZZING -Wno-everything \
+	    $(CPPFLAGS) $< $(FUZZ_H1_SRC) -o $@ $(LDLIBS)
+
+fuzz: build/fuzz/fuzz_request build/fuzz/fuzz_response
+	@mkdir -p build/fuzz/corpus-request build/fuzz/corpus-response
+	build/fuzz/fuzz_request -max_total_time=$${FUZZ_SECONDS:-60} -max_len=4096 \
+	    -dict=tests/fuzz/request.dict build/fuzz/corpus-request tests/fuzz/corpus/request
+	build/fuzz/fuzz_response -max_total_time=$${FUZZ_SECONDS:-60} -max_len=4096 \
+	    -dict=tests/fuzz/response.dict build/fuzz/corpus-response tests/fuzz/corpus/response
 	@mkdir -p build/fuzz/corpus-xfcc
 	clang -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -DFUZZING $(CPPFLAGS) \
 	    tests/fuzz/fuzz_xfcc.c proxy/http/xfcc.c proxy/core/buf.c proxy/core/base.c $(FUZZ_LIBS) -o build/fuzz/fuzz_xfcc

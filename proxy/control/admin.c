@@ -323,7 +323,7 @@ static void status_json(struct buf *out)
     buf_appendf(out, ",\"generation\":%llu,\"ready\":%s,",
                 (unsigned long long)reload_generation(),
                 atomic_load(&admin_srv->ready) ? "true" : "false");
-    struct tls_gen *gen = listener_gen(admin_srv);
+    struct tls_gen *gen = server_gen(admin_srv);
     if (gen != NULL) {
         tls_gen_status_json(gen, out);
         tls_gen_unref(gen);
@@ -357,7 +357,7 @@ static void status_json(struct buf *out)
 static void metrics_text(struct buf *out)
 {
     metrics_render(out);
-    struct tls_gen *gen = listener_gen(admin_srv);
+    struct tls_gen *gen = server_gen(admin_srv);
     if (gen != NULL) {
         tls_gen_metrics(gen, out);
         tls_gen_unref(gen);

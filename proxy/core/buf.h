@@ -18,10 +18,12 @@ static inline size_t buf_used(const struct buf *b)
     return b->len - b->off;
 }
 
-/* buf_data returns the first queued byte. */
+/* buf_data returns the first queued byte (NULL for a buffer that never held any). */
 static inline char *buf_data(const struct buf *b)
 {
-    return b->base + b->off;
+    /* An empty buffer may own no memory, and NULL + 0 is undefined in C (UBSan under clang
+     * reports it; found by tests/fuzz/fuzz_request.c). */
+    return b->base != NULL ? b->base + b->off : NULL;
 }
 
 /* buf_reserve makes room for |extra| more bytes and returns where they go. */

@@ -23,9 +23,8 @@
 #include "http/reqhead.h"
 #include "http/xfcc.h"
 #include "net/conn.h"
-#include "server/listener.h"
+#include "net/worker.h"
 #include "tls/tls.h"
-#include "upstream/upstream.h"
 
 void *http_scratch_new(unsigned max_headers)
 {
@@ -132,7 +131,7 @@ static int on_header_field_complete(llhttp_t *p)
 static long scan_request_head(struct conn *c)
 {
     const struct config_limits *lim = &c->worker->srv->cfg->limits;
-    long r = head_scan(&c->req_scan, buf_data(&c->cin), buf_used(&c->cin), lim->max_request_head,
+    long r = head_scan(&c->ex.req_scan, buf_data(&c->cin), buf_used(&c->cin), lim->max_request_head,
                        lim->max_headers);
     switch (r) {
     case HEAD_BAD: return -400;
@@ -147,7 +146,7 @@ static int request_head_done(llhttp_t *p)
     struct conn *c = p->data;
     struct scratch *s = scratch_of(p);
     if (s->overflow) {
-        c->head_error = 431;
+        c->ex.head_error = 431;
         return -1;
     }
     unsigned n_host = 0, n_te = 0, n_cl = 0;
@@ -199,7 +198,7 @@ static int request_head_done(llhttp_t *p)
     bad |= reqhead_target_parse(&target, s->base + s->url_off, s->url_len,
                                 llhttp_get_method(p) == HTTP_OPTIONS) < 0;
     if (bad) {
-        c->head_error = 400;
+        c->ex.head_error = 400;
         return -1;
     }
     const char *hv = NULL;
@@ -214,32 +213,32 @@ static int request_head_done(llhttp_t *p)
     }
     if (c->ssl != NULL) {
         if (!tls_host_allowed(c->gen, c->index, c->ssl, hv, hl)) {
-            c->head_error = 421; /* the tenant is bound to the connection, never to Host */
+            c->ex.head_error = 421; /* the tenant is bound to the connection, never to Host */
             return -1;
         }
         if (!conn_still_trusted(c)) {
-            c->head_error = 403; /* revoked, removed or distrusted since the handshake */
+            c->ex.head_error = 403; /* revoked, removed or distrusted since the handshake */
             return -1;
         }
         if (!conn_allowed(c)) {
-            c->head_error = 403; /* not (or no longer) in the allowlist */
+            c->ex.head_error = 403; /* not (or no longer) in the allowlist */
             return -1;
         }
     }
 
-    c->req_chunked = (p->flags & F_CHUNKED) != 0;
-    c->req_http10 = minor == 0;
-    if (c->req_chunked)
-        body_init(&c->req_body, BODY_CHUNKED, 0, true,
+    c->ex.req_chunked = (p->flags & F_CHUNKED) != 0;
+    c->ex.req_http10 = minor == 0;
+    if (c->ex.req_chunked)
+        body_init(&c->ex.req_body, BODY_CHUNKED, 0, true,
                   c->worker->srv->cfg->limits.max_request_head);
     else if (p->flags & F_CONTENT_LENGTH)
-        body_init(&c->req_body, BODY_LENGTH, p->content_length, false, 0);
+        body_init(&c->ex.req_body, BODY_LENGTH, p->content_length, false, 0);
     else
-        body_init(&c->req_body, BODY_NONE, 0, false, 0);
-    c->req_head_method = llhttp_get_method(p) == HTTP_HEAD;
-    c->req_idempotent = http_method_idempotent(llhttp_get_method(p));
-    c->req_upgrade = llhttp_get_upgrade(p) && upgrade != NULL;
-    c->req_keep_alive = llhttp_should_keep_alive(p);
+        body_init(&c->ex.req_body, BODY_NONE, 0, false, 0);
+    c->ex.req_head_method = llhttp_get_method(p) == HTTP_HEAD;
+    c->ex.req_idempotent = http_method_idempotent(llhttp_get_method(p));
+    c->ex.req_upgrade = llhttp_get_upgrade(p) && upgrade != NULL;
+    c->ex.req_keep_alive = llhttp_should_keep_alive(p);
     const char *method = llhttp_method_name(llhttp_get_method(p));
 
     struct buf *o = &c->uout;
@@ -264,11 +263,11 @@ static int request_head_done(llhttp_t *p)
         http_put_header(o, n, h->name_len, HVALUE(s, h), h->value_len);
     }
     http_put_header(o, "X-Request-Id", 12, request_id, strlen(request_id));
-    if (c->req_chunked)
+    if (c->ex.req_chunked)
         buf_appends(o, "Transfer-Encoding: chunked\r\n");
     else if (p->flags & F_CONTENT_LENGTH)
         buf_appendf(o, "Content-Length: %llu\r\n", (unsigned long long)p->content_length);
-    if (c->req_upgrade) {
+    if (c->ex.req_upgrade) {
         const char *v = HVALUE(s, upgrade);
         size_t vl = upgrade->value_len;
         http_trim(&v, &vl);
@@ -282,7 +281,7 @@ static int request_head_done(llhttp_t *p)
     s->in_trailers = true;
     /* Only recorded here: http_request_process starts the exchange once llhttp has returned
      * and the head is consumed (a callback does no I/O and changes no state). */
-    c->head_ok = true;
+    c->ex.head_ok = true;
     return HPE_PAUSED;
 }
 
@@ -325,26 +324,26 @@ static int response_head_done(llhttp_t *p)
             return -1; /* we would have to drop a coding: 502 */
     }
     bool informational = status < 200;
-    if (status == 101 && !c->req_upgrade)
+    if (status == 101 && !c->ex.req_upgrade)
         return -1;
-    bool no_body = informational || status == 204 || status == 304 || c->req_head_method;
-    c->resp_chunked = !no_body && (p->flags & F_CHUNKED) != 0;
-    c->resp_until_close = !no_body && !c->resp_chunked && !(p->flags & F_CONTENT_LENGTH);
+    bool no_body = informational || status == 204 || status == 304 || c->ex.req_head_method;
+    c->ex.resp_chunked = !no_body && (p->flags & F_CHUNKED) != 0;
+    c->ex.resp_until_close = !no_body && !c->ex.resp_chunked && !(p->flags & F_CONTENT_LENGTH);
     /* An HTTP/1.0 client cannot read chunked coding: send it the data until we close. */
-    bool dechunk = c->resp_chunked && c->req_http10;
+    bool dechunk = c->ex.resp_chunked && c->ex.req_http10;
     size_t max_trailer = c->worker->srv->cfg->limits.max_request_head;
     if (no_body)
-        body_init(&c->resp_body, BODY_NONE, 0, false, 0);
-    else if (c->resp_chunked)
-        body_init(&c->resp_body, BODY_CHUNKED, 0, !dechunk, max_trailer);
+        body_init(&c->ex.resp_body, BODY_NONE, 0, false, 0);
+    else if (c->ex.resp_chunked)
+        body_init(&c->ex.resp_body, BODY_CHUNKED, 0, !dechunk, max_trailer);
     else if (p->flags & F_CONTENT_LENGTH)
-        body_init(&c->resp_body, BODY_LENGTH, p->content_length, false, 0);
+        body_init(&c->ex.resp_body, BODY_LENGTH, p->content_length, false, 0);
     else
-        body_init(&c->resp_body, BODY_EOF, 0, false, 0);
+        body_init(&c->ex.resp_body, BODY_EOF, 0, false, 0);
     if (!informational) {
-        c->status = status;
-        if (c->resp_until_close || dechunk || !c->req_keep_alive || c->draining)
-            c->close_after = true;
+        c->ex.status = status;
+        if (c->ex.resp_until_close || dechunk || !c->ex.req_keep_alive || c->draining)
+            c->ex.close_after = true;
     }
 
     struct buf *o = &c->cout;
@@ -363,19 +362,19 @@ static int response_head_done(llhttp_t *p)
         http_put_header(o, n, h->name_len, HVALUE(s, h), h->value_len);
     }
     if (!informational && status != 101) {
-        if (c->resp_chunked && !dechunk)
+        if (c->ex.resp_chunked && !dechunk)
             buf_appends(o, "Transfer-Encoding: chunked\r\n");
         else if (p->flags & F_CONTENT_LENGTH)
             buf_appendf(o, "Content-Length: %llu\r\n", (unsigned long long)p->content_length);
-        if (c->close_after)
+        if (c->ex.close_after)
             buf_appends(o, "Connection: close\r\n");
     }
     buf_append(o, "\r\n", 2);
-    c->resp_sent = true;
+    c->ex.resp_sent = true;
     s->in_trailers = true;
     if (!informational)
-        c->resp_head_done = true;
-    buf_free(&c->replay); /* answered: never sent again */
+        c->ex.resp_head_done = true;
+    buf_free(&c->ex.replay); /* answered: never sent again */
     return HPE_PAUSED;
 }
 
@@ -390,10 +389,10 @@ static const llhttp_settings_t response_settings = {
 
 void http_conn_init(struct conn *c)
 {
-    llhttp_init(&c->req_parser, HTTP_REQUEST, &request_settings);
-    c->req_parser.data = c;
-    llhttp_init(&c->resp_parser, HTTP_RESPONSE, &response_settings);
-    c->resp_parser.data = c;
+    llhttp_init(&c->ex.req_parser, HTTP_REQUEST, &request_settings);
+    c->ex.req_parser.data = c;
+    llhttp_init(&c->ex.resp_parser, HTTP_RESPONSE, &response_settings);
+    c->ex.resp_parser.data = c;
 }
 
 /* Parses exactly one head of |len| bytes (llhttp never sees a body). */
@@ -409,7 +408,7 @@ static bool parse_head(llhttp_t *p, struct scratch *s, const char *data, size_t 
  * Returns true when the connection is now in CONN_PROXY. */
 static bool request_head(struct conn *c)
 {
-    if (c->req_scan.lines == 0) {
+    if (c->ex.req_scan.lines == 0) {
         /* Empty lines before a request line are ignored (RFC 9112 2.2). */
         size_t skip = 0;
         const char *d = buf_data(&c->cin);
@@ -417,12 +416,12 @@ static bool request_head(struct conn *c)
             skip += 2;
         if (skip > 0) {
             buf_consume(&c->cin, skip);
-            c->req_scan.seen = 0; /* offsets moved; only the skipped bytes are searched again */
+            c->ex.req_scan.seen = 0; /* offsets moved; only the skipped bytes are searched again */
         }
     }
     if (buf_used(&c->cin) == 0)
         return false;
-    c->head_started = true;
+    c->ex.head_started = true;
     long r = scan_request_head(c);
     if (r == 0)
         return false;
@@ -430,28 +429,28 @@ static bool request_head(struct conn *c)
         conn_error(c, (int)-r);
         return false;
     }
-    c->req_start = base_now_us();
-    c->head_ok = false;
-    c->head_error = 0;
-    bool ok = parse_head(&c->req_parser, c->worker->scratch, buf_data(&c->cin), (size_t)r);
+    c->ex.req_start = base_now_us();
+    c->ex.head_ok = false;
+    c->ex.head_error = 0;
+    bool ok = parse_head(&c->ex.req_parser, c->worker->scratch, buf_data(&c->cin), (size_t)r);
     /* The head leaves the input before anything else happens: what follows it is the body or
      * the next request, never parsed as this one's. */
     buf_consume(&c->cin, (size_t)r);
-    if (!ok || !c->head_ok) {
-        conn_error(c, c->head_error != 0 ? c->head_error : 400);
+    if (!ok || !c->ex.head_ok) {
+        conn_error(c, c->ex.head_error != 0 ? c->ex.head_error : 400);
         return false;
     }
     conn_set_state(c, CONN_PROXY);
-    return upstream_connect(c) == 0;
+    return conn_handlers()->upstream_connect(c) == 0;
 }
 
 void http_request_process(struct conn *c)
 {
     if (c->state == CONN_HEAD && !request_head(c))
         return;
-    if (c->state != CONN_PROXY || c->req_done)
+    if (c->state != CONN_PROXY || c->ex.req_done)
         return;
-    int r = body_feed(&c->req_body, &c->cin, &c->uout, &c->bytes_in);
+    int r = body_feed(&c->ex.req_body, &c->cin, &c->uout, &c->bytes_in);
     if (r < 0) {
         conn_error(c, 400);
         return;
@@ -462,18 +461,18 @@ void http_request_process(struct conn *c)
 
 static void response_done(struct conn *c)
 {
-    c->resp_done = true;
+    c->ex.resp_done = true;
     /* An upstream that sent more than the response, or a body it should not have after HEAD,
      * 204 or 304 (which may still be on its way), is not trusted with another request: its
      * extra bytes would answer the next one (SECURITY 14). */
-    int status = c->resp_parser.status_code;
-    bool bodiless = c->req_head_method || status == 204 || status == 304;
-    c->up_reusable = llhttp_should_keep_alive(&c->resp_parser) && !c->resp_until_close &&
+    int status = c->ex.resp_parser.status_code;
+    bool bodiless = c->ex.req_head_method || status == 204 || status == 304;
+    c->ex.up_reusable = llhttp_should_keep_alive(&c->ex.resp_parser) && !c->ex.resp_until_close &&
                      buf_used(&c->uin) == 0 && !bodiless;
-    if (!c->req_done) {
+    if (!c->ex.req_done) {
         /* Answered before the request ended: finish here, the rest of it is not read. */
-        c->close_after = true;
-        c->up_reusable = false;
+        c->ex.close_after = true;
+        c->ex.up_reusable = false;
     }
     conn_http_cycle_done(c);
 }
@@ -482,10 +481,10 @@ void http_response_process(struct conn *c)
 {
     struct scratch *s = c->worker->scratch;
     while (c->state == CONN_PROXY && buf_used(&c->uin) > 0) {
-        if (!c->resp_head_done) {
+        if (!c->ex.resp_head_done) {
             const char *d = buf_data(&c->uin);
             /* Obs-fold, a bare CR or LF, a NUL or an oversized head: 502, never copied. */
-            long head_len = head_scan(&c->resp_scan, d, buf_used(&c->uin),
+            long head_len = head_scan(&c->ex.resp_scan, d, buf_used(&c->uin),
                                       c->worker->srv->cfg->limits.max_request_head, UINT32_MAX);
             if (head_len == 0)
                 return;
@@ -494,21 +493,21 @@ void http_response_process(struct conn *c)
                 conn_error(c, 502);
                 return;
             }
-            memset(&c->resp_scan, 0, sizeof(c->resp_scan)); /* an informational head: next */
-            if (!parse_head(&c->resp_parser, s, d, (size_t)head_len)) {
+            memset(&c->ex.resp_scan, 0, sizeof(c->ex.resp_scan)); /* an informational head: next */
+            if (!parse_head(&c->ex.resp_parser, s, d, (size_t)head_len)) {
                 metrics_upstream_error(c->index, METRICS_UP_FRAMING);
                 conn_error(c, 502);
                 return;
             }
             buf_consume(&c->uin, (size_t)head_len);
-            if (c->resp_parser.status_code == 101) {
+            if (c->ex.resp_parser.status_code == 101) {
                 conn_tunnel(c);
                 return;
             }
-            if (!c->resp_head_done)
+            if (!c->ex.resp_head_done)
                 continue; /* an informational response went through; the real one follows */
         }
-        int r = body_feed(&c->resp_body, &c->uin, &c->cout, &c->bytes_out);
+        int r = body_feed(&c->ex.resp_body, &c->uin, &c->cout, &c->bytes_out);
         if (r < 0) {
             metrics_upstream_error(c->index, METRICS_UP_FRAMING);
             conn_error(c, 502);
@@ -519,7 +518,7 @@ void http_response_process(struct conn *c)
             return;
         }
     }
-    if (c->state == CONN_PROXY && c->resp_head_done && c->resp_body.kind == BODY_NONE)
+    if (c->state == CONN_PROXY && c->ex.resp_head_done && c->ex.resp_body.kind == BODY_NONE)
         response_done(c);
 }
 
@@ -527,10 +526,10 @@ void http_upstream_eof(struct conn *c)
 {
     if (c->state != CONN_PROXY)
         return;
-    if (c->resp_head_done && c->resp_body.kind == BODY_EOF) {
-        c->up_reusable = false;
-        c->close_after = true;
-        c->resp_done = true;
+    if (c->ex.resp_head_done && c->ex.resp_body.kind == BODY_EOF) {
+        c->ex.up_reusable = false;
+        c->ex.close_after = true;
+        c->ex.resp_done = true;
         conn_http_cycle_done(c);
         return;
     }

@@ -12,7 +12,7 @@
 #include "exchange/http.h"
 #include "exchange/http_internal.h"
 #include "http/xfcc.h"
-#include "server/listener.h"
+#include "net/worker.h"
 #include "tls/tls.h"
 
 /* --- the access log ----------------------------------------------------------------------- */
@@ -63,7 +63,7 @@ void http_note_request(struct conn *c, llhttp_t *p, const struct scratch *s, con
     }
     if (!c->worker->srv->cfg->log_access)
         return;
-    struct buf *b = &c->req_log;
+    struct buf *b = &c->ex.req_log;
     buf_free(b);
     log_str(b, "method", llhttp_method_name(llhttp_get_method(p)));
     log_strn(b, "path", s->base + s->url_off, MIN(s->url_len, (uint32_t)LOG_PATH_MAX));

@@ -16,14 +16,24 @@
 #include "core/base.h"
 #include "core/log.h"
 #include "core/metrics.h"
-#include "exchange/http.h"
 #include "http/message.h"
 #include "net/conn_internal.h"
-#include "server/listener.h"
+#include "net/worker.h"
 #include "tls/allowlist.h"
 #include "tls/tls.h"
-#include "upstream/upstream.h"
 
+
+static const struct conn_handlers *handlers;
+
+void conn_set_handlers(const struct conn_handlers *h)
+{
+    handlers = h;
+}
+
+const struct conn_handlers *conn_handlers(void)
+{
+    return handlers;
+}
 
 static const struct config_limits *limits(struct conn *c)
 {
@@ -76,13 +86,13 @@ static uint64_t state_timeout(struct conn *c)
     case CONN_HANDSHAKE:
         return lim->handshake_timeout_ms;
     case CONN_HEAD:
-        if (c->head_started || c->num_requests == 0)
+        if (c->ex.head_started || c->num_requests == 0)
             return lim->request_head_timeout_ms;
         return lim->idle_timeout_ms;
     case CONN_PROXY:
         if (c->up_state == UP_CONNECTING)
             return lim->upstream_connect_timeout_ms;
-        if (!c->resp_head_done && c->req_done)
+        if (!c->ex.resp_head_done && c->ex.req_done)
             return lim->upstream_response_timeout_ms;
         return lim->idle_timeout_ms;
     case CONN_TUNNEL:
@@ -114,7 +124,7 @@ static void on_timeout(struct conn *c)
         metrics_handshake(c->index, METRICS_HS_ERROR);
         break;
     case CONN_HEAD:
-        if (c->head_started && buf_used(&c->cin) > 0) {
+        if (c->ex.head_started && buf_used(&c->cin) > 0) {
             conn_error(c, 408);
             return;
         }
@@ -125,7 +135,7 @@ static void on_timeout(struct conn *c)
             conn_error(c, 503);
             return;
         }
-        if (!c->resp_head_done) {
+        if (!c->ex.resp_head_done) {
             metrics_upstream_error(c->index, METRICS_UP_TIMEOUT);
             conn_error(c, 504);
             return;
@@ -162,7 +172,7 @@ void conn_arm_timer(struct conn *c)
 /* Streaming states time out on inactivity: moving the base is enough, the timer catches up. */
 void conn_activity(struct conn *c)
 {
-    bool awaiting_head = c->state == CONN_PROXY && c->req_done && !c->resp_head_done;
+    bool awaiting_head = c->state == CONN_PROXY && c->ex.req_done && !c->ex.resp_head_done;
     if (c->state == CONN_TUNNEL || (c->state == CONN_PROXY && !awaiting_head))
         c->timer_base = conn_now_ms(c);
 }
@@ -194,7 +204,7 @@ static bool can_read_client(struct conn *c)
     case CONN_PROXY:
         /* After the request, keep the socket readable: a pipelined request is buffered
          * (bounded like a head) instead of turning the poll off and on for every request. */
-        if (c->req_done)
+        if (c->ex.req_done)
             return buf_used(&c->cin) <= limits(c)->max_request_head;
         return buf_used(&c->uout) < CONN_HWM;
     case CONN_TUNNEL:
@@ -211,18 +221,15 @@ static void client_eof(struct conn *c)
     c->client_eof = true;
     switch (c->state) {
     case CONN_PROXY:
-        if (!c->req_done) {
+        if (!c->ex.req_done) {
             conn_close(c); /* the client gave up half-way through its request */
             return;
         }
-        c->close_after = true;
+        c->ex.close_after = true;
         break;
     case CONN_TUNNEL:
-        if (buf_used(&c->uout) == 0 && c->up != NULL && c->up_state == UP_OPEN &&
-            !c->up_shut_wr) {
-            shutdown(c->up->fd, SHUT_WR);
-            c->up_shut_wr = true;
-        }
+        if (buf_used(&c->uout) == 0)
+            handlers->upstream_flush(c); /* nothing left to send: it half-closes the upstream */
         conn_tunnel_maybe_done(c);
         break;
     default:
@@ -259,15 +266,15 @@ void conn_client_read(struct conn *c)
         if (n > 0) {
             buf_commit(dst, (size_t)n);
             conn_activity(c);
-            if (c->state == CONN_HEAD && !c->head_started) {
-                c->head_started = true;
+            if (c->state == CONN_HEAD && !c->ex.head_started) {
+                c->ex.head_started = true;
                 c->timer_base = conn_now_ms(c);
                 conn_arm_timer(c);
             }
             if (c->state == CONN_TUNNEL)
                 c->bytes_in += (uint64_t)n;
             else
-                http_request_process(c); /* records; conn_event_end writes */
+                handlers->http_request(c); /* records; conn_event_end writes */
             /* A short read drained the socket: the next read would only say EAGAIN. */
             if ((size_t)n < CONN_READ_SIZE && (c->ssl == NULL || !tls_pending(c->ssl)))
                 return;
@@ -386,7 +393,7 @@ static void update_polls(struct conn *c)
         else
             uv_poll_stop(&c->poll);
     }
-    upstream_update_poll(c);
+    handlers->upstream_update_poll(c);
 }
 
 void conn_event_end(struct conn *c)
@@ -399,7 +406,7 @@ void conn_event_end(struct conn *c)
         if (c->state == CONN_HANDSHAKE || c->state == CONN_PROXY_HEADER)
             break;
         if (!c->up_write_blocked)
-            upstream_flush(c);
+            handlers->upstream_flush(c);
         if (c->state != CONN_CLOSING && !c->client_write_blocked)
             conn_client_flush(c);
         if (c->state == CONN_CLOSING || c->state == CONN_FLUSH || c->ssl == NULL ||
@@ -418,7 +425,7 @@ void conn_start(struct conn *c)
 {
     if (c->lc->mode == LISTENER_TCP) {
         conn_set_state(c, CONN_TUNNEL);
-        upstream_connect(c);
+        handlers->upstream_connect(c);
         return;
     }
     socklen_t len = 0;
@@ -441,7 +448,7 @@ void conn_accept(struct worker *w, size_t index, int fd, const struct sockaddr *
     c->index = index;
     c->lc = &w->srv->cfg->listeners[index];
     c->fd = fd;
-    c->gen = listener_gen(w->srv);
+    c->gen = server_gen(w->srv);
     c->checked_gen_id = tls_gen_id(c->gen);
     c->start = base_now_us();
     if (peer != NULL && peer_len <= sizeof(c->peer))
@@ -462,7 +469,7 @@ void conn_accept(struct worker *w, size_t index, int fd, const struct sockaddr *
     w->conns = c;
     w->num_conns++;
     metrics_conn_open(index);
-    http_conn_init(c);
+    handlers->http_init(c);
     if (proxied)
         conn_arm_timer(c); /* the poll says when the header comes */
     else
@@ -481,8 +488,8 @@ static void conn_close_cb(uv_handle_t *h)
     buf_free(&c->cout);
     buf_free(&c->uin);
     buf_free(&c->uout);
-    buf_free(&c->replay);
-    buf_free(&c->req_log);
+    buf_free(&c->ex.replay);
+    buf_free(&c->ex.req_log);
     free(c->client_subject);
     free(c->cc_headers);
     free(c->cc_element);
@@ -498,7 +505,7 @@ void conn_close(struct conn *c)
     if (c->lc->mode != LISTENER_HTTP && c->state == CONN_TUNNEL)
         conn_access_log(c, NULL);
     conn_set_state(c, CONN_CLOSING);
-    upstream_close(c);
+    handlers->upstream_close(c);
     struct worker *w = c->worker;
     if (c->prev != NULL)
         c->prev->next = c->next;
@@ -511,7 +518,7 @@ void conn_close(struct conn *c)
     c->pending_closes = 2;
     uv_close((uv_handle_t *)&c->poll, conn_close_cb);
     uv_close((uv_handle_t *)&c->timer, conn_close_cb);
-    listener_conn_closed(w, c);
+    handlers->closed(w, c);
 }
 
 void conn_error(struct conn *c, int status)
@@ -523,15 +530,15 @@ void conn_error(struct conn *c, int status)
         conn_close(c);
         return;
     }
-    if (c->resp_sent) {
+    if (c->ex.resp_sent) {
         conn_close(c); /* part of a response is out: a clean error is impossible */
         return;
     }
-    c->status = status;
-    if (c->req_start == 0)
-        c->req_start = base_now_us();
+    c->ex.status = status;
+    if (c->ex.req_start == 0)
+        c->ex.req_start = base_now_us();
     conn_access_log(c, "certgate");
-    upstream_close(c);
+    handlers->upstream_close(c);
     buf_free(&c->uout);
     http_error_response(&c->cout, status);
     conn_set_state(c, CONN_FLUSH); /* conn_event_end writes it */
@@ -539,39 +546,39 @@ void conn_error(struct conn *c, int status)
 
 void conn_request_done(struct conn *c)
 {
-    c->req_done = true;
+    c->ex.req_done = true;
     c->timer_base = conn_now_ms(c); /* upstream_response_timeout starts now */
     conn_arm_timer(c);
-    if (c->resp_done)
+    if (c->ex.resp_done)
         conn_http_cycle_done(c);
 }
 
 void conn_http_cycle_done(struct conn *c)
 {
     conn_access_log(c, "upstream");
-    buf_free(&c->req_log);
+    buf_free(&c->ex.req_log);
     c->num_requests++;
     /* The upstream connection belongs to the exchange, not to the client: a client idling
      * between requests holds none (HAProxy's and nginx's upstream keep-alive). */
-    upstream_exchange_done(c);
-    if (c->close_after || c->draining || !c->req_keep_alive) {
+    handlers->upstream_exchange_done(c);
+    if (c->ex.close_after || c->draining || !c->ex.req_keep_alive) {
         conn_set_state(c, CONN_FLUSH); /* conn_event_end writes what is left, then says goodbye */
         return;
     }
-    c->req_done = c->req_chunked = c->req_head_method = c->req_http10 = false;
-    c->req_upgrade = c->resp_head_done = c->resp_chunked = c->resp_done = false;
-    c->resp_until_close = c->resp_sent = c->close_after = c->head_started = false;
-    c->up_reusable = c->replayed = c->req_idempotent = false;
-    buf_free(&c->replay);
-    c->status = 0;
-    memset(&c->req_scan, 0, sizeof(c->req_scan));
-    memset(&c->resp_scan, 0, sizeof(c->resp_scan));
+    c->ex.req_done = c->ex.req_chunked = c->ex.req_head_method = c->ex.req_http10 = false;
+    c->ex.req_upgrade = c->ex.resp_head_done = c->ex.resp_chunked = c->ex.resp_done = false;
+    c->ex.resp_until_close = c->ex.resp_sent = c->ex.close_after = c->ex.head_started = false;
+    c->ex.up_reusable = c->ex.replayed = c->ex.req_idempotent = false;
+    buf_free(&c->ex.replay);
+    c->ex.status = 0;
+    memset(&c->ex.req_scan, 0, sizeof(c->ex.req_scan));
+    memset(&c->ex.resp_scan, 0, sizeof(c->ex.resp_scan));
     c->bytes_in = c->bytes_out = 0;
-    c->req_start = 0;
+    c->ex.req_start = 0;
     conn_set_state(c, CONN_HEAD);
     if (buf_used(&c->cin) > 0) {
-        c->head_started = true;
-        http_request_process(c); /* a pipelined request: parsed now, written by conn_event_end */
+        c->ex.head_started = true;
+        handlers->http_request(c); /* a pipelined request: parsed now, written by conn_event_end */
     }
 }
 
@@ -589,7 +596,7 @@ void conn_tunnel(struct conn *c)
 void conn_drain(struct conn *c)
 {
     c->draining = true;
-    if ((c->state == CONN_HEAD && !c->head_started) || c->state == CONN_HANDSHAKE ||
+    if ((c->state == CONN_HEAD && !c->ex.head_started) || c->state == CONN_HANDSHAKE ||
         c->state == CONN_PROXY_HEADER)
         conn_close(c);
 }

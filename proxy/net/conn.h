@@ -17,6 +17,7 @@
 #include "core/buf.h"
 #include "core/config.h"
 #include "http/body.h"
+#include "http/exchange_state.h"
 #include "http/head.h"
 #include "net/proxy_proto.h"
 
@@ -82,7 +83,6 @@ struct conn {
     bool up_eof;
     bool up_write_blocked;
     bool up_shut_wr; /* SHUT_WR sent to the upstream (relay half-close) */
-    bool up_reusable; /* the upstream may take another request (it goes back to the pool) */
 
     uv_timer_t timer;
     uint64_t timer_base; /* when the current timeout started */
@@ -92,38 +92,12 @@ struct conn {
     struct buf uout; /* bytes for the upstream */
     struct buf uin;  /* bytes from the upstream, not yet parsed */
     struct buf cout; /* bytes for the client */
-    struct buf replay; /* a bodiless request sent on a reused upstream, until its answer */
-    bool replayed;     /* the request was already sent again once */
 
-    /* HTTP: the request and response in flight. */
-    llhttp_t req_parser;
-    llhttp_t resp_parser;
-    struct head_scan req_scan;  /* the request head scanned so far */
-    struct head_scan resp_scan; /* the response head scanned so far */
-    bool head_started;   /* a byte of the next request has arrived */
-    bool head_ok;        /* the request head callback accepted the head */
-    int head_error;      /* or the status it refused it with */
-    bool req_idempotent; /* RFC 9110 9.2.2: may be sent again on a fresh upstream */
-    bool req_done;
-    bool req_chunked;
-    bool req_http10;
-    struct body req_body;
-    struct body resp_body;
-    bool resp_done;
-    bool req_head_method; /* HEAD: the response has no body */
-    bool req_upgrade;
-    bool req_keep_alive;
-    bool resp_head_done;
-    bool resp_chunked;
-    bool resp_until_close;
-    bool resp_sent; /* some of this response reached cout */
-    bool close_after; /* close the client connection after this response */
+    /* HTTP: the exchange in flight (one at a time in HTTP/1). */
+    struct exchange ex;
     bool draining;
-    int status;
     unsigned num_requests;
-    uint64_t req_start; /* base_now_us() at the request head, 0 before */
     uint64_t bytes_in, bytes_out;
-    struct buf req_log; /* the request's access-log fields as JSON: method .. request_id */
     char *client_subject; /* cached RFC 2253 subject of the client leaf */
     char *cc_headers;     /* cached client-cert header lines of this hop */
     char *cc_element;     /* cached xfcc element of this hop */
@@ -131,6 +105,37 @@ struct conn {
     bool has_client_cert;
     uint64_t start; /* base_now_us() at accept */
 };
+
+/* What the layers above the socket layer do for a connection. The socket layer calls up only
+ * through this table (as h2o's sockets call their protocol handler): the exchange
+ * (exchange/http.c), the upstream side (upstream/upstream.c) and the server
+ * (server/listener.c), which registers it with conn_set_handlers before the workers start. */
+struct conn_handlers {
+    /* The HTTP/1 exchange: prepare a new connection's parsers; parse what c->cin holds (heads
+     * re-serialised to c->uout, bodies re-framed); parse what c->uin holds into c->cout; the
+     * upstream closed. They only record: the I/O is conn_event_end's. */
+    void (*http_init)(struct conn *c);
+    void (*http_request)(struct conn *c);
+    void (*http_response)(struct conn *c);
+    void (*http_upstream_eof)(struct conn *c);
+    /* The upstream side: connect (0, or a negative errno once it answered or closed), write
+     * c->uout, close, end an exchange (back to the pool or closed), watch the socket. */
+    int (*upstream_connect)(struct conn *c);
+    void (*upstream_flush)(struct conn *c);
+    void (*upstream_close)(struct conn *c);
+    void (*upstream_exchange_done)(struct conn *c);
+    void (*upstream_update_poll)(struct conn *c);
+    /* The server: |c| of worker |w| is gone (its memory is about to be freed). */
+    void (*closed)(struct worker *w, struct conn *c);
+};
+
+/* conn_set_handlers registers |h| (borrowed: static) for every connection. Call it once,
+ * before the workers start. */
+void conn_set_handlers(const struct conn_handlers *h);
+
+/* conn_handlers returns the registered table, for the layers between (upstream.c hands the
+ * upstream's bytes to the exchange through it). */
+const struct conn_handlers *conn_handlers(void);
 
 /* conn_set_state moves |c| to state |to|, aborting on a transition the design does not allow,
  * and arms the timer with the new state's timeout. */

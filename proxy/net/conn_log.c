@@ -12,10 +12,10 @@
 #include "core/log.h"
 #include "core/metrics.h"
 #include "http/message.h"
-#include "server/listener.h"
 #include "tls/tls.h"
 
 #include "net/conn_internal.h"
+#include "net/worker.h"
 
 /* --- access log ---------------------------------------------------------------------------- */
 
@@ -24,10 +24,10 @@
 void conn_access_log(struct conn *c, const char *response_from)
 {
     bool http = c->lc->mode == LISTENER_HTTP;
-    uint64_t start = http && c->req_start ? c->req_start : c->start;
+    uint64_t start = http && c->ex.req_start ? c->ex.req_start : c->start;
     uint64_t duration_us = base_now_us() - start;
     if (http)
-        metrics_request(c->index, c->status, duration_us);
+        metrics_request(c->index, c->ex.status, duration_us);
     metrics_bytes(c->index, c->bytes_in, c->bytes_out);
     if (!c->worker->srv->cfg->log_access)
         return;
@@ -41,8 +41,8 @@ void conn_access_log(struct conn *c, const char *response_from)
     if (shook && c->client_subject == NULL)
         c->client_subject = tls_peer_subject(c->ssl);
     log_str(&b, "subject", c->client_subject);
-    if (buf_used(&c->req_log) > 0) {
-        buf_append(&b, buf_data(&c->req_log), buf_used(&c->req_log));
+    if (buf_used(&c->ex.req_log) > 0) {
+        buf_append(&b, buf_data(&c->ex.req_log), buf_used(&c->ex.req_log));
     } else {
         /* A relay, or a request refused before its head could be read. */
         static const char *const none[] = {"method", "path", "host", "user_agent"};
@@ -52,7 +52,7 @@ void conn_access_log(struct conn *c, const char *response_from)
         log_str(&b, "request_id", http ? http_new_request_id(id) : NULL);
     }
     if (http)
-        log_num(&b, "status", c->status);
+        log_num(&b, "status", c->ex.status);
     else
         log_str(&b, "status", NULL);
     log_str(&b, "response_from", response_from);

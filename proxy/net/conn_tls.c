@@ -12,12 +12,11 @@
 
 #include "core/log.h"
 #include "core/metrics.h"
-#include "server/listener.h"
 #include "tls/allowlist.h"
 #include "tls/tls.h"
-#include "upstream/upstream.h"
 
 #include "net/conn_internal.h"
+#include "net/worker.h"
 
 static void handshake_done(struct conn *c)
 {
@@ -42,7 +41,7 @@ static void handshake_done(struct conn *c)
             return;
         }
         conn_set_state(c, CONN_TUNNEL);
-        upstream_connect(c);
+        conn_handlers()->upstream_connect(c);
         return;
     }
     conn_set_state(c, CONN_HEAD);
@@ -100,7 +99,7 @@ bool conn_still_trusted(struct conn *c)
         return !c->untrusted;
     if (atomic_load_explicit(&srv->gen, memory_order_acquire) == c->gen)
         return true;
-    struct tls_gen *gen = listener_gen(srv);
+    struct tls_gen *gen = server_gen(srv);
     uint64_t id = tls_gen_id(gen);
     if (id > c->checked_gen_id) {
         c->checked_gen_id = id;

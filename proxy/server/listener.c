@@ -250,7 +250,8 @@ static void wakeup_cb(uv_async_t *a)
         stop_worker(w);
 }
 
-void listener_conn_closed(struct worker *w, struct conn *c)
+/* A connection of |w| is gone: a draining worker may stop, a full one accept again. */
+static void conn_closed(struct worker *w, struct conn *c)
 {
     size_t before = atomic_fetch_sub(&w->srv->num_conns, 1);
     if (w->draining && w->num_conns == 0)
@@ -266,8 +267,23 @@ static void worker_main(void *arg)
     tls_thread_cleanup();
 }
 
+/* The data path's layers, wired together: the socket layer calls up only through this. */
+static const struct conn_handlers data_path = {
+    .http_init = http_conn_init,
+    .http_request = http_request_process,
+    .http_response = http_response_process,
+    .http_upstream_eof = http_upstream_eof,
+    .upstream_connect = upstream_connect,
+    .upstream_flush = upstream_flush,
+    .upstream_close = upstream_close,
+    .upstream_exchange_done = upstream_exchange_done,
+    .upstream_update_poll = upstream_update_poll,
+    .closed = conn_closed,
+};
+
 int listener_start(struct server *srv)
 {
+    conn_set_handlers(&data_path);
     for (size_t n = 0; n < srv->num_workers; n++) {
         struct worker *w = &srv->workers[n];
         uv_loop_init(&w->loop);
@@ -327,11 +343,3 @@ void listener_join(struct server *srv)
     srv->workers = NULL;
 }
 
-struct tls_gen *listener_gen(struct server *srv)
-{
-    uv_mutex_lock(&srv->gen_lock);
-    struct tls_gen *gen = atomic_load(&srv->gen);
-    tls_gen_ref(gen);
-    uv_mutex_unlock(&srv->gen_lock);
-    return gen;
-}

@@ -17,9 +17,8 @@
 #include "core/base.h"
 #include "core/log.h"
 #include "core/metrics.h"
-#include "exchange/http.h"
 #include "net/conn.h"
-#include "server/listener.h"
+#include "net/worker.h"
 
 static void up_poll_cb(uv_poll_t *h, int status, int events);
 static void up_read(struct conn *c);
@@ -44,7 +43,7 @@ void upstream_close(struct conn *c)
     c->up_write_blocked = false;
     c->up_shut_wr = false;
     buf_free(&c->uin);
-    llhttp_reset(&c->resp_parser);
+    llhttp_reset(&c->ex.resp_parser);
 }
 
 /* --- the worker's pool of idle upstream connections --------------------------------------- */
@@ -85,7 +84,7 @@ static bool pool_put(struct conn *c)
 /* Tells whether |c|'s request may be sent again if its upstream closes before answering. */
 static bool replayable(const struct conn *c)
 {
-    return c->req_idempotent && c->req_body.kind == BODY_NONE && !c->req_upgrade;
+    return c->ex.req_idempotent && c->ex.req_body.kind == BODY_NONE && !c->ex.req_upgrade;
 }
 
 /* Takes an idle upstream of |c|'s listener from the pool. One the upstream closed since the
@@ -129,7 +128,7 @@ void upstream_exchange_done(struct conn *c)
 {
     /* Reusable: the response was complete and nothing else came (response_done), and the whole
      * request went out (an upstream that answered early may still expect body bytes). */
-    bool idle_up = c->up != NULL && c->up_reusable && c->up_state == UP_OPEN && !c->up_eof &&
+    bool idle_up = c->up != NULL && c->ex.up_reusable && c->up_state == UP_OPEN && !c->up_eof &&
                    buf_used(&c->uout) == 0 && buf_used(&c->uin) == 0;
     if (!idle_up || !pool_put(c))
         upstream_close(c);
@@ -185,14 +184,14 @@ static void proxy_v2_header(struct conn *c, struct buf *out)
  * bodiless POST or PATCH included, gets its 502: the upstream may have acted on it. */
 static bool try_replay(struct conn *c)
 {
-    if (c->state != CONN_PROXY || buf_used(&c->replay) == 0 || c->resp_sent ||
+    if (c->state != CONN_PROXY || buf_used(&c->ex.replay) == 0 || c->ex.resp_sent ||
         buf_used(&c->uin) > 0)
         return false;
     upstream_close(c);
     buf_free(&c->uout);
-    c->uout = c->replay;
-    memset(&c->replay, 0, sizeof(c->replay));
-    c->replayed = true;
+    c->uout = c->ex.replay;
+    memset(&c->ex.replay, 0, sizeof(c->ex.replay));
+    c->ex.replayed = true;
     log_msg(LOG_LEVEL_DEBUG, "upstream_retry", "listener %s: a reused upstream connection "
             "closed before answering; sending the request on a new one", c->lc->name);
     return upstream_connect(c) == 0;
@@ -252,7 +251,7 @@ int upstream_connect(struct conn *c)
 {
     c->timer_base = conn_now_ms(c);
     bool reused = false;
-    if (c->up_state == UP_NONE && c->lc->mode == LISTENER_HTTP && !c->replayed) {
+    if (c->up_state == UP_NONE && c->lc->mode == LISTENER_HTTP && !c->ex.replayed) {
         struct upconn *up = pool_take(c);
         if (up != NULL) {
             c->up = up;
@@ -261,7 +260,7 @@ int upstream_connect(struct conn *c)
         }
     }
     if (reused && replayable(c))
-        buf_append(&c->replay, buf_data(&c->uout), buf_used(&c->uout));
+        buf_append(&c->ex.replay, buf_data(&c->uout), buf_used(&c->uout));
     if (c->up_state != UP_NONE) {
         conn_arm_timer(c);
         return 0; /* conn_event_end writes the request */
@@ -356,7 +355,7 @@ static void up_eof(struct conn *c)
     switch (c->state) {
     case CONN_PROXY:
         if (!try_replay(c))
-            http_upstream_eof(c);
+            conn_handlers()->http_upstream_eof(c);
         break;
     case CONN_TUNNEL:
         conn_tunnel_maybe_done(c);
@@ -373,7 +372,7 @@ static void up_read(struct conn *c)
         struct buf *dst = c->state == CONN_TUNNEL ? &c->cout : &c->uin;
         /* Bodies and tunnels stream: bigger reads, fewer system calls (the queue is still
          * bounded by CONN_HWM plus one read). Heads and idle connections read small. */
-        size_t want = c->state == CONN_TUNNEL || c->resp_head_done ? CONN_STREAM_READ_SIZE
+        size_t want = c->state == CONN_TUNNEL || c->ex.resp_head_done ? CONN_STREAM_READ_SIZE
                                                                    : CONN_READ_SIZE;
         char *p = buf_reserve(dst, want);
         ssize_t n = recv(c->up->fd, p, want, 0);
@@ -381,7 +380,7 @@ static void up_read(struct conn *c)
             buf_commit(dst, (size_t)n);
             conn_activity(c);
             if (c->state == CONN_PROXY)
-                http_response_process(c); /* records; conn_event_end writes */
+                conn_handlers()->http_response(c); /* records; conn_event_end writes */
             else
                 c->bytes_out += (uint64_t)n;
             if ((size_t)n < want)
