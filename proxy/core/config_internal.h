@@ -126,6 +126,22 @@ bool config_endpoint_is_wildcard(const struct config_endpoint *ep);
 /* config_endpoint_port returns |ep|'s port, 0 for a unix socket. */
 uint16_t config_endpoint_port(const struct config_endpoint *ep);
 
+/* config_parsers.c: the keys that need their own parser (DIRECTIVE_CUSTOM); each reads the
+ * value |n| of the key named |what| into |out|: 0 or an error written by config_fail. */
+int config_parse_key_workers(struct cfg_ctx *c, yaml_node_t *n, const char *what, void *out);
+int config_parse_key_sni(struct cfg_ctx *c, yaml_node_t *n, const char *what, void *out);
+int config_parse_key_admin_address(struct cfg_ctx *c, yaml_node_t *n, const char *what,
+                                   void *out);
+int config_parse_key_request_head(struct cfg_ctx *c, yaml_node_t *n, const char *what,
+                                  void *out);
+int config_parse_key_listener_name(struct cfg_ctx *c, yaml_node_t *n, const char *what,
+                                   void *out);
+int config_parse_key_upstream(struct cfg_ctx *c, yaml_node_t *n, const char *what, void *out);
+int config_parse_key_details(struct cfg_ctx *c, yaml_node_t *n, const char *what, void *out);
+int config_parse_key_pattern(struct cfg_ctx *c, yaml_node_t *n, const char *what, void *out);
+int config_parse_key_strip_headers(struct cfg_ctx *c, yaml_node_t *n, const char *what,
+                                   void *out);
+
 /* config_keys.c */
 
 /* config_parse_root walks the document's root mapping into c->cfg and runs every check. */
