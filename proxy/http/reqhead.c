@@ -3,6 +3,7 @@
  * client-certificate header they know are why names are compared with '_' read as '-'. */
 #include "http/reqhead.h"
 
+#include <errno.h>
 #include <string.h>
 #include <strings.h>
 
@@ -147,10 +148,10 @@ int reqhead_target_parse(struct reqhead_target *out, const char *url, size_t len
     memset(out, 0, sizeof(*out));
     /* A fragment is the client's own business and never part of a request-target. */
     if (len == 0 || memchr(url, '#', len) != NULL)
-        return -400;
+        return -EINVAL;
     if (len == 1 && url[0] == '*') {
         if (!is_options)
-            return -400;
+            return -EINVAL;
         out->rest = url;
         out->rest_len = 1;
         return 0;
@@ -163,10 +164,10 @@ int reqhead_target_parse(struct reqhead_target *out, const char *url, size_t len
     const char *end = url + len;
     const char *colon = memchr(url, ':', len);
     if (colon == NULL || !scheme_ok(url, (size_t)(colon - url)))
-        return -400;
+        return -EINVAL;
     const char *p = colon + 1;
     if (end - p < 2 || p[0] != '/' || p[1] != '/')
-        return -400;
+        return -EINVAL;
     p += 2;
     const char *auth = p;
     while (p < end && *p != '/' && *p != '?')
@@ -176,7 +177,7 @@ int reqhead_target_parse(struct reqhead_target *out, const char *url, size_t len
     /* Userinfo would let "a.example.com@b.example.com" read as either host. */
     if (auth_len == 0 || memchr(auth, '@', auth_len) != NULL ||
         !tenancy_normalize(host, auth, auth_len, true))
-        return -400;
+        return -EINVAL;
     out->authority = auth;
     out->authority_len = auth_len;
     out->rest = p;

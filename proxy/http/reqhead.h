@@ -48,9 +48,9 @@ struct reqhead_target {
 /* reqhead_target_parse splits the request-target |url| (|len| bytes) of a request whose method
  * is OPTIONS when |is_options|. Origin-form ("/x?y") and OPTIONS' "*" are kept; absolute-form
  * ("http://host:port/x?y", scheme http or https in any case) becomes its authority and its
- * origin-form. Returns 0, or -400 for userinfo, another scheme, an empty or malformed
- * authority, a "#fragment", "*" with another method, and any other form (authority-form
- * belongs to CONNECT, which is refused before). */
+ * origin-form. Returns 0, or -EINVAL (the request is a 400) for userinfo, another scheme, an
+ * empty or malformed authority, a "#fragment", "*" with another method, and any other form
+ * (authority-form belongs to CONNECT, which is refused before). */
 int reqhead_target_parse(struct reqhead_target *out, const char *url, size_t len, bool is_options);
 
 #endif
