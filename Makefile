@@ -26,7 +26,10 @@ CFLAGS   = -std=c11 $(OPT) -g -pthread $(WARN) $(SAN)
 LDLIBS   = -L$(BSSL_LIB) -Wl,-rpath,$(BSSL_LIB) -lssl -lcrypto -luv -lyaml -lpthread
 LDFLAGS  = -pthread $(SAN)
 
-PROXY_SRC  = $(filter-out proxy/main.c,$(wildcard proxy/*.c))
+# proxy/ is layered in folders (README "Architecture in one page",
+# scripts/check-layers.py); proxy/main.c sits on top.
+PROXY_SRC  = $(wildcard proxy/*/*.c)
+PROXY_HDR  = $(wildcard proxy/*/*.h)
 CA_SRC     = $(wildcard ca-store/*.c)
 LIB_OBJ    = $(PROXY_SRC:%.c=$(BUILD)/%.o) $(CA_SRC:%.c=$(BUILD)/%.o) \
              $(BUILD)/llhttp/api.o $(BUILD)/llhttp/http.o $(BUILD)/llhttp/llhttp.o
@@ -45,9 +48,9 @@ help:
 	@echo "make bench      certgate vs nginx, HAProxy and Caddy on 127.0.0.1 (~5 min; BENCH_* knobs)"
 	@echo "make soak       SOAK_SECONDS=1800 of mixed mTLS traffic while credentials, tenants and allowlist change"
 	@echo "make soak-rotations  100 credential rotations per layout under mTLS load (issue 5's long run)"
-	@echo "make fuzz       libFuzzer on the header builder and the PROXY parser (clang; FUZZ_SECONDS=60 each)"
+	@echo "make fuzz       libFuzzer on the HTTP/1 request and response codec, the header builder and the PROXY parser (clang; FUZZ_SECONDS=60 each)"
 	@echo "make format     clang-format the sources"
-	@echo "make lint       clang-tidy and cppcheck"
+	@echo "make lint       the layer check (scripts/check-layers.py), clang-tidy and cppcheck"
 	@echo "make clean      remove build/"
 
 deps:
@@ -57,7 +60,7 @@ $(BUILD)/certgate: $(BUILD)/proxy/main.o $(LIB_OBJ)
 	@$(if $(V),,echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/proxy/%.o: proxy/%.c $(wildcard proxy/*.h ca-store/*.h)
+$(BUILD)/proxy/%.o: proxy/%.c $(PROXY_HDR) $(wildcard ca-store/*.h)
 	@mkdir -p $(@D)
 	@$(if $(V),,echo "  CC      $<")
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
@@ -78,28 +81,48 @@ $(BUILD)/unit/%: tests/unit/%.c $(LIB_OBJ)
 	@$(if $(V),,echo "  LD      $@")
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -Wno-missing-prototypes -o $@ $^ $(LDLIBS) -lcmocka $(LDFLAGS)
 
-unit: $(UNIT_BIN) $(BUILD)/fuzz/replay_xfcc $(BUILD)/fuzz/replay_proxy_proto
+unit: $(UNIT_BIN) $(BUILD)/fuzz/replay_xfcc $(BUILD)/fuzz/replay_proxy_proto \
+      $(BUILD)/fuzz/replay_request $(BUILD)/fuzz/replay_response
 
 # Fuzz targets: libFuzzer under clang (make fuzz); the same sources build a replay driver
 # with gcc, which make test runs over the committed corpora.
 FUZZ_LIBS = -L$(BSSL_LIB) -Wl,-rpath,$(BSSL_LIB) -lcrypto
-$(BUILD)/fuzz/replay_xfcc: tests/fuzz/fuzz_xfcc.c proxy/xfcc.c proxy/buf.c proxy/base.c
+$(BUILD)/fuzz/replay_xfcc: tests/fuzz/fuzz_xfcc.c proxy/http/xfcc.c proxy/core/buf.c proxy/core/base.c
 	@mkdir -p $(@D)
 	@$(if $(V),,echo "  LD      $@")
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $^ $(FUZZ_LIBS) $(LDFLAGS)
-$(BUILD)/fuzz/replay_proxy_proto: tests/fuzz/fuzz_proxy_proto.c proxy/proxy_proto.c
+$(BUILD)/fuzz/replay_proxy_proto: tests/fuzz/fuzz_proxy_proto.c proxy/net/proxy_proto.c
 	@mkdir -p $(@D)
 	@$(if $(V),,echo "  LD      $@")
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $^ $(LDFLAGS)
 
-fuzz:
+# The HTTP/1 codec's targets run the real exchange code on a connection without a peer
+# (tests/fuzz/h1_harness.h), so they link the whole library.
+$(BUILD)/fuzz/replay_%: tests/fuzz/fuzz_%.c tests/fuzz/h1_harness.h $(LIB_OBJ)
+	@mkdir -p $(@D)
+	@$(if $(V),,echo "  LD      $@")
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $< $(LIB_OBJ) $(LDLIBS) $(LDFLAGS)
+
+FUZZ_H1_SRC = $(PROXY_SRC) $(CA_SRC) $(LLHTTP_SRC)/api.c $(LLHTTP_SRC)/http.c $(LLHTTP_SRC)/llhttp.c
+build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/h1_harness.h $(FUZZ_H1_SRC)
+	@mkdir -p $(@D)
+	clang -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+	    -DFUZZING -Wno-everything \
+	    $(CPPFLAGS) $< $(FUZZ_H1_SRC) -o $@ $(LDLIBS)
+
+fuzz: build/fuzz/fuzz_request build/fuzz/fuzz_response
+	@mkdir -p build/fuzz/corpus-request build/fuzz/corpus-response
+	build/fuzz/fuzz_request -max_total_time=$${FUZZ_SECONDS:-60} -max_len=4096 \
+	    -dict=tests/fuzz/request.dict build/fuzz/corpus-request tests/fuzz/corpus/request
+	build/fuzz/fuzz_response -max_total_time=$${FUZZ_SECONDS:-60} -max_len=4096 \
+	    -dict=tests/fuzz/response.dict build/fuzz/corpus-response tests/fuzz/corpus/response
 	@mkdir -p build/fuzz/corpus-xfcc
 	clang -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -DFUZZING $(CPPFLAGS) \
-	    tests/fuzz/fuzz_xfcc.c proxy/xfcc.c proxy/buf.c proxy/base.c $(FUZZ_LIBS) -o build/fuzz/fuzz_xfcc
+	    tests/fuzz/fuzz_xfcc.c proxy/http/xfcc.c proxy/core/buf.c proxy/core/base.c $(FUZZ_LIBS) -o build/fuzz/fuzz_xfcc
 	build/fuzz/fuzz_xfcc -max_total_time=$${FUZZ_SECONDS:-60} -max_len=8192 build/fuzz/corpus-xfcc tests/fuzz/corpus/xfcc
 	@mkdir -p build/fuzz/corpus-proxy_proto
 	clang -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -DFUZZING $(CPPFLAGS) \
-	    tests/fuzz/fuzz_proxy_proto.c proxy/proxy_proto.c -o build/fuzz/fuzz_proxy_proto
+	    tests/fuzz/fuzz_proxy_proto.c proxy/net/proxy_proto.c -o build/fuzz/fuzz_proxy_proto
 	build/fuzz/fuzz_proxy_proto -max_total_time=$${FUZZ_SECONDS:-60} -max_len=4200 build/fuzz/corpus-proxy_proto tests/fuzz/corpus/proxy_proto
 
 test: deps
@@ -128,10 +151,11 @@ soak-rotations: deps all
 	@CERTGATE_RELOAD_ROTATIONS=100 python3 tests/integration/run.py --binary $(BUILD)/certgate -k reload.load_
 
 format:
-	clang-format -i proxy/*.[ch] ca-store/*.[ch] tests/unit/*.c
+	clang-format -i proxy/*.c proxy/*/*.[ch] ca-store/*.[ch] tests/unit/*.c
 
 lint:
-	clang-tidy proxy/*.c ca-store/*.c -- $(CPPFLAGS) -std=c11
+	python3 scripts/check-layers.py
+	clang-tidy proxy/*.c proxy/*/*.c ca-store/*.c -- $(CPPFLAGS) -std=c11
 	cppcheck --quiet --enable=warning,performance $(CPPFLAGS) proxy ca-store
 
 clean:

@@ -10,19 +10,19 @@
 
 #include <uv.h>
 
-#include "admin.h"
-#include "allowlist.h"
-#include "base.h"
-#include "config.h"
-#include "conn.h"
-#include "listener.h"
-#include "log.h"
-#include "metrics.h"
-#include "notify.h"
-#include "probe.h"
-#include "reload.h"
-#include "tls.h"
-#include "tls_report.h"
+#include "control/admin.h"
+#include "control/notify.h"
+#include "control/probe.h"
+#include "control/reload.h"
+#include "core/base.h"
+#include "core/config.h"
+#include "core/log.h"
+#include "core/metrics.h"
+#include "net/conn.h"
+#include "server/listener.h"
+#include "tls/allowlist.h"
+#include "tls/tls.h"
+#include "tls/tls_report.h"
 
 static struct server srv;
 static uv_loop_t *main_loop;

@@ -19,9 +19,9 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
-#include "buf.h"
-#include "config.h"
-#include "xfcc.h"
+#include "core/buf.h"
+#include "core/config.h"
+#include "http/xfcc.h"
 #include "xfcc_reparse.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

@@ -306,7 +306,7 @@ def t_chain_depth_bounded(t):
 
 
 def t_chain_depth_readme(t):
-    """README: "the chain has at most 8 certificates" (MAX_CHAIN_DEPTH 8 in proxy/tls_verify.c):
+    """README: "the chain has at most 8 certificates" (MAX_CHAIN_DEPTH 8 in proxy/tls/tls_verify.c):
     8 certificates (root + 6 intermediates + leaf) pass, 9 are refused."""
     depth_case(t, (8,), (9,))
 

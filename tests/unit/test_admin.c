@@ -12,13 +12,13 @@
 
 #include <cmocka.h>
 
-#include "admin.h"
-#include "buf.h"
-#include "config.h"
-#include "listener.h"
-#include "metrics.h"
-#include "reload.h"
-#include "tls.h"
+#include "control/admin.h"
+#include "control/reload.h"
+#include "core/buf.h"
+#include "core/config.h"
+#include "core/metrics.h"
+#include "server/listener.h"
+#include "tls/tls.h"
 
 static struct config cfg;
 static struct server srv;

@@ -13,7 +13,7 @@
 
 #include <cmocka.h>
 
-#include "allowlist.h"
+#include "tls/allowlist.h"
 
 static char dir[] = "/tmp/test_allowlist.XXXXXX";
 

@@ -8,7 +8,7 @@
 
 #include <cmocka.h>
 
-#include "body.h"
+#include "http/body.h"
 
 /* Feeds |in| split at |split| (0: whole); returns the last result; |out| gets the output. */
 static int feed_split(struct body *b, const char *in, size_t len, size_t split, struct buf *out,

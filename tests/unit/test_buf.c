@@ -7,7 +7,7 @@
 
 #include <cmocka.h>
 
-#include "buf.h"
+#include "core/buf.h"
 
 static void test_append_consume_frees(void **state)
 {

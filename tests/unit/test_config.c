@@ -16,7 +16,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "config.h"
+#include "core/config.h"
 
 /* CONTRACT section 3, verbatim but for the commented-out keys. */
 static const char contract_example[] =

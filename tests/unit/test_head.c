@@ -9,7 +9,7 @@
 
 #include <cmocka.h>
 
-#include "head.h"
+#include "http/head.h"
 
 #define MAX_HEAD (64 * 1024)
 #define MAX_FIELDS 100

@@ -11,9 +11,9 @@
 #include <cmocka.h>
 #include <uv.h>
 
-#include "buf.h"
-#include "config.h"
-#include "metrics.h"
+#include "core/buf.h"
+#include "core/config.h"
+#include "core/metrics.h"
 
 static struct listener_config lcs[2];
 static struct config cfg;

@@ -12,7 +12,7 @@
 
 #include <cmocka.h>
 
-#include "ocsp_fetch.h"
+#include "tls/ocsp_fetch.h"
 
 static int parse(const char *url, char *host, uint16_t *port, char *path)
 {

@@ -11,7 +11,7 @@
 
 #include <cmocka.h>
 
-#include "reqhead.h"
+#include "http/reqhead.h"
 
 static enum reqhead_verdict classify(const struct listener_config *lc, const char *name)
 {

@@ -7,7 +7,7 @@
 
 #include <cmocka.h>
 
-#include "http.h"
+#include "http/message.h"
 
 static void test_valid_ids(void **state)
 {

@@ -8,7 +8,7 @@
 
 #include <cmocka.h>
 
-#include "tenancy.h"
+#include "http/tenancy.h"
 
 static const char *id_of(const char *name, bool is_host)
 {

@@ -16,7 +16,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
-#include "tls_anchor.h"
+#include "tls/tls_anchor.h"
 
 static char tmpdir[] = "/tmp/certgate-anchor-XXXXXX";
 

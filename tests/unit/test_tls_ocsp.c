@@ -20,7 +20,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
-#include "tls_ocsp.h"
+#include "tls/tls_ocsp.h"
 
 static char tmpdir[] = "/tmp/certgate-ocsp-XXXXXX";
 

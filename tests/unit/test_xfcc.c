@@ -23,9 +23,9 @@
 #include <openssl/x509v3.h>
 
 #include "../fuzz/xfcc_reparse.h"
-#include "buf.h"
-#include "config.h"
-#include "xfcc.h"
+#include "core/buf.h"
+#include "core/config.h"
+#include "http/xfcc.h"
 
 #define ALL_DETAILS                                                                                \
     (CC_DETAIL_CERT | CC_DETAIL_CHAIN | CC_DETAIL_SUBJECT | CC_DETAIL_URI | CC_DETAIL_DNS)
