@@ -32,6 +32,8 @@ LIB_OBJ    = $(PROXY_SRC:%.c=$(BUILD)/%.o) $(CA_SRC:%.c=$(BUILD)/%.o) \
              $(BUILD)/llhttp/api.o $(BUILD)/llhttp/http.o $(BUILD)/llhttp/llhttp.o
 UNIT_SRC   = $(wildcard tests/unit/test_*.c)
 UNIT_BIN   = $(UNIT_SRC:tests/unit/%.c=$(BUILD)/unit/%)
+CTL_FUZZ   = config ca_index ca_pem ca_crl ocsp ocsp_http admin allowlist
+CTL_REPLAY = $(CTL_FUZZ:%=$(BUILD)/fuzz/replay_%)
 
 .PHONY: all deps run test unit integration asan fuzz format lint bench soak clean help
 all: $(BUILD)/certgate
@@ -44,7 +46,7 @@ help:
 	@echo "make asan       build into build/asan with ASan+UBSan"
 	@echo "make bench      certgate vs nginx, HAProxy and Caddy on 127.0.0.1 (~5 min; BENCH_* knobs)"
 	@echo "make soak       100 credential rotations per layout under mTLS load (issue 5's long run)"
-	@echo "make fuzz       libFuzzer on the header builder and the PROXY parser (clang; FUZZ_SECONDS=60 each)"
+	@echo "make fuzz       libFuzzer on every parser (clang; FUZZ_SECONDS=60 each, FUZZ_TARGETS=...)"
 	@echo "make format     clang-format the sources"
 	@echo "make lint       clang-tidy and cppcheck"
 	@echo "make clean      remove build/"
@@ -77,7 +79,7 @@ $(BUILD)/unit/%: tests/unit/%.c $(LIB_OBJ)
 	@$(if $(V),,echo "  LD      $@")
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -Wno-missing-prototypes -o $@ $^ $(LDLIBS) -lcmocka $(LDFLAGS)
 
-unit: $(UNIT_BIN) $(BUILD)/fuzz/replay_xfcc $(BUILD)/fuzz/replay_proxy_proto
+unit: $(UNIT_BIN) $(BUILD)/fuzz/replay_xfcc $(BUILD)/fuzz/replay_proxy_proto $(CTL_REPLAY)
 
 # Fuzz targets: libFuzzer under clang (make fuzz); the same sources build a replay driver
 # with gcc, which make test runs over the committed corpora.
@@ -91,15 +93,40 @@ $(BUILD)/fuzz/replay_proxy_proto: tests/fuzz/fuzz_proxy_proto.c proxy/proxy_prot
 	@$(if $(V),,echo "  LD      $@")
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $^ $(LDFLAGS)
 
+# The control-plane targets (configuration, CA store, OCSP, admin API, allowlist) link the whole
+# library; tests/fuzz/replay.c is their main() without libFuzzer.
+$(CTL_REPLAY): $(BUILD)/fuzz/replay_%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c $(LIB_OBJ) \
+               $(wildcard tests/fuzz/*.h)
+	@mkdir -p $(@D)
+	@$(if $(V),,echo "  LD      $@")
+	$(Q)$(CC) $(CPPFLAGS) -Itests/fuzz $(CFLAGS) -o $@ $(filter %.c %.o,$^) $(LDLIBS) $(LDFLAGS)
+
+# make fuzz runs every target (or FUZZ_TARGETS="config admin") for FUZZ_SECONDS each, one after
+# the other, with its dictionary; new inputs go to build/fuzz/corpus-NAME, crashes to
+# build/fuzz/crash-NAME-*. The library is built once with clang, instrumented, in build/fuzzlib.
+FUZZ_TARGETS ?= xfcc proxy_proto $(CTL_FUZZ)
+FUZZ_SECONDS ?= 60
+FUZZ_SAN      = -fsanitize=address,undefined -fno-omit-frame-pointer
+FUZZ_LIB_OBJ  = $(LIB_OBJ:$(BUILD)/%=build/fuzzlib/%)
+FUZZ_MAXLEN_xfcc = 8192
+FUZZ_MAXLEN_proxy_proto = 4200
 fuzz:
-	@mkdir -p build/fuzz/corpus-xfcc
-	clang -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -DFUZZING $(CPPFLAGS) \
-	    tests/fuzz/fuzz_xfcc.c proxy/xfcc.c proxy/buf.c proxy/base.c $(FUZZ_LIBS) -o build/fuzz/fuzz_xfcc
-	build/fuzz/fuzz_xfcc -max_total_time=$${FUZZ_SECONDS:-60} -max_len=8192 build/fuzz/corpus-xfcc tests/fuzz/corpus/xfcc
-	@mkdir -p build/fuzz/corpus-proxy_proto
-	clang -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -DFUZZING $(CPPFLAGS) \
-	    tests/fuzz/fuzz_proxy_proto.c proxy/proxy_proto.c -o build/fuzz/fuzz_proxy_proto
-	build/fuzz/fuzz_proxy_proto -max_total_time=$${FUZZ_SECONDS:-60} -max_len=4200 build/fuzz/corpus-proxy_proto tests/fuzz/corpus/proxy_proto
+	@$(MAKE) --no-print-directory BUILD=build/fuzzlib CC=clang OPT=-O1 \
+	    SAN="$(FUZZ_SAN) -fsanitize=fuzzer-no-link" fuzzlib
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	    mkdir -p build/fuzz/corpus-$$t; \
+	    echo "  FUZZ    $$t ($(FUZZ_SECONDS) s)"; \
+	    clang -std=c11 -g -O1 $(FUZZ_SAN) -fsanitize=fuzzer -DFUZZING $(CPPFLAGS) -Itests/fuzz \
+	        tests/fuzz/fuzz_$$t.c $(FUZZ_LIB_OBJ) $(LDLIBS) -o build/fuzz/fuzz_$$t; \
+	    case $$t in xfcc) m=$(FUZZ_MAXLEN_xfcc);; proxy_proto) m=$(FUZZ_MAXLEN_proxy_proto);; \
+	        *) m=16384;; esac; \
+	    d=; [ -f tests/fuzz/$$t.dict ] && d=-dict=tests/fuzz/$$t.dict; \
+	    build/fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -max_len=$$m $$d \
+	        -artifact_prefix=build/fuzz/crash-$$t- build/fuzz/corpus-$$t tests/fuzz/corpus/$$t; \
+	done
+
+.PHONY: fuzzlib
+fuzzlib: $(LIB_OBJ)
 
 test: deps
 	@$(MAKE) --no-print-directory all unit WERROR=-Werror
