@@ -106,7 +106,7 @@ $(CTL_REPLAY): $(BUILD)/fuzz/replay_%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c $
 # build/fuzz/crash-NAME-*. The library is built once with clang, instrumented, in build/fuzzlib.
 FUZZ_TARGETS ?= xfcc proxy_proto $(CTL_FUZZ)
 FUZZ_SECONDS ?= 60
-FUZZ_SAN      = -fsanitize=address,undefined -fno-omit-frame-pointer
+FUZZ_SAN      = -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 FUZZ_LIB_OBJ  = $(LIB_OBJ:$(BUILD)/%=build/fuzzlib/%)
 FUZZ_MAXLEN_xfcc = 8192
 FUZZ_MAXLEN_proxy_proto = 4200

@@ -18,10 +18,11 @@ static inline size_t buf_used(const struct buf *b)
     return b->len - b->off;
 }
 
-/* buf_data returns the first queued byte. */
+/* buf_data returns the first queued byte (NULL for a buffer never written: NULL + 0 is undefined
+ * in C, and clang's UBSan says so). */
 static inline char *buf_data(const struct buf *b)
 {
-    return b->base + b->off;
+    return b->base != NULL ? b->base + b->off : NULL;
 }
 
 /* buf_reserve makes room for |extra| more bytes and returns where they go. */
