@@ -177,6 +177,14 @@ for n in ok idp delta unknown; do
     openssl crl -in $n.crl -outform DER -out "$c/ca_crl/seed-$n.der"
 done
 openssl x509 -in ca.crt -outform DER -out "$c/ca_crl/seed-ca-cert.der"
+# Built CRLs (fuzz_ca_crl.c build_crl): records FLAGS NID-INDEX LEN VALUE; index 3 is the IDP.
+crl_rec() { printf "%b" "$2" > "$c/ca_crl/seed-built-$1"; }
+crl_rec idp-name '\002\003\021\060\017\240\015\240\013\206\011http://x/'
+crl_rec idp-only-ca '\002\003\005\060\003\202\001\377'
+crl_rec idp-reasons '\000\003\006\060\004\203\002\007\200'
+crl_rec entry-reason '\003\006\003\012\001\001\001\012\002\005\000'
+crl_rec delta '\002\004\003\002\001\001'
+crl_rec unknown-critical '\000\000\000\002\012\002\005\000'
 
 # --- PEM bundles and index.yml ------------------------------------------------------------
 cp pki/ca-store/common/common.pem "$c/ca_pem/seed-root.pem"
