@@ -27,7 +27,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size > 2 * PROXY_PROTO_MAX)
         return 0;
     /* A copy of exactly |size| bytes, so that ASan sees any read past the end. */
-    uint8_t *copy = malloc(size ? size : 1);
+    uint8_t *copy = calloc(1, size ? size : 1);
     CHECK(copy != NULL);
     if (size > 0)
         memcpy(copy, data, size);
