@@ -29,6 +29,11 @@ static struct config cfg;
 static struct server srv;
 static char token_path[64];
 
+static void remove_token(void)
+{
+    unlink(token_path);
+}
+
 static void setup(void)
 {
     static bool done;
@@ -51,6 +56,7 @@ static void setup(void)
     CHECK(f != NULL);
     fputs("d41d8cd98f00b204e9800998ecf8427e\n", f);
     fclose(f);
+    atexit(remove_token);
 }
 
 static bool public_path(const char *head)
