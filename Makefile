@@ -35,6 +35,8 @@ LIB_OBJ    = $(PROXY_SRC:%.c=$(BUILD)/%.o) $(CA_SRC:%.c=$(BUILD)/%.o) \
              $(BUILD)/llhttp/api.o $(BUILD)/llhttp/http.o $(BUILD)/llhttp/llhttp.o
 UNIT_SRC   = $(wildcard tests/unit/test_*.c)
 UNIT_BIN   = $(UNIT_SRC:tests/unit/%.c=$(BUILD)/unit/%)
+CTL_FUZZ   = config ca_index ca_pem ca_crl ocsp ocsp_http admin allowlist
+CTL_REPLAY = $(CTL_FUZZ:%=$(BUILD)/fuzz/replay_%)
 
 .PHONY: all deps run test unit integration asan fuzz format lint bench soak soak-rotations clean help
 all: $(BUILD)/certgate
@@ -48,7 +50,7 @@ help:
 	@echo "make bench      certgate vs nginx, HAProxy and Caddy on 127.0.0.1 (~5 min; BENCH_* knobs)"
 	@echo "make soak       SOAK_SECONDS=1800 of mixed mTLS traffic while credentials, tenants and allowlist change"
 	@echo "make soak-rotations  100 credential rotations per layout under mTLS load (issue 5's long run)"
-	@echo "make fuzz       libFuzzer on the HTTP/1 request and response codec, the header builder and the PROXY parser (clang; FUZZ_SECONDS=60 each)"
+	@echo "make fuzz       libFuzzer on every parser (clang; FUZZ_SECONDS=60 each, FUZZ_TARGETS=...)"
 	@echo "make format     clang-format the sources"
 	@echo "make lint       the layer check (scripts/check-layers.py), clang-tidy and cppcheck"
 	@echo "make clean      remove build/"
@@ -82,48 +84,63 @@ $(BUILD)/unit/%: tests/unit/%.c $(LIB_OBJ)
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -Wno-missing-prototypes -o $@ $^ $(LDLIBS) -lcmocka $(LDFLAGS)
 
 unit: $(UNIT_BIN) $(BUILD)/fuzz/replay_xfcc $(BUILD)/fuzz/replay_proxy_proto \
-      $(BUILD)/fuzz/replay_request $(BUILD)/fuzz/replay_response
+      $(BUILD)/fuzz/replay_request $(BUILD)/fuzz/replay_response $(CTL_REPLAY)
 
-# Fuzz targets: libFuzzer under clang (make fuzz); the same sources build a replay driver
-# with gcc, which make test runs over the committed corpora.
+# Fuzz targets: libFuzzer under clang (make fuzz); the same sources with tests/fuzz/replay.c as
+# main() build a replay driver with gcc, which make test runs over the committed corpora.
 FUZZ_LIBS = -L$(BSSL_LIB) -Wl,-rpath,$(BSSL_LIB) -lcrypto
-$(BUILD)/fuzz/replay_xfcc: tests/fuzz/fuzz_xfcc.c proxy/http/xfcc.c proxy/core/buf.c proxy/core/base.c
+$(BUILD)/fuzz/replay_xfcc: tests/fuzz/fuzz_xfcc.c tests/fuzz/replay.c proxy/http/xfcc.c proxy/core/buf.c \
+                           proxy/core/base.c
 	@mkdir -p $(@D)
 	@$(if $(V),,echo "  LD      $@")
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $^ $(FUZZ_LIBS) $(LDFLAGS)
-$(BUILD)/fuzz/replay_proxy_proto: tests/fuzz/fuzz_proxy_proto.c proxy/net/proxy_proto.c
+$(BUILD)/fuzz/replay_proxy_proto: tests/fuzz/fuzz_proxy_proto.c tests/fuzz/replay.c proxy/net/proxy_proto.c
 	@mkdir -p $(@D)
 	@$(if $(V),,echo "  LD      $@")
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $^ $(LDFLAGS)
 
 # The HTTP/1 codec's targets run the real exchange code on a connection without a peer
 # (tests/fuzz/h1_harness.h), so they link the whole library.
-$(BUILD)/fuzz/replay_%: tests/fuzz/fuzz_%.c tests/fuzz/h1_harness.h $(LIB_OBJ)
+$(BUILD)/fuzz/replay_%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c tests/fuzz/h1_harness.h $(LIB_OBJ)
 	@mkdir -p $(@D)
 	@$(if $(V),,echo "  LD      $@")
-	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $< $(LIB_OBJ) $(LDLIBS) $(LDFLAGS)
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $(filter %.c %.o,$^) $(LDLIBS) $(LDFLAGS)
 
-FUZZ_H1_SRC = $(PROXY_SRC) $(CA_SRC) $(LLHTTP_SRC)/api.c $(LLHTTP_SRC)/http.c $(LLHTTP_SRC)/llhttp.c
-build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/h1_harness.h $(FUZZ_H1_SRC)
+# The control-plane targets (configuration, CA store, OCSP, admin API, allowlist) link the whole
+# library; tests/fuzz/replay.c is their main() without libFuzzer.
+$(CTL_REPLAY): $(BUILD)/fuzz/replay_%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c $(LIB_OBJ) \
+               $(wildcard tests/fuzz/*.h)
 	@mkdir -p $(@D)
-	clang -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-	    -DFUZZING -Wno-everything \
-	    $(CPPFLAGS) $< $(FUZZ_H1_SRC) -o $@ $(LDLIBS)
+	@$(if $(V),,echo "  LD      $@")
+	$(Q)$(CC) $(CPPFLAGS) -Itests/fuzz $(CFLAGS) -o $@ $(filter %.c %.o,$^) $(LDLIBS) $(LDFLAGS)
 
-fuzz: build/fuzz/fuzz_request build/fuzz/fuzz_response
-	@mkdir -p build/fuzz/corpus-request build/fuzz/corpus-response
-	build/fuzz/fuzz_request -max_total_time=$${FUZZ_SECONDS:-60} -max_len=4096 \
-	    -dict=tests/fuzz/request.dict build/fuzz/corpus-request tests/fuzz/corpus/request
-	build/fuzz/fuzz_response -max_total_time=$${FUZZ_SECONDS:-60} -max_len=4096 \
-	    -dict=tests/fuzz/response.dict build/fuzz/corpus-response tests/fuzz/corpus/response
-	@mkdir -p build/fuzz/corpus-xfcc
-	clang -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -DFUZZING $(CPPFLAGS) \
-	    tests/fuzz/fuzz_xfcc.c proxy/http/xfcc.c proxy/core/buf.c proxy/core/base.c $(FUZZ_LIBS) -o build/fuzz/fuzz_xfcc
-	build/fuzz/fuzz_xfcc -max_total_time=$${FUZZ_SECONDS:-60} -max_len=8192 build/fuzz/corpus-xfcc tests/fuzz/corpus/xfcc
-	@mkdir -p build/fuzz/corpus-proxy_proto
-	clang -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -DFUZZING $(CPPFLAGS) \
-	    tests/fuzz/fuzz_proxy_proto.c proxy/net/proxy_proto.c -o build/fuzz/fuzz_proxy_proto
-	build/fuzz/fuzz_proxy_proto -max_total_time=$${FUZZ_SECONDS:-60} -max_len=4200 build/fuzz/corpus-proxy_proto tests/fuzz/corpus/proxy_proto
+# make fuzz runs every target (or FUZZ_TARGETS="config admin") for FUZZ_SECONDS each, one after
+# the other, with its dictionary; new inputs go to build/fuzz/corpus-NAME, crashes to
+# build/fuzz/crash-NAME-*. The library is built once with clang, instrumented, in build/fuzzlib.
+FUZZ_TARGETS ?= xfcc proxy_proto request response $(CTL_FUZZ)
+FUZZ_SECONDS ?= 60
+FUZZ_SAN      = -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+FUZZ_LIB_OBJ  = $(LIB_OBJ:$(BUILD)/%=build/fuzzlib/%)
+FUZZ_MAXLEN_xfcc = 8192
+FUZZ_MAXLEN_proxy_proto = 4200
+fuzz:
+	@$(MAKE) --no-print-directory BUILD=build/fuzzlib CC=clang OPT=-O1 \
+	    SAN="$(FUZZ_SAN) -fsanitize=fuzzer-no-link" fuzzlib
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	    mkdir -p build/fuzz/corpus-$$t; \
+	    echo "  FUZZ    $$t ($(FUZZ_SECONDS) s)"; \
+	    clang -std=c11 -g -O1 $(FUZZ_SAN) -fsanitize=fuzzer -DFUZZING $(CPPFLAGS) -Itests/fuzz \
+	        tests/fuzz/fuzz_$$t.c $(FUZZ_LIB_OBJ) $(LDLIBS) -o build/fuzz/fuzz_$$t; \
+	    case $$t in xfcc) m=$(FUZZ_MAXLEN_xfcc);; proxy_proto) m=$(FUZZ_MAXLEN_proxy_proto);; \
+	        request|response) m=4096;; \
+	        *) m=16384;; esac; \
+	    d=; [ -f tests/fuzz/$$t.dict ] && d=-dict=tests/fuzz/$$t.dict; \
+	    build/fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -max_len=$$m $$d \
+	        -artifact_prefix=build/fuzz/crash-$$t- build/fuzz/corpus-$$t tests/fuzz/corpus/$$t; \
+	done
+
+.PHONY: fuzzlib
+fuzzlib: $(LIB_OBJ)
 
 test: deps
 	@$(MAKE) --no-print-directory all unit WERROR=-Werror

@@ -18,12 +18,13 @@ static inline size_t buf_used(const struct buf *b)
     return b->len - b->off;
 }
 
-/* buf_data returns the first queued byte (NULL for a buffer that never held any). */
+/* buf_data returns the first queued byte; for a buffer never written, an empty array rather than
+ * NULL + 0 (undefined in C; clang's UBSan reports it) or NULL (which memcpy/memcmp may not get
+ * even for 0 bytes). */
 static inline char *buf_data(const struct buf *b)
 {
-    /* An empty buffer may own no memory, and NULL + 0 is undefined in C (UBSan under clang
-     * reports it; found by tests/fuzz/fuzz_request.c). */
-    return b->base != NULL ? b->base + b->off : NULL;
+    static char empty[1];
+    return b->base != NULL ? b->base + b->off : empty;
 }
 
 /* buf_reserve makes room for |extra| more bytes and returns where they go. */

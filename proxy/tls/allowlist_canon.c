@@ -172,9 +172,14 @@ int allowlist_canon(const char *subject, char **out)
             buf_append(&b, ",", 1);
         buf_appends(&b, pairs[i].attr);
         buf_append(&b, "=", 1);
-        for (size_t k = 0; k < pairs[i].value_len; k++) {
+        /* Escaped too: what parse_pair would read otherwise (';' ends a pair, a leading '"'
+         * quotes, spaces at either end are trimmed), so that a canonical form canonicalises
+         * to itself. */
+        size_t vlen = pairs[i].value_len;
+        for (size_t k = 0; k < vlen; k++) {
             unsigned char c = (unsigned char)pairs[i].value[k];
-            if (c < 0x20 || c == 0x7f || c == ',' || c == '+' || c == '\\' || c == '=')
+            if (c < 0x20 || c == 0x7f || c == ',' || c == '+' || c == '\\' || c == '=' ||
+                c == ';' || c == '"' || (c == ' ' && (k == 0 || k + 1 == vlen)))
                 buf_appendf(&b, "\\%02X", c);
             else
                 buf_append(&b, &c, 1);

@@ -121,15 +121,14 @@ static void finish(struct ocsp_fetch *f, int status, const uint8_t *body, size_t
     shut(f);
 }
 
-/* Returns 1 when |f->in| holds a complete response (and calls finish), 0 when more is needed. */
-static int try_complete(struct ocsp_fetch *f, bool eof)
+int ocsp_fetch_parse_response(const char *d, size_t n, bool eof, struct ocsp_fetch_answer *out)
 {
-    const char *d = buf_data(&f->in);
-    size_t n = buf_used(&f->in);
+    memset(out, 0, sizeof(*out));
+    out->status = -EPROTO;
     const char *end = n >= 4 ? memmem(d, n, "\r\n\r\n", 4) : NULL;
     if (end == NULL) {
         if (eof)
-            finish(f, -EPROTO, NULL, 0, "the responder closed before a complete HTTP answer");
+            out->why = "the responder closed before a complete HTTP answer";
         return eof;
     }
     size_t head_len = (size_t)(end - d) + 4;
@@ -138,14 +137,13 @@ static int try_complete(struct ocsp_fetch *f, bool eof)
     if (head_len < 13 || memcmp(d, "HTTP/1.", 7) != 0 || (d[7] != '0' && d[7] != '1') ||
         d[8] != ' ' || d[9] < '1' || d[9] > '5' || d[10] < '0' || d[10] > '9' || d[11] < '0' ||
         d[11] > '9' || (d[12] != ' ' && d[12] != '\r')) {
-        finish(f, -EPROTO, NULL, 0, "the responder's answer is not HTTP/1.x");
+        out->why = "the responder's answer is not HTTP/1.x";
         return 1;
     }
     code = (d[9] - '0') * 100 + (d[10] - '0') * 10 + (d[11] - '0');
     if (code != 200) {
-        char why[64];
-        snprintf(why, sizeof(why), "the responder answered HTTP %d", code);
-        finish(f, -EPROTO, NULL, 0, why);
+        snprintf(out->why_buf, sizeof(out->why_buf), "the responder answered HTTP %d", code);
+        out->why = out->why_buf;
         return 1;
     }
     long long clen = -1;
@@ -169,22 +167,41 @@ static int try_complete(struct ocsp_fetch *f, bool eof)
         }
     }
     if (chunked) {
-        finish(f, -EPROTO, NULL, 0, "chunked OCSP answers are not supported");
+        out->why = "chunked OCSP answers are not supported";
         return 1;
     }
     size_t body = n - head_len;
     if (clen >= 0 && body >= (size_t)clen) {
-        finish(f, 0, (const uint8_t *)d + head_len, (size_t)clen, NULL);
+        out->status = 0;
+        out->body_off = head_len;
+        out->body_len = (size_t)clen;
         return 1;
     }
     if (eof) {
-        if (clen >= 0)
-            finish(f, -EPROTO, NULL, 0, "the responder closed before the whole body");
-        else
-            finish(f, 0, (const uint8_t *)d + head_len, body, NULL);
+        if (clen >= 0) {
+            out->why = "the responder closed before the whole body";
+        } else {
+            out->status = 0;
+            out->body_off = head_len;
+            out->body_len = body;
+        }
         return 1;
     }
     return 0;
+}
+
+/* Returns 1 when |f->in| holds a complete response (and calls finish), 0 when more is needed. */
+static int try_complete(struct ocsp_fetch *f, bool eof)
+{
+    const char *d = buf_data(&f->in);
+    struct ocsp_fetch_answer a;
+    if (ocsp_fetch_parse_response(d, buf_used(&f->in), eof, &a) == 0)
+        return 0;
+    if (a.status == 0)
+        finish(f, 0, (const uint8_t *)d + a.body_off, a.body_len, NULL);
+    else
+        finish(f, a.status, NULL, 0, a.why);
+    return 1;
 }
 
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *b)

@@ -4,6 +4,7 @@
 #ifndef CERTGATE_OCSP_FETCH_H
 #define CERTGATE_OCSP_FETCH_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -33,5 +34,19 @@ void ocsp_fetch_cancel(struct ocsp_fetch *f);
  * -EINVAL for anything but http:// with a host. Exposed for tests. */
 int ocsp_fetch_parse_url(const char *url, char *host, size_t host_len, uint16_t *port,
                          char *path, size_t path_len);
+
+/* What a responder's answer amounts to (ocsp_fetch_parse_response). */
+struct ocsp_fetch_answer {
+    int status;       /* 0: the body is |body_len| bytes at |body_off|; else -EPROTO */
+    size_t body_off;
+    size_t body_len;
+    const char *why;  /* when |status| is not 0: what failed, in a few words */
+    char why_buf[64]; /* storage |why| may point to */
+};
+
+/* ocsp_fetch_parse_response reads the |n| bytes received so far at |d| (|eof|: the responder
+ * closed after them) as an HTTP/1.x answer. Returns 1 and fills |out| when the exchange is
+ * over, 0 when more bytes are needed. Exposed for the fuzzer. */
+int ocsp_fetch_parse_response(const char *d, size_t n, bool eof, struct ocsp_fetch_answer *out);
 
 #endif

@@ -77,10 +77,3 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     free(out);
     return 0;
 }
-
-#ifndef FUZZING
-int main(int argc, char **argv)
-{
-    return h1_replay_main("fuzz_request", argc, argv);
-}
-#endif

@@ -59,10 +59,3 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     return 0;
 }
-
-#ifndef FUZZING
-int main(int argc, char **argv)
-{
-    return h1_replay_main("fuzz_response", argc, argv);
-}
-#endif

@@ -86,6 +86,20 @@ static void test_no_injection(void **state)
     free(c);
 }
 
+/* A canonical form is a subject that canonicalises to itself (found by fuzz_allowlist: escaped
+ * spaces at either end of a value, ';' and a leading '"' used to come out bare). */
+static void test_canon_idempotent(void **state)
+{
+    const char *subjects[] = {"CN=a\\,b,O=x\\20,OU= y ,C=NL", "CN=\\ a\\ ", "CN=a\\;b",
+                              "CN=\\\"q\\\"", "CN=\" a b \"", "CN=a\\2Bb=c"};
+    for (size_t i = 0; i < sizeof(subjects) / sizeof(subjects[0]); i++) {
+        char once[4096];
+        snprintf(once, sizeof(once), "%s", canon(subjects[i]));
+        assert_string_not_equal(once, "<invalid>");
+        assert_string_equal(canon(once), once);
+    }
+}
+
 static void test_invalid(void **state)
 {
     const char *bad[] = {"", "   ", "CN", "=a", "CN=a,", "CN=a,,O=b", "CN=\"a", "CN=\"a\"b",
@@ -233,6 +247,7 @@ int main(void)
         cmocka_unit_test(test_contract_example),
         cmocka_unit_test(test_forms),
         cmocka_unit_test(test_no_injection),
+        cmocka_unit_test(test_canon_idempotent),
         cmocka_unit_test(test_invalid),
         cmocka_unit_test(test_load),
         cmocka_unit_test(test_load_errors),
