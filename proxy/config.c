@@ -968,6 +968,55 @@ static int parse_details(struct cfg_ctx *c, yaml_node_t *n, const char *what, vo
     return 0;
 }
 
+/* pattern_cost estimates how many elements glibc's regcomp expands |p| into: it copies a
+ * repeated atom or group once per repetition ("a{3}" is "aaa", "a+" is "aa*"), so nested or
+ * stacked repetitions grow exponentially ("a++++...", "((a{255}){255}){255}") and regcomp then
+ * takes gigabytes (found by fuzz_config). Stops counting past |limit|. */
+static uint64_t pattern_cost(const char *p, uint64_t limit)
+{
+    uint64_t sum[32] = {0}, last = 0;
+    size_t depth = 0;
+    for (; *p != '\0' && sum[depth] <= limit; p++) {
+        if (*p == '(' && depth + 1 < ARRAY_SIZE(sum)) {
+            sum[++depth] = 0;
+            last = 0;
+        } else if (*p == ')' && depth > 0) {
+            last = sum[depth] > 0 ? sum[depth] : 1;
+            sum[--depth] += last;
+        } else if (*p == '+' || *p == '{') {
+            uint64_t k = 2;
+            if (*p == '{') { /* {m}, {m,} (m copies and a star), {m,n} */
+                uint64_t m = 0, n = 0;
+                bool comma = false, have_n = false;
+                for (p++; *p >= '0' && *p <= '9'; p++)
+                    m = m <= limit ? m * 10 + (uint64_t)(*p - '0') : m;
+                if (*p == ',')
+                    for (comma = true, p++; *p >= '0' && *p <= '9'; p++, have_n = true)
+                        n = n <= limit ? n * 10 + (uint64_t)(*p - '0') : n;
+                if (*p == '\0')
+                    break;
+                k = !comma ? m : have_n ? n : m + 1;
+                k = k > 0 ? k : 1;
+            }
+            sum[depth] += last * (k - 1);
+            last *= k;
+        } else {
+            if (*p == '\\' && p[1] != '\0')
+                p++;
+            else if (*p == '[') /* a bracket expression is one atom; skip to its end */
+                for (p += p[1] == '^' ? 2 : 1, p += *p == ']'; *p != '\0' && *p != ']'; p++)
+                    if (*p == '[' && (p[1] == ':' || p[1] == '.' || p[1] == '='))
+                        for (p += 2; *p != '\0' && !(p[-1] == ':' && *p == ']'); p++)
+                            ;
+            if (*p == '\0')
+                break;
+            last = (*p == '*' || *p == '?' || *p == '|') ? last : 1;
+            sum[depth] += *p == '*' || *p == '?' || *p == '|' ? 0 : 1;
+        }
+    }
+    return sum[depth] > limit ? sum[depth] : sum[0];
+}
+
 static int parse_pattern(struct cfg_ctx *c, yaml_node_t *n, const char *what, void *out)
 {
     char **pattern = out;
@@ -975,6 +1024,11 @@ static int parse_pattern(struct cfg_ctx *c, yaml_node_t *n, const char *what, vo
     int rc = node_string(c, n, what, true, pattern);
     if (rc != 0 || *pattern == NULL)
         return rc;
+    if (pattern_cost(*pattern, 4096) > 4096)
+        return ctx_fail(c, n,
+                        "invalid value %s for %s: its repetitions expand too far (at most "
+                        "4096 elements)",
+                        quote(c, *pattern), what);
     int err = regcomp(&re, *pattern, REG_EXTENDED | REG_NOSUB);
     if (err != 0) {
         char msg[128];
