@@ -968,6 +968,27 @@ static int parse_details(struct cfg_ctx *c, yaml_node_t *n, const char *what, vo
     return 0;
 }
 
+/* skip_bracket returns the ']' that ends the bracket expression at |p| ('['), or its NUL. */
+static const char *skip_bracket(const char *p)
+{
+    p += p[1] == '^' ? 2 : 1;
+    if (*p == ']')
+        p++;
+    while (*p != '\0' && *p != ']') {
+        if (*p == '[' && (p[1] == ':' || p[1] == '.' || p[1] == '=')) {
+            char kind = p[1];
+            for (p += 2; *p != '\0' && !(p[0] == kind && p[1] == ']'); p++)
+                ;
+            if (*p == '\0')
+                break;
+            p += 2;
+            continue;
+        }
+        p++;
+    }
+    return p;
+}
+
 /* pattern_cost estimates how many elements glibc's regcomp expands |p| into: it copies a
  * repeated atom or group once per repetition ("a{3}" is "aaa", "a+" is "aa*"), so nested or
  * stacked repetitions grow exponentially ("a++++...", "((a{255}){255}){255}") and regcomp then
@@ -1003,11 +1024,8 @@ static uint64_t pattern_cost(const char *p, uint64_t limit)
         } else {
             if (*p == '\\' && p[1] != '\0')
                 p++;
-            else if (*p == '[') /* a bracket expression is one atom; skip to its end */
-                for (p += p[1] == '^' ? 2 : 1, p += *p == ']'; *p != '\0' && *p != ']'; p++)
-                    if (*p == '[' && (p[1] == ':' || p[1] == '.' || p[1] == '='))
-                        for (p += 2; *p != '\0' && !(p[-1] == ':' && *p == ']'); p++)
-                            ;
+            else if (*p == '[') /* a bracket expression is one atom */
+                p = skip_bracket(p);
             if (*p == '\0')
                 break;
             last = (*p == '*' || *p == '?' || *p == '|') ? last : 1;
