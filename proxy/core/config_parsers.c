@@ -161,6 +161,73 @@ int config_parse_key_details(struct cfg_ctx *c, yaml_node_t *n, const char *what
     return 0;
 }
 
+/* skip_bracket returns the ']' that ends the bracket expression at |p| ('['), or its NUL. */
+static const char *skip_bracket(const char *p)
+{
+    p += p[1] == '^' ? 2 : 1;
+    if (*p == ']')
+        p++;
+    while (*p != '\0' && *p != ']') {
+        if (*p == '[' && (p[1] == ':' || p[1] == '.' || p[1] == '=')) {
+            char kind = p[1];
+            for (p += 2; *p != '\0' && !(p[0] == kind && p[1] == ']'); p++)
+                ;
+            if (*p == '\0')
+                break;
+            p += 2;
+            continue;
+        }
+        p++;
+    }
+    return p;
+}
+
+/* pattern_cost estimates how many elements glibc's regcomp expands |p| into: it copies a
+ * repeated atom or group once per repetition ("a{3}" is "aaa", "a+" is "aa*"), so nested or
+ * stacked repetitions grow exponentially ("a++++...", "((a{255}){255}){255}") and regcomp then
+ * takes gigabytes (found by fuzz_config). Stops counting past |limit|. */
+static uint64_t pattern_cost(const char *p, uint64_t limit)
+{
+    uint64_t sum[32] = {0}, last = 0;
+    size_t depth = 0;
+    for (; *p != '\0' && sum[depth] <= limit; p++) {
+        if (*p == '(' && depth + 1 < ARRAY_SIZE(sum)) {
+            sum[++depth] = 0;
+            last = 0;
+        } else if (*p == ')' && depth > 0) {
+            last = sum[depth] > 0 ? sum[depth] : 1;
+            sum[--depth] += last;
+        } else if (*p == '+' || *p == '{') {
+            uint64_t k = 2;
+            if (*p == '{') { /* {m}, {m,} (m copies and a star), {m,n} */
+                uint64_t m = 0, n = 0;
+                bool comma = false, have_n = false;
+                for (p++; *p >= '0' && *p <= '9'; p++)
+                    m = m <= limit ? m * 10 + (uint64_t)(*p - '0') : m;
+                if (*p == ',')
+                    for (comma = true, p++; *p >= '0' && *p <= '9'; p++, have_n = true)
+                        n = n <= limit ? n * 10 + (uint64_t)(*p - '0') : n;
+                if (*p == '\0')
+                    break;
+                k = !comma ? m : have_n ? n : m + 1;
+                k = k > 0 ? k : 1;
+            }
+            sum[depth] += last * (k - 1);
+            last *= k;
+        } else {
+            if (*p == '\\' && p[1] != '\0')
+                p++;
+            else if (*p == '[') /* a bracket expression is one atom */
+                p = skip_bracket(p);
+            if (*p == '\0')
+                break;
+            last = (*p == '*' || *p == '?' || *p == '|') ? last : 1;
+            sum[depth] += *p == '*' || *p == '?' || *p == '|' ? 0 : 1;
+        }
+    }
+    return sum[depth] > limit ? sum[depth] : sum[0];
+}
+
 int config_parse_key_pattern(struct cfg_ctx *c, yaml_node_t *n, const char *what, void *out)
 {
     char **pattern = out;
@@ -168,6 +235,11 @@ int config_parse_key_pattern(struct cfg_ctx *c, yaml_node_t *n, const char *what
     int rc = config_node_string(c, n, what, true, pattern);
     if (rc != 0 || *pattern == NULL)
         return rc;
+    if (pattern_cost(*pattern, 4096) > 4096)
+        return config_fail(c, n,
+                           "invalid value %s for %s: its repetitions expand too far (at most "
+                           "4096 elements)",
+                           config_quote(c, *pattern), what);
     int err = regcomp(&re, *pattern, REG_EXTENDED | REG_NOSUB);
     if (err != 0) {
         char msg[128];

@@ -148,6 +148,33 @@ static void expect_error_prefix(const char *yaml, const char *prefix)
 }
 
 /* well_formed_error: "t.yaml:LINE:COLUMN: message" with positive LINE and COLUMN. */
+/* A regex whose repetitions glibc's regcomp would expand into gigabytes is refused before
+ * regcomp (found by fuzz_config: "a+++...+" doubles per '+'). */
+static void test_pattern_expansion_bounded(void **state)
+{
+    static const char head[] = "listeners:\n- name: a\n  address: 127.0.0.1:1\n  upstream: "
+                               "127.0.0.1:2\n  mode: tcp\n  subject_cn_pattern: \"";
+    static const char *const bad[] = {"a++++++++++++++++++++++++++++++++++++++++",
+                                      "((a{255}){255}){255}", "(x{100}){100}", "[a-z]{5000}"};
+    static const char *const good[] = {"^[0-9A-F]{16}$", "^(gw|gateway)-[a-z0-9]{1,63}$",
+                                       "^[[:xdigit:]]{16}(-[0-9]+)*$", "a{4000}"};
+    char yaml[512];
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        snprintf(yaml, sizeof(yaml), "%s%s\"\n", head, bad[i]);
+        char err[512] = "";
+        struct config *cfg = NULL;
+        assert_int_equal(config_load_string(&cfg, "t.yaml", yaml, strlen(yaml), err, sizeof(err)),
+                         -EINVAL);
+        if (strstr(err, "t.yaml:6:23: invalid value") != err ||
+            strstr(err, "repetitions expand too far") == NULL)
+            fail_msg("%s: %s", bad[i], err);
+    }
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        snprintf(yaml, sizeof(yaml), "%s%s\"\n", head, good[i]);
+        config_free(load_ok(yaml));
+    }
+}
+
 static void assert_well_formed_error(const char *err)
 {
     unsigned line = 0, col = 0;
@@ -1212,6 +1239,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_pattern_expansion_bounded),
         cmocka_unit_test(test_every_key),
         cmocka_unit_test(test_header_keys),
         cmocka_unit_test(test_contract_example),
