@@ -1,4 +1,4 @@
-/* fuzz_check.h: CHECK for the control-plane fuzz targets: an invariant that fails aborts, which
+/* fuzz_check.h: CHECK for every fuzz target: an invariant that fails aborts, which
  * libFuzzer reports as a crash and the replay drivers as a failed run. */
 #ifndef CERTGATE_FUZZ_CHECK_H
 #define CERTGATE_FUZZ_CHECK_H

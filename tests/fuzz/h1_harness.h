@@ -25,13 +25,7 @@
 #include "net/conn.h"
 #include "net/worker.h"
 
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);               \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
+#include "fuzz_check.h"
 
 /* The listener: sanitize_set, XFCC: every client copy of the header goes, ours is added. */
 static const char h1_yaml[] = "workers: 1\n"
