@@ -837,6 +837,19 @@ def log_lines(cg):
     return out
 
 
+def log_events(cg, name=None):
+    """The JSON objects certgate logged so far whose event is |name| (every one when None)."""
+    out = []
+    for line in log_lines(cg):
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(obj, dict) and (name is None or obj.get("event") == name):
+            out.append(obj)
+    return out
+
+
 @test("log.json_lines_and_access_log")
 def t_log_json(t):
     up, cg, ctx = http_env(t)

@@ -18,7 +18,6 @@ register(itself) to add them to its list; this file also runs on its own:
 
 import base64
 import hashlib
-import json
 import os
 import re
 import signal
@@ -56,17 +55,8 @@ def openssl(*args, data=None, cwd=None):
     return p.stdout
 
 
-def events(cg, name):
-    """The JSON log lines of |cg| whose event is |name|."""
-    out = []
-    for line in H.log_lines(cg):
-        try:
-            obj = json.loads(line)
-        except ValueError:
-            continue
-        if obj.get("event") == name:
-            out.append(obj)
-    return out
+def events(cg, name=None):
+    return H.log_events(cg, name)
 
 
 def wait_event(cg, name, needle, timeout=3):

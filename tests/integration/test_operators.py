@@ -45,16 +45,7 @@ def test(name):
 
 
 def events(cg, name=None):
-    """The JSON event lines certgate wrote so far (optionally only |name|)."""
-    out = []
-    for line in H.log_lines(cg):
-        try:
-            ev = json.loads(line)
-        except ValueError:
-            continue
-        if name is None or ev.get("event") == name:
-            out.append(ev)
-    return out
+    return H.log_events(cg, name)
 
 
 def wait_event(cg, name, n=1, timeout=5, pred=None):

@@ -106,16 +106,8 @@ def access_lines(cg, want=1, timeout=3):
         time.sleep(0.05)
 
 
-def events(cg, name):
-    out = []
-    for line in H.log_lines(cg):
-        try:
-            obj = json.loads(line)
-        except ValueError:
-            continue
-        if obj.get("event") == name:
-            out.append(obj)
-    return out
+def events(cg, name=None):
+    return H.log_events(cg, name)
 
 
 def metric(cg, name, listener):

@@ -19,7 +19,6 @@ Rule -> tests: 1-2 security.fragmented_client_hello_*, security.no_cert_*; 5 sec
 20 security.credentials_dir_replaced_*.
 """
 
-import json
 import os
 import re
 import resource
@@ -148,15 +147,7 @@ def ctx_for(chain, key, alg="ecdsa"):
 # logs and metrics
 
 def events(cg, name=None):
-    out = []
-    for line in cg.stderr().splitlines():
-        try:
-            obj = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(obj, dict) and (name is None or obj.get("event") == name):
-            out.append(obj)
-    return out
+    return H.log_events(cg, name)
 
 
 def wait_event(cg, name, since, pred=lambda e: True, timeout=3):

@@ -118,15 +118,7 @@ def env(t, unknown="common", no_sni="common", store=None):
 
 
 def log_events(cg, event=None):
-    out = []
-    for line in cg.stderr().splitlines():
-        try:
-            obj = json.loads(line)
-        except ValueError:
-            continue
-        if event is None or obj.get("event") == event or obj.get("msg") == event:
-            out.append(obj)
-    return out
+    return H.log_events(cg, event)
 
 
 def refusals(cg):
