@@ -23,7 +23,7 @@ WARN     = -Wall -Wextra -Wformat=2 -Wshadow -Wvla -Wstrict-prototypes -Wmissing
            -Wno-unused-parameter $(WERROR)
 CPPFLAGS = -D_GNU_SOURCE -I$(BSSL_INC) -I$(LLHTTP_INC) -Iproxy -Ica-store
 CFLAGS   = -std=c11 $(OPT) -g -pthread $(WARN) $(SAN)
-LDLIBS   = -L$(BSSL_LIB) -Wl,-rpath,$(BSSL_LIB) -lssl -lcrypto -luv -lyaml -lpthread
+LDLIBS   = -L$(BSSL_LIB) -Wl,-rpath,$(BSSL_LIB) -lssl -lcrypto -luv -lyaml -lnghttp2 -lpthread
 LDFLAGS  = -pthread $(SAN)
 
 # proxy/ is layered in folders (README "Architecture in one page",

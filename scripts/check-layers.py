@@ -32,6 +32,7 @@ LAYERS = [
     "net",       # the socket layer: the client connection, its buffers, timer, PROXY in
     "upstream",  # the upstream side: connect, pool, relays
     "exchange",  # one request and its response: the forwarding policy
+    "h2",        # HTTP/2: the client session, its streams, and their two upstream sides
     "server",    # listeners and worker loops
     "control",   # admin API, reload, probe, notify
     "proxy",     # main.c

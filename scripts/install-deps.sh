@@ -4,9 +4,9 @@
 # docker-compose for offline validation of the manifests, units and compose file).
 # A no-op when everything is present; uses sudo when not root.
 set -eu
-PKGS="build-essential android-libboringssl-dev libuv1-dev libyaml-dev node-llhttp libcmocka-dev
+PKGS="build-essential android-libboringssl-dev libuv1-dev libyaml-dev node-llhttp libcmocka-dev libnghttp2-dev
 curl openssl python3 ca-certificates procps strace shellcheck util-linux docker-compose haproxy
-prometheus valgrind"
+prometheus valgrind python3-h2 python3-grpcio nghttp2-client"
 # valgrind: tests/run-all.sh runs the unit tests and some integration tests under memcheck.
 # haproxy is a real PROXY protocol sender for the pin. tests; prometheus is there for promtool
 # (ops.metrics_promtool_after_traffic lints /metrics with `promtool check metrics`): about 19 MB

@@ -94,6 +94,15 @@ struct config_endpoint {
     socklen_t addr_len;
 };
 
+/* ALPN protocols an http listener offers (listener key alpn), as bits. */
+#define ALPN_H2 1u
+#define ALPN_HTTP11 2u
+
+enum upstream_protocol {
+    UPSTREAM_HTTP1, /* HTTP/1.1 to the upstream; an h2 client's streams are translated */
+    UPSTREAM_H2C,   /* HTTP/2 with prior knowledge, one multiplexed connection per worker */
+};
+
 struct listener_config {
     char *name;
     struct config_endpoint address;
@@ -111,6 +120,8 @@ struct listener_config {
     enum forwarded_headers forwarded_headers;
     enum underscores headers_with_underscores;
     struct config_names strip_headers; /* lowercase, '_' written as '-' */
+    unsigned alpn;                     /* ALPN_* bits, in preference order h2 first */
+    enum upstream_protocol upstream_protocol;
     unsigned line; /* where the listener starts in the file, for messages */
 };
 

@@ -139,6 +139,7 @@ int config_parse_key_listener_name(struct cfg_ctx *c, yaml_node_t *n, const char
 int config_parse_key_upstream(struct cfg_ctx *c, yaml_node_t *n, const char *what, void *out);
 int config_parse_key_details(struct cfg_ctx *c, yaml_node_t *n, const char *what, void *out);
 int config_parse_key_pattern(struct cfg_ctx *c, yaml_node_t *n, const char *what, void *out);
+int config_parse_key_alpn(struct cfg_ctx *c, yaml_node_t *n, const char *what, void *out);
 int config_parse_key_strip_headers(struct cfg_ctx *c, yaml_node_t *n, const char *what,
                                    void *out);
 

@@ -61,6 +61,12 @@ static const struct name_value forwarded_modes[] = {
     {"off", FORWARDED_OFF},
     {NULL, 0},
 };
+static const struct name_value upstream_protocols[] = {
+    {"http1", UPSTREAM_HTTP1},
+    {"h2c", UPSTREAM_H2C},
+    {NULL, 0},
+};
+
 static const struct name_value underscore_modes[] = {
     {"drop", UNDERSCORES_DROP},
     {"forward", UNDERSCORES_FORWARD},
@@ -212,7 +218,9 @@ enum {
     L_PROXY_PROTOCOL,
     L_FORWARDED_HEADERS,
     L_HEADERS_WITH_UNDERSCORES,
-    L_STRIP_HEADERS
+    L_STRIP_HEADERS,
+    L_ALPN,
+    L_UPSTREAM_PROTOCOL
 };
 static const struct directive listener_keys[] = {
     [L_NAME] = {"name", DIRECTIVE_CUSTOM, LISTENER(name), .parse = config_parse_key_listener_name},
@@ -224,6 +232,9 @@ static const struct directive listener_keys[] = {
                                     LISTENER(headers_with_underscores), .names = underscore_modes},
     [L_STRIP_HEADERS] = {"strip_headers", DIRECTIVE_CUSTOM, LISTENER(strip_headers),
                          .parse = config_parse_key_strip_headers},
+    [L_ALPN] = {"alpn", DIRECTIVE_CUSTOM, LISTENER(alpn), .parse = config_parse_key_alpn},
+    [L_UPSTREAM_PROTOCOL] = {"upstream_protocol", DIRECTIVE_ENUM, LISTENER(upstream_protocol),
+                             .names = upstream_protocols},
     {"mode", DIRECTIVE_ENUM, LISTENER(mode), .names = modes},
     {"upstream", DIRECTIVE_CUSTOM, LISTENER(upstream), .parse = config_parse_key_upstream},
     {"client_auth", DIRECTIVE_ENUM, LISTENER(client_auth), .names = client_auths},
@@ -305,12 +316,22 @@ static int parse_listener(struct cfg_ctx *c, yaml_node_t *map, size_t idx)
                         config_quote(c, l->name));
     /* Request headers exist only where certgate speaks HTTP. */
     static const unsigned http_only[] = {L_FORWARDED_HEADERS, L_HEADERS_WITH_UNDERSCORES,
-                                         L_STRIP_HEADERS};
+                                         L_STRIP_HEADERS, L_ALPN, L_UPSTREAM_PROTOCOL};
     for (size_t i = 0; i < ARRAY_SIZE(http_only); i++)
         if (l->mode != LISTENER_HTTP && ln->seen[http_only[i]].key != NULL)
             return config_fail(c, ln->seen[http_only[i]].key,
                             "listener %s: %s is only for http listeners", config_quote(c, l->name),
                             listener_keys[http_only[i]].name);
+    /* An h2c upstream carries HTTP/2 streams only: its listener offers h2 alone unless told
+     * otherwise, and an HTTP/1.1 client has nothing to be forwarded as. */
+    if (ln->seen[L_ALPN].key == NULL)
+        l->alpn = l->upstream_protocol == UPSTREAM_H2C ? ALPN_H2 : ALPN_H2 | ALPN_HTTP11;
+    else if (l->upstream_protocol == UPSTREAM_H2C && (l->alpn & ALPN_HTTP11))
+        return config_fail(c, ln->seen[L_ALPN].value,
+                           "listener %s: alpn offers http/1.1, but upstream_protocol h2c "
+                           "forwards only HTTP/2 streams; use alpn: [h2] or "
+                           "upstream_protocol: http1",
+                           config_quote(c, l->name));
     for (size_t i = 0; i < idx; i++) {
         const struct listener_config *o = &c->cfg->listeners[i];
         if (strcmp(o->name, l->name) == 0)

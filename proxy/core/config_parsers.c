@@ -313,3 +313,34 @@ int config_parse_key_strip_headers(struct cfg_ctx *c, yaml_node_t *n, const char
     }
     return 0;
 }
+
+/* config_parse_key_alpn takes a listener's alpn: a sequence of h2 and http/1.1 (RFC 7301 names),
+ * at least one, each once. The server's preference is always h2 first. */
+int config_parse_key_alpn(struct cfg_ctx *c, yaml_node_t *n, const char *what, void *out)
+{
+    unsigned *bits = out;
+    *bits = 0;
+    if (n->type != YAML_SEQUENCE_NODE)
+        return config_fail(c, n, "%s: expected a sequence such as [h2, http/1.1], got %s", what,
+                           config_node_kind(n));
+    size_t num = (size_t)(n->data.sequence.items.top - n->data.sequence.items.start);
+    if (num == 0)
+        return config_fail(c, n, "%s: name at least one of h2 and http/1.1", what);
+    for (size_t i = 0; i < num; i++) {
+        yaml_node_t *item = yaml_document_get_node(c->doc, n->data.sequence.items.start[i]);
+        const char *s = "";
+        int rc;
+        if (item == NULL)
+            return config_fail(c, n, "%s: malformed sequence", what);
+        if ((rc = config_node_scalar(c, item, what, &s)) != 0)
+            return rc;
+        unsigned bit = strcmp(s, "h2") == 0 ? ALPN_H2 : strcmp(s, "http/1.1") == 0 ? ALPN_HTTP11 : 0;
+        if (bit == 0)
+            return config_fail(c, item, "invalid value %s in %s: expected h2 or http/1.1",
+                               config_quote(c, s), what);
+        if (*bits & bit)
+            return config_fail(c, item, "duplicate value %s in %s", config_quote(c, s), what);
+        *bits |= bit;
+    }
+    return 0;
+}

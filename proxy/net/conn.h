@@ -25,6 +25,7 @@ struct worker;
 struct tls_gen;
 struct ssl_st;
 struct upconn;
+struct h2_conn;
 
 enum conn_state {
     CONN_PROXY_HEADER, /* reading a PROXY protocol header (accept_proxy_protocol) */
@@ -32,6 +33,7 @@ enum conn_state {
     CONN_HEAD,      /* waiting for or reading a request head */
     CONN_PROXY,     /* a request and its response are in flight */
     CONN_TUNNEL,    /* raw bytes both ways: tls/tcp relay, or after a 101 */
+    CONN_H2,        /* HTTP/2: h2/h2_server.c's session carries the exchanges */
     CONN_FLUSH,     /* writing what is left to the client, then closing */
     CONN_CLOSING,   /* handles are closing; memory goes in the last close callback */
 };
@@ -95,6 +97,9 @@ struct conn {
 
     /* HTTP: the exchange in flight (one at a time in HTTP/1). */
     struct exchange ex;
+    struct h2_conn *h2;      /* HTTP/2 (CONN_H2): the session and its streams */
+    struct conn *h2_touched_next; /* the worker's list of connections to flush */
+    bool h2_touched;
     bool draining;
     unsigned num_requests;
     uint64_t bytes_in, bytes_out;
@@ -125,6 +130,17 @@ struct conn_handlers {
     void (*upstream_close)(struct conn *c);
     void (*upstream_exchange_done)(struct conn *c);
     void (*upstream_update_poll)(struct conn *c);
+    /* HTTP/2 (h2/h2_server.c), in CONN_H2: start the session (ALPN chose h2); parse what
+     * c->cin holds; queue frames to c->cout (returns false once the session is over and
+     * everything is queued: the connection then says goodbye); whether the client may be read;
+     * GOAWAY for a draining connection; free the session and its streams (the connection is
+     * closing). Only h2_output runs inside conn_event_end; the others only record. */
+    void (*h2_start)(struct conn *c);
+    void (*h2_input)(struct conn *c);
+    bool (*h2_output)(struct conn *c);
+    bool (*h2_want_read)(struct conn *c);
+    void (*h2_drain)(struct conn *c);
+    void (*h2_close)(struct conn *c);
     /* The server: |c| of worker |w| is gone (its memory is about to be freed). */
     void (*closed)(struct worker *w, struct conn *c);
 };

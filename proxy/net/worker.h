@@ -39,6 +39,8 @@ struct worker {
     void *scratch; /* http.c's per-worker parse scratch */
     struct upconn *up_pool; /* idle upstream connections (upstream.c) */
     unsigned num_up_pool;
+    struct conn *h2_touched; /* client connections an upstream event changed (h2/h2_server.c) */
+    void *h2c; /* the h2c upstream connections, one per listener (h2/h2_upc.c) */
 };
 
 struct server {

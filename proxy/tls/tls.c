@@ -81,6 +81,48 @@ struct ticket_key {
 static struct ticket_key ticket_keys[2]; /* current, previous */
 static pthread_mutex_t ticket_lock = PTHREAD_MUTEX_INITIALIZER;
 
+/* ALPN (RFC 7301): h2 when the listener offers it and the client asks for it, else http/1.1.
+ * A client that names neither gets the no_application_protocol alert, as the RFC asks; a
+ * client that sends no ALPN at all is served HTTP/1.1 (or h2 where only h2 is offered). */
+static int alpn_select(SSL *ssl, const uint8_t **out, uint8_t *out_len, const uint8_t *in,
+                       unsigned in_len, void *arg)
+{
+    const struct tls_listener *tl = arg;
+    static const struct {
+        unsigned bit;
+        const char *name;
+    } prefs[] = {{ALPN_H2, "h2"}, {ALPN_HTTP11, "http/1.1"}};
+    for (size_t i = 0; i < ARRAY_SIZE(prefs); i++) {
+        if (!(tl->lc->alpn & prefs[i].bit))
+            continue;
+        size_t want = strlen(prefs[i].name);
+        for (unsigned off = 0; off < in_len;) {
+            unsigned n = in[off];
+            if (off + 1 + n > in_len)
+                break;
+            if (n == want && memcmp(in + off + 1, prefs[i].name, n) == 0) {
+                *out = in + off + 1;
+                *out_len = (uint8_t)n;
+                return SSL_TLSEXT_ERR_OK;
+            }
+            off += 1 + n;
+        }
+    }
+    return SSL_TLSEXT_ERR_ALERT_FATAL;
+}
+
+bool tls_alpn_h2(struct ssl_st *ssl)
+{
+    const uint8_t *p = NULL;
+    unsigned n = 0;
+    SSL_get0_alpn_selected(ssl, &p, &n);
+    if (n == 0) {
+        const struct tls_listener *tl = tls_peer_listener_of(ssl);
+        return tl != NULL && tl->lc->alpn == ALPN_H2;
+    }
+    return n == 2 && memcmp(p, "h2", 2) == 0;
+}
+
 static int ticket_cb(SSL *ssl, uint8_t *key_name, uint8_t *iv, EVP_CIPHER_CTX *cctx, HMAC_CTX *hctx,
                      int encrypt)
 {
@@ -191,6 +233,8 @@ static int build_listener(struct tls_gen *gen, struct tls_listener *tl,
         mode = SSL_VERIFY_PEER;
     if (mode != SSL_VERIFY_NONE)
         SSL_CTX_set_custom_verify(ctx, mode, tls_verify_handshake);
+    if (lc->mode == LISTENER_HTTP && lc->alpn != 0)
+        SSL_CTX_set_alpn_select_cb(ctx, alpn_select, tl);
     tls_peer_set_listener(ctx, tl);
     return 0;
 }

@@ -112,6 +112,10 @@ const char *tls_version(struct ssl_st *ssl);
 /* tls_sni returns the SNI the client sent, or NULL. */
 const char *tls_sni(struct ssl_st *ssl);
 
+/* tls_alpn_h2 tells whether the client is to be spoken HTTP/2 to: ALPN chose h2, or the client
+ * sent no ALPN to a listener that offers only h2. */
+bool tls_alpn_h2(struct ssl_st *ssl);
+
 /* tls_resumed tells whether the handshake resumed a session. */
 bool tls_resumed(struct ssl_st *ssl);
 
