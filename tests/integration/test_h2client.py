@@ -121,6 +121,34 @@ def t_curl_spoof(t):
     check(not [v for k, v in hdrs if k == "client-cert"], "client-cert forwarded")
 
 
+@test("h2client.curl_http2_large_download_and_upload")
+def t_curl_big(t):
+    """Flow control both ways, end to end: 32 MiB down and 16 MiB up through 64 KiB stream
+    windows, with certgate's memory bounded."""
+    up, cg = env(t, record_max=4096)
+    watch = H.RssWatch(cg.pid)
+    n = 32 * 1024 * 1024
+    out = os.path.join(t.dir, "down.bin")
+    rc, version, status, _, err = curl(t, cg.port(), "/download?bytes=%d" % n,
+                                       extra=["-o", out], timeout=60)
+    check(rc == 0 and version == "2" and status == 200, "download: exit %d, %r %r: %s"
+          % (rc, version, status, err[-200:]))
+    check(os.path.getsize(out) == n, "downloaded %d bytes of %d" % (os.path.getsize(out), n))
+    data = os.path.join(t.dir, "up.bin")
+    with open(data, "wb") as f:
+        for _ in range(16):
+            f.write(os.urandom(1024 * 1024))
+    with open(data, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    rc, version, status, body, err = curl(t, cg.port(), "/body?bigup=1",
+                                          extra=["--data-binary", "@" + data], timeout=60)
+    check(rc == 0 and version == "2" and status == 200, "upload: exit %d, %r %r: %s"
+          % (rc, version, status, err[-200:]))
+    check("body-sha256: %s" % digest in body, "the upstream got other bytes: %r" % body[-200:])
+    peak, _ = watch.stop()
+    check(peak < H.rss_limit(), "RSS grew by %.1f MiB" % peak)
+
+
 # ---------------------------------------------------------------------------------------------
 # nghttp
 
@@ -221,6 +249,59 @@ def t_nocert(t):
 def refused_no_cert(cg):
     return [e for e in H.log_events(cg) if "refused" in str(e.get("event")) and
             "certificate" in json.dumps(e).lower()]
+
+
+# ---------------------------------------------------------------------------------------------
+# connection lifetime: idle timeout, drain
+
+@test("h2client.idle_connection_closed")
+def t_idle(t):
+    up, cg = env(t, limits={"idle_timeout": "1s"})
+    c = h2lib.H2Conn(t, cg.port())
+    s = c.get("/echo?idle=1")
+    check(s.status == 200, "first stream: %s" % s)
+    start = time.time()
+    check(c.wait_closed(5), "idle h2 connection still open after %.1fs (%s)"
+          % (time.time() - start, c.state()))
+    took = time.time() - start
+    check(took > 0.5, "closed too early (%.2fs)" % took)
+    if c.goaway is not None:
+        check(c.goaway[1] == h2lib.NO_ERROR, "GOAWAY %s" % h2lib.err_name(c.goaway[1]))
+
+
+@test("h2client.idle_connection_with_pings_closed")
+def t_idle_pings(t):
+    """A connection with no stream is idle even when the client PINGs (as Envoy's
+    idle_timeout): PINGs must not hold a connection slot for ever."""
+    up, cg = env(t, limits={"idle_timeout": "1s"})
+    c = h2lib.H2Conn(t, cg.port())
+    c.wait_settings()
+    start = time.time()
+    while time.time() - start < H.T(5) and not c.eof:
+        c.send(h2lib.frame(h2lib.PING, 0, 0, b"keepaliv"))
+        c.wait(lambda: c.eof, 0.3)
+    check(c.eof, "a connection without streams, PINGed every 0.3s, still open after %.1fs "
+          "with idle_timeout 1s (%s)" % (time.time() - start, c.state()))
+
+
+@test("h2client.sigterm_goaway_inflight_stream_completes")
+def t_drain(t):
+    up, cg = env(t, limits={"drain_timeout": "5s"})
+    c = h2lib.H2Conn(t, cg.port())
+    check(c.get("/echo?drain=0").status == 200, "first stream failed")
+    sid = c.request(path="/slow?ms=1500&drain=1")
+    up.wait_requests(2)
+    start = time.time()
+    cg.signal(15)
+    s = c.response(sid, timeout=8)
+    check(s.status == 200 and s.ended, "in-flight stream during the drain: %s (%s)"
+          % (s, c.state()))
+    check(c.goaway is not None and c.goaway[1] == h2lib.NO_ERROR,
+          "no GOAWAY NO_ERROR during the drain (%s)" % c.state())
+    check(c.goaway[0] >= sid, "GOAWAY last stream %d < the in-flight %d" % (c.goaway[0], sid))
+    check(c.wait_closed(5), "connection open after its last stream (%s)" % c.state())
+    rc = cg.wait(H.T(7))
+    check(rc == 0, "exit status %r %.1fs after SIGTERM" % (rc, time.time() - start))
 
 
 # ---------------------------------------------------------------------------------------------
