@@ -39,13 +39,14 @@ def env(t, alg="ecdsa", **lkw):
     return up, cg
 
 
-def curl(t, port, path, proto="--http2", cert=True, extra=(), alg="ecdsa", timeout=10):
+def curl(t, port, path, proto="--http2", cert=True, extra=(), alg="ecdsa", timeout=10,
+         output="-"):
     """curl with the client certificate; returns (exit code, HTTP version, status, body,
     stderr). -w prints the version and status after the body."""
     pki = H.Opts.pki[alg]
     args = ["curl", "-sS", proto, "-m", str(int(H.T(timeout))),
             "--resolve", "localhost:%d:%s" % (port, H.HOST),
-            "--cacert", os.path.join(pki, "root.crt"), "-o", "-",
+            "--cacert", os.path.join(pki, "root.crt"), "-o", output,
             "-w", "\n%{http_version} %{http_code}"]
     if cert:
         args += ["--cert", os.path.join(pki, "client-chain.crt"),
@@ -130,7 +131,7 @@ def t_curl_big(t):
     n = 32 * 1024 * 1024
     out = os.path.join(t.dir, "down.bin")
     rc, version, status, _, err = curl(t, cg.port(), "/download?bytes=%d" % n,
-                                       extra=["-o", out], timeout=60)
+                                       output=out, timeout=60)
     check(rc == 0 and version == "2" and status == 200, "download: exit %d, %r %r: %s"
           % (rc, version, status, err[-200:]))
     check(os.path.getsize(out) == n, "downloaded %d bytes of %d" % (os.path.getsize(out), n))
