@@ -10,10 +10,13 @@
 #include "h2/h2_server.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "core/base.h"
 #include "core/log.h"
@@ -38,8 +41,27 @@
 #define H2_FLOOD_RATE 100
 #define H2_MAX_CONTINUATIONS 16
 
+/* nghttp2 keeps a 16 KiB frame buffer per session for its whole life (twice what an idle
+ * HTTP/1.1 connection costs in all) and a 4 KiB stream table. Allocations of a page or more
+ * come from their own pages (h2_mem_*), which an idle connection gives back to the kernel
+ * (h2_server_trim): the frame buffer's content is dead between frames, and a page of another
+ * block is given back only when it holds nothing but zeros (an empty stream table), which is
+ * what the kernel's fresh page holds too. Untouched pages cost nothing. */
+#define H2_BIG_MIN 4096
+#define H2_BIG_SLOTS 6
+#define H2_FRAMEBUF_LEN (9 + 1 + 16384) /* nghttp2's NGHTTP2_FRAMEBUF_CHUNKLEN */
+
+struct h2_big {
+    void *p;
+    size_t len;
+    bool scratch; /* the frame buffer: dead between frames */
+};
+
 struct h2_conn {
     nghttp2_session *session;
+    nghttp2_mem mem;
+    struct h2_big big[H2_BIG_SLOTS];
+    bool trimmed; /* the big blocks were given back since the last stream */
     struct conn *c;
     struct h2_stream *streams;
     struct h2_stream *pending; /* streams with a response head or answer to submit */
@@ -52,6 +74,106 @@ struct h2_conn {
 };
 
 static const char *const protocol_name = "HTTP/2";
+
+/* --- memory ----------------------------------------------------------------------------- */
+
+static void *big_alloc(struct h2_conn *hc, size_t n, bool scratch)
+{
+    if (n < H2_BIG_MIN)
+        return malloc(n);
+    for (size_t i = 0; i < H2_BIG_SLOTS; i++) {
+        if (hc->big[i].p != NULL)
+            continue;
+        size_t page = (size_t)sysconf(_SC_PAGESIZE);
+        size_t len = (n + page - 1) / page * page;
+        void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED)
+            return NULL;
+        hc->big[i].p = p;
+        hc->big[i].len = len;
+        hc->big[i].scratch = scratch;
+        return p;
+    }
+    return malloc(n);
+}
+
+static void *h2_mem_malloc(size_t n, void *user)
+{
+    return big_alloc(user, n, false);
+}
+
+static struct h2_big *big_of(struct h2_conn *hc, void *p)
+{
+    for (size_t i = 0; p != NULL && i < H2_BIG_SLOTS; i++)
+        if (hc->big[i].p == p)
+            return &hc->big[i];
+    return NULL;
+}
+
+static void h2_mem_free(void *p, void *user)
+{
+    struct h2_big *b = big_of(user, p);
+    if (b == NULL) {
+        free(p);
+        return;
+    }
+    munmap(b->p, b->len);
+    b->p = NULL;
+    b->len = 0;
+}
+
+static void *h2_mem_calloc(size_t num, size_t size, void *user)
+{
+    if (num * size < H2_BIG_MIN)
+        return calloc(num, size);
+    void *p = h2_mem_malloc(num * size, user); /* fresh pages are zero */
+    if (p != NULL && big_of(user, p) == NULL)
+        memset(p, 0, num * size);
+    return p;
+}
+
+static void *h2_mem_realloc(void *p, size_t n, void *user)
+{
+    struct h2_big *b = big_of(user, p);
+    if (b == NULL && n < H2_BIG_MIN)
+        return realloc(p, n);
+    /* nghttp2 allocates its frame buffer with realloc(NULL, H2_FRAMEBUF_LEN). */
+    void *q = big_alloc(user, n, p == NULL && n == H2_FRAMEBUF_LEN);
+    if (q != NULL && p != NULL) {
+        size_t old = b != NULL ? b->len : malloc_usable_size(p);
+        memcpy(q, p, MIN(old, n));
+        h2_mem_free(p, user);
+    }
+    return q;
+}
+
+void h2_server_trim(struct conn *c)
+{
+    struct h2_conn *hc = c->h2;
+    if (hc == NULL || hc->trimmed || hc->streams != NULL || buf_used(&c->cout) > 0 ||
+        nghttp2_session_want_write(hc->session))
+        return;
+    hc->trimmed = true;
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    static const char zero[64];
+    for (size_t i = 0; i < H2_BIG_SLOTS; i++) {
+        struct h2_big *b = &hc->big[i];
+        if (b->p == NULL)
+            continue;
+        if (b->scratch) {
+            madvise(b->p, b->len, MADV_DONTNEED);
+            continue;
+        }
+        for (size_t off = 0; off < b->len; off += page) {
+            const char *pg = (const char *)b->p + off;
+            size_t k = 0;
+            while (k < page && memcmp(pg + k, zero, sizeof(zero)) == 0)
+                k += sizeof(zero);
+            if (k == page)
+                madvise((void *)pg, page, MADV_DONTNEED);
+        }
+    }
+}
 
 /* --- header lists ---------------------------------------------------------------------- */
 
@@ -126,6 +248,7 @@ static struct h2_stream *stream_new(struct h2_conn *hc, int32_t id)
         hc->streams->prev = s;
     hc->streams = s;
     hc->opened++;
+    hc->trimmed = false;
     return s;
 }
 
@@ -146,8 +269,18 @@ static void stream_log(struct h2_stream *s, const char *response_from)
     conn_access_log_exchange(s->c, &x);
 }
 
+/* Body bytes nobody will forward: the client gets its window back (a closed stream's count
+ * against the connection's window too: nghttp2 does not return them by itself). */
+static void drop_req_body(struct h2_stream *s)
+{
+    if (buf_used(&s->req_body) > 0)
+        nghttp2_session_consume(s->hc->session, s->id, buf_used(&s->req_body));
+    buf_free(&s->req_body);
+}
+
 static void stream_free(struct h2_conn *hc, struct h2_stream *s)
 {
+    drop_req_body(s);
     if (s->prev != NULL)
         s->prev->next = s->next;
     else
@@ -165,7 +298,6 @@ static void stream_free(struct h2_conn *hc, struct h2_stream *s)
     h2_hdrs_free(&s->resp);
     h2_hdrs_free(&s->resp_trailers);
     h2_hdrs_free(&s->raw);
-    buf_free(&s->req_body);
     buf_free(&s->resp_body);
     buf_free(&s->req_log);
     free(s);
@@ -285,6 +417,7 @@ void h2_stream_response_data(struct h2_stream *s, const void *data, size_t len)
 void h2_stream_response_end(struct h2_stream *s, const nghttp2_nv *trailers, size_t num)
 {
     s->be_done = true;
+    drop_req_body(s); /* an upstream that answered before reading it all */
     if (s->own_answer)
         return;
     if (num > 0)
@@ -300,6 +433,7 @@ void h2_stream_failed(struct h2_stream *s, int status)
 {
     s->be_done = true;
     s->upstream_failed = true;
+    drop_req_body(s);
     if (s->submitted) {
         /* Part of the response is out: only a reset can tell the client. */
         nghttp2_submit_rst_stream(s->hc->session, NGHTTP2_FLAG_NONE, s->id,
@@ -646,6 +780,7 @@ static int build_request(struct h2_stream *s, const char *request_id)
 static void request_ready(struct h2_stream *s)
 {
     char request_id[HTTP_REQUEST_ID_MAX + 1];
+    s->c->num_requests++; /* from now on the connection's timeout is idle_timeout */
     choose_request_id(&s->raw, request_id);
     note_request(s, request_id);
     int status = build_request(s, request_id);
@@ -887,6 +1022,8 @@ static void init_callbacks(void)
     /* Queued ACKs to a client that does not read are bounded (nghttp2 ends the session). */
     nghttp2_option_set_max_outbound_ack(options, 1000);
     nghttp2_option_set_max_settings(options, 32);
+    /* Closed streams are not kept for the priority tree (RFC 9113 deprecates it). */
+    nghttp2_option_set_no_closed_streams(options, 1);
 }
 
 void h2_server_start(struct conn *c)
@@ -898,7 +1035,15 @@ void h2_server_start(struct conn *c)
     hc->flood_ms = conn_now_ms(c);
     hc->goaway_code = NGHTTP2_NO_ERROR;
     c->h2 = hc;
-    nghttp2_session_server_new2(&hc->session, callbacks, hc, options);
+    hc->mem = (nghttp2_mem){hc, h2_mem_malloc, h2_mem_free, h2_mem_calloc, h2_mem_realloc};
+    if (nghttp2_session_server_new3(&hc->session, callbacks, hc, options, &hc->mem) != 0) {
+        c->h2 = NULL;
+        free(hc);
+        log_msg(LOG_LEVEL_WARN, "h2_failed", "listener %s: out of memory for an HTTP/2 session",
+                c->lc->name);
+        conn_close(c);
+        return;
+    }
     const struct config_limits *lim = &c->worker->srv->cfg->limits;
     nghttp2_settings_entry iv[] = {
         {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, H2_MAX_CONCURRENT_STREAMS},

@@ -20,4 +20,10 @@ bool h2_server_want_read(struct conn *c);
 void h2_server_drain(struct conn *c);
 void h2_server_close(struct conn *c);
 
+/* h2_server_trim gives the memory an idle HTTP/2 connection does not need back to the kernel
+ * (its frame buffer's pages). The worker calls it for each connection every
+ * H2_TRIM_INTERVAL_MS: a connection idle that long is trimmed, a busy one is left alone. */
+#define H2_TRIM_INTERVAL_MS 2000
+void h2_server_trim(struct conn *c);
+
 #endif
