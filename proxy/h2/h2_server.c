@@ -56,6 +56,13 @@ struct h2_conn {
 
 static const char *const protocol_name = "HTTP/2";
 
+static const struct h2_backend *backend_override; /* h2_server_set_backend's */
+
+void h2_server_set_backend(const struct h2_backend *be)
+{
+    backend_override = be;
+}
+
 /* --- streams --------------------------------------------------------------------------- */
 
 static struct h2_stream *stream_new(struct h2_conn *hc, int32_t id)
@@ -356,7 +363,9 @@ static void request_ready(struct h2_stream *s)
         answer(s, status);
         return;
     }
-    s->be = s->c->lc->upstream_protocol == UPSTREAM_H2C ? &h2_upc_backend : &h2_up1_backend;
+    s->be = backend_override != NULL                           ? backend_override
+            : s->c->lc->upstream_protocol == UPSTREAM_H2C ? &h2_upc_backend
+                                                          : &h2_up1_backend;
     if (s->be->start(s) != 0) {
         metrics_upstream_error(s->c->index, METRICS_UP_CONNECT);
         answer(s, 503);
