@@ -610,6 +610,7 @@ def t_access_log(t):
         check(e.get("subject") == "CN=0102030405060708,O=certgate demo",
               "subject %r" % e.get("subject"))
         check(e.get("listener") == "https", "listener %r" % e.get("listener"))
+        check(e.get("protocol") == "HTTP/2", "protocol %r" % e.get("protocol"))
     post = [e for e in lines if e.get("method") == "POST"][0]
     check(post.get("bytes_in") == 1000, "POST bytes_in %r" % post.get("bytes_in"))
 
