@@ -151,9 +151,12 @@ def t_stalled_head(t):
     up, cg = env(t, limits={"request_head_timeout": "1s"})
     c = connect(t, cg)
     c.wait_settings()
-    c.send(frame(HEADERS, END_STREAM, 1, hp_block(request_headers(path="/echo?stalled=1"))))
+    first = c.get("/echo?beforestall=1")  # the connection has served a request already
+    check(first.status is not None, "first stream: %s" % first)
+    sid = c.next_sid()
+    c.send(frame(HEADERS, END_STREAM, sid, hp_block(request_headers(path="/echo?stalled=1"))))
     start = time.time()
-    closed = c.wait(lambda: c.eof or c.stream(1).done, timeout=6)
+    closed = c.wait(lambda: c.eof or c.stream(sid).done, timeout=6)
     check(closed, "a header block without END_HEADERS kept the connection %.0fs (%s)"
           % (time.time() - start, c.state()))
     not_forwarded(up, "stalled")
