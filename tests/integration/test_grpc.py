@@ -67,7 +67,7 @@ def seen(context, extra=None):
         subject = m.group(1) if m else None
     out = {"xfcc": xfcc, "subject": subject, "metadata": [[k, v] for k, v in md
                                                          if isinstance(v, str)],
-           "time_remaining": context.time_remaining()}
+           "time_remaining": context.time_remaining(), "peer": context.peer()}
     out.update(extra or {})
     return out
 
@@ -244,6 +244,24 @@ def t_large(t):
     digest, _, body = resp.partition(b"\n")
     check(digest.decode() == hashlib.sha256(blob).hexdigest(), "the server got other bytes")
     check(body == blob, "the client got %d other bytes back" % len(body))
+
+
+@test("grpc.concurrent_calls_multiplexed")
+def t_concurrent(t):
+    """50 calls at once on one client connection: each gets its own answer, and they share
+    certgate's h2c connection (one per worker and listener) instead of one each."""
+    srv, cg = grpc_env(t)
+    c = Client(t, cg.port())
+    futures = [c.unary("WhoAmI").future(b"call-%d" % i, timeout=T(15)) for i in range(50)]
+    peers = set()
+    for i, f in enumerate(futures):
+        got = json.loads(f.result())
+        check(got["request"] == "call-%d" % i, "call %d got the answer to %r" % (i, got["request"]))
+        check_xfcc(got)
+        peers.add(got["peer"])
+    check(len(srv.calls) == 50, "the server saw %d calls" % len(srv.calls))
+    check(len(peers) <= 2, "50 calls came over %d upstream connections: %r"
+          % (len(peers), sorted(peers)[:5]))
 
 
 @test("grpc.bidi_streaming_ping_pong")
