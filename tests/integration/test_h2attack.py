@@ -524,6 +524,75 @@ def t_pseudo_trailers(t):
 
 
 # ---------------------------------------------------------------------------------------------
+# HTTP/2 to HTTP/1.1 downgrade smuggling (Kettle, "HTTP/2: the sequel is always worse")
+
+SMUGGLE = "GET /smuggled HTTP/1.1\r\nHost: evil"
+
+
+def downgrade_cases():
+    base = request_headers
+    return [
+        ("crlf_in_value", base(path="/echo?dg=1", extra=[("x-a", "b\r\n" + SMUGGLE)])),
+        ("lf_in_value", base(path="/echo?dg=2", extra=[("x-a", "b\n" + SMUGGLE)])),
+        ("nul_in_value", base(path="/echo?dg=3", extra=[("x-a", "b\x00c")])),
+        ("crlf_in_name", base(path="/echo?dg=4", extra=[("x-a\r\nx-evil", "1")])),
+        ("colon_in_name", base(path="/echo?dg=5", extra=[("x-a:b", "1")])),
+        ("space_in_name", base(path="/echo?dg=6", extra=[("x a", "1")])),
+        ("space_in_path", base(path="/echo?dg=7 HTTP/1.1\r\nHost: evil\r\n\r\n" + SMUGGLE)),
+        ("crlf_in_method", [(":method", "GET /smuggled HTTP/1.1\r\nHost: evil\r\n\r\nGET"),
+                            (":scheme", "https"), (":authority", "localhost"),
+                            (":path", "/echo?dg=8")]),
+        ("crlf_in_authority", base(path="/echo?dg=9", authority="localhost\r\nx-evil: 1")),
+        ("userinfo_in_authority", base(path="/echo?dg=10", authority="evil@localhost")),
+        ("te_chunked", base("POST", "/body?dg=11", extra=[("transfer-encoding", "chunked")])),
+    ]
+
+
+@test("h2attack.downgrade_smuggling_refused")
+def t_downgrade(t):
+    up, cg = env(t)
+    bad = []
+    for name, hdrs in downgrade_cases():
+        c = connect(t, cg)
+        s = c.response(c.request(headers=hdrs))
+        # userinfo (RFC 9113 8.3.1 forbids it): 400, or 421 as a host that is not the SNI's
+        if not stream_refused(s, (400, 421) if "userinfo" in name else (400,)):
+            bad.append("%s -> %s" % (name, s))
+    check(not bad, "not refused: %s" % "; ".join(bad))
+    time.sleep(0.3)
+    got = up.received()
+    check(b"smuggled" not in got and b"evil" not in got, "the upstream received %r"
+          % got[max(0, got.find(b"evil") - 200):][:300])
+    check(not [r for r in up.requests() if "dg=" in r["target"]], "a request was forwarded")
+    healthy(t, cg)
+
+
+@test("h2attack.content_length_mismatch_refused")
+def t_cl_mismatch(t):
+    """content-length must match the DATA (RFC 9113 8.1.1): an HTTP/1.1 upstream would
+    otherwise read the rest of the body as the next request."""
+    up, cg = env(t)
+    bad = []
+    cases = [("shorter", "10", b"hello"), ("longer", "3", b"hello" + b"GET /smuggled HTTP/1.1"),
+             ("two_values", None, b"hello")]
+    for i, (name, cl, body) in enumerate(cases):
+        c = connect(t, cg)
+        extra = [("content-length", cl)] if cl else [("content-length", "5"),
+                                                     ("content-length", "6")]
+        s = c.response(c.request("POST", "/body?clm=%d" % i, extra=extra, body=body))
+        if not stream_refused(s):
+            bad.append("%s -> %s" % (name, s))
+    check(not bad, "not refused: %s" % "; ".join(bad))
+    time.sleep(0.3)
+    check(b"smuggled" not in up.received(), "the upstream received the smuggled request")
+    check(not [r for r in up.requests() if "clm=" in r["target"]], "a request was forwarded")
+    c = connect(t, cg)
+    s = c.response(c.request("POST", "/body?clok=1", extra=[("content-length", "5")],
+                             body=b"hello"))
+    check(s.status == 200 and b"body-length: 5" in s.body, "a matching content-length: %s" % s)
+
+
+# ---------------------------------------------------------------------------------------------
 # client-certificate header spoofing over h2
 
 SPOOFED = [
