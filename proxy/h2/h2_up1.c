@@ -457,8 +457,8 @@ static int start(struct h2_stream *s)
             if (up1_send(x) < 0)
                 x->write_blocked = true;
             up1_update_poll(x);
-        } else if ((r = up1_dial(x)) < 0) {
-            metrics_upstream_error(x->index, METRICS_UP_CONNECT);
+        } else {
+            r = up1_dial(x); /* a failure: the client side counts it and answers 503 */
         }
     }
     if (r < 0) {

@@ -53,9 +53,11 @@ int up1_request_head(struct up1 *x)
     buf_append(o, " HTTP/1.1\r\n", 11);
     if (authority != NULL)
         http_put_header(o, "host", 4, (const char *)authority->value, authority->valuelen);
-    bool host = authority != NULL;
+    bool host = authority != NULL, cl_sent = false;
     for (size_t i = 0; i < s->req.num; i++) {
         const char *n = (const char *)nv[i].name;
+        if (nv_is(&nv[i], "content-length"))
+            cl_sent = true;
         if (nv[i].namelen == 0 || n[0] == ':' || http_is_hop_by_hop(n, nv[i].namelen))
             continue; /* the framing is ours; te: trailers means nothing to HTTP/1.1 */
         if (nv_is(&nv[i], "host")) {
@@ -67,20 +69,27 @@ int up1_request_head(struct up1 *x)
     }
     if (!host)
         buf_appends(o, "host: \r\n"); /* RFC 9112 3.2: empty when there is no authority */
+    /* Framing: the client's Content-Length, else chunked while the body is still coming, else
+     * the body that came with the head (the client side sets req_content_length to 0 for a
+     * request that ended with its head: no Content-Length then, except for the methods whose
+     * servers expect one). */
     x->req_chunked = false;
     x->req_terminated = false;
     x->data_left = 0;
-    if (s->req_content_length >= 0) {
+    bool length = false;
+    if (s->req_content_length > 0 || (s->req_content_length == 0 && cl_sent)) {
         x->data_left = (uint64_t)s->req_content_length;
+        length = true;
     } else if (!s->req_end) {
         x->req_chunked = true;
         buf_appends(o, "transfer-encoding: chunked\r\n");
     } else if (buf_used(&s->req_body) > 0) {
         x->data_left = buf_used(&s->req_body); /* all of it came with the head */
+        length = true;
+    } else {
+        length = method_is(s, "POST") || method_is(s, "PUT") || method_is(s, "PATCH");
     }
-    if (!x->req_chunked &&
-        (x->data_left > 0 || s->req_content_length >= 0 || method_is(s, "POST") ||
-         method_is(s, "PUT") || method_is(s, "PATCH")))
+    if (length)
         buf_appendf(o, "content-length: %llu\r\n", (unsigned long long)x->data_left);
     buf_append(o, "\r\n", 2);
     x->req_head_method = method_is(s, "HEAD");
