@@ -370,9 +370,12 @@ static bool up1_read(struct up1 *x)
         if (n > 0) {
             buf_commit(&x->in, (size_t)n);
             x->got_bytes = true;
-            x->timer_base = now_ms(x);
             if (!up1_parse(x))
                 return false;
+            /* Inactivity counts bytes; upstream_response_timeout does not (a trickle of 1xx
+             * heads would hold the stream forever), as in conn.c. */
+            if (x->head_done || !x->req_sent)
+                x->timer_base = now_ms(x);
             if ((size_t)n < want)
                 break; /* drained */
             continue;

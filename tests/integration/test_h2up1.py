@@ -581,6 +581,43 @@ def t_connect_refused_503(t):
     check(metric(cg, "connect") == 1, "connect metric: %r" % metric(cg, "connect"))
 
 
+def t_connect_timeout_503(t):
+    # A listener whose accept queue is full drops SYNs: the connect hangs.
+    ls = socket.socket()
+    ls.bind((H.HOST, 0))
+    ls.listen(0)
+    socks = [ls]
+    t.procs.append(Closer(socks))
+    for _ in range(4):
+        s = socket.socket()
+        s.setblocking(False)
+        s.connect_ex(ls.getsockname())
+        socks.append(s)
+    time.sleep(0.2)
+    addr = "%s:%d" % ls.getsockname()
+    cg = t.certgate("ecdsa", [H.listener("https", "http", addr, client_auth="require")],
+                    limits={"upstream_connect_timeout": "1s"})
+    start = time.time()
+    ver, st, body, _ = curl2(t, cg.ports["https"], "/echo")
+    took = time.time() - start
+    check(st == 503, "connect timeout: %d" % st)
+    check(0.8 <= took < T(4), "503 after %.1fs (upstream_connect_timeout 1s)" % took)
+    check(metric(cg, "connect") == 1, "connect metric: %r" % metric(cg, "connect"))
+
+
+class Closer:
+    def __init__(self, socks):
+        self.socks = socks
+
+    def stop(self):
+        for s in self.socks:
+            try:
+                s.close()
+            except OSError:
+                pass
+        return []
+
+
 # ---------------------------------------------------------------------------------------------
 # the pool
 
@@ -690,6 +727,7 @@ TESTS = [
     ("h2up1.bad_framing_502", t_bad_framing_502),
     ("h2up1.silent_upstream_504", t_silent_upstream_504),
     ("h2up1.connect_refused_503", t_connect_refused_503),
+    ("h2up1.connect_timeout_503", t_connect_timeout_503),
     ("h2up1.pool_reuse", t_pool_reuse),
     ("h2up1.pool_shared_with_http1", t_pool_shared_with_http1),
     ("h2up1.reused_closed_replayed", t_reused_closed_replayed),
