@@ -117,9 +117,9 @@ static void stream_free(struct h2_conn *hc, struct h2_stream *s)
         hc->streams = s->next;
     if (s->next != NULL)
         s->next->prev = s->prev;
-    for (struct h2_stream **pp = &hc->pending; *pp != NULL; pp = &(*pp)->touched_next) {
+    for (struct h2_stream **pp = &hc->pending; *pp != NULL; pp = &(*pp)->pending_next) {
         if (*pp == s) {
-            *pp = s->touched_next;
+            *pp = s->pending_next;
             break;
         }
     }
@@ -147,7 +147,7 @@ static void pending_add(struct h2_stream *s)
     if (s->is_pending)
         return;
     s->is_pending = true;
-    s->touched_next = s->hc->pending;
+    s->pending_next = s->hc->pending;
     s->hc->pending = s;
 }
 
@@ -657,8 +657,8 @@ bool h2_server_output(struct conn *c)
     struct h2_conn *hc = c->h2;
     while (hc->pending != NULL) {
         struct h2_stream *s = hc->pending;
-        hc->pending = s->touched_next;
-        s->touched_next = NULL;
+        hc->pending = s->pending_next;
+        s->pending_next = NULL;
         s->is_pending = false;
         if (!s->submitted)
             submit_head(s);
