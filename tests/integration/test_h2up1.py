@@ -413,6 +413,53 @@ def t_response_headers_dropped(t):
     check(not st.get("info"), "an informational response was forwarded: %r" % st.get("info"))
 
 
+def t_response_split_bytewise(t):
+    """A response head and chunked body that arrive a few bytes at a time (every split of the
+    scanner's and the chunk decoder's states), behind a 100 Continue."""
+    resp = (b"HTTP/1.1 100 Continue\r\n\r\n"
+            b"HTTP/1.1 200 OK\r\nX-A: 1\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n")
+
+    def answer(c, n, k, head, body):
+        c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for i in range(0, len(resp), 3):
+            c.sendall(resp[i:i + 3])
+            time.sleep(0.003)
+        return True
+    up, cg = raw_env(t, answer)
+    c = H2Client(t, cg.ports["https"])
+    st = c.wait(c.request("GET", "/split"))
+    st2 = c.wait(c.request("GET", "/again"))
+    c.close()
+    check(st["status"] == 200 and st["data"] == b"hello world" and
+          hdr(st["headers"], "x-a") == ["1"] and not st.get("trailers"),
+          "split response: %r" % st)
+    check(st2["data"] == b"hello world" and len(up.conns) == 1,
+          "a complete chunked response leaves a reusable connection: %d" % len(up.conns))
+
+
+def t_early_response_not_reused(t):
+    """An upstream that answers before it read the request body: the client gets the answer,
+    and that connection is never used again (its unread body would be the next request)."""
+    def answer(c, n, k, head, body):
+        if head.startswith(b"POST"):
+            c.sendall(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 3\r\n\r\nbig")
+            time.sleep(T(2))  # keep the connection open, reading nothing
+            return False
+        b = b"conn=%d" % n
+        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(b) + b)
+        return True
+    up, cg = raw_env(t, answer, read_body=False)
+    c = H2Client(t, cg.ports["https"])
+    sid = c.request("POST", "/up", headers=[("content-length", "1000000")], end=False)
+    c.send(sid, b"x" * 32768)
+    st = c.wait(sid)
+    st2 = c.wait(c.request("GET", "/next"))
+    c.close()
+    check(st["status"] == 413 and st["data"] == b"big", "early answer: %r" % st)
+    check(st2["status"] == 200 and st2["data"] == b"conn=2", "next request: %r" % st2)
+
+
 # ---------------------------------------------------------------------------------------------
 # bodies and flow control
 
@@ -719,6 +766,8 @@ TESTS = [
     ("h2up1.head_204_304", t_head_204_304),
     ("h2up1.chunked_response", t_chunked_response),
     ("h2up1.response_headers_dropped", t_response_headers_dropped),
+    ("h2up1.response_split_bytewise", t_response_split_bytewise),
+    ("h2up1.early_response_not_reused", t_early_response_not_reused),
     ("h2up1.upload_download_1mb", t_upload_download_1mb),
     ("h2up1.download_slow_reader_bounded", t_download_slow_reader_bounded),
     ("h2up1.upload_slow_upstream_bounded", t_upload_slow_upstream_bounded),
