@@ -192,16 +192,22 @@ class RawUpstream:
     what it wants and returns False to close the connection. With read_body False, body is what
     arrived with the head, and answer reads the rest itself."""
 
-    def __init__(self, t, answer, read_body=True, rcvbuf=None):
+    def __init__(self, t, answer, read_body=True, rcvbuf=None, unix=False):
         self.answer = answer
         self.read_body = read_body
-        self.lsock = socket.socket()
-        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if rcvbuf:  # inherited by accepted sockets: bounds what the kernel takes unread
-            self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        self.lsock.bind((H.HOST, 0))
+        if unix:
+            path = os.path.join(t.dir, "up-%d.sock" % time.monotonic_ns())
+            self.lsock = socket.socket(socket.AF_UNIX)
+            self.lsock.bind(path)
+            self.addr = "unix:" + path
+        else:
+            self.lsock = socket.socket()
+            self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if rcvbuf:  # inherited by accepted sockets: bounds what the kernel takes unread
+                self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            self.lsock.bind((H.HOST, 0))
+            self.addr = "%s:%d" % (H.HOST, self.lsock.getsockname()[1])
         self.lsock.listen(128)
-        self.addr = "%s:%d" % (H.HOST, self.lsock.getsockname()[1])
         self.conns = []
         self.heads = []
         self.stopping = threading.Event()
@@ -275,8 +281,8 @@ class RawUpstream:
         return []
 
 
-def raw_env(t, answer, limits=None, read_body=True, rcvbuf=None):
-    up = RawUpstream(t, answer, read_body, rcvbuf)
+def raw_env(t, answer, limits=None, read_body=True, rcvbuf=None, unix=False):
+    up = RawUpstream(t, answer, read_body, rcvbuf, unix)
     cg = t.certgate("ecdsa", [H.listener("https", "http", up.addr, client_auth="require")],
                     limits=limits)
     return up, cg
@@ -458,6 +464,48 @@ def t_early_response_not_reused(t):
     c.close()
     check(st["status"] == 413 and st["data"] == b"big", "early answer: %r" % st)
     check(st2["status"] == 200 and st2["data"] == b"conn=2", "next request: %r" % st2)
+
+
+def t_no_injection_into_http1(t):
+    """Whatever bytes an h2 client puts in a header value, :path or :method, the HTTP/1.1
+    request upstream keeps its lines: a CR, LF or NUL never reaches it, a space never splits
+    the request line."""
+    import h2.config
+    import h2.connection
+    up, cg, _ = H.http_env(t)
+    cases = [
+        [(":method", "GET"), (":path", "/ok"), ("x-evil", "a\r\nx-injected: 1")],
+        [(":method", "GET"), (":path", "/ok"), ("x-evil", "a\nx-injected: 1")],
+        [(":method", "GET"), (":path", "/ok"), ("x-evil", "a\x00b")],
+        [(":method", "GET"), (":path", "/a b HTTP/1.1\r\nx-injected: 1\r\n\r\nGET /c")],
+        [(":method", "GET"), (":path", "/a b")],
+        [(":method", "GET /x HTTP/1.1\r\nx-injected: 1\r\n\r\nGET"), (":path", "/ok")],
+        [(":method", "GET"), (":path", "/ok"), ("x-evil\r\nx-injected", "1")],
+    ]
+    for i, extra in enumerate(cases):
+        c = H2Client(t, cg.ports["https"])
+        c.conn.config = h2.config.H2Configuration(
+            client_side=True, header_encoding=None, validate_outbound_headers=False,
+            normalize_outbound_headers=False, validate_inbound_headers=False)
+        sid = c.conn.get_next_available_stream_id()
+        hs = [(":scheme", "https"), (":authority", "localhost")] + extra
+        c.conn.send_headers(sid, [(k.encode(), v.encode()) for k, v in hs], end_stream=True)
+        c.streams[sid] = {"status": None, "headers": [], "data": b"", "end": False,
+                          "reset": None}
+        c.flush()
+        try:
+            st = c.wait(sid)
+        except (H.Failure, OSError):
+            st = {"status": None}
+        c.close()
+        check(st.get("status") in (None, 400), "case %d answered %r" % (i, st.get("status")))
+    # A good request after them all shows the upstream was reachable.
+    ver, code, body, _ = curl2(t, cg.ports["https"], "/echo")
+    check(code == 200, "control request: %d" % code)
+    got = up.received()
+    check(b"x-injected" not in got.lower() and b"\x00" not in got,
+          "injected bytes reached the upstream: %r" % got[:400])
+    check(len(up.requests()) == 1, "requests upstream: %r" % [r["target"] for r in up.requests()])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -701,6 +749,51 @@ def t_pool_reuse(t):
     check(len(up.files(".bin")) <= 3, "upstream connections: %d" % len(up.files(".bin")))
 
 
+def ok_answer(c, n, k, head, body):
+    b = b"conn=%d req=%d" % (n, k)
+    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(b) + b)
+    return True
+
+
+def t_unix_upstream(t):
+    up, cg = raw_env(t, ok_answer, unix=True)
+    c = H2Client(t, cg.ports["https"])
+    a = c.wait(c.request("GET", "/a"))
+    b = c.wait(c.request("POST", "/b", body=b"12345"))
+    c.close()
+    check(a["data"] == b"conn=1 req=1" and b["data"] == b"conn=1 req=2",
+          "over a unix socket, pooled: %r %r" % (a["data"], b["data"]))
+
+
+def t_client_reset_closes_upstream(t):
+    """A stream the client resets mid-response: its upstream connection, half-read, is closed,
+    never pooled; the next stream gets a new one."""
+    closed = threading.Event()
+
+    def answer(c, n, k, head, body):
+        if b"/big" in head.split(b"\r\n")[0]:
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 10000000\r\n\r\n")
+            try:
+                while True:
+                    c.sendall(b"y" * 65536)
+            except OSError:
+                closed.set()
+                return False
+        return ok_answer(c, n, k, head, body)
+    up, cg = raw_env(t, answer)
+    c = H2Client(t, cg.ports["https"])
+    sid = c.request("GET", "/big")
+    deadline = time.time() + T(5)
+    while len(c.streams[sid]["data"]) < 100000 and time.time() < deadline:
+        c.pump_once(0.5)
+    c.conn.reset_stream(sid, 8)  # CANCEL
+    c.flush()
+    st = c.wait(c.request("GET", "/next"))
+    c.close()
+    check(st["data"] == b"conn=2 req=1", "after a reset stream: %r" % st["data"])
+    check(closed.wait(T(5)), "the reset stream's upstream connection stayed open")
+
+
 def t_pool_shared_with_http1(t):
     cg_up = H.Upstream(t)
     cg = t.certgate("ecdsa", [H.listener("https", "http", cg_up.http, client_auth="require")],
@@ -768,6 +861,7 @@ TESTS = [
     ("h2up1.response_headers_dropped", t_response_headers_dropped),
     ("h2up1.response_split_bytewise", t_response_split_bytewise),
     ("h2up1.early_response_not_reused", t_early_response_not_reused),
+    ("h2up1.no_injection_into_http1", t_no_injection_into_http1),
     ("h2up1.upload_download_1mb", t_upload_download_1mb),
     ("h2up1.download_slow_reader_bounded", t_download_slow_reader_bounded),
     ("h2up1.upload_slow_upstream_bounded", t_upload_slow_upstream_bounded),
@@ -779,6 +873,8 @@ TESTS = [
     ("h2up1.connect_timeout_503", t_connect_timeout_503),
     ("h2up1.pool_reuse", t_pool_reuse),
     ("h2up1.pool_shared_with_http1", t_pool_shared_with_http1),
+    ("h2up1.unix_upstream", t_unix_upstream),
+    ("h2up1.client_reset_closes_upstream", t_client_reset_closes_upstream),
     ("h2up1.reused_closed_replayed", t_reused_closed_replayed),
     ("h2up1.concurrent_50", t_concurrent_50),
 ]
