@@ -99,6 +99,9 @@ int up1_request_head(struct up1 *x)
 
 /* --- the response ------------------------------------------------------------------------- */
 
+/* Headers of a response head handled without allocating (more take the heap). */
+#define UP1_STACK_HEADERS 48
+
 struct span {
     uint32_t name_off, name_len;
     uint32_t value_off, value_len;
@@ -205,11 +208,15 @@ static bool response_framing(struct up1 *x, const struct parse *ps, char *d,
 }
 
 /* Hands the final head to the client side: names lowercased (in place: x->in is ours),
- * connection-specific headers and those the Connection header names dropped. */
+ * connection-specific headers and those the Connection header names dropped. The list points
+ * into x->in (the client side copies it): no copy here, and no allocation for a usual head. */
 static void response_deliver(struct up1 *x, const struct parse *ps, char *d,
                              const struct http_tokens *conn_tokens)
 {
-    struct h2_hdrs out = {0};
+    nghttp2_nv stack_nv[UP1_STACK_HEADERS];
+    nghttp2_nv *nv = ps->num + 1 <= UP1_STACK_HEADERS ? stack_nv
+                                                       : xcalloc(ps->num + 1, sizeof(*nv));
+    size_t num = 0;
     const llhttp_t *p = &x->parser;
     int status = p->status_code;
     for (unsigned i = 0; i < ps->num; i++) {
@@ -222,17 +229,20 @@ static void response_deliver(struct up1 *x, const struct parse *ps, char *d,
         const char *v = d + h->value_off;
         size_t vl = h->value_len;
         http_trim(&v, &vl);
-        h2_hdrs_add(&out, n, h->name_len, v, vl);
+        nv[num++] = (nghttp2_nv){.name = (uint8_t *)n, .namelen = h->name_len,
+                                 .value = (uint8_t *)(uintptr_t)v, .valuelen = vl};
     }
     /* Content-Length stays, as the size of the body (or of a HEAD's resource): written from
      * the parsed value, once. Never on a 204 (RFC 9110 8.6). */
+    char cl[24];
     if ((p->flags & F_CONTENT_LENGTH) && status != 204) {
-        char cl[24];
         int cll = snprintf(cl, sizeof(cl), "%llu", (unsigned long long)p->content_length);
-        h2_hdrs_add(&out, "content-length", 14, cl, (size_t)cll);
+        nv[num++] = (nghttp2_nv){.name = (uint8_t *)"content-length", .namelen = 14,
+                                 .value = (uint8_t *)cl, .valuelen = (size_t)cll};
     }
-    h2_stream_response_head(x->s, status, h2_hdrs_nv(&out), out.num);
-    h2_hdrs_free(&out);
+    h2_stream_response_head(x->s, status, nv, num);
+    if (nv != stack_nv)
+        free(nv);
 }
 
 int up1_response_head(struct up1 *x)
@@ -246,9 +256,11 @@ int up1_response_head(struct up1 *x)
         return 0;
     if (len < 0)
         return -1;
-    struct parse ps = {.base = d, .max = x->scan.lines};
+    struct span stack_h[UP1_STACK_HEADERS];
+    struct parse ps = {.base = d, .max = x->scan.lines, .h = stack_h};
     memset(&x->scan, 0, sizeof(x->scan)); /* the next head (after a 1xx) starts afresh */
-    ps.h = xcalloc(ps.max, sizeof(*ps.h));
+    if (ps.max > UP1_STACK_HEADERS)
+        ps.h = xcalloc(ps.max, sizeof(*ps.h));
     llhttp_init(&x->parser, HTTP_RESPONSE, &response_settings);
     x->parser.data = &ps;
     llhttp_errno_t e = llhttp_execute(&x->parser, d, (size_t)len);
@@ -264,7 +276,8 @@ int up1_response_head(struct up1 *x)
         }
     }
     x->parser.data = NULL;
-    free(ps.h);
+    if (ps.h != stack_h)
+        free(ps.h);
     if (!ok)
         return -1;
     buf_consume(&x->in, (size_t)len);

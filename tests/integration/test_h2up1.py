@@ -419,6 +419,25 @@ def t_response_headers_dropped(t):
     check(not st.get("info"), "an informational response was forwarded: %r" % st.get("info"))
 
 
+def t_many_response_headers(t):
+    """A head with more headers than fit certgate's stack arrays goes through whole; one with
+    more than limits.max_headers (at least 128) + 8 lines is a 502."""
+    def answer(c, n, k, head, body):
+        count = 100 if b"/many" in head.split(b"\r\n")[0] else 300
+        hs = b"".join(b"X-H%d: v%d\r\n" % (i, i) for i in range(count))
+        c.sendall(b"HTTP/1.1 200 OK\r\n" + hs + b"Content-Length: 2\r\n\r\nok")
+        return True
+    up, cg = raw_env(t, answer)
+    c = H2Client(t, cg.ports["https"])
+    st = c.wait(c.request("GET", "/many"))
+    st2 = c.wait(c.request("GET", "/toomany"))
+    c.close()
+    got = [k for k, _ in st["headers"] if k.startswith("x-h")]
+    check(st["status"] == 200 and len(got) == 100 and hdr(st["headers"], "x-h99") == ["v99"],
+          "100 headers: %d arrived" % len(got))
+    check(st2["status"] == 502, "300 headers: %r" % st2.get("status"))
+
+
 def t_response_split_bytewise(t):
     """A response head and chunked body that arrive a few bytes at a time (every split of the
     scanner's and the chunk decoder's states), behind a 100 Continue."""
@@ -859,6 +878,7 @@ TESTS = [
     ("h2up1.head_204_304", t_head_204_304),
     ("h2up1.chunked_response", t_chunked_response),
     ("h2up1.response_headers_dropped", t_response_headers_dropped),
+    ("h2up1.many_response_headers", t_many_response_headers),
     ("h2up1.response_split_bytewise", t_response_split_bytewise),
     ("h2up1.early_response_not_reused", t_early_response_not_reused),
     ("h2up1.no_injection_into_http1", t_no_injection_into_http1),
