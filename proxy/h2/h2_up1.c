@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 
 #include "core/base.h"
 #include "core/log.h"
@@ -215,14 +216,15 @@ static bool request_complete(const struct up1 *x)
     return x->req_chunked ? x->req_terminated : true;
 }
 
-/* Queues the framing of the next request body bytes in x->out; the bytes themselves are sent
- * straight from s->req_body (x->data_left of them). */
+/* With the current body part sent (x->data_left 0), queues the framing of the next one in
+ * x->out: a chunk of what s->req_body holds now, or the last chunk; the bytes themselves are
+ * sent straight from s->req_body (x->data_left of them). */
 static void frame_more(struct up1 *x)
 {
     struct h2_stream *s = x->s;
     size_t avail = buf_used(&s->req_body);
     if (!x->req_chunked) {
-        if (avail > 0 && x->data_left == 0) {
+        if (avail > 0) {
             /* More than the Content-Length (nghttp2 resets such a stream first): dropped. */
             buf_consume(&s->req_body, avail);
             h2_stream_req_taken(s, avail);
@@ -239,31 +241,29 @@ static void frame_more(struct up1 *x)
     }
 }
 
-/* Sends what can be sent of the request. Returns 0 (done or blocked: x->write_blocked), or a
- * negative errno. Body bytes are taken from the stream only as the socket takes them, so a
- * blocked upstream stops the client's window. */
+/* Sends what can be sent of the request: what x->out holds (head, chunk framing) and the body
+ * bytes after it in one sendmsg. Returns 0 (done or blocked: x->write_blocked), or a negative
+ * errno. Body bytes are taken from the stream only as the socket takes them, so a blocked
+ * upstream stops the client's window. */
 static int up1_send(struct up1 *x)
 {
     struct h2_stream *s = x->s;
     x->write_blocked = false;
     for (;;) {
-        const char *p;
-        size_t len;
-        bool body = false;
-        if (buf_used(&x->out) > 0) {
-            p = buf_data(&x->out);
-            len = buf_used(&x->out);
-        } else if (x->data_left > 0 && buf_used(&s->req_body) > 0) {
-            p = buf_data(&s->req_body);
-            len = (size_t)MIN((uint64_t)buf_used(&s->req_body), x->data_left);
-            body = true;
-        } else {
+        if (x->data_left == 0)
             frame_more(x);
-            if (buf_used(&x->out) == 0)
-                break;
-            continue;
-        }
-        ssize_t n = send(x->up->fd, p, len, MSG_NOSIGNAL);
+        size_t head = buf_used(&x->out);
+        size_t body = (size_t)MIN((uint64_t)buf_used(&s->req_body), x->data_left);
+        if (head == 0 && body == 0)
+            break;
+        struct iovec iov[2];
+        int niov = 0;
+        if (head > 0)
+            iov[niov++] = (struct iovec){buf_data(&x->out), head};
+        if (body > 0)
+            iov[niov++] = (struct iovec){buf_data(&s->req_body), body};
+        struct msghdr m = {.msg_iov = iov, .msg_iovlen = (size_t)niov};
+        ssize_t n = sendmsg(x->up->fd, &m, MSG_NOSIGNAL);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
@@ -273,17 +273,17 @@ static int up1_send(struct up1 *x)
         if (n <= 0)
             return n < 0 ? -errno : -EPIPE;
         x->timer_base = now_ms(x);
-        if (!body) {
-            buf_consume(&x->out, (size_t)n);
+        size_t from_out = MIN((size_t)n, head), from_body = (size_t)n - from_out;
+        buf_consume(&x->out, from_out);
+        if (from_body == 0)
             continue;
-        }
-        buf_consume(&s->req_body, (size_t)n);
-        h2_stream_req_taken(s, (size_t)n);
+        buf_consume(&s->req_body, from_body);
+        h2_stream_req_taken(s, from_body);
         x->changed = true;
         x->took_body = true;
-        x->data_left -= (uint64_t)n;
+        x->data_left -= from_body;
         if (x->data_left == 0 && x->req_chunked)
-            buf_append(&x->out, "\r\n", 2);
+            buf_append(&x->out, "\r\n", 2); /* goes out with the next chunk's size line */
     }
     if (!x->req_sent && request_complete(x)) {
         x->req_sent = true; /* upstream_response_timeout counts from here */
