@@ -117,9 +117,9 @@ static void stream_free(struct h2_conn *hc, struct h2_stream *s)
         hc->streams = s->next;
     if (s->next != NULL)
         s->next->prev = s->prev;
-    for (struct h2_stream **pp = &hc->pending; *pp != NULL; pp = &(*pp)->touched_next) {
+    for (struct h2_stream **pp = &hc->pending; *pp != NULL; pp = &(*pp)->pending_next) {
         if (*pp == s) {
-            *pp = s->touched_next;
+            *pp = s->pending_next;
             break;
         }
     }
@@ -147,7 +147,7 @@ static void pending_add(struct h2_stream *s)
     if (s->is_pending)
         return;
     s->is_pending = true;
-    s->touched_next = s->hc->pending;
+    s->pending_next = s->hc->pending;
     s->hc->pending = s;
 }
 
@@ -301,7 +301,6 @@ static ssize_t read_resp(nghttp2_session *session, int32_t id, uint8_t *out, siz
 {
     struct h2_stream *s = src->ptr;
     size_t n = MIN(len, buf_used(&s->resp_body));
-    bool was_full = h2_stream_resp_full(s);
     if (n > 0) {
         memcpy(out, buf_data(&s->resp_body), n);
         buf_consume(&s->resp_body, n);
@@ -320,7 +319,9 @@ static ssize_t read_resp(nghttp2_session *session, int32_t id, uint8_t *out, siz
             return NGHTTP2_ERR_DEFERRED;
         }
     }
-    if (was_full && !h2_stream_resp_full(s) && s->started && !s->be_done)
+    /* Every take, not only the one that leaves "full": an h2c upstream's window reopens by
+     * what the client took (h2_upc.c), and it may stall before the queue was ever full. */
+    if (n > 0 && !h2_stream_resp_full(s) && s->started && !s->be_done)
         s->be->resp_room(s);
     return (ssize_t)n;
 }
@@ -657,8 +658,8 @@ bool h2_server_output(struct conn *c)
     struct h2_conn *hc = c->h2;
     while (hc->pending != NULL) {
         struct h2_stream *s = hc->pending;
-        hc->pending = s->touched_next;
-        s->touched_next = NULL;
+        hc->pending = s->pending_next;
+        s->pending_next = NULL;
         s->is_pending = false;
         if (!s->submitted)
             submit_head(s);

@@ -80,7 +80,7 @@ struct h2_stream {
 
     /* The client side's. */
     struct h2_stream *next, *prev; /* the connection's streams */
-    struct h2_stream *touched_next;
+    struct h2_stream *pending_next;
     struct h2_hdrs resp;           /* the response head as sent */
     struct buf req_log;            /* access-log fields: method .. request_id */
     uint64_t req_start;            /* base_now_us() at the request head */
