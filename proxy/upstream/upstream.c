@@ -247,6 +247,30 @@ static void up_poll_cb(uv_poll_t *h, int status, int events)
     conn_event_end(c);
 }
 
+int upstream_socket_connect(const struct config_endpoint *ep)
+{
+    int family = ep->unix_path ? AF_UNIX : ep->addr.ss_family;
+    int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    int r;
+    if (ep->unix_path != NULL) {
+        struct sockaddr_un sun = {.sun_family = AF_UNIX};
+        snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", ep->unix_path);
+        r = connect(fd, (struct sockaddr *)&sun, sizeof(sun));
+    } else {
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        r = connect(fd, (const struct sockaddr *)&ep->addr, ep->addr_len);
+    }
+    if (r != 0 && errno != EINPROGRESS && errno != EAGAIN) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    return fd;
+}
+
 int upstream_connect(struct conn *c)
 {
     c->timer_base = conn_now_ms(c);
@@ -266,29 +290,12 @@ int upstream_connect(struct conn *c)
         return 0; /* conn_event_end writes the request */
     }
     const struct config_endpoint *ep = &c->lc->upstream;
-    int family = ep->unix_path ? AF_UNIX : ep->addr.ss_family;
-    int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int fd = upstream_socket_connect(ep);
     if (fd < 0) {
-        upstream_failed(c, 503);
-        return -errno;
-    }
-    int r;
-    if (ep->unix_path != NULL) {
-        struct sockaddr_un sun = {.sun_family = AF_UNIX};
-        snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", ep->unix_path);
-        r = connect(fd, (struct sockaddr *)&sun, sizeof(sun));
-    } else {
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        r = connect(fd, (const struct sockaddr *)&ep->addr, ep->addr_len);
-    }
-    if (r != 0 && errno != EINPROGRESS && errno != EAGAIN) {
-        int e = errno;
-        close(fd);
         log_msg(LOG_LEVEL_WARN, "upstream_connect_failed", "listener %s: %s: %s", c->lc->name,
-                ep->text, strerror(e));
+                ep->text, strerror(-fd));
         upstream_failed(c, 503);
-        return -e;
+        return fd;
     }
     struct upconn *up = xcalloc(1, sizeof(*up));
     up->c = c;

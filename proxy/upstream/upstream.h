@@ -8,6 +8,7 @@
 
 #include <uv.h>
 
+struct config_endpoint;
 struct conn;
 struct worker;
 
@@ -32,6 +33,11 @@ struct upconn {
  * It writes nothing: conn_event_end does. Returns 0, or a negative errno after it has already
  * queued a 503 or closed |c|. */
 int upstream_connect(struct conn *c);
+
+/* upstream_socket_connect starts a non-blocking connect(2) to |ep| (TCP with TCP_NODELAY, or
+ * a unix socket). Returns the socket, connected or connecting (wait for writability, then read
+ * SO_ERROR; the caller owns it), or a negative errno. */
+int upstream_socket_connect(const struct config_endpoint *ep);
 
 /* upstream_flush writes |c|'s upstream-bound bytes (c->uout) until the socket would block, and
  * half-closes the upstream in a tunnel whose client has finished. An error answers 502 (or
