@@ -344,7 +344,6 @@ static ssize_t read_resp(nghttp2_session *session, int32_t id, uint8_t *out, siz
 {
     struct h2_stream *s = src->ptr;
     size_t n = MIN(len, buf_used(&s->resp_body));
-    bool was_full = h2_stream_resp_full(s);
     if (n > 0) {
         memcpy(out, buf_data(&s->resp_body), n);
         buf_consume(&s->resp_body, n);
@@ -363,7 +362,9 @@ static ssize_t read_resp(nghttp2_session *session, int32_t id, uint8_t *out, siz
             return NGHTTP2_ERR_DEFERRED;
         }
     }
-    if (was_full && !h2_stream_resp_full(s) && s->started && !s->be_done)
+    /* Every take, not only the one that leaves "full": an h2c upstream's window reopens by
+     * what the client took (h2_upc.c), and it may stall before the queue was ever full. */
+    if (n > 0 && !h2_stream_resp_full(s) && s->started && !s->be_done)
         s->be->resp_room(s);
     return (ssize_t)n;
 }
@@ -592,6 +593,8 @@ static int build_request(struct h2_stream *s, const char *request_id)
         const char *n, *v;
         size_t nl, vl;
         hdr_at(&s->raw, i, &n, &nl, &v, &vl);
+        if (nl > 0 && n[0] == ':')
+            continue; /* the pseudo-headers went first, above */
         enum reqhead_verdict verdict = reqhead_classify(c->lc, n, nl);
         if (verdict == REQHEAD_REFUSE) {
             buf_free(&cookie);

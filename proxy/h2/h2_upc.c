@@ -719,8 +719,7 @@ static int upc_start(struct h2_stream *s)
     us->s = s;
     s->be_data = us;
     int err = submit(s->c->worker, us);
-    if (err != 0) {
-        metrics_upstream_error(s->c->index, METRICS_UP_CONNECT);
+    if (err != 0) { /* the client side answers 503 and counts it */
         s->be_data = NULL;
         free(us);
     }
