@@ -462,6 +462,10 @@ static struct upc *upc_new(struct worker *w, struct upc_set *set, size_t index, 
     nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
     nghttp2_option_set_no_auto_window_update(opt, 1);
     nghttp2_option_set_max_send_header_block_length(opt, UPC_MAX_SEND_HEADER_BLOCK);
+    /* One stream until the upstream's SETTINGS say how many: nghttp2 would send 100, and a
+     * server with a lower limit may answer the excess with a connection error (python-h2
+     * does), not with the REFUSED_STREAM that we would retry. */
+    nghttp2_option_set_peer_max_concurrent_streams(opt, 1);
     if (nghttp2_session_client_new2(&u->sess, cb, u, opt) != 0)
         abort();
     nghttp2_session_callbacks_del(cb);

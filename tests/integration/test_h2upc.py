@@ -15,6 +15,7 @@ concurrent streams, resets, bytes sent per download) on a side port that answers
   /trailers_only         a gRPC error: one HEADERS with END_STREAM
   /early_hints           103, then the answer
   /goaway                answers, then GOAWAY and closes the connection
+  /refuse_once?tag=T     RST_STREAM REFUSED_STREAM the first time T is seen, then answers
 """
 
 import sys
@@ -60,6 +61,7 @@ def serve(argv):
     max_streams = int(argv[argv.index("--max-streams") + 1]) if "--max-streams" in argv else 100
     stats = {"connections": 0, "max_open": 0, "streams": 0, "resets": [], "sent": {},
              "paths": []}
+    refused = set()
 
     class Proto(asyncio.Protocol):
         def connection_made(self, transport):
@@ -215,6 +217,15 @@ def serve(argv):
                 self.conn.send_headers(sid, [(":status", "103"), ("link", "</a.css>; rel=preload")])
                 self.flush()
                 self.respond(sid, 200, b"after hints\n")
+            elif url.path == "/refuse_once":
+                tag = q.get("tag", "")
+                if tag not in refused:
+                    refused.add(tag)
+                    self.conn.reset_stream(sid, h2.errors.ErrorCodes.REFUSED_STREAM)
+                    self.streams.pop(sid, None)
+                    self.flush()
+                else:
+                    self.respond(sid, 200, b"second try\n")
             elif url.path == "/goaway":
                 self.respond(sid, 200, b"bye\n")
                 self.conn.close_connection(last_stream_id=sid)
@@ -718,6 +729,100 @@ def t_concurrency_small_limit(t):
     check(up.stats()["max_open"] <= 5, "limit held: %r" % up.stats()["max_open"])
 
 
+def t_refused_stream_retried(t):
+    """REFUSED_STREAM (RFC 9113 8.7: not processed) is sent again when no body byte went out;
+    a request whose body went out gets its 502."""
+    up, cg = env(t, extra={"workers": 1})
+    c = H2Client(t, cg.ports["https"])
+    st = c.get("/refuse_once?tag=get")
+    check(st.status == 200 and bytes(st.data) == b"second try\n",
+          "a refused GET is sent again: %r %r" % (st.status, bytes(st.data)))
+    st = c.get("/refuse_once?tag=post", method="POST", body=b"x" * 1000)
+    check(st.status == 502, "a refused POST whose body went out: %r" % st.status)
+    check(up.stats()["paths"].count("/refuse_once") == 3, "the upstream saw: %r" %
+          up.stats()["paths"])
+
+
+def t_grpc_server(t):
+    """A real gRPC server (python3-grpcio, h2c on an insecure port) behind certgate: a unary call
+    that sees the client-cert header in its metadata, an error status, a bidirectional stream."""
+    script = os.path.join(t.dir, "grpc_server.py")
+    with open(script, "w") as f:
+        f.write(GRPC_SERVER)
+    proc = subprocess.Popen([sys.executable, script], stdout=subprocess.PIPE,
+                            stderr=open(os.path.join(t.dir, "grpc.stderr"), "wb"))
+    t.procs.append(_Proc(proc))
+    import select
+    r, _, _ = select.select([proc.stdout], [], [], H.T(20))
+    check(r, "the gRPC server did not start")
+    port = int(proc.stdout.readline().decode().split()[1])
+    _, cg = env(t, upstream="%s:%d" % (H.HOST, port))
+    import grpc
+    pki = H.Opts.pki["ecdsa"]
+    rd = lambda n: open(os.path.join(pki, n), "rb").read()  # noqa: E731
+    creds = grpc.ssl_channel_credentials(rd("root.crt"), rd("client.key"), rd("client-chain.crt"))
+    ch = grpc.secure_channel("localhost:%d" % cg.ports["https"], creds)
+    ident = lambda b: b  # noqa: E731
+    unary = ch.unary_unary("/t.T/Echo", request_serializer=ident, response_deserializer=ident)
+    out = unary(b"ping", timeout=H.T(10))
+    check(out.startswith(b"pong ") and b"Hash=" in out, "unary call: %r" % out[:200])
+    try:
+        unary(b"fail", timeout=H.T(10))
+        check(False, "the error status did not arrive")
+    except grpc.RpcError as e:
+        check(e.code() == grpc.StatusCode.PERMISSION_DENIED and e.details() == "no",
+              "status: %r %r" % (e.code(), e.details()))
+    bidi = ch.stream_stream("/t.T/Chat", request_serializer=ident, response_deserializer=ident)
+    got = list(bidi(iter([b"a", b"bb", b"ccc"]), timeout=H.T(10)))
+    check(got == [b"A", b"BB", b"CCC"], "bidirectional stream: %r" % got)
+    ch.close()
+
+
+class _Proc:
+    def __init__(self, proc):
+        self.proc = proc
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+        self.proc.stdout.close()
+        return []
+
+
+GRPC_SERVER = r"""
+import sys
+if "/usr/lib/python3/dist-packages" not in sys.path:
+    sys.path.append("/usr/lib/python3/dist-packages")
+from concurrent import futures
+import grpc
+
+def echo(req, ctx):
+    if req == b"fail":
+        ctx.abort(grpc.StatusCode.PERMISSION_DENIED, "no")
+    md = dict(ctx.invocation_metadata())
+    return b"pong " + md.get("x-forwarded-client-cert", "").encode()
+
+def chat(it, ctx):
+    for m in it:
+        yield m.upper()
+
+ident = lambda b: b
+h = grpc.method_handlers_generic_handler("t.T", {
+    "Echo": grpc.unary_unary_rpc_method_handler(echo, ident, ident),
+    "Chat": grpc.stream_stream_rpc_method_handler(chat, ident, ident)})
+server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+server.add_generic_rpc_handlers((h,))
+port = server.add_insecure_port("127.0.0.1:0")
+server.start()
+print("READY %d" % port, flush=True)
+server.wait_for_termination()
+"""
+
+
 def t_drain_with_idle_h2c(t):
     """SIGTERM with an idle h2c connection open: certgate exits cleanly (h2_upc_close_all)."""
     import signal
@@ -747,6 +852,8 @@ TESTS = [
     ("h2upc.goaway_then_close_idle", t_goaway_then_close_idle),
     ("h2upc.concurrency_over_limit", t_concurrency_over_limit),
     ("h2upc.concurrency_small_limit", t_concurrency_small_limit),
+    ("h2upc.refused_stream_retried", t_refused_stream_retried),
+    ("h2upc.grpc_server", t_grpc_server),
     ("h2upc.drain_with_idle_h2c", t_drain_with_idle_h2c),
 ]
 
