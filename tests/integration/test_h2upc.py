@@ -241,6 +241,8 @@ def serve(argv):
 
     async def main():
         loop = asyncio.get_running_loop()
+        if "--unix" in argv:
+            await loop.create_unix_server(Proto, argv[argv.index("--unix") + 1])
         server = await loop.create_server(Proto, "127.0.0.1", 0)
         side = await asyncio.start_server(stats_client, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
@@ -254,11 +256,12 @@ def serve(argv):
 class H2cUpstream:
     """The h2c server above as a subprocess."""
 
-    def __init__(self, t, max_streams=100):
+    def __init__(self, t, max_streams=100, unix=None):
         import re
         import select
         self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "serve",
-                                      "--max-streams", str(max_streams)],
+                                      "--max-streams", str(max_streams)] +
+                                     (["--unix", unix] if unix else []),
                                      stdout=subprocess.PIPE,
                                      stderr=open(os.path.join(t.dir, "h2c-upstream.stderr"), "wb"))
         t.procs.append(self)
@@ -823,6 +826,18 @@ server.wait_for_termination()
 """
 
 
+def t_unix_socket(t):
+    path = os.path.join(t.dir, "h2c.sock")
+    up = H2cUpstream(t, unix=path)
+    _, cg = env(t, upstream="unix:" + path)
+    c = H2Client(t, cg.ports["https"])
+    st = c.get("/echo?trailers=1", method="POST", body=b"over a unix socket")
+    check(st.status == 200 and json.loads(bytes(st.data))["body_len"] == 18 and
+          ("x-up-trailer", "yes") in (st.trailers or []), "h2c over unix: %r %r" %
+          (st.status, st.trailers))
+    check(up.stats()["connections"] == 1, "one connection: %r" % up.stats())
+
+
 def t_drain_with_idle_h2c(t):
     """SIGTERM with an idle h2c connection open: certgate exits cleanly (h2_upc_close_all)."""
     import signal
@@ -854,6 +869,7 @@ TESTS = [
     ("h2upc.concurrency_small_limit", t_concurrency_small_limit),
     ("h2upc.refused_stream_retried", t_refused_stream_retried),
     ("h2upc.grpc_server", t_grpc_server),
+    ("h2upc.unix_socket", t_unix_socket),
     ("h2upc.drain_with_idle_h2c", t_drain_with_idle_h2c),
 ]
 
