@@ -15,7 +15,11 @@ concurrent streams, resets, bytes sent per download) on a side port that answers
   /trailers_only         a gRPC error: one HEADERS with END_STREAM
   /early_hints           103, then the answer
   /goaway                answers, then GOAWAY and closes the connection
+  /goaway_keep?wait=W&ms=N  after W ms, GOAWAY naming this stream as the last; answers N ms
+                         later
   /refuse_once?tag=T     RST_STREAM REFUSED_STREAM the first time T is seen, then answers
+  /goaway_once?tag=T[&ms=N]  the first time: (after N ms) GOAWAY with a last stream id below
+                         this stream's, and close; then answers
 """
 
 import sys
@@ -226,6 +230,26 @@ def serve(argv):
                     self.flush()
                 else:
                     self.respond(sid, 200, b"second try\n")
+            elif url.path == "/goaway_once":
+                tag = q.get("tag", "")
+                if tag not in refused:
+                    # GOAWAY naming the stream before this one: this one (and any later) was
+                    # not processed, and the client may send it again.
+                    refused.add(tag)
+                    await asyncio.sleep(int(q.get("ms", "0")) / 1000.0)
+                    self.conn.close_connection(last_stream_id=max(0, sid - 2))
+                    self.flush()
+                    self.tr.close()
+                else:
+                    self.respond(sid, 200, b"after goaway\n")
+            elif url.path == "/goaway_keep":
+                # A graceful GOAWAY naming this stream as the last: written past python-h2's
+                # state machine, which would refuse to answer after it.
+                import hyperframe.frame
+                await asyncio.sleep(int(q.get("wait", "0")) / 1000.0)
+                self.tr.write(hyperframe.frame.GoAwayFrame(0, last_stream_id=sid).serialize())
+                await asyncio.sleep(int(q.get("ms", "200")) / 1000.0)
+                self.respond(sid, 200, b"finished after goaway\n")
             elif url.path == "/goaway":
                 self.respond(sid, 200, b"bye\n")
                 self.conn.close_connection(last_stream_id=sid)
@@ -746,6 +770,38 @@ def t_refused_stream_retried(t):
           up.stats()["paths"])
 
 
+def t_goaway_refused_streams_resent(t):
+    """GOAWAY whose last stream id is below streams in flight, with more streams waiting behind
+    an upstream limit of 1: every one is sent again on a new connection and answered."""
+    up, cg = env(t, extra={"workers": 1}, max_streams=1)
+    c = H2Client(t, cg.ports["https"])
+    first = c.request("/goaway_once?tag=g&ms=200")
+    time.sleep(H.T(0.05))
+    rest = [c.request("/echo") for _ in range(3)]
+    res = c.wait([first] + rest, timeout=15)
+    check([r.status for r in res] == [200] * 4, "statuses: %r" % [(r.status, r.reset) for r in res])
+    check(bytes(res[0].data) == b"after goaway\n", "the refused stream was answered the second "
+          "time: %r" % bytes(res[0].data))
+    st = up.stats()
+    check(st["connections"] == 2, "a second connection: %r" % st["connections"])
+
+
+def t_graceful_goaway_queued_streams(t):
+    """A graceful GOAWAY while streams wait behind an upstream limit of 1: the stream in flight
+    finishes on the old connection, the waiting ones go to a new one."""
+    up, cg = env(t, extra={"workers": 1}, max_streams=1)
+    c = H2Client(t, cg.ports["https"])
+    first = c.request("/goaway_keep?wait=300&ms=300")
+    time.sleep(0.05)
+    rest = [c.request("/echo") for _ in range(3)]
+    res = c.wait([first] + rest, timeout=15)
+    check([r.status for r in res] == [200] * 4, "statuses: %r" % [(r.status, r.reset) for r in res])
+    check(bytes(res[0].data) == b"finished after goaway\n", "in flight: %r" % bytes(res[0].data))
+    st = up.stats()
+    check(st["connections"] == 2 and st["streams"] == 4, "two connections, four streams: %r" %
+          {k: st[k] for k in ("connections", "streams")})
+
+
 def t_grpc_server(t):
     """A real gRPC server (python3-grpcio, h2c on an insecure port) behind certgate: a unary call
     that sees the client-cert header in its metadata, an error status, a bidirectional stream."""
@@ -868,6 +924,8 @@ TESTS = [
     ("h2upc.concurrency_over_limit", t_concurrency_over_limit),
     ("h2upc.concurrency_small_limit", t_concurrency_small_limit),
     ("h2upc.refused_stream_retried", t_refused_stream_retried),
+    ("h2upc.goaway_refused_streams_resent", t_goaway_refused_streams_resent),
+    ("h2upc.graceful_goaway_queued_streams", t_graceful_goaway_queued_streams),
     ("h2upc.grpc_server", t_grpc_server),
     ("h2upc.unix_socket", t_unix_socket),
     ("h2upc.drain_with_idle_h2c", t_drain_with_idle_h2c),
