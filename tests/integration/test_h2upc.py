@@ -15,6 +15,7 @@ concurrent streams, resets, bytes sent per download) on a side port that answers
   /trailers_only         a gRPC error: one HEADERS with END_STREAM
   /early_hints           103, then the answer
   /goaway                answers, then GOAWAY and closes the connection
+  /sink                  reads no request body: its window stays shut
   /goaway_keep?wait=W&ms=N  after W ms, GOAWAY naming this stream as the last; answers N ms
                          later
   /refuse_once?tag=T     RST_STREAM REFUSED_STREAM the first time T is seen, then answers
@@ -104,10 +105,14 @@ def serve(argv):
                 sid = getattr(ev, "stream_id", None)
                 if isinstance(ev, h2.events.RequestReceived):
                     self.streams[sid] = {"headers": ev.headers, "body": bytearray(),
-                                         "trailers": []}
+                                         "trailers": [],
+                                         "sink": dict(ev.headers)[":path"].startswith("/sink")}
                     stats["streams"] += 1
                     stats["max_open"] = max(stats["max_open"], self.conn.open_inbound_streams)
                 elif isinstance(ev, h2.events.DataReceived):
+                    if sid in self.streams and self.streams[sid]["sink"]:
+                        stats["sink"] = stats.get("sink", 0) + len(ev.data)
+                        continue  # never read: the window stays shut
                     if sid in self.streams:
                         self.streams[sid]["body"] += ev.data
                     self.conn.acknowledge_received_data(ev.flow_controlled_length, sid)
@@ -349,6 +354,18 @@ def curl2(t, port, path, extra=(), timeout=10):
     return tail.strip(), body, r.stderr
 
 
+def upstream_errors(cg):
+    """certgate_upstream_errors_total of the https listener, by kind."""
+    import re
+    status, body = H.http_get(cg.admin_port, "/metrics")
+    check(status == 200, "metrics: %r" % status)
+    out = {}
+    for m in re.finditer(rb'certgate_upstream_errors_total\{listener="https",kind="(\w+)"\} (\d+)',
+                         body):
+        out[m.group(1).decode()] = int(m.group(2))
+    return out
+
+
 class Stream:
     def __init__(self):
         self.status = None
@@ -585,6 +602,30 @@ def t_slow_client_stalls_upstream(t):
     check(bytes(st.data) == pattern(0, n), "the download arrived intact")
 
 
+def t_slow_upstream_stalls_client(t):
+    """An upstream that reads no request body: certgate stops taking the client's body once
+    its queue is full, so the client's window shuts too."""
+    up, cg = env(t)
+    c = H2Client(t, cg.ports["https"])
+    sid = c.request("/sink", method="POST", end=False)
+    body = b"u" * (8 << 20)
+    sent = 0
+    deadline = time.time() + H.T(5)
+    while time.time() < deadline:
+        window = min(c.conn.local_flow_control_window(sid), c.conn.max_outbound_frame_size)
+        if window > 0:
+            c.conn.send_data(sid, body[sent:sent + window])
+            sent += window
+            c.flush()
+            continue
+        if not c.pump(0.5, lambda: c.conn.local_flow_control_window(sid) > 0):
+            break
+    check(c.conn.local_flow_control_window(sid) == 0, "the client's window shut")
+    # The upstream's window (64 KiB), certgate's queue (64 KiB) and the client's initial window.
+    check(0 < sent <= 512 * 1024, "the client could send %d bytes" % sent)
+    check(up.stats().get("sink", 0) <= 65535, "the upstream got %r" % up.stats().get("sink"))
+
+
 def t_memory_bounded_slow_clients(t):
     """Ten stalled 8 MiB downloads: certgate's resident memory grows by far less than 80 MiB."""
     if H.Opts.sanitizer:
@@ -624,6 +665,7 @@ def t_upstream_reset_502(t):
     check(st.status == 200, "the connection goes on: %r" % st.status)
     events = [e for e in H.log_events(cg, "access") if e.get("path") == "/reset"]
     check(events and events[0]["status"] == 502, "access log: %r" % events)
+    check(upstream_errors(cg).get("reset") == 2, "metrics: %r" % upstream_errors(cg))
 
 
 def t_upstream_down_503(t):
@@ -633,6 +675,7 @@ def t_upstream_down_503(t):
     check(tail == "2 503", "nothing listening upstream: %r %r" % (tail, err))
     ev = H.log_events(cg, "upstream_connect_failed")
     check(ev, "upstream_connect_failed logged")
+    check(upstream_errors(cg).get("connect") == 1, "metrics: %r" % upstream_errors(cg))
 
 
 def t_connect_timeout_503(t):
@@ -675,6 +718,7 @@ def t_response_timeout_504(t):
           up.stats()["resets"])
     st = c.get("/echo")
     check(st.status == 200, "the next stream works: %r" % st.status)
+    check(upstream_errors(cg).get("timeout") == 1, "metrics: %r" % upstream_errors(cg))
 
 
 def t_client_reset_cancels_upstream(t):
@@ -913,6 +957,7 @@ TESTS = [
     ("h2upc.trailers_only", t_trailers_only),
     ("h2upc.informational_dropped", t_informational_dropped),
     ("h2upc.slow_client_stalls_upstream", t_slow_client_stalls_upstream),
+    ("h2upc.slow_upstream_stalls_client", t_slow_upstream_stalls_client),
     ("h2upc.memory_bounded_slow_clients", t_memory_bounded_slow_clients),
     ("h2upc.upstream_reset_502", t_upstream_reset_502),
     ("h2upc.upstream_down_503", t_upstream_down_503),
