@@ -14,6 +14,7 @@ concurrent streams, resets, bytes sent per download) on a side port that answers
   /reset_after_head      a response head, some body, then RST_STREAM
   /trailers_only         a gRPC error: one HEADERS with END_STREAM
   /early_hints           103, then the answer
+  /bighead?n=N           a response head with N headers of 8 KiB
   /goaway                answers, then GOAWAY and closes the connection
   /sink                  reads no request body: its window stays shut
   /goaway_keep?wait=W&ms=N  after W ms, GOAWAY naming this stream as the last; answers N ms
@@ -222,6 +223,9 @@ def serve(argv):
                                        end_stream=True)
                 self.streams.pop(sid, None)
                 self.flush()
+            elif url.path == "/bighead":
+                extra = [("x-big-%d" % i, "b" * 8192) for i in range(int(q.get("n", "1")))]
+                self.respond(sid, 200, b"big head\n", extra)
             elif url.path == "/early_hints":
                 self.conn.send_headers(sid, [(":status", "103"), ("link", "</a.css>; rel=preload")])
                 self.flush()
@@ -668,6 +672,20 @@ def t_upstream_reset_502(t):
     check(upstream_errors(cg).get("reset") == 2, "metrics: %r" % upstream_errors(cg))
 
 
+def t_response_head_limit(t):
+    """A response head beyond limits.max_request_head: 502 for that stream, the connection to
+    the upstream goes on."""
+    up, cg = env(t, extra={"workers": 1})
+    c = H2Client(t, cg.ports["https"])
+    st = c.get("/bighead?n=4")
+    check(st.status == 200 and bytes(st.data) == b"big head\n", "32 KiB head: %r" % st.status)
+    st = c.get("/bighead?n=12")
+    check(st.status == 502, "96 KiB head: %r %r" % (st.status, st.reset))
+    st = c.get("/echo")
+    check(st.status == 200 and up.stats()["connections"] == 1,
+          "the same upstream connection goes on: %r %r" % (st.status, up.stats()["connections"]))
+
+
 def t_upstream_down_503(t):
     port = H.free_port()
     up, cg = env(t, upstream="%s:%d" % (H.HOST, port))
@@ -960,6 +978,7 @@ TESTS = [
     ("h2upc.slow_upstream_stalls_client", t_slow_upstream_stalls_client),
     ("h2upc.memory_bounded_slow_clients", t_memory_bounded_slow_clients),
     ("h2upc.upstream_reset_502", t_upstream_reset_502),
+    ("h2upc.response_head_limit", t_response_head_limit),
     ("h2upc.upstream_down_503", t_upstream_down_503),
     ("h2upc.connect_timeout_503", t_connect_timeout_503),
     ("h2upc.response_timeout_504", t_response_timeout_504),
