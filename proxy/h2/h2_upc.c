@@ -36,17 +36,21 @@ static void stream_link(struct upc *u, struct upc_stream *us)
     u->num_live++;
 }
 
+static void stream_unlink(struct upc *u, struct upc_stream *us)
+{
+    if (us->prev != NULL)
+        us->prev->next = us->next;
+    else
+        u->streams = us->next;
+    if (us->next != NULL)
+        us->next->prev = us->prev;
+    us->u = NULL;
+}
+
 static void stream_free(struct upc_stream *us)
 {
-    struct upc *u = us->u;
-    if (u != NULL) {
-        if (us->prev != NULL)
-            us->prev->next = us->next;
-        else
-            u->streams = us->next;
-        if (us->next != NULL)
-            us->next->prev = us->prev;
-    }
+    if (us->u != NULL)
+        stream_unlink(us->u, us);
     h2_hdrs_free(&us->hdrs);
     free(us);
 }
@@ -154,9 +158,11 @@ static int on_frame_recv(nghttp2_session *sess, const nghttp2_frame *frame, void
     if (frame->hd.type == NGHTTP2_GOAWAY) {
         u->goaway = true;
         h2_upc_conn_retire(u);
-        log_msg(LOG_LEVEL_DEBUG, "upstream_goaway", "listener %s: h2c upstream sent GOAWAY "
-                "(last stream %d, error %u)", h2_upc_conn_name(u),
-                (int)frame->goaway.last_stream_id, (unsigned)frame->goaway.error_code);
+        log_msg(LOG_LEVEL_DEBUG, "upstream_goaway",
+                "listener %s: h2c upstream sent GOAWAY "
+                "(last stream %d, error %u)",
+                h2_upc_conn_name(u), (int)frame->goaway.last_stream_id,
+                (unsigned)frame->goaway.error_code);
         return 0;
     }
     struct upc_stream *us = live_stream(sess, frame->hd.stream_id);
@@ -187,8 +193,8 @@ static int on_frame_recv(nghttp2_session *sess, const nghttp2_frame *frame, void
     return 0;
 }
 
-static int on_data_chunk_recv(nghttp2_session *sess, uint8_t flags, int32_t id,
-                              const uint8_t *data, size_t len, void *ud)
+static int on_data_chunk_recv(nghttp2_session *sess, uint8_t flags, int32_t id, const uint8_t *data,
+                              size_t len, void *ud)
 {
     struct upc_stream *us = live_stream(sess, id);
     if (us == NULL) { /* a stream we let go of: its bytes go back to the window at once */
@@ -345,6 +351,10 @@ void h2_upc_streams_lost(struct upc *u, int status)
             else
                 stream_fail(us, status);
         }
+        u->streams = us->next; /* the head: unlinked here, as the analyzer can follow */
+        if (us->next != NULL)
+            us->next->prev = NULL;
+        us->u = NULL;
         stream_free(us);
     }
 }

@@ -142,8 +142,7 @@ static nghttp2_session *session_new(struct upc *u)
     const nghttp2_settings_entry settings[] = {
         {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, UPC_STREAM_WINDOW},
-        {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE,
-         (uint32_t)h2_upc_conn_limits(u)->max_request_head},
+        {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, (uint32_t)h2_upc_conn_limits(u)->max_request_head},
     };
     nghttp2_submit_settings(sess, NGHTTP2_FLAG_NONE, settings, ARRAY_SIZE(settings));
     nghttp2_session_set_local_window_size(sess, NGHTTP2_FLAG_NONE, 0, UPC_CONN_WINDOW);
@@ -256,8 +255,8 @@ static void upc_read(struct upc *u)
         if (n > 0) {
             ssize_t r = nghttp2_session_mem_recv(u->sess, in, (size_t)n);
             if (r < 0) {
-                log_msg(LOG_LEVEL_DEBUG, "upstream_h2c_error", "listener %s: %s",
-                        listener(u)->name, nghttp2_strerror((int)r));
+                log_msg(LOG_LEVEL_DEBUG, "upstream_h2c_error", "listener %s: %s", listener(u)->name,
+                        nghttp2_strerror((int)r));
                 u->lost = true;
             }
             if ((size_t)n < sizeof(in))
