@@ -158,7 +158,8 @@ static int on_frame_recv(nghttp2_session *sess, const nghttp2_frame *frame, void
     if (frame->hd.type == NGHTTP2_GOAWAY) {
         u->goaway = true;
         h2_upc_conn_retire(u);
-        log_msg(LOG_LEVEL_DEBUG, "upstream_goaway",
+        log_msg(frame->goaway.error_code == NGHTTP2_NO_ERROR ? LOG_LEVEL_DEBUG : LOG_LEVEL_WARN,
+                "upstream_goaway",
                 "listener %s: h2c upstream sent GOAWAY "
                 "(last stream %d, error %u)",
                 h2_upc_conn_name(u), (int)frame->goaway.last_stream_id,

@@ -206,10 +206,15 @@ static void event_end(struct worker *w)
             h2_upc_streams_goaway(u);
         if (!u->lost && u->connected && !nghttp2_session_want_read(u->sess) &&
             !nghttp2_session_want_write(u->sess) && buf_used(&u->out) == 0)
-            u->lost = true; /* the session is over */
-        if (u->lost)
+            u->lost = u->goaway ? "GOAWAY" : "HTTP/2 protocol error";
+        if (u->lost) {
+            /* An idle connection the upstream closed is no news; streams cut off are. */
+            if (u->num_live > 0)
+                log_msg(LOG_LEVEL_WARN, "upstream_h2c_lost",
+                        "listener %s: %s: %s with %zu streams in flight", listener(u)->name,
+                        listener(u)->upstream.text, u->lost, u->num_live);
             upc_close(u, 502);
-        else if (u->retiring && u->num_live == 0)
+        } else if (u->retiring && u->num_live == 0)
             upc_close(u, 502); /* no live stream left to fail */
         else
             h2_upc_conn_update_poll(u);
@@ -225,7 +230,7 @@ static void upc_send(struct upc *u)
             const uint8_t *p = NULL;
             ssize_t n = nghttp2_session_mem_send(u->sess, &p);
             if (n < 0) {
-                u->lost = true;
+                u->lost = nghttp2_strerror((int)n);
                 return;
             }
             if (n == 0)
@@ -243,7 +248,7 @@ static void upc_send(struct upc *u)
             continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
             return;
-        u->lost = true;
+        u->lost = strerror(errno);
     }
 }
 
@@ -254,11 +259,8 @@ static void upc_read(struct upc *u)
         ssize_t n = recv(u->fd, in, sizeof(in), 0);
         if (n > 0) {
             ssize_t r = nghttp2_session_mem_recv(u->sess, in, (size_t)n);
-            if (r < 0) {
-                log_msg(LOG_LEVEL_DEBUG, "upstream_h2c_error", "listener %s: %s", listener(u)->name,
-                        nghttp2_strerror((int)r));
-                u->lost = true;
-            }
+            if (r < 0)
+                u->lost = nghttp2_strerror((int)r);
             if ((size_t)n < sizeof(in))
                 return;
             continue;
@@ -267,7 +269,7 @@ static void upc_read(struct upc *u)
             continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
             return;
-        u->lost = true; /* EOF or error */
+        u->lost = n == 0 ? "connection closed" : strerror(errno);
     }
 }
 

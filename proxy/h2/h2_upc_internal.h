@@ -59,9 +59,10 @@ struct upc {
     int events;
     int pending_closes;
     bool connected;
-    bool retiring; /* takes no new stream */
-    bool goaway;   /* the upstream sent GOAWAY */
-    bool lost;     /* the socket failed or the session is over: close at the end of the event */
+    bool retiring;    /* takes no new stream */
+    bool goaway;      /* the upstream sent GOAWAY */
+    const char *lost; /* why the socket or the session is over (close at the end of the
+                       * event); NULL while it goes on */
     uint64_t connect_deadline;
     uint64_t timer_due;
     struct buf out; /* frames for the socket */

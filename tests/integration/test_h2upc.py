@@ -686,6 +686,17 @@ def t_response_head_limit(t):
           "the same upstream connection goes on: %r %r" % (st.status, up.stats()["connections"]))
 
 
+def t_http1_upstream_502(t):
+    """upstream_protocol h2c in front of an HTTP/1.1 application (a configuration mistake): 502,
+    and a warning that names the upstream."""
+    http1 = t.upstream()
+    _, cg = env(t, upstream=http1.http)
+    tail, body, err = curl2(t, cg.ports["https"], "/echo")
+    check(tail == "2 502", "an HTTP/1.1 upstream: %r %r" % (tail, err))
+    ev = H.log_events(cg, "upstream_h2c_lost")
+    check(ev and http1.http in ev[0]["message"], "upstream_h2c_lost: %r" % ev)
+
+
 def t_upstream_down_503(t):
     port = H.free_port()
     up, cg = env(t, upstream="%s:%d" % (H.HOST, port))
@@ -979,6 +990,7 @@ TESTS = [
     ("h2upc.memory_bounded_slow_clients", t_memory_bounded_slow_clients),
     ("h2upc.upstream_reset_502", t_upstream_reset_502),
     ("h2upc.response_head_limit", t_response_head_limit),
+    ("h2upc.http1_upstream_502", t_http1_upstream_502),
     ("h2upc.upstream_down_503", t_upstream_down_503),
     ("h2upc.connect_timeout_503", t_connect_timeout_503),
     ("h2upc.response_timeout_504", t_response_timeout_504),
