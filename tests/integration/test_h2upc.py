@@ -16,6 +16,7 @@ concurrent streams, resets, bytes sent per download) on a side port that answers
   /early_hints           103, then the answer
   /bighead?n=N           a response head with N headers of 8 KiB
   /goaway                answers, then GOAWAY and closes the connection
+  /drop                  closes the connection at once, without GOAWAY
   /sink                  reads no request body: its window stays shut
   /goaway_keep?wait=W&ms=N  after W ms, GOAWAY naming this stream as the last; answers N ms
                          later
@@ -259,6 +260,8 @@ def serve(argv):
                 self.tr.write(hyperframe.frame.GoAwayFrame(0, last_stream_id=sid).serialize())
                 await asyncio.sleep(int(q.get("ms", "200")) / 1000.0)
                 self.respond(sid, 200, b"finished after goaway\n")
+            elif url.path == "/drop":
+                self.tr.abort()  # no GOAWAY: the connection is just gone
             elif url.path == "/goaway":
                 self.respond(sid, 200, b"bye\n")
                 self.conn.close_connection(last_stream_id=sid)
@@ -779,6 +782,24 @@ def t_goaway_next_request_works(t):
     check(up.stats()["connections"] == 2, "a new h2c connection: %r" % up.stats()["connections"])
 
 
+def t_connection_lost_in_flight(t):
+    """The upstream connection drops with streams in flight: each gets 502, a warning is
+    logged, and the next stream opens a new connection."""
+    up, cg = env(t, extra={"workers": 1})
+    c = H2Client(t, cg.ports["https"])
+    held = c.request("/hold?ms=2000")
+    time.sleep(H.T(0.1))
+    dropper = c.request("/drop")
+    res = c.wait([held, dropper], timeout=10)
+    check([r.status for r in res] == [502, 502], "in flight when the connection dropped: %r" %
+          [(r.status, r.reset) for r in res])
+    st = c.get("/echo")
+    check(st.status == 200 and up.stats()["connections"] == 2, "a new connection: %r %r" %
+          (st.status, up.stats()["connections"]))
+    ev = H.log_events(cg, "upstream_h2c_lost")
+    check(ev and "2 streams" in ev[0]["message"], "upstream_h2c_lost: %r" % ev)
+
+
 def t_goaway_then_close_idle(t):
     """The upstream closes its idle connection: the next stream opens a new one."""
     up, cg = env(t, extra={"workers": 1})
@@ -997,6 +1018,7 @@ TESTS = [
     ("h2upc.client_reset_cancels_upstream", t_client_reset_cancels_upstream),
     ("h2upc.goaway_next_request_works", t_goaway_next_request_works),
     ("h2upc.goaway_then_close_idle", t_goaway_then_close_idle),
+    ("h2upc.connection_lost_in_flight", t_connection_lost_in_flight),
     ("h2upc.concurrency_over_limit", t_concurrency_over_limit),
     ("h2upc.concurrency_small_limit", t_concurrency_small_limit),
     ("h2upc.refused_stream_retried", t_refused_stream_retried),
