@@ -635,8 +635,6 @@ def t_slow_upstream_stalls_client(t):
 
 def t_memory_bounded_slow_clients(t):
     """Ten stalled 8 MiB downloads: certgate's resident memory grows by far less than 80 MiB."""
-    if H.Opts.sanitizer:
-        return  # ASan's allocator makes RSS meaningless; the byte counts below still hold
     up, cg = env(t, extra={"workers": 1})
 
     def rss():
@@ -656,7 +654,8 @@ def t_memory_bounded_slow_clients(t):
     total = sum(sent.get("m%d" % i, 0) for i in range(10))
     grown = rss() - before
     check(total <= 10 * 512 * 1024, "the upstream sent %d bytes to stalled clients" % total)
-    check(grown < 16 * 1024 * 1024, "certgate grew by %d bytes" % grown)
+    # ASan's allocator (quarantine, redzones) makes RSS meaningless; the byte count holds.
+    check(H.Opts.sanitizer or grown < 16 * 1024 * 1024, "certgate grew by %d bytes" % grown)
 
 
 def t_upstream_reset_502(t):
