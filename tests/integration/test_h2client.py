@@ -279,9 +279,10 @@ def t_idle(t):
 def t_idle_pings(t):
     """A connection with no stream is idle even when the client PINGs (as Envoy's
     idle_timeout): PINGs must not hold a connection slot for ever."""
-    up, cg = env(t, limits={"idle_timeout": "1s"})
+    up, cg = env(t, limits={"idle_timeout": "1s", "request_head_timeout": "1s"})
     c = h2lib.H2Conn(t, cg.port())
-    c.wait_settings()
+    s = c.get("/echo?pings=1")  # a keep-alive connection (before any request it is
+    check(s.status == 200, "first stream: %s" % s)  # request_head_timeout's)
     start = time.time()
     while time.time() - start < H.T(5) and not c.eof:
         c.send(h2lib.frame(h2lib.PING, 0, 0, b"keepaliv"))
