@@ -119,6 +119,7 @@ def t_rapid_reset(t):
               % (sent * per, reached, c.state()))
     check(reached * 4 < sent * per, "%d of %d reset streams reached the upstream"
           % (reached, sent * per))
+    check(H.log_events(cg, "h2_abuse"), "no h2_abuse event names the client: %s" % cg.tail(3))
     healthy(t, cg)
 
 
