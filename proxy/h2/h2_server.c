@@ -42,6 +42,7 @@
 
 struct h2_conn {
     nghttp2_session *session;
+    int32_t head_stream; /* the stream whose header block is being read, or 0 */
     struct h2_mem mem; /* nghttp2's, given back while idle */
     struct conn *c;
     struct h2_stream *streams;
@@ -78,8 +79,36 @@ static struct h2_stream *stream_new(struct h2_conn *hc, int32_t id)
         hc->streams->prev = s;
     hc->streams = s;
     hc->opened++;
+    hc->c->h2_streams++;
     h2_mem_busy(&hc->mem);
     return s;
+}
+
+/* The connection's timeout starts again from now (conn.c's state_timeout for CONN_H2 says
+ * which one applies). */
+static void restart_timer(struct conn *c)
+{
+    c->timer_base = conn_now_ms(c);
+    conn_arm_timer(c);
+}
+
+/* A header block began on |id|: it must end within request_head_timeout. */
+static void head_begin(struct h2_conn *hc, int32_t id)
+{
+    hc->head_stream = id;
+    hc->c->h2_head_open = true;
+    restart_timer(hc->c);
+}
+
+/* The header block ended (complete, refused, or followed by another frame, which HTTP/2 does
+ * not allow in the middle of one). */
+static void head_end(struct h2_conn *hc)
+{
+    if (!hc->c->h2_head_open)
+        return;
+    hc->head_stream = 0;
+    hc->c->h2_head_open = false;
+    restart_timer(hc->c);
 }
 
 static void stream_log(struct h2_stream *s, const char *response_from)
@@ -111,6 +140,8 @@ static void drop_req_body(struct h2_stream *s)
 static void stream_free(struct h2_conn *hc, struct h2_stream *s)
 {
     drop_req_body(s);
+    if (--hc->c->h2_streams == 0 && hc->c->state == CONN_H2)
+        restart_timer(hc->c); /* idle from now */
     if (s->prev != NULL)
         s->prev->next = s->next;
     else
@@ -357,6 +388,7 @@ static int abuse(struct h2_conn *hc, const char *what)
 static void request_ready(struct h2_stream *s)
 {
     s->c->num_requests++; /* from now on the connection's timeout is idle_timeout */
+    conn_arm_timer(s->c); /* which may be shorter than request_head_timeout */
     int status = h2_request_build(s);
     h2_hdrs_free(&s->raw); /* the pseudo-header pointers went with it */
     s->p_method = s->p_scheme = s->p_authority = s->p_path = NULL;
@@ -388,6 +420,7 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
     hc->continuations = 0;
     if (frame->hd.type != NGHTTP2_HEADERS)
         return 0;
+    head_begin(hc, frame->hd.stream_id);
     if (frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
         if (hc->goaway_sent)
             return 0;
@@ -473,6 +506,7 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
     bool end = (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
     switch (frame->hd.type) {
     case NGHTTP2_HEADERS:
+        head_end(hc);
         if (s == NULL)
             return 0;
         if (end)
@@ -518,6 +552,8 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
 static int on_begin_frame(nghttp2_session *session, const nghttp2_frame_hd *hd, void *user)
 {
     struct h2_conn *hc = user;
+    if (hd->type != NGHTTP2_CONTINUATION)
+        head_end(hc);
     if (hd->type == NGHTTP2_CONTINUATION && ++hc->continuations > H2_MAX_CONTINUATIONS)
         return abuse(hc, "a header block in too many CONTINUATION frames");
     return 0;
@@ -541,6 +577,8 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t id, co
 static int on_stream_close(nghttp2_session *session, int32_t id, uint32_t code, void *user)
 {
     struct h2_conn *hc = user;
+    if (id == hc->head_stream)
+        head_end(hc);
     struct h2_stream *s = stream_of(hc, id);
     if (s == NULL)
         return 0;

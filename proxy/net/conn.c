@@ -103,7 +103,11 @@ static uint64_t state_timeout(struct conn *c)
             return lim->upstream_connect_timeout_ms;
         return lim->idle_timeout_ms;
     case CONN_H2: /* streams wait for their upstream under the upstream sides' own timers */
-        return c->num_requests == 0 ? lim->request_head_timeout_ms : lim->idle_timeout_ms;
+        /* The first request and every header block must come within request_head_timeout
+         * (slowloris, SECURITY 15); an idle connection lasts idle_timeout from its last stream,
+         * whatever PINGs it sends; a busy one idle_timeout from its last byte. */
+        return c->num_requests == 0 || c->h2_head_open ? lim->request_head_timeout_ms
+                                                       : lim->idle_timeout_ms;
     case CONN_FLUSH:
         return c->lingering ? LINGER_MS : lim->idle_timeout_ms;
     default:
@@ -178,7 +182,8 @@ void conn_arm_timer(struct conn *c)
 void conn_activity(struct conn *c)
 {
     bool awaiting_head = c->state == CONN_PROXY && c->ex.req_done && !c->ex.resp_head_done;
-    if (c->state == CONN_TUNNEL || c->state == CONN_H2 || (c->state == CONN_PROXY && !awaiting_head))
+    bool h2_busy = c->state == CONN_H2 && c->h2_streams > 0 && !c->h2_head_open;
+    if (c->state == CONN_TUNNEL || h2_busy || (c->state == CONN_PROXY && !awaiting_head))
         c->timer_base = conn_now_ms(c);
 }
 

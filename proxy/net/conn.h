@@ -100,6 +100,8 @@ struct conn {
     struct h2_conn *h2;      /* HTTP/2 (CONN_H2): the session and its streams */
     struct conn *h2_touched_next; /* the worker's list of connections to flush */
     bool h2_touched;
+    unsigned h2_streams; /* open HTTP/2 streams: the connection is idle when 0 */
+    bool h2_head_open;   /* an HTTP/2 header block is being read (request_head_timeout) */
     bool draining;
     unsigned num_requests;
     uint64_t bytes_in, bytes_out;
