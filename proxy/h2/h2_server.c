@@ -448,6 +448,17 @@ static void set_pseudo(struct h2_stream *s, const uint8_t *name, size_t nl, cons
     }
 }
 
+/* A request trailer goes upstream (an h2c hop carries them) under the rules of the head's
+ * fields: never a client copy of the client-certificate family, a strip_headers name, an
+ * X-Forwarded-* or underscore spelling (SECURITY 8), nor a field that only means something
+ * in a head (host, content-length, x-request-id) or a connection-specific one. */
+static bool trailer_forwarded(struct conn *c, const char *n, size_t nl)
+{
+    return reqhead_classify(c->lc, n, nl) == REQHEAD_FORWARD && !h2_connection_specific(n, nl) &&
+           !http_name_is(n, nl, "host") && !http_name_is(n, nl, "content-length") &&
+           !http_name_is(n, nl, "x-request-id");
+}
+
 static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const uint8_t *name,
                      size_t nl, const uint8_t *value, size_t vl, uint8_t flags, void *user)
 {
@@ -472,7 +483,7 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
     if (s->refuse != 0)
         return 0;
     if (s->in_trailers) {
-        if (!h2_connection_specific((const char *)name, nl))
+        if (trailer_forwarded(s->c, (const char *)name, nl))
             h2_hdrs_add(&s->req_trailers, (const char *)name, nl, (const char *)value, vl);
         return 0;
     }
