@@ -205,6 +205,8 @@ static int on_data_chunk_recv(nghttp2_session *sess, uint8_t flags, int32_t id, 
     us->unconsumed += len;
     h2_stream_touch(us->s);
     h2_stream_response_data(us->s, data, len);
+    if (us->deadline == 0)
+        h2_upc_conn_set_stall(ud, us, true); /* from now, the client must take bytes */
     return 0;
 }
 
@@ -366,7 +368,17 @@ uint64_t h2_upc_streams_expire(struct upc *u, uint64_t now)
     for (struct upc_stream *us = u->streams; us != NULL; us = us->next) {
         if (us->s == NULL || us->deadline == 0)
             continue;
-        if (now >= us->deadline) {
+        if (now >= us->deadline && us->head_seen) {
+            /* The client took none of the response for idle_timeout: the stream is reset both
+             * ways (as h2_up1.c does); not an upstream error. */
+            struct h2_stream *s = us->s;
+            nghttp2_submit_rst_stream(u->sess, NGHTTP2_FLAG_NONE, us->id, NGHTTP2_CANCEL);
+            nghttp2_session_consume(u->sess, us->id, us->unconsumed);
+            us->unconsumed = 0;
+            stream_detach(us);
+            h2_stream_touch(s);
+            h2_stream_failed(s, 502);
+        } else if (now >= us->deadline) {
             nghttp2_submit_rst_stream(u->sess, NGHTTP2_FLAG_NONE, us->id, NGHTTP2_CANCEL);
             stream_fail(us, 504);
         } else if (due == 0 || us->deadline < due) {
@@ -421,6 +433,7 @@ static void upc_resp_room(struct h2_stream *s)
     if (us == NULL || us->u == NULL)
         return;
     size_t held = buf_used(&s->resp_body);
+    h2_upc_conn_set_stall(us->u, us, held > 0); /* the client took bytes: it is alive */
     if (us->unconsumed <= held)
         return;
     nghttp2_session_consume(us->u->sess, us->id, us->unconsumed - held);

@@ -121,6 +121,18 @@ void h2_upc_conn_set_deadline(struct upc *u, struct upc_stream *us)
         arm_timer(u, us->deadline);
 }
 
+void h2_upc_conn_set_stall(struct upc *u, struct upc_stream *us, bool held)
+{
+    if (!us->head_seen)
+        return; /* the response timeout runs */
+    if (!held) {
+        us->deadline = 0;
+        return;
+    }
+    us->deadline = now_ms(u) + h2_upc_conn_limits(u)->idle_timeout_ms;
+    arm_timer(u, us->deadline);
+}
+
 static nghttp2_session *session_new(struct upc *u)
 {
     nghttp2_session_callbacks *cb = NULL;

@@ -35,7 +35,8 @@ struct upc_stream {
     struct upc_stream *next, *prev; /* u's streams, or the worker's retry queue (next only) */
     int32_t id;
     unsigned retries;
-    uint64_t deadline;   /* upstream_response_timeout (loop time, ms); 0: not running */
+    uint64_t deadline;   /* upstream_response_timeout, or once the head is out the stall
+                            timeout (h2_upc_conn_set_stall) (loop time, ms); 0: not running */
     size_t unconsumed;   /* DATA bytes handed to the client side, window not yet reopened */
     size_t body_taken;   /* request body bytes taken from s->req_body */
     size_t block_bytes;  /* of the header block being read */
@@ -119,6 +120,12 @@ void h2_upc_conn_update_poll(struct upc *u);
 
 /* h2_upc_conn_set_deadline starts (or restarts) |us|'s response timeout. */
 void h2_upc_conn_set_deadline(struct upc *u, struct upc_stream *us);
+
+/* h2_upc_conn_set_stall: once |us|'s response head is out, its deadline is idle_timeout from
+ * the last time the client took response bytes, while the client side holds some (|held|): a
+ * client that stops reading (and PINGs to keep its connection) must not hold an upstream
+ * stream, and a slot of the upstream's concurrency limit, for ever. */
+void h2_upc_conn_set_stall(struct upc *u, struct upc_stream *us, bool held);
 
 /* h2_upc_conn_limits and h2_upc_conn_name: the configuration |u| runs under. */
 const struct config_limits *h2_upc_conn_limits(const struct upc *u);
