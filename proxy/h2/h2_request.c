@@ -211,6 +211,8 @@ static int build(struct h2_stream *s, const char *request_id)
         const char *n, *v;
         size_t nl, vl;
         h2_hdrs_at(&s->raw, i, &n, &nl, &v, &vl);
+        if (nl > 0 && n[0] == ':')
+            continue; /* the pseudo-headers in s->raw went first, above */
         enum reqhead_verdict verdict = reqhead_classify(c->lc, n, nl);
         if (verdict == REQHEAD_REFUSE) {
             buf_free(&cookie);

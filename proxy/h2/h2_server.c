@@ -414,6 +414,15 @@ static void set_pseudo(struct h2_stream *s, const uint8_t *name, size_t nl, cons
     }
 }
 
+/* Request trailers (kept for an h2c upstream) lose what the request head loses: every client
+ * copy of a client-certificate header, strip_headers, '_' names (SECURITY 8), and the
+ * connection-specific headers and host. */
+static bool trailer_forwarded(const struct listener_config *lc, const char *n, size_t nl)
+{
+    return reqhead_classify(lc, n, nl) == REQHEAD_FORWARD && !h2_connection_specific(n, nl) &&
+           !http_name_is(n, nl, "host");
+}
+
 static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const uint8_t *name,
                      size_t nl, const uint8_t *value, size_t vl, uint8_t flags, void *user)
 {
@@ -438,7 +447,7 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
     if (s->refuse != 0)
         return 0;
     if (s->in_trailers) {
-        if (!h2_connection_specific((const char *)name, nl))
+        if (trailer_forwarded(s->c->lc, (const char *)name, nl))
             h2_hdrs_add(&s->req_trailers, (const char *)name, nl, (const char *)value, vl);
         return 0;
     }
