@@ -21,7 +21,8 @@
  *            draining halfway through (a reload); F_TRIM idle memory is trimmed between pieces;
  *            F_REPEAT the last |tail| bytes are fed |rep| times (bodies beyond the window,
  *            floods): the script's first two bytes are |tail| (little-endian; 0: all the
- *            client's bytes), its third |rep| / 8.
+ *            client's bytes), its third |rep| / 8; F_APPEND the listener is fuzz-append
+ *            (append_forward, forwarded_headers: append) instead of fuzz (sanitize_set).
  *   byte 1   n, the length of the script that follows (bytes 2 .. 2+n): the sizes of the
  *            pieces and the stub's choices, used in turn, cyclically; none: one piece.
  *   then     the client's bytes.
@@ -37,6 +38,7 @@
 #define F_DRAIN 0x02
 #define F_TRIM 0x04
 #define F_REPEAT 0x08
+#define F_APPEND 0x10
 
 #define MAX_FED (512 * 1024)  /* bytes fed per input, repeats included */
 #define FRAME_MAX 16384       /* SETTINGS_MAX_FRAME_SIZE: certgate keeps the default */
@@ -189,7 +191,8 @@ static void check_request(struct h2_stream *s)
                 CHECK(vl == 5 && memcmp(v, "https", 5) == 0);
         }
     }
-    unsigned n_cc = 0, n_proto = 0, n_rid = 0;
+    bool append = lc->forward_client_cert == FCC_APPEND_FORWARD;
+    unsigned n_cc = 0, n_proto = 0, n_rid = 0, n_xff = 0;
     for (size_t i = 4; i < s->req.num; i++) {
         const char *n, *v;
         size_t nl, vl;
@@ -198,8 +201,11 @@ static void check_request(struct h2_stream *s)
         check_name(n, nl);
         CHECK(!reqhead_is_stripped(lc, n, nl));
         if (http_name_is(n, nl, "x-forwarded-client-cert")) {
+            /* append_forward: the client's elements, then ours, in one header. */
             n_cc++;
-            CHECK(vl == strlen(H2H_CC_VALUE) && memcmp(v, H2H_CC_VALUE, vl) == 0);
+            size_t ol = strlen(H2H_CC_VALUE);
+            CHECK(append ? vl >= ol : vl == ol);
+            CHECK(memcmp(v + vl - ol, H2H_CC_VALUE, ol) == 0);
             continue;
         }
         CHECK(!reqhead_is_cc_family(n, nl));
@@ -208,12 +214,18 @@ static void check_request(struct h2_stream *s)
             CHECK(vl == 5 && memcmp(v, "https", 5) == 0);
             continue;
         }
-        if (http_name_is(n, nl, "x-forwarded-for"))
-            continue; /* ours (forwarded_headers: set drops the client's) */
+        if (http_name_is(n, nl, "x-forwarded-for")) {
+            /* Ours: the client's address, after the client's own list under append. */
+            n_xff++;
+            size_t al = strlen(H2H_CLIENT);
+            CHECK(append ? vl >= al : vl == al);
+            CHECK(memcmp(v + vl - al, H2H_CLIENT, al) == 0);
+            continue;
+        }
         n_rid += http_name_is(n, nl, "x-request-id");
         CHECK(reqhead_classify(lc, n, nl) == REQHEAD_FORWARD);
     }
-    CHECK(n_cc == 1 && n_proto == 1 && n_rid == 1);
+    CHECK(n_cc == 1 && n_proto == 1 && n_rid == 1 && n_xff == 1);
 }
 
 /* Request trailers (kept for an h2c upstream) follow the header rules: no client copy of a
@@ -530,7 +542,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     size_t head_len = in_len - tail;
 
-    struct conn *c = h2h_conn_new();
+    struct conn *c = h2h_conn_new((flags & F_APPEND) != 0 ? 1 : 0);
     bool alive = pump(c);
     if ((flags & F_RAW) == 0) {
         alive = alive && feed(c, (const uint8_t *)PREFACE, PREFACE_LEN, false);

@@ -11,12 +11,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "core/base.h"
 #include "core/buf.h"
 #include "core/config.h"
+#include "core/log.h"
 #include "core/metrics.h"
 #include "h2/h2_server.h"
 #include "h2/h2_stream.h"
@@ -25,8 +27,9 @@
 
 #include "fuzz_check.h"
 
-/* The listener: sanitize_set, XFCC: every client copy of the header goes, ours is added;
- * x-user is stripped; headers with '_' are dropped (the default). */
+/* The listeners. fuzz: sanitize_set, XFCC: every client copy of the header goes, ours is
+ * added; x-user is stripped; headers with '_' are dropped (the default). fuzz-append: the
+ * client's XFCC elements are kept and ours appended, X-Forwarded-For appends to the client's. */
 static const char h2h_yaml[] = "workers: 1\n"
                                "log: {level: error, access: off}\n"
                                "credentials: {dir: /nonexistent, cert: a.crt, key: a.key}\n"
@@ -38,12 +41,21 @@ static const char h2h_yaml[] = "workers: 1\n"
                                "    upstream: 127.0.0.1:9\n"
                                "    forward_client_cert: sanitize_set\n"
                                "    client_cert_header: xfcc\n"
+                               "    strip_headers: [x-user]\n"
+                               "  - name: fuzz-append\n"
+                               "    address: 127.0.0.1:0\n"
+                               "    mode: http\n"
+                               "    upstream: 127.0.0.1:9\n"
+                               "    forward_client_cert: append_forward\n"
+                               "    client_cert_header: xfcc\n"
+                               "    forwarded_headers: append\n"
                                "    strip_headers: [x-user]\n";
 
 /* This hop's header, as tls_client_cert_headers would have computed it, and its value as the
  * upstream must receive it. */
 #define H2H_CC_LINE "X-Forwarded-Client-Cert: Hash=00ff;Subject=\"CN=fuzz\"\r\n"
 #define H2H_CC_VALUE "Hash=00ff;Subject=\"CN=fuzz\""
+#define H2H_CLIENT "192.0.2.1"
 
 static struct config *h2h_cfg;
 static struct server h2h_srv;
@@ -80,6 +92,7 @@ static void h2h_init(const struct h2_backend *be)
         fprintf(stderr, "h2_harness: %s\n", err);
         abort();
     }
+    log_set_level(LOG_LEVEL_ERROR); /* the abuse warnings, once per flood input */
     metrics_init(h2h_cfg);
     h2h_srv.cfg = h2h_cfg;
     h2h_w.srv = &h2h_srv;
@@ -88,16 +101,20 @@ static void h2h_init(const struct h2_backend *be)
     h2_server_set_backend(be);
 }
 
-/* h2h_conn_new returns a connection in CONN_H2 whose session has started (its SETTINGS are
- * queued), as handshake_done leaves it. */
-static struct conn *h2h_conn_new(void)
+/* h2h_conn_new returns a connection of listener |index| in CONN_H2 whose session has started
+ * (its SETTINGS are queued), as handshake_done leaves it; its client is 192.0.2.1:4711. */
+static struct conn *h2h_conn_new(size_t index)
 {
     int sv[2];
     CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
     close(sv[1]);
     struct conn *c = xcalloc(1, sizeof(*c));
     c->worker = &h2h_w;
-    c->lc = &h2h_cfg->listeners[0];
+    c->index = index;
+    c->lc = &h2h_cfg->listeners[index];
+    c->peer.in.sin_family = AF_INET;
+    c->peer.in.sin_port = htons(4711);
+    c->peer.in.sin_addr.s_addr = htonl(0xc0000201);
     c->fd = sv[0];
     c->start = base_now_us();
     c->state = CONN_HANDSHAKE;
@@ -113,6 +130,7 @@ static struct conn *h2h_conn_new(void)
     c->cc_computed = true;
     c->has_client_cert = true;
     c->cc_headers = xstrdup(H2H_CC_LINE);
+    c->cc_element = xstrdup(H2H_CC_VALUE);
     conn_set_state(c, CONN_H2);
     h2_server_start(c);
     CHECK(c->h2 != NULL);

@@ -16,7 +16,7 @@ from hyperframe.frame import (ContinuationFrame, DataFrame, GoAwayFrame, Headers
                               PingFrame, PriorityFrame, RstStreamFrame, SettingsFrame,
                               WindowUpdateFrame)
 
-F_RAW, F_DRAIN, F_TRIM, F_REPEAT = 0x01, 0x02, 0x04, 0x08
+F_RAW, F_DRAIN, F_TRIM, F_REPEAT, F_APPEND = 0x01, 0x02, 0x04, 0x08, 0x10
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 
@@ -132,12 +132,14 @@ def seeds():
         ("cookie", "a=1"), ("cookie", "b=2"), ("x-request-id", "abc-123"),
         ("forwarded", "for=1.2.3.4"), ("client-cert", ":AAAA:")]), end=True)
     out["spoof"] = seed(0, b"", c.out)
+    out["spoof_append"] = seed(F_APPEND, b"", c.out)
     c = Client()
     c.headers(1, base("/t", "POST", extra=[("te", "trailers")]))
     c.data(1, b"abc")
     c.headers(1, [("x-forwarded-client-cert", "Hash=evil"), ("x-user", "admin"),
                   ("content_length", "5"), ("x-ok", "1")], end=True)
     out["spoof_trailers"] = seed(0, bytes([0x02]), c.out)
+    out["spoof_trailers_append"] = seed(F_APPEND, bytes([0x02]), c.out)
 
     refused = [
         base(extra=[("host", "other.example")]),
