@@ -260,6 +260,7 @@ struct stub {
     enum stub_mode mode;
     unsigned step;
     uint8_t choice;
+    bool end_next; /* the body is out: the end comes with the next event */
     uint64_t taken; /* request body bytes taken */
     size_t body_left;
 };
@@ -303,7 +304,8 @@ static int stub_start(struct h2_stream *s)
     st->s = s;
     st->mode = (enum stub_mode)(b & 3);
     st->choice = b;
-    st->body_left = (size_t)(b >> 2 & 3) * 9000 + next_byte();
+    /* Up to ~120 KB: past the client's window and the stream's high-water mark. */
+    st->body_left = (size_t)(b >> 2 & 3) * 40000 + next_byte();
     st->next = stubs;
     if (stubs != NULL)
         stubs->prev = st;
@@ -403,6 +405,19 @@ static void stub_end(struct stub *st)
     stub_unlink(st);
 }
 
+/* Ends the response once the body is out, in the same event or (when the choice says so)
+ * the next one, after the client side may have deferred the stream for want of data. */
+static void stub_maybe_end(struct stub *st)
+{
+    if (st->body_left > 0)
+        return;
+    if ((st->choice & 0x08) != 0 && !st->end_next) {
+        st->end_next = true;
+        return;
+    }
+    stub_end(st);
+}
+
 /* One upstream event for |st|: the next step of its mode. Returns whether it touched the
  * stream. */
 static bool stub_step(struct stub *st)
@@ -414,8 +429,7 @@ static bool stub_step(struct stub *st)
         if (st->step++ == 0)
             stub_head(st);
         stub_body(st, 4096 << (st->choice >> 6));
-        if (st->body_left == 0)
-            stub_end(st);
+        stub_maybe_end(st);
         return true;
     case STUB_FAIL: {
         static const int fail[] = {502, 503, 504, 502};
@@ -436,8 +450,7 @@ static bool stub_step(struct stub *st)
         if (st->step++ == 0)
             stub_head(st);
         stub_body(st, 8192);
-        if (st->body_left == 0)
-            stub_end(st);
+        stub_maybe_end(st);
         return true;
     case STUB_SILENT:
         return false;
@@ -552,7 +565,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
      * and the output follow each piece (else several pieces are parsed in one go). */
     size_t total = head_len + tail * rep, fed = 0;
     bool drained = false;
-    while (alive && fed < total) {
+    /* A connection whose session wants no more input is not read (conn.c's can_read_client). */
+    while (alive && fed < total && h2_server_want_read(c)) {
         uint8_t b = next_byte();
         size_t want = script_len == 0 ? total : (b & 0x80) ? (size_t)(b & 0x3f) * 331 + 1
                                                            : (size_t)(b & 0x3f) + 1;
