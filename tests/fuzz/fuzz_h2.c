@@ -260,6 +260,7 @@ struct stub {
     enum stub_mode mode;
     unsigned step;
     uint8_t choice;
+    bool late_end; /* the end comes with the event after the body's last bytes */
     bool end_next; /* the body is out: the end comes with the next event */
     uint64_t taken; /* request body bytes taken */
     size_t body_left;
@@ -304,8 +305,9 @@ static int stub_start(struct h2_stream *s)
     st->s = s;
     st->mode = (enum stub_mode)(b & 3);
     st->choice = b;
-    /* Up to ~120 KB: past the client's window and the stream's high-water mark. */
-    st->body_left = (size_t)(b >> 2 & 3) * 40000 + next_byte();
+    /* Up to ~180 KB: past the client's window and then the stream's high-water mark. */
+    st->body_left = (size_t)(b >> 2 & 3) * 60000 + next_byte();
+    st->late_end = (next_byte() & 1) != 0;
     st->next = stubs;
     if (stubs != NULL)
         stubs->prev = st;
@@ -411,7 +413,7 @@ static void stub_maybe_end(struct stub *st)
 {
     if (st->body_left > 0)
         return;
-    if ((st->choice & 0x08) != 0 && !st->end_next) {
+    if (st->late_end && !st->end_next) {
         st->end_next = true;
         return;
     }

@@ -182,6 +182,31 @@ def seeds():
     c = Client().headers(1, base("/c", extra=[("x-a", "b" * 50)]), end=True, split=1)
     out["continuation_flood"] = seed(0, b"", c.out)
 
+    # A response past the client's window and then the stream's high-water mark (the script
+    # byte 0x0c: pieces of 13 bytes, each followed by an upstream event that adds 4 KB of a
+    # 180 KB body); PINGs pass the time, then the client opens its window bit by bit.
+    c = Client().headers(1, base("/download"), end=True)
+    for _ in range(32):
+        c.frame(PingFrame(0, b"t" * 8))
+    for _ in range(12):
+        c.frame(WindowUpdateFrame(0, window_increment=30000))
+        c.frame(WindowUpdateFrame(1, window_increment=30000))
+    out["flow_control"] = seed(0, bytes([0x0c]), c.out)
+
+    # HPACK bombs: one large entry of the dynamic table, referenced again and again, in the
+    # head (431) and in the trailers (RST_STREAM).
+    def bomb(enc_hdrs, refs):
+        block = Encoder().encode(enc_hdrs)
+        return block + b"\xbe" * refs
+    block = bomb(base("/b") + [("x-big", "b" * 4000)], 40)
+    head = HeadersFrame(1, block, flags={"END_HEADERS", "END_STREAM"}).serialize()
+    out["hpack_bomb"] = seed(0, b"", head)
+    c = Client().headers(1, base("/bt", "POST", extra=[("te", "trailers")]))
+    c.data(1, b"abc")
+    tblock = bomb([("x-big", "b" * 4000)], 40)
+    c.frame(HeadersFrame(1, tblock, flags={"END_HEADERS", "END_STREAM"}))
+    out["hpack_bomb_trailers"] = seed(0, bytes([0x02]), c.out)
+
     # The preface the client sends itself; trimming between pieces.
     c = Client().headers(1, base("/raw"), end=True)
     raw = PREFACE + SettingsFrame(0, settings={SettingsFrame.ENABLE_PUSH: 0}).serialize() + c.out
