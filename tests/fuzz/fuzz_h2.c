@@ -40,8 +40,8 @@
 #define F_REPEAT 0x08
 #define F_APPEND 0x10
 
-#define MAX_FED (512 * 1024)  /* bytes fed per input, repeats included */
-#define FRAME_MAX 16384       /* SETTINGS_MAX_FRAME_SIZE: certgate keeps the default */
+#define MAX_FED (512 * 1024) /* bytes fed per input, repeats included */
+#define FRAME_MAX 16384      /* SETTINGS_MAX_FRAME_SIZE: certgate keeps the default */
 #define PREFACE "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 #define PREFACE_LEN 24
 static const uint8_t empty_settings[9] = {0, 0, 0, 4, 0, 0, 0, 0, 0};
@@ -66,12 +66,12 @@ static uint8_t next_byte(void)
 struct scan {
     uint8_t hd[9];
     size_t hd_len;
-    size_t left;     /* payload bytes of the current frame still to come */
-    uint8_t pay[8];  /* the first payload bytes of a GOAWAY */
+    size_t left;    /* payload bytes of the current frame still to come */
+    uint8_t pay[8]; /* the first payload bytes of a GOAWAY */
     size_t pay_len;
-    bool magic_ok;   /* client direction: the preface was seen */
+    bool magic_ok; /* client direction: the preface was seen */
     size_t magic_len;
-    bool dead;       /* client direction: no preface, nothing further parses */
+    bool dead; /* client direction: no preface, nothing further parses */
 };
 
 static struct scan in_scan, out_scan;
@@ -85,7 +85,8 @@ static void frame_begun(struct scan *sc, bool client)
     uint32_t len = (uint32_t)sc->hd[0] << 16 | (uint32_t)sc->hd[1] << 8 | sc->hd[2];
     uint8_t type = sc->hd[3];
     uint32_t id = ((uint32_t)sc->hd[5] << 24 | (uint32_t)sc->hd[6] << 16 |
-                   (uint32_t)sc->hd[7] << 8 | sc->hd[8]) & 0x7fffffffu;
+                   (uint32_t)sc->hd[7] << 8 | sc->hd[8]) &
+                  0x7fffffffu;
     sc->left = len;
     sc->pay_len = 0;
     if (client && type == NGHTTP2_HEADERS && (id & 1) != 0 && id > max_opened_id) {
@@ -99,7 +100,8 @@ static void frame_payload_done(struct scan *sc, bool client)
     if (client || sc->hd[3] != NGHTTP2_GOAWAY || sc->pay_len < 8)
         return;
     uint32_t last = ((uint32_t)sc->pay[0] << 24 | (uint32_t)sc->pay[1] << 16 |
-                     (uint32_t)sc->pay[2] << 8 | sc->pay[3]) & 0x7fffffffu;
+                     (uint32_t)sc->pay[2] << 8 | sc->pay[3]) &
+                    0x7fffffffu;
     uint32_t code = (uint32_t)sc->pay[4] << 24 | (uint32_t)sc->pay[5] << 16 |
                     (uint32_t)sc->pay[6] << 8 | sc->pay[7];
     if (!goaway_seen || last < goaway_last_id)
@@ -260,8 +262,8 @@ struct stub {
     enum stub_mode mode;
     unsigned step;
     uint8_t choice;
-    bool late_end; /* the end comes with the event after the body's last bytes */
-    bool end_next; /* the body is out: the end comes with the next event */
+    bool late_end;  /* the end comes with the event after the body's last bytes */
+    bool end_next;  /* the body is out: the end comes with the next event */
     uint64_t taken; /* request body bytes taken */
     size_t body_left;
 };
@@ -570,8 +572,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* A connection whose session wants no more input is not read (conn.c's can_read_client). */
     while (alive && fed < total && h2_server_want_read(c)) {
         uint8_t b = next_byte();
-        size_t want = script_len == 0 ? total : (b & 0x80) ? (size_t)(b & 0x3f) * 331 + 1
-                                                           : (size_t)(b & 0x3f) + 1;
+        size_t want = script_len == 0 ? total
+                      : (b & 0x80)    ? (size_t)(b & 0x3f) * 331 + 1
+                                      : (size_t)(b & 0x3f) + 1;
         want = MIN(want, total - fed);
         /* The piece comes from the head, or from the repeated tail. */
         const uint8_t *p;

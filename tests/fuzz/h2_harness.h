@@ -8,10 +8,10 @@
 #ifndef CERTGATE_H2_HARNESS_H
 #define CERTGATE_H2_HARNESS_H
 
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <arpa/inet.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
