@@ -84,7 +84,8 @@ $(BUILD)/unit/%: tests/unit/%.c $(LIB_OBJ)
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -Wno-missing-prototypes -o $@ $^ $(LDLIBS) -lcmocka $(LDFLAGS)
 
 unit: $(UNIT_BIN) $(BUILD)/fuzz/replay_xfcc $(BUILD)/fuzz/replay_proxy_proto \
-      $(BUILD)/fuzz/replay_request $(BUILD)/fuzz/replay_response $(CTL_REPLAY)
+      $(BUILD)/fuzz/replay_request $(BUILD)/fuzz/replay_response $(BUILD)/fuzz/replay_h2 \
+      $(CTL_REPLAY)
 
 # Fuzz targets: libFuzzer under clang (make fuzz); the same sources with tests/fuzz/replay.c as
 # main() build a replay driver with gcc, which make test runs over the committed corpora.
@@ -106,6 +107,14 @@ $(BUILD)/fuzz/replay_%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c tests/fuzz/h1_ha
 	@$(if $(V),,echo "  LD      $@")
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $(filter %.c %.o,$^) $(LDLIBS) $(LDFLAGS)
 
+# The HTTP/2 frame path's target runs the real client side on a connection without a peer
+# (tests/fuzz/h2_harness.h), with a stub backend for the streams.
+$(BUILD)/fuzz/replay_h2: tests/fuzz/fuzz_h2.c tests/fuzz/replay.c tests/fuzz/h2_harness.h \
+                         tests/fuzz/fuzz_check.h $(LIB_OBJ)
+	@mkdir -p $(@D)
+	@$(if $(V),,echo "  LD      $@")
+	$(Q)$(CC) $(CPPFLAGS) -Itests/fuzz $(CFLAGS) -o $@ $(filter %.c %.o,$^) $(LDLIBS) $(LDFLAGS)
+
 # The control-plane targets (configuration, CA store, OCSP, admin API, allowlist) link the whole
 # library; tests/fuzz/replay.c is their main() without libFuzzer.
 $(CTL_REPLAY): $(BUILD)/fuzz/replay_%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c $(LIB_OBJ) \
@@ -117,7 +126,7 @@ $(CTL_REPLAY): $(BUILD)/fuzz/replay_%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c $
 # make fuzz runs every target (or FUZZ_TARGETS="config admin") for FUZZ_SECONDS each, one after
 # the other, with its dictionary; new inputs go to build/fuzz/corpus-NAME, crashes to
 # build/fuzz/crash-NAME-*. The library is built once with clang, instrumented, in build/fuzzlib.
-FUZZ_TARGETS ?= xfcc proxy_proto request response $(CTL_FUZZ)
+FUZZ_TARGETS ?= xfcc proxy_proto request response h2 $(CTL_FUZZ)
 FUZZ_SECONDS ?= 60
 FUZZ_SAN      = -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 FUZZ_LIB_OBJ  = $(LIB_OBJ:$(BUILD)/%=build/fuzzlib/%)
