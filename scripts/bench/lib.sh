@@ -82,6 +82,6 @@ build_loadgen() { # build_loadgen PATH: (re)build tests/bench/loadgen.c when it 
         log "building the load generator"
         cc -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -I/usr/include/android \
             -o "$1" "$root/tests/bench/loadgen.c" \
-            -L"$BSSL" -Wl,-rpath,"$BSSL" -lssl -lcrypto -lpthread
+            -L"$BSSL" -Wl,-rpath,"$BSSL" -lssl -lcrypto -lnghttp2 -lpthread
     fi
 }
