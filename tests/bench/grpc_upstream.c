@@ -1,7 +1,9 @@
 /* grpc_upstream.c: the h2c gRPC responder behind `make bench`'s gRPC figure: cleartext HTTP/2
  * with prior knowledge (nghttp2), one epoll loop, answering every request with a gRPC unary
  * response (200, application/grpc, one 12-byte message, trailers grpc-status: 0) once the
- * request has ended. Listens on a loopback address only; nothing else (no TLS, no routing). */
+ * request has ended. The response header xfcc-seen says what arrived in the request's
+ * x-forwarded-client-cert (absent, forged: the bench client's own copy, or present), so that
+ * run.sh can check the forwarding on the gRPC path. Listens on a loopback address only. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -89,14 +91,26 @@ static ssize_t read_reply(nghttp2_session *h2, int32_t id, uint8_t *buf, size_t 
     return (ssize_t)sizeof(grpc_reply);
 }
 
+/* What a request's x-forwarded-client-cert held, kept as the stream's user data. */
+enum xfcc_seen { XFCC_ABSENT, XFCC_FORGED, XFCC_PRESENT };
+static const char *const xfcc_words[] = {"absent", "forged", "present"};
+
 static int on_header(nghttp2_session *h2, const nghttp2_frame *frame, const uint8_t *name,
                      size_t name_len, const uint8_t *value, size_t value_len, uint8_t flags,
                      void *user)
 {
-    (void)h2, (void)flags, (void)user;
+    (void)flags, (void)user;
     if (verbose)
         fprintf(stderr, "grpc_upstream: stream %d %.*s: %.*s\n", frame->hd.stream_id,
                 (int)name_len, name, (int)value_len, value);
+    if (name_len == 23 && memcmp(name, "x-forwarded-client-cert", 23) == 0) {
+        /* the bench client sends By=forged;...: a proxy that kept it let it through */
+        bool forged = memmem(value, value_len, "forged", 6) != NULL;
+        intptr_t seen = (intptr_t)nghttp2_session_get_stream_user_data(h2, frame->hd.stream_id);
+        if (seen != XFCC_FORGED)
+            seen = forged ? XFCC_FORGED : XFCC_PRESENT;
+        nghttp2_session_set_stream_user_data(h2, frame->hd.stream_id, (void *)seen);
+    }
     return 0;
 }
 
@@ -107,12 +121,15 @@ static int on_frame_recv(nghttp2_session *h2, const nghttp2_frame *frame, void *
     if ((frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA) ||
         !(frame->hd.flags & NGHTTP2_FLAG_END_STREAM))
         return 0;
-    static const nghttp2_nv head[] = {
+    intptr_t seen = (intptr_t)nghttp2_session_get_stream_user_data(h2, frame->hd.stream_id);
+    const char *word = xfcc_words[seen];
+    nghttp2_nv head[] = {
         {(uint8_t *)":status", (uint8_t *)"200", 7, 3, NGHTTP2_NV_FLAG_NONE},
         {(uint8_t *)"content-type", (uint8_t *)"application/grpc", 12, 16, NGHTTP2_NV_FLAG_NONE},
+        {(uint8_t *)"xfcc-seen", (uint8_t *)word, 9, strlen(word), NGHTTP2_NV_FLAG_NONE},
     };
     nghttp2_data_provider body = {.read_callback = read_reply};
-    if (nghttp2_submit_response(h2, frame->hd.stream_id, head, 2, &body) != 0)
+    if (nghttp2_submit_response(h2, frame->hd.stream_id, head, 3, &body) != 0)
         return NGHTTP2_ERR_CALLBACK_FAILURE;
     return 0;
 }
