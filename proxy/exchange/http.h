@@ -29,6 +29,23 @@ void http_response_process(struct conn *c);
 /* http_upstream_eof tells the response parser that the upstream closed. */
 void http_upstream_eof(struct conn *c);
 
+/* What this hop does with client-certificate headers (CONTRACT section 5), by the listener's
+ * forward_client_cert and whether the client sent a certificate: keep the incoming copies of
+ * the listener's own header, add certgate's lines (c->cc_headers), or append certgate's XFCC
+ * element (c->cc_element) to the incoming copies joined into one header. http_cc_plan
+ * computes c->cc_headers and c->cc_element once per connection. */
+struct http_cc_plan {
+    bool keep_incoming;
+    bool add_ours;
+    bool append;
+};
+void http_cc_plan(struct conn *c, struct http_cc_plan *plan);
+
+/* http_cc_own tells whether a client-certificate header of |kind| (xfcc_classify's
+ * enum xfcc_name) is the listener's own format, the one kept in the forward modes. */
+struct listener_config;
+bool http_cc_own(const struct listener_config *lc, int kind);
+
 /* http_client_address writes the address of the client that |c| serves (no port) to |out|
  * (INET6_ADDRSTRLEN bytes), as X-Forwarded-For names it: the PROXY protocol source when the
  * connection began with one, else the TCP peer. Returns false when it is unknown. */

@@ -73,8 +73,7 @@ void http_note_request(struct conn *c, llhttp_t *p, const struct scratch *s, con
 }
 
 
-/* Writes this hop's client-certificate headers per CONTRACT section 5. */
-void http_write_cc_headers(struct conn *c, struct scratch *s, const struct http_tokens *conn_tokens)
+void http_cc_plan(struct conn *c, struct http_cc_plan *plan)
 {
     const struct listener_config *lc = c->lc;
     if (!c->cc_computed) {
@@ -95,16 +94,33 @@ void http_write_cc_headers(struct conn *c, struct scratch *s, const struct http_
     enum fcc_mode mode = lc->forward_client_cert;
     /* append_forward only means something for XFCC's element list; for the other formats it
      * replaces, as sanitize_set does. */
-    bool keep_incoming =
+    plan->keep_incoming =
         mode == FCC_ALWAYS_FORWARD_ONLY ||
         (c->has_client_cert &&
          (mode == FCC_FORWARD_ONLY ||
           (mode == FCC_APPEND_FORWARD && lc->client_cert_header == CC_HEADER_XFCC)));
-    bool add_ours = c->has_client_cert &&
-                    (mode == FCC_SANITIZE_SET ||
-                     (mode == FCC_APPEND_FORWARD && lc->client_cert_header != CC_HEADER_XFCC));
-    bool append = c->has_client_cert && mode == FCC_APPEND_FORWARD &&
-                  lc->client_cert_header == CC_HEADER_XFCC;
+    plan->add_ours = c->has_client_cert &&
+                     (mode == FCC_SANITIZE_SET ||
+                      (mode == FCC_APPEND_FORWARD && lc->client_cert_header != CC_HEADER_XFCC));
+    plan->append = c->has_client_cert && mode == FCC_APPEND_FORWARD &&
+                   lc->client_cert_header == CC_HEADER_XFCC;
+}
+
+bool http_cc_own(const struct listener_config *lc, int kind)
+{
+    return (lc->client_cert_header == CC_HEADER_XFCC && kind == XFCC_NAME_XFCC) ||
+           (lc->client_cert_header == CC_HEADER_RFC9440 &&
+            (kind == XFCC_NAME_CLIENT_CERT || kind == XFCC_NAME_CLIENT_CERT_CHAIN)) ||
+           (lc->client_cert_header == CC_HEADER_PEM && kind == XFCC_NAME_X_SSL_CLIENT_CERT);
+}
+
+/* Writes this hop's client-certificate headers per CONTRACT section 5. */
+void http_write_cc_headers(struct conn *c, struct scratch *s, const struct http_tokens *conn_tokens)
+{
+    const struct listener_config *lc = c->lc;
+    struct http_cc_plan plan;
+    http_cc_plan(c, &plan);
+    bool keep_incoming = plan.keep_incoming, add_ours = plan.add_ours, append = plan.append;
     bool appended = false;
 
     if (keep_incoming) {
@@ -116,12 +132,7 @@ void http_write_cc_headers(struct conn *c, struct scratch *s, const struct http_
             if (kind == XFCC_NAME_NONE || underscore ||
                 http_in_tokens(conn_tokens, HNAME(s, h), h->name_len))
                 continue;
-            bool own = (lc->client_cert_header == CC_HEADER_XFCC && kind == XFCC_NAME_XFCC) ||
-                       (lc->client_cert_header == CC_HEADER_RFC9440 &&
-                        (kind == XFCC_NAME_CLIENT_CERT || kind == XFCC_NAME_CLIENT_CERT_CHAIN)) ||
-                       (lc->client_cert_header == CC_HEADER_PEM &&
-                        kind == XFCC_NAME_X_SSL_CLIENT_CERT);
-            if (!own)
+            if (!http_cc_own(lc, kind))
                 continue;
             const char *v = HVALUE(s, h);
             size_t vl = h->value_len;

@@ -106,7 +106,15 @@ struct h2_stream {
     size_t header_bytes;           /* of the request head so far (HPACK bombs) */
     int status;                    /* of the response, or of certgate's answer */
     int refuse;                    /* certgate answers this status instead of forwarding */
+    struct h2_hdrs raw;            /* the request head as the client sent it */
+    int pseudo_idx[4];             /* 1 + index in raw of :method :scheme :authority :path */
+    const char *p_method, *p_scheme, *p_authority, *p_path; /* into raw, once complete */
+    size_t p_method_len, p_scheme_len, p_authority_len, p_path_len;
     bool started;                  /* be->start was called and returned 0 */
+    bool be_done;                  /* the upstream side is done (ended, failed or aborted) */
+    bool is_pending;               /* on the connection's list of heads to submit */
+    bool own_answer;               /* certgate answers (s->status), not the upstream */
+    bool upstream_failed;
     bool submitted;                /* the response head went to nghttp2 */
     bool deferred;                 /* the data provider said NGHTTP2_ERR_DEFERRED */
     bool logged;

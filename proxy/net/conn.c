@@ -58,6 +58,9 @@ void conn_set_state(struct conn *c, enum conn_state to)
     case CONN_PROXY:
         ASSERT_TRANSITION(c->state == CONN_HEAD);
         break;
+    case CONN_H2:
+        ASSERT_TRANSITION(c->state == CONN_HANDSHAKE);
+        break;
     case CONN_TUNNEL:
         ASSERT_TRANSITION(c->state == CONN_PROXY_HEADER || c->state == CONN_HANDSHAKE ||
                           c->state == CONN_PROXY || c->state == CONN_TUNNEL);
@@ -98,6 +101,8 @@ static uint64_t state_timeout(struct conn *c)
     case CONN_TUNNEL:
         if (c->up_state == UP_CONNECTING)
             return lim->upstream_connect_timeout_ms;
+        return lim->idle_timeout_ms;
+    case CONN_H2: /* streams wait for their upstream under the upstream sides' own timers */
         return lim->idle_timeout_ms;
     case CONN_FLUSH:
         return c->lingering ? LINGER_MS : lim->idle_timeout_ms;
@@ -173,7 +178,7 @@ void conn_arm_timer(struct conn *c)
 void conn_activity(struct conn *c)
 {
     bool awaiting_head = c->state == CONN_PROXY && c->ex.req_done && !c->ex.resp_head_done;
-    if (c->state == CONN_TUNNEL || (c->state == CONN_PROXY && !awaiting_head))
+    if (c->state == CONN_TUNNEL || c->state == CONN_H2 || (c->state == CONN_PROXY && !awaiting_head))
         c->timer_base = conn_now_ms(c);
 }
 
@@ -209,6 +214,8 @@ static bool can_read_client(struct conn *c)
         return buf_used(&c->uout) < CONN_HWM;
     case CONN_TUNNEL:
         return buf_used(&c->uout) < CONN_HWM;
+    case CONN_H2:
+        return handlers->h2_want_read(c);
     case CONN_FLUSH:
         return c->lingering;
     default:
@@ -273,6 +280,8 @@ void conn_client_read(struct conn *c)
             }
             if (c->state == CONN_TUNNEL)
                 c->bytes_in += (uint64_t)n;
+            else if (c->state == CONN_H2)
+                handlers->h2_input(c); /* records; conn_event_end writes */
             else
                 handlers->http_request(c); /* records; conn_event_end writes */
             /* A short read drained the socket: the next read would only say EAGAIN. */
@@ -396,6 +405,25 @@ static void update_polls(struct conn *c)
     handlers->upstream_update_poll(c);
 }
 
+/* HTTP/2: frames the session has queued go to c->cout and out, a bounded number of rounds;
+ * what is left raises a writable event. A session that is over says goodbye. */
+static void h2_pump(struct conn *c)
+{
+    for (int i = 0; i < CONN_READS_PER_EVENT * 2; i++) {
+        if (!handlers->h2_output(c)) {
+            conn_set_state(c, CONN_FLUSH);
+            conn_client_flush(c); /* the GOAWAY, then close_notify and lingering */
+            return;
+        }
+        if (buf_used(&c->cout) == 0)
+            return;
+        conn_client_flush(c);
+        if (c->client_write_blocked || c->state != CONN_H2)
+            return;
+    }
+    c->client_write_blocked = true; /* more to send: the socket is writable, come back */
+}
+
 void conn_event_end(struct conn *c)
 {
     /* Each round writes what the event's parsing queued, then takes bytes the SSL already holds
@@ -407,7 +435,9 @@ void conn_event_end(struct conn *c)
             break;
         if (!c->up_write_blocked)
             handlers->upstream_flush(c);
-        if (c->state != CONN_CLOSING && !c->client_write_blocked)
+        if (c->state == CONN_H2)
+            h2_pump(c);
+        else if (c->state != CONN_CLOSING && !c->client_write_blocked)
             conn_client_flush(c);
         /* The last round only writes: what a read queued must go out now, since a full uout
          * stops reading the client and an upstream that is not blocked is not polled for
@@ -509,6 +539,8 @@ void conn_close(struct conn *c)
     if (c->lc->mode != LISTENER_HTTP && c->state == CONN_TUNNEL)
         conn_access_log(c, NULL);
     conn_set_state(c, CONN_CLOSING);
+    if (c->h2 != NULL)
+        handlers->h2_close(c); /* every stream's upstream side lets go */
     handlers->upstream_close(c);
     struct worker *w = c->worker;
     if (c->prev != NULL)
@@ -530,7 +562,7 @@ void conn_error(struct conn *c, int status)
     if (c->state == CONN_FLUSH || c->state == CONN_CLOSING)
         return;
     if (c->lc->mode != LISTENER_HTTP || c->state == CONN_HANDSHAKE ||
-        c->state == CONN_PROXY_HEADER) {
+        c->state == CONN_PROXY_HEADER || c->state == CONN_H2) {
         conn_close(c);
         return;
     }
@@ -600,6 +632,11 @@ void conn_tunnel(struct conn *c)
 void conn_drain(struct conn *c)
 {
     c->draining = true;
+    if (c->state == CONN_H2) {
+        handlers->h2_drain(c); /* GOAWAY: the streams in flight finish, then it closes */
+        conn_event_end(c);
+        return;
+    }
     if ((c->state == CONN_HEAD && !c->ex.head_started) || c->state == CONN_HANDSHAKE ||
         c->state == CONN_PROXY_HEADER)
         conn_close(c);

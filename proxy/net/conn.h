@@ -205,6 +205,22 @@ bool conn_allowed(struct conn *c);
 /* conn_recheck closes a tunnel (WebSocket, tls relay) whose client no longer verifies. */
 void conn_recheck(struct conn *c);
 
+/* One exchange's access-log line (conn_access_log_exchange): |req_log| holds the request's
+ * fields (method .. request_id) or is empty; |response_from| is "upstream" or "certgate";
+ * |protocol| ("HTTP/2") is added when not NULL. */
+struct conn_exchange_log {
+    const struct buf *req_log;
+    int status;
+    uint64_t req_start;
+    uint64_t bytes_in, bytes_out;
+    const char *response_from;
+    const char *protocol;
+};
+
+/* conn_access_log_exchange writes the access-log line of one exchange of |c| (an HTTP/2
+ * stream; HTTP/1's own go through conn.c) and counts it in the metrics. */
+void conn_access_log_exchange(struct conn *c, const struct conn_exchange_log *x);
+
 /* conn_tunnel switches to raw relaying (after a 101). */
 void conn_tunnel(struct conn *c);
 

@@ -44,6 +44,12 @@ static void handshake_done(struct conn *c)
         conn_handlers()->upstream_connect(c);
         return;
     }
+    if (tls_alpn_h2(c->ssl)) {
+        conn_set_state(c, CONN_H2);
+        conn_handlers()->h2_start(c);
+        conn_client_read(c);
+        return;
+    }
     conn_set_state(c, CONN_HEAD);
     conn_client_read(c);
 }

@@ -14,6 +14,7 @@
 #include "core/base.h"
 #include "core/log.h"
 #include "exchange/http.h"
+#include "h2/h2_server.h"
 #include "net/conn.h"
 #include "tls/tls.h"
 #include "upstream/upstream.h"
@@ -278,6 +279,12 @@ static const struct conn_handlers data_path = {
     .upstream_close = upstream_close,
     .upstream_exchange_done = upstream_exchange_done,
     .upstream_update_poll = upstream_update_poll,
+    .h2_start = h2_server_start,
+    .h2_input = h2_server_input,
+    .h2_output = h2_server_output,
+    .h2_want_read = h2_server_want_read,
+    .h2_drain = h2_server_drain,
+    .h2_close = h2_server_close,
     .closed = conn_closed,
 };
 
