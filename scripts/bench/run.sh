@@ -349,7 +349,8 @@ start_server() { # start_server NAME WORKERS
     local code=""
     for _ in $(seq 100); do
         # HTTP/1.1: whether h2 works is for the h2 figures (and forwarding_h2) to show
-        code=$(curl -s --http1.1 -o /dev/null -w '%{http_code}' --max-time 2 --cacert "$pki/root.crt" \
+        code=$(curl -s --http1.1 -o /dev/null -w '%{http_code}' --max-time 2 \
+            --cacert "$pki/root.crt" \
             --cert "$pki/client-chain.crt" --key "$pki/client.key" \
             "https://localhost:${PORT[$n]}/" 2>/dev/null || true)
         [ "$code" = 200 ] && return 0
@@ -451,7 +452,8 @@ check_forwarding() { # the header reached the upstream, and the client's forged 
     if grep -qx 'xfcc-seen: present' <<<"$body"; then
         record "$n" forwarding_grpc ok
     else
-        record "$n" forwarding_grpc FAIL "gRPC upstream saw: $(sed -n 's/^xfcc-seen: //p' <<<"$body")"
+        record "$n" forwarding_grpc FAIL \
+            "gRPC upstream saw: $(sed -n 's/^xfcc-seen: //p' <<<"$body")"
     fi
 }
 

@@ -37,7 +37,15 @@
 #include <time.h>
 #include <unistd.h>
 
-enum mode { MODE_HANDSHAKE, MODE_RESUME, MODE_KEEPALIVE, MODE_LARGE, MODE_IDLE, MODE_H2, MODE_GRPC };
+enum mode {
+    MODE_HANDSHAKE,
+    MODE_RESUME,
+    MODE_KEEPALIVE,
+    MODE_LARGE,
+    MODE_IDLE,
+    MODE_H2,   /* keep-alive GETs over HTTP/2, o.streams in flight per connection */
+    MODE_GRPC, /* gRPC unary calls over HTTP/2, the same way */
+};
 static const char *const mode_names[] = {"handshake", "resume", "keepalive", "large",
                                          "idle",      "h2",     "grpc"};
 #define NUM_MODES 7
@@ -64,8 +72,8 @@ struct opts {
     bool pin;        /* verify the server chain once per thread, then compare the leaf's DER */
     int parallel;    /* idle: handshakes in flight at once */
     int streams;     /* h2, grpc: concurrent streams per connection */
-    char xh_name[64]; /* h2, grpc: extra_header's name, lowercase */
-    const char *xh_value;
+    char xh_name[64];     /* h2, grpc: extra_header's name, lowercase */
+    const char *xh_value; /* and its value */
 };
 
 /* One HTTP/2 request of a connection (h2, grpc); a connection has o.streams of them. */
@@ -95,8 +103,8 @@ struct slot {
     char head[HEAD_MAX];
     /* h2, grpc */
     nghttp2_session *h2;
-    struct h2req *reqs;  /* o.streams */
-    unsigned char *out;  /* bytes from nghttp2 not yet taken by SSL_write */
+    struct h2req *reqs; /* o.streams */
+    unsigned char *out; /* bytes from nghttp2 not yet taken by SSL_write */
     size_t out_len, out_off, out_cap;
 };
 
@@ -1284,7 +1292,8 @@ int main(int argc, char **argv)
            "bytes=%llu p50_ms=%.3f p99_ms=%.3f max_ms=%.3f total=%llu total_bytes=%llu "
            "wall_s=%.2f cpu_s=%.2f client_cpu_pct=%.0f first_error=%s\n",
            mode_names[o.mode], o.label, o.addr_text, o.tls_max == TLS1_3_VERSION ? "1.3" : "1.2",
-           o.conns, IS_H2(o.mode) ? o.streams : 1, o.threads, secs, rate, unit, (unsigned long long)ok,
+           o.conns, IS_H2(o.mode) ? o.streams : 1, o.threads, secs, rate, unit,
+           (unsigned long long)ok,
            (unsigned long long)full, (unsigned long long)resumed, (unsigned long long)errors,
            (unsigned long long)drops, (unsigned long long)bytes, p50, p99, pmax,
            (unsigned long long)total, (unsigned long long)total_bytes, wall, cpu,
