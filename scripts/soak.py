@@ -16,6 +16,8 @@ behind):
   large      an 8 MiB upload and an 8 MiB download, checked
   tlsrelay   a mode: tls listener to the upstream's TCP echo, 64 KiB echoed
   tcprelay   a mode: tcp listener to the same echo, 64 KiB echoed
+  h2         an HTTP/2 connection (ALPN h2, python3-h2): 5 rounds of 10 concurrent streams,
+             GETs and 64 KiB POSTs checked by their sha256, translated to the HTTP/1.1 upstream
   gated      a listener with require_allowed_subject: served while the client's subject is
              listed, refused while it is not (these are the test's own policy changes and are
              counted apart; a request served while unlisted is a failure)
@@ -254,6 +256,74 @@ class Traffic:
         finally:
             s.close()
         return 2
+
+    def h2(self):
+        """5 rounds of 10 concurrent streams on one HTTP/2 connection: GETs and 64 KiB POSTs."""
+        import h2.config
+        import h2.connection
+        import h2.events
+        ctx = H.client_ctx("ecdsa")
+        ctx.set_alpn_protocols(["h2"])
+        s = tls_conn(self.s.port("https"), ctx)
+        try:
+            if s.selected_alpn_protocol() != "h2":
+                raise H.Failure("ALPN chose %r" % s.selected_alpn_protocol())
+            conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+            conn.initiate_connection()
+            conn.increment_flow_control_window(4 * MIB)
+            s.sendall(conn.data_to_send())
+            n = 0
+            for rnd in range(5):
+                want = {}
+                for i in range(10):
+                    sid = conn.get_next_available_stream_id()
+                    path = "/echo?h2=%d.%d" % (rnd, i)
+                    body = os.urandom(64 * 1024) if i % 3 == 0 else None
+                    method = "POST" if body else "GET"
+                    conn.send_headers(sid, [(":method", method), (":scheme", "https"),
+                                            (":authority", "localhost"),
+                                            (":path", "/body" if body else path)],
+                                      end_stream=body is None)
+                    want[sid] = [body, b"", None, False]
+                    s.sendall(conn.data_to_send())
+                pending_body = {sid: w[0] for sid, w in want.items() if w[0] is not None}
+                while not all(w[3] for w in want.values()):
+                    for sid, rest in list(pending_body.items()):
+                        room = min(conn.local_flow_control_window(sid),
+                                   conn.max_outbound_frame_size, len(rest))
+                        if room > 0:
+                            conn.send_data(sid, rest[:room], end_stream=room == len(rest))
+                            rest = rest[room:]
+                        if rest:
+                            pending_body[sid] = rest
+                        else:
+                            pending_body.pop(sid)
+                    s.sendall(conn.data_to_send())
+                    data = s.recv(256 * 1024)
+                    if not data:
+                        raise H.Failure("h2: connection closed")
+                    for ev in conn.receive_data(data):
+                        if isinstance(ev, h2.events.ResponseReceived):
+                            want[ev.stream_id][2] = dict(ev.headers).get(b":status")
+                        elif isinstance(ev, h2.events.DataReceived):
+                            want[ev.stream_id][1] += ev.data
+                            conn.acknowledge_received_data(ev.flow_controlled_length,
+                                                           ev.stream_id)
+                        elif isinstance(ev, h2.events.StreamEnded):
+                            want[ev.stream_id][3] = True
+                        elif isinstance(ev, (h2.events.StreamReset,
+                                             h2.events.ConnectionTerminated)):
+                            raise H.Failure("h2: %r" % ev)
+                    s.sendall(conn.data_to_send())
+                for sid, (body, got, status, _) in want.items():
+                    if status != b"200":
+                        raise H.Failure("h2 stream %d: status %r" % (sid, status))
+                    if body is not None and hashlib.sha256(body).hexdigest().encode() not in got:
+                        raise H.Failure("h2 upload changed on the way")
+                n += len(want)
+            return n
+        finally:
+            s.close()
 
     def relay(self, name, tls):
         payload = os.urandom(64 * 1024)
@@ -521,7 +591,7 @@ class Soak:
                 ("pipelined", tr.pipelined), ("chunked", tr.chunked),
                 ("websocket", tr.websocket), ("large", tr.large),
                 ("tlsrelay", lambda: tr.relay("tlsrelay", True)),
-                ("tcprelay", lambda: tr.relay("tcprelay", False))]
+                ("tcprelay", lambda: tr.relay("tcprelay", False)), ("h2", tr.h2)]
         threads = [threading.Thread(target=tr.loop, args=(k, f), daemon=True) for k, f in plan]
         threads.append(threading.Thread(target=self.gated_loop, args=(tr,), daemon=True))
         threads.append(threading.Thread(target=self.changes, daemon=True))

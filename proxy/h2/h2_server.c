@@ -19,6 +19,8 @@
 #include "core/log.h"
 #include "core/metrics.h"
 #include "exchange/http.h"
+#include "h2/h2_mem.h"
+#include "h2/h2_request.h"
 #include "h2/h2_stream.h"
 #include "http/message.h"
 #include "http/reqhead.h"
@@ -40,6 +42,7 @@
 
 struct h2_conn {
     nghttp2_session *session;
+    struct h2_mem mem; /* nghttp2's, given back while idle */
     struct conn *c;
     struct h2_stream *streams;
     struct h2_stream *pending; /* streams with a response head or answer to submit */
@@ -53,62 +56,11 @@ struct h2_conn {
 
 static const char *const protocol_name = "HTTP/2";
 
-/* --- header lists ---------------------------------------------------------------------- */
+static const struct h2_backend *backend_override; /* h2_server_set_backend's */
 
-void h2_hdrs_add(struct h2_hdrs *h, const char *name, size_t name_len, const char *value,
-                 size_t value_len)
+void h2_server_set_backend(const struct h2_backend *be)
 {
-    if (h->num == h->cap) {
-        h->cap = h->cap ? h->cap * 2 : 16;
-        h->offs = xrealloc(h->offs, h->cap * 4 * sizeof(uint32_t));
-    }
-    uint32_t *o = &h->offs[h->num * 4];
-    o[0] = (uint32_t)buf_used(&h->arena);
-    o[1] = (uint32_t)name_len;
-    buf_append(&h->arena, name, name_len);
-    o[2] = (uint32_t)buf_used(&h->arena);
-    o[3] = (uint32_t)value_len;
-    buf_append(&h->arena, value, value_len);
-    h->num++;
-    free(h->nv);
-    h->nv = NULL;
-}
-
-const nghttp2_nv *h2_hdrs_nv(struct h2_hdrs *h)
-{
-    if (h->nv != NULL || h->num == 0)
-        return h->nv;
-    h->nv = xcalloc(h->num, sizeof(*h->nv));
-    uint8_t *base = (uint8_t *)buf_data(&h->arena);
-    for (size_t i = 0; i < h->num; i++) {
-        const uint32_t *o = &h->offs[i * 4];
-        h->nv[i].name = base + o[0];
-        h->nv[i].namelen = o[1];
-        h->nv[i].value = base + o[2];
-        h->nv[i].valuelen = o[3];
-        h->nv[i].flags = NGHTTP2_NV_FLAG_NONE;
-    }
-    return h->nv;
-}
-
-void h2_hdrs_free(struct h2_hdrs *h)
-{
-    buf_free(&h->arena);
-    free(h->offs);
-    free(h->nv);
-    memset(h, 0, sizeof(*h));
-}
-
-/* The |i|th header of |h|: name and value (pointers into the arena). */
-static void hdr_at(const struct h2_hdrs *h, size_t i, const char **n, size_t *nl, const char **v,
-                   size_t *vl)
-{
-    const char *base = buf_data(&h->arena);
-    const uint32_t *o = &h->offs[i * 4];
-    *n = base + o[0];
-    *nl = o[1];
-    *v = base + o[2];
-    *vl = o[3];
+    backend_override = be;
 }
 
 /* --- streams --------------------------------------------------------------------------- */
@@ -126,6 +78,7 @@ static struct h2_stream *stream_new(struct h2_conn *hc, int32_t id)
         hc->streams->prev = s;
     hc->streams = s;
     hc->opened++;
+    h2_mem_busy(&hc->mem);
     return s;
 }
 
@@ -146,17 +99,27 @@ static void stream_log(struct h2_stream *s, const char *response_from)
     conn_access_log_exchange(s->c, &x);
 }
 
+/* Body bytes nobody will forward: the client gets its window back (a closed stream's count
+ * against the connection's window too: nghttp2 does not return them by itself). */
+static void drop_req_body(struct h2_stream *s)
+{
+    if (buf_used(&s->req_body) > 0)
+        nghttp2_session_consume(s->hc->session, s->id, buf_used(&s->req_body));
+    buf_free(&s->req_body);
+}
+
 static void stream_free(struct h2_conn *hc, struct h2_stream *s)
 {
+    drop_req_body(s);
     if (s->prev != NULL)
         s->prev->next = s->next;
     else
         hc->streams = s->next;
     if (s->next != NULL)
         s->next->prev = s->prev;
-    for (struct h2_stream **pp = &hc->pending; *pp != NULL; pp = &(*pp)->touched_next) {
+    for (struct h2_stream **pp = &hc->pending; *pp != NULL; pp = &(*pp)->pending_next) {
         if (*pp == s) {
-            *pp = s->touched_next;
+            *pp = s->pending_next;
             break;
         }
     }
@@ -165,7 +128,6 @@ static void stream_free(struct h2_conn *hc, struct h2_stream *s)
     h2_hdrs_free(&s->resp);
     h2_hdrs_free(&s->resp_trailers);
     h2_hdrs_free(&s->raw);
-    buf_free(&s->req_body);
     buf_free(&s->resp_body);
     buf_free(&s->req_log);
     free(s);
@@ -185,7 +147,7 @@ static void pending_add(struct h2_stream *s)
     if (s->is_pending)
         return;
     s->is_pending = true;
-    s->touched_next = s->hc->pending;
+    s->pending_next = s->hc->pending;
     s->hc->pending = s;
 }
 
@@ -231,13 +193,6 @@ static void answer(struct h2_stream *s, int status)
 
 /* --- the upstream side's calls ---------------------------------------------------------- */
 
-static bool connection_specific(const char *n, size_t nl)
-{
-    return http_name_is(n, nl, "connection") || http_name_is(n, nl, "keep-alive") ||
-           http_name_is(n, nl, "proxy-connection") || http_name_is(n, nl, "transfer-encoding") ||
-           http_name_is(n, nl, "upgrade") || http_name_is(n, nl, "te");
-}
-
 /* Appends |nv| to |h|, names lowercased, without pseudo or connection-specific headers. */
 static void add_regular(struct h2_hdrs *h, const nghttp2_nv *nv, size_t num)
 {
@@ -245,7 +200,7 @@ static void add_regular(struct h2_hdrs *h, const nghttp2_nv *nv, size_t num)
     for (size_t i = 0; i < num; i++) {
         const char *n = (const char *)nv[i].name;
         size_t nl = nv[i].namelen;
-        if (nl == 0 || n[0] == ':' || connection_specific(n, nl) || nl > sizeof(lower))
+        if (nl == 0 || n[0] == ':' || h2_connection_specific(n, nl) || nl > sizeof(lower))
             continue;
         for (size_t j = 0; j < nl; j++)
             lower[j] = (char)((n[j] >= 'A' && n[j] <= 'Z') ? n[j] + 32 : n[j]);
@@ -285,6 +240,7 @@ void h2_stream_response_data(struct h2_stream *s, const void *data, size_t len)
 void h2_stream_response_end(struct h2_stream *s, const nghttp2_nv *trailers, size_t num)
 {
     s->be_done = true;
+    drop_req_body(s); /* an upstream that answered before reading it all */
     if (s->own_answer)
         return;
     if (num > 0)
@@ -300,6 +256,7 @@ void h2_stream_failed(struct h2_stream *s, int status)
 {
     s->be_done = true;
     s->upstream_failed = true;
+    drop_req_body(s);
     if (s->submitted) {
         /* Part of the response is out: only a reset can tell the client. */
         nghttp2_submit_rst_stream(s->hc->session, NGHTTP2_FLAG_NONE, s->id,
@@ -344,7 +301,6 @@ static ssize_t read_resp(nghttp2_session *session, int32_t id, uint8_t *out, siz
 {
     struct h2_stream *s = src->ptr;
     size_t n = MIN(len, buf_used(&s->resp_body));
-    bool was_full = h2_stream_resp_full(s);
     if (n > 0) {
         memcpy(out, buf_data(&s->resp_body), n);
         buf_consume(&s->resp_body, n);
@@ -363,7 +319,9 @@ static ssize_t read_resp(nghttp2_session *session, int32_t id, uint8_t *out, siz
             return NGHTTP2_ERR_DEFERRED;
         }
     }
-    if (was_full && !h2_stream_resp_full(s) && s->started && !s->be_done)
+    /* Every take, not only the one that leaves "full": an h2c upstream's window reopens by
+     * what the client took (h2_upc.c), and it may stall before the queue was ever full. */
+    if (n > 0 && !h2_stream_resp_full(s) && s->started && !s->be_done)
         s->be->resp_room(s);
     return (ssize_t)n;
 }
@@ -395,267 +353,20 @@ static int abuse(struct h2_conn *hc, const char *what)
     return NGHTTP2_ERR_CALLBACK_FAILURE;
 }
 
-/* --- the request ------------------------------------------------------------------------- */
-
-/* The request's X-Request-Id: the client's when it sent exactly one valid one, else new. */
-static void choose_request_id(const struct h2_hdrs *raw, char *id)
-{
-    const char *v = NULL;
-    size_t vl = 0;
-    unsigned n_rid = 0;
-    for (size_t i = 0; i < raw->num; i++) {
-        const char *n, *val;
-        size_t nl, l;
-        hdr_at(raw, i, &n, &nl, &val, &l);
-        if (http_name_is(n, nl, "x-request-id")) {
-            v = val;
-            vl = l;
-            n_rid++;
-        }
-    }
-    http_trim(&v, &vl);
-    if (n_rid == 1 && http_request_id_valid(v, vl)) {
-        memcpy(id, v, vl);
-        id[vl] = '\0';
-    } else {
-        http_new_request_id(id);
-    }
-}
-
-static void note_request(struct h2_stream *s, const char *id)
-{
-    if (!s->c->worker->srv->cfg->log_access)
-        return;
-    struct buf *b = &s->req_log;
-    const char *ua = NULL;
-    size_t ual = 0;
-    for (size_t i = 0; i < s->raw.num && ua == NULL; i++) {
-        const char *n, *v;
-        size_t nl, vl;
-        hdr_at(&s->raw, i, &n, &nl, &v, &vl);
-        if (http_name_is(n, nl, "user-agent")) {
-            ua = v;
-            ual = vl;
-        }
-    }
-    log_strn(b, "method", s->p_method, MIN(s->p_method_len, 32));
-    log_strn(b, "path", s->p_path, MIN(s->p_path_len, 512));
-    if (s->p_authority != NULL)
-        log_strn(b, "host", s->p_authority, MIN(s->p_authority_len, 256));
-    else
-        log_str(b, "host", NULL);
-    if (ua != NULL)
-        log_strn(b, "user_agent", ua, MIN(ual, 256));
-    else
-        log_str(b, "user_agent", NULL);
-    log_str(b, "request_id", id);
-}
-
-/* certgate's client-certificate headers (CONTRACT section 5), as http_write_cc_headers writes
- * them for HTTP/1: the incoming copies of the listener's own header when a forward mode keeps
- * them, then ours. */
-static void add_cc_headers(struct h2_stream *s)
-{
-    struct conn *c = s->c;
-    struct http_cc_plan plan;
-    http_cc_plan(c, &plan);
-    struct buf joined = {0};
-    for (size_t i = 0; plan.keep_incoming && i < s->raw.num; i++) {
-        const char *n, *v;
-        size_t nl, vl;
-        hdr_at(&s->raw, i, &n, &nl, &v, &vl);
-        bool underscore = false;
-        enum xfcc_name kind = xfcc_classify(n, nl, &underscore);
-        if (kind == XFCC_NAME_NONE || underscore || !http_cc_own(c->lc, kind))
-            continue;
-        http_trim(&v, &vl);
-        if (!plan.append) {
-            h2_hdrs_add(&s->req, n, nl, v, vl);
-        } else if (vl > 0) {
-            if (buf_used(&joined) > 0)
-                buf_append(&joined, ",", 1);
-            buf_append(&joined, v, vl);
-        }
-    }
-    if (plan.append) {
-        if (buf_used(&joined) > 0)
-            buf_append(&joined, ",", 1);
-        buf_appends(&joined, c->cc_element);
-        h2_hdrs_add(&s->req, "x-forwarded-client-cert", 23, buf_data(&joined), buf_used(&joined));
-    }
-    buf_free(&joined);
-    if (!plan.add_ours || c->cc_headers == NULL)
-        return;
-    /* c->cc_headers holds "Name: value\r\n" lines; HTTP/2 names are lowercase. */
-    char name[64];
-    for (const char *p = c->cc_headers; *p != '\0';) {
-        const char *colon = strchr(p, ':');
-        const char *eol = strstr(p, "\r\n");
-        if (colon == NULL || eol == NULL || colon > eol || (size_t)(colon - p) > sizeof(name))
-            break;
-        size_t nl = (size_t)(colon - p);
-        for (size_t j = 0; j < nl; j++)
-            name[j] = (char)((p[j] >= 'A' && p[j] <= 'Z') ? p[j] + 32 : p[j]);
-        const char *v = colon + 1;
-        size_t vl = (size_t)(eol - v);
-        http_trim(&v, &vl);
-        h2_hdrs_add(&s->req, name, nl, v, vl);
-        p = eol + 2;
-    }
-}
-
-/* X-Forwarded-For and X-Forwarded-Proto per the listener's forwarded_headers. */
-static void add_forwarded(struct h2_stream *s)
-{
-    enum forwarded_headers mode = s->c->lc->forwarded_headers;
-    if (mode == FORWARDED_OFF)
-        return;
-    struct buf xff = {0};
-    for (size_t i = 0; mode == FORWARDED_APPEND && i < s->raw.num; i++) {
-        const char *n, *v;
-        size_t nl, vl;
-        hdr_at(&s->raw, i, &n, &nl, &v, &vl);
-        if (reqhead_classify(s->c->lc, n, nl) != REQHEAD_XFF_APPEND)
-            continue;
-        http_trim(&v, &vl);
-        if (vl == 0)
-            continue;
-        if (buf_used(&xff) > 0)
-            buf_appends(&xff, ", ");
-        buf_append(&xff, v, vl);
-    }
-    char addr[INET6_ADDRSTRLEN];
-    if (http_client_address(s->c, addr, sizeof(addr))) {
-        if (buf_used(&xff) > 0)
-            buf_appends(&xff, ", ");
-        buf_appends(&xff, addr);
-    }
-    if (buf_used(&xff) > 0)
-        h2_hdrs_add(&s->req, "x-forwarded-for", 15, buf_data(&xff), buf_used(&xff));
-    buf_free(&xff);
-    h2_hdrs_add(&s->req, "x-forwarded-proto", 17, "https", 5);
-}
-
-/* Checks the request head of |s| and builds the request as it goes upstream. Returns 0, or
- * the status certgate answers instead. */
-static int build_request(struct h2_stream *s, const char *request_id)
-{
-    struct conn *c = s->c;
-    if (s->refuse != 0)
-        return s->refuse;
-    if (s->p_method == NULL || http_name_is(s->p_method, s->p_method_len, "CONNECT") ||
-        s->p_path == NULL || s->p_scheme == NULL)
-        return 400; /* CONNECT (and extended CONNECT) are not proxied, as for HTTP/1 */
-    if (!http_name_is(s->p_scheme, s->p_scheme_len, "https"))
-        return 400;
-    /* :authority is the host; a host header that disagrees is ambiguous (RFC 9113 8.3.1). */
-    const char *host = NULL;
-    size_t host_len = 0;
-    unsigned n_host = 0;
-    for (size_t i = 0; i < s->raw.num; i++) {
-        const char *n, *v;
-        size_t nl, vl;
-        hdr_at(&s->raw, i, &n, &nl, &v, &vl);
-        if (http_name_is(n, nl, "host")) {
-            host = v;
-            host_len = vl;
-            n_host++;
-        }
-    }
-    if (n_host > 1)
-        return 400;
-    if (s->p_authority != NULL && host != NULL &&
-        (s->p_authority_len != host_len || strncasecmp(s->p_authority, host, host_len) != 0))
-        return 400;
-    const char *auth = s->p_authority != NULL ? s->p_authority : host;
-    size_t auth_len = s->p_authority != NULL ? s->p_authority_len : host_len;
-    if (auth == NULL || auth_len == 0)
-        return 400;
-    struct reqhead_target target;
-    if (reqhead_target_parse(&target, s->p_path, s->p_path_len,
-                             http_name_is(s->p_method, s->p_method_len, "OPTIONS")) < 0 ||
-        target.authority != NULL)
-        return 400; /* :path is origin-form (or * for OPTIONS) in HTTP/2 */
-    if (c->ssl != NULL) {
-        if (!tls_host_allowed(c->gen, c->index, c->ssl, auth, auth_len))
-            return 421; /* the tenant is bound to the connection, never to :authority */
-        if (!conn_still_trusted(c) || !conn_allowed(c))
-            return 403;
-    }
-
-    h2_hdrs_add(&s->req, ":method", 7, s->p_method, s->p_method_len);
-    h2_hdrs_add(&s->req, ":scheme", 7, "https", 5);
-    h2_hdrs_add(&s->req, ":authority", 10, auth, auth_len);
-    h2_hdrs_add(&s->req, ":path", 5, s->p_path, s->p_path_len);
-    struct buf cookie = {0};
-    for (size_t i = 0; i < s->raw.num; i++) {
-        const char *n, *v;
-        size_t nl, vl;
-        hdr_at(&s->raw, i, &n, &nl, &v, &vl);
-        enum reqhead_verdict verdict = reqhead_classify(c->lc, n, nl);
-        if (verdict == REQHEAD_REFUSE) {
-            buf_free(&cookie);
-            return 400;
-        }
-        if (verdict != REQHEAD_FORWARD || http_name_is(n, nl, "host") ||
-            http_name_is(n, nl, "x-request-id") || connection_specific(n, nl))
-            continue;
-        if (http_name_is(n, nl, "cookie")) {
-            /* RFC 9113 8.2.3: crumbs are joined for an HTTP/1.1 hop, and may be for h2. */
-            if (buf_used(&cookie) > 0)
-                buf_appends(&cookie, "; ");
-            buf_append(&cookie, v, vl);
-            continue;
-        }
-        if (http_name_is(n, nl, "content-length")) {
-            char *end = NULL;
-            char tmp[24];
-            if (vl == 0 || vl >= sizeof(tmp)) {
-                buf_free(&cookie);
-                return 400;
-            }
-            memcpy(tmp, v, vl);
-            tmp[vl] = '\0';
-            long long cl = strtoll(tmp, &end, 10);
-            if (*end != '\0' || cl < 0) {
-                buf_free(&cookie);
-                return 400;
-            }
-            s->req_content_length = cl;
-        }
-        h2_hdrs_add(&s->req, n, nl, v, vl);
-    }
-    if (buf_used(&cookie) > 0)
-        h2_hdrs_add(&s->req, "cookie", 6, buf_data(&cookie), buf_used(&cookie));
-    buf_free(&cookie);
-    h2_hdrs_add(&s->req, "x-request-id", 12, request_id, strlen(request_id));
-    add_forwarded(s);
-    add_cc_headers(s);
-    if (s->req_end && s->req_content_length < 0 && buf_used(&s->req_body) == 0)
-        s->req_content_length = 0;
-    /* The method as the upstream side reads it (into the arena of s->req). */
-    const char *n, *v;
-    size_t nl, vl;
-    hdr_at(&s->req, 0, &n, &nl, &v, &vl);
-    s->method = v;
-    s->method_len = vl;
-    return 0;
-}
-
 /* The request head of |s| is complete: check it, then forward it or answer. */
 static void request_ready(struct h2_stream *s)
 {
-    char request_id[HTTP_REQUEST_ID_MAX + 1];
-    choose_request_id(&s->raw, request_id);
-    note_request(s, request_id);
-    int status = build_request(s, request_id);
+    s->c->num_requests++; /* from now on the connection's timeout is idle_timeout */
+    int status = h2_request_build(s);
     h2_hdrs_free(&s->raw); /* the pseudo-header pointers went with it */
     s->p_method = s->p_scheme = s->p_authority = s->p_path = NULL;
     if (status != 0) {
         answer(s, status);
         return;
     }
-    s->be = s->c->lc->upstream_protocol == UPSTREAM_H2C ? &h2_upc_backend : &h2_up1_backend;
+    s->be = backend_override != NULL                           ? backend_override
+            : s->c->lc->upstream_protocol == UPSTREAM_H2C ? &h2_upc_backend
+                                                          : &h2_up1_backend;
     if (s->be->start(s) != 0) {
         metrics_upstream_error(s->c->index, METRICS_UP_CONNECT);
         answer(s, 503);
@@ -728,7 +439,7 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
     if (s->refuse != 0)
         return 0;
     if (s->in_trailers) {
-        if (!connection_specific((const char *)name, nl))
+        if (!h2_connection_specific((const char *)name, nl))
             h2_hdrs_add(&s->req_trailers, (const char *)name, nl, (const char *)value, vl);
         return 0;
     }
@@ -751,7 +462,7 @@ static void fix_pseudo(struct h2_stream *s)
             continue;
         const char *n;
         size_t nl;
-        hdr_at(&s->raw, (size_t)s->pseudo_idx[i] - 1, &n, &nl, p[i], l[i]);
+        h2_hdrs_at(&s->raw, (size_t)s->pseudo_idx[i] - 1, &n, &nl, p[i], l[i]);
     }
 }
 
@@ -887,6 +598,8 @@ static void init_callbacks(void)
     /* Queued ACKs to a client that does not read are bounded (nghttp2 ends the session). */
     nghttp2_option_set_max_outbound_ack(options, 1000);
     nghttp2_option_set_max_settings(options, 32);
+    /* Closed streams are not kept for the priority tree (RFC 9113 deprecates it). */
+    nghttp2_option_set_no_closed_streams(options, 1);
 }
 
 void h2_server_start(struct conn *c)
@@ -898,7 +611,15 @@ void h2_server_start(struct conn *c)
     hc->flood_ms = conn_now_ms(c);
     hc->goaway_code = NGHTTP2_NO_ERROR;
     c->h2 = hc;
-    nghttp2_session_server_new2(&hc->session, callbacks, hc, options);
+    h2_mem_init(&hc->mem);
+    if (nghttp2_session_server_new3(&hc->session, callbacks, hc, options, &hc->mem.mem) != 0) {
+        c->h2 = NULL;
+        free(hc);
+        log_msg(LOG_LEVEL_WARN, "h2_failed", "listener %s: out of memory for an HTTP/2 session",
+                c->lc->name);
+        conn_close(c);
+        return;
+    }
     const struct config_limits *lim = &c->worker->srv->cfg->limits;
     nghttp2_settings_entry iv[] = {
         {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, H2_MAX_CONCURRENT_STREAMS},
@@ -937,8 +658,8 @@ bool h2_server_output(struct conn *c)
     struct h2_conn *hc = c->h2;
     while (hc->pending != NULL) {
         struct h2_stream *s = hc->pending;
-        hc->pending = s->touched_next;
-        s->touched_next = NULL;
+        hc->pending = s->pending_next;
+        s->pending_next = NULL;
         s->is_pending = false;
         if (!s->submitted)
             submit_head(s);
@@ -998,4 +719,12 @@ void h2_server_close(struct conn *c)
     nghttp2_session_del(hc->session);
     free(hc);
     c->h2 = NULL;
+}
+
+void h2_server_trim(struct conn *c)
+{
+    struct h2_conn *hc = c->h2;
+    if (hc != NULL && hc->streams == NULL && buf_used(&c->cout) == 0 &&
+        !nghttp2_session_want_write(hc->session))
+        h2_mem_trim(&hc->mem);
 }

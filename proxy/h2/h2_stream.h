@@ -19,6 +19,7 @@
 #include <nghttp2/nghttp2.h>
 
 #include "core/buf.h"
+#include "h2/h2_hdrs.h"
 
 struct conn;
 struct worker;
@@ -28,25 +29,6 @@ struct h2_stream;
 /* A stream's queues hold at most this much before the side that fills them stops reading
  * (the client's window, or the upstream socket). */
 #define H2_STREAM_HWM (64 * 1024)
-
-/* A header list: names and values in one arena, nv built once all are added. */
-struct h2_hdrs {
-    struct buf arena; /* name, value, name, value, ... (no NULs) */
-    uint32_t *offs;   /* per header: name offset, name length, value offset, value length */
-    size_t num, cap;
-    nghttp2_nv *nv; /* h2_hdrs_nv's; NULL until then */
-};
-
-/* h2_hdrs_add appends a header (copied). */
-void h2_hdrs_add(struct h2_hdrs *h, const char *name, size_t name_len, const char *value,
-                 size_t value_len);
-
-/* h2_hdrs_nv returns the headers as nghttp2 wants them (pointers into the arena; valid until
- * the next h2_hdrs_add or h2_hdrs_free). */
-const nghttp2_nv *h2_hdrs_nv(struct h2_hdrs *h);
-
-/* h2_hdrs_free releases everything; the list is empty afterwards. */
-void h2_hdrs_free(struct h2_hdrs *h);
 
 /* What the upstream side does for a stream. The client side calls these; none of them calls
  * back into the client side synchronously except through the h2_stream_* functions, which
@@ -98,7 +80,7 @@ struct h2_stream {
 
     /* The client side's. */
     struct h2_stream *next, *prev; /* the connection's streams */
-    struct h2_stream *touched_next;
+    struct h2_stream *pending_next;
     struct h2_hdrs resp;           /* the response head as sent */
     struct buf req_log;            /* access-log fields: method .. request_id */
     uint64_t req_start;            /* base_now_us() at the request head */

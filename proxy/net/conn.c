@@ -103,7 +103,7 @@ static uint64_t state_timeout(struct conn *c)
             return lim->upstream_connect_timeout_ms;
         return lim->idle_timeout_ms;
     case CONN_H2: /* streams wait for their upstream under the upstream sides' own timers */
-        return lim->idle_timeout_ms;
+        return c->num_requests == 0 ? lim->request_head_timeout_ms : lim->idle_timeout_ms;
     case CONN_FLUSH:
         return c->lingering ? LINGER_MS : lim->idle_timeout_ms;
     default:

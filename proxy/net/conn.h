@@ -202,7 +202,8 @@ void conn_init_hooks(void);
  * leaf subject is in the allowlist. Decided again only after the allowlist changed. */
 bool conn_allowed(struct conn *c);
 
-/* conn_recheck closes a tunnel (WebSocket, tls relay) whose client no longer verifies. */
+/* conn_recheck closes a tunnel (WebSocket, tls relay) or an HTTP/2 connection whose client no
+ * longer verifies or is no longer allowed. */
 void conn_recheck(struct conn *c);
 
 /* One exchange's access-log line (conn_access_log_exchange): |req_log| holds the request's

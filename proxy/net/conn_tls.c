@@ -129,6 +129,9 @@ bool conn_allowed(struct conn *c)
 
 void conn_recheck(struct conn *c)
 {
-    if (c->state == CONN_TUNNEL && (!conn_still_trusted(c) || !conn_allowed(c)))
+    /* A tunnel, or an HTTP/2 connection whose streams (a gRPC stream may last for hours) were
+     * checked when they began: a client that no longer verifies loses them now. */
+    bool long_lived = c->state == CONN_TUNNEL || c->state == CONN_H2;
+    if (long_lived && (!conn_still_trusted(c) || !conn_allowed(c)))
         conn_close(c);
 }

@@ -198,6 +198,18 @@ static void stop_worker(struct worker *w)
         uv_close((uv_handle_t *)&w->wakeup, NULL);
     if (!uv_is_closing((uv_handle_t *)&w->resume))
         uv_close((uv_handle_t *)&w->resume, NULL);
+    if (!uv_is_closing((uv_handle_t *)&w->h2_trim))
+        uv_close((uv_handle_t *)&w->h2_trim, NULL);
+}
+
+/* Idle HTTP/2 connections give back what they do not need while idle. The trim changes no
+ * state a socket event would see. */
+static void h2_trim_cb(uv_timer_t *t)
+{
+    struct worker *w = t->data;
+    for (struct conn *c = w->conns; c != NULL; c = c->next)
+        if (c->state == CONN_H2)
+            h2_server_trim(c);
 }
 
 static void lsock_close_cb(uv_handle_t *h)
@@ -300,6 +312,10 @@ int listener_start(struct server *srv)
         w->regen.data = w;
         uv_timer_init(&w->loop, &w->resume);
         w->resume.data = w;
+        uv_timer_init(&w->loop, &w->h2_trim);
+        w->h2_trim.data = w;
+        uv_timer_start(&w->h2_trim, h2_trim_cb, H2_TRIM_INTERVAL_MS, H2_TRIM_INTERVAL_MS);
+        uv_unref((uv_handle_t *)&w->h2_trim); /* it never keeps a loop alive by itself */
         w->scratch = http_scratch_new(srv->cfg->limits.max_headers);
         for (size_t i = 0; i < w->num_socks; i++) {
             struct lsock *ls = &w->socks[i];

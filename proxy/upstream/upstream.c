@@ -59,23 +59,30 @@ static void pool_unlink(struct worker *w, struct upconn *up)
     }
 }
 
+bool upstream_pool_put(struct worker *w, struct upconn *up, size_t index)
+{
+    if (w->draining || w->num_up_pool >= UPSTREAM_POOL_MAX)
+        return false;
+    up->c = NULL;
+    up->owner = NULL;
+    up->index = index;
+    up->next = w->up_pool;
+    w->up_pool = up;
+    w->num_up_pool++;
+    /* Any byte or EOF from an idle upstream retires it. Also when it was already watched for
+     * reading: the callback may be another owner's (h2/h2_up1.c), and restarting a watch with
+     * the same events costs no epoll_ctl. */
+    up->events = UV_READABLE;
+    uv_poll_start(&up->poll, UV_READABLE, up_poll_cb);
+    return true;
+}
+
 /* Parks the connection's idle upstream for the next request of any client connection of this
  * listener: a new request costs no connect(2), and idle clients hold no upstream. */
 static bool pool_put(struct conn *c)
 {
-    struct worker *w = c->worker;
-    struct upconn *up = c->up;
-    if (w->draining || w->num_up_pool >= UPSTREAM_POOL_MAX || c->lc->mode != LISTENER_HTTP)
+    if (c->lc->mode != LISTENER_HTTP || !upstream_pool_put(c->worker, c->up, c->index))
         return false;
-    up->c = NULL;
-    up->index = c->index;
-    up->next = w->up_pool;
-    w->up_pool = up;
-    w->num_up_pool++;
-    if (up->events != UV_READABLE) { /* usually already: it was waiting for the response */
-        up->events = UV_READABLE; /* any byte or EOF from an idle upstream retires it */
-        uv_poll_start(&up->poll, UV_READABLE, up_poll_cb);
-    }
     c->up = NULL;
     c->up_state = UP_NONE;
     return true;
@@ -87,31 +94,43 @@ static bool replayable(const struct conn *c)
     return c->ex.req_idempotent && c->ex.req_body.kind == BODY_NONE && !c->ex.req_upgrade;
 }
 
-/* Takes an idle upstream of |c|'s listener from the pool, after a non-blocking peek: the read
- * watch retires one that spoke or closed only when its event is handled, and that event may
- * wait behind this client's in the same loop round. A connection holding bytes nobody asked
- * for would serve them as this request's answer (another client's, or stray bytes past a
- * Content-Length), so it is retired here, for every request, replayable or not. */
-static struct upconn *pool_take(struct conn *c)
+/* The peek: the read watch retires a pooled upstream that spoke or closed only when its event
+ * is handled, and that event may wait behind this client's in the same loop round. A
+ * connection holding bytes nobody asked for would serve them as this request's answer
+ * (another client's, or stray bytes past a Content-Length), so it is retired here, for every
+ * request, replayable or not. */
+struct upconn *upstream_pool_take(struct worker *w, size_t index)
 {
-    struct worker *w = c->worker;
     struct upconn *up = w->up_pool;
     while (up != NULL) {
         struct upconn *next = up->next;
-        if (up->index == c->index) {
+        if (up->index == index) {
             pool_unlink(w, up);
             char probe;
             ssize_t n = recv(up->fd, &probe, 1, MSG_PEEK | MSG_DONTWAIT);
-            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-                /* Still watched for reading, which the exchange wants too: no epoll_ctl. */
-                up->c = c;
+            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
                 return up;
-            }
             uv_close((uv_handle_t *)&up->poll, up_close_cb); /* closed or talking: retire */
         }
         up = next;
     }
     return NULL;
+}
+
+/* Takes an idle upstream of |c|'s listener from the pool. */
+static struct upconn *pool_take(struct conn *c)
+{
+    struct upconn *up = upstream_pool_take(c->worker, c->index);
+    if (up != NULL)
+        up->c = c; /* still watched for reading, which the exchange wants too: no epoll_ctl */
+    return up;
+}
+
+void upstream_upconn_close(struct upconn *up)
+{
+    uv_poll_stop(&up->poll);
+    up->c = NULL;
+    uv_close((uv_handle_t *)&up->poll, up_close_cb);
 }
 
 void upstream_pool_close_all(struct worker *w)
@@ -247,6 +266,43 @@ static void up_poll_cb(uv_poll_t *h, int status, int events)
     conn_event_end(c);
 }
 
+int upstream_dial(struct worker *w, const struct listener_config *lc, struct upconn **out)
+{
+    const struct config_endpoint *ep = &lc->upstream;
+    int family = ep->unix_path ? AF_UNIX : ep->addr.ss_family;
+    int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        int e = errno;
+        log_msg(LOG_LEVEL_WARN, "upstream_connect_failed", "listener %s: %s: socket: %s",
+                lc->name, ep->text, strerror(e));
+        return -e;
+    }
+    int r;
+    if (ep->unix_path != NULL) {
+        struct sockaddr_un sun = {.sun_family = AF_UNIX};
+        snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", ep->unix_path);
+        r = connect(fd, (struct sockaddr *)&sun, sizeof(sun));
+    } else {
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        r = connect(fd, (const struct sockaddr *)&ep->addr, ep->addr_len);
+    }
+    if (r != 0 && errno != EINPROGRESS && errno != EAGAIN) {
+        int e = errno;
+        close(fd);
+        log_msg(LOG_LEVEL_WARN, "upstream_connect_failed", "listener %s: %s: %s", lc->name,
+                ep->text, strerror(e));
+        return -e;
+    }
+    struct upconn *up = xcalloc(1, sizeof(*up));
+    up->worker = w;
+    up->fd = fd;
+    uv_poll_init(&w->loop, &up->poll, fd);
+    up->poll.data = up;
+    *out = up;
+    return 0;
+}
+
 int upstream_connect(struct conn *c)
 {
     c->timer_base = conn_now_ms(c);
@@ -265,37 +321,13 @@ int upstream_connect(struct conn *c)
         conn_arm_timer(c);
         return 0; /* conn_event_end writes the request */
     }
-    const struct config_endpoint *ep = &c->lc->upstream;
-    int family = ep->unix_path ? AF_UNIX : ep->addr.ss_family;
-    int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
+    struct upconn *up = NULL;
+    int r = upstream_dial(c->worker, c->lc, &up);
+    if (r < 0) {
         upstream_failed(c, 503);
-        return -errno;
+        return r;
     }
-    int r;
-    if (ep->unix_path != NULL) {
-        struct sockaddr_un sun = {.sun_family = AF_UNIX};
-        snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", ep->unix_path);
-        r = connect(fd, (struct sockaddr *)&sun, sizeof(sun));
-    } else {
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        r = connect(fd, (const struct sockaddr *)&ep->addr, ep->addr_len);
-    }
-    if (r != 0 && errno != EINPROGRESS && errno != EAGAIN) {
-        int e = errno;
-        close(fd);
-        log_msg(LOG_LEVEL_WARN, "upstream_connect_failed", "listener %s: %s: %s", c->lc->name,
-                ep->text, strerror(e));
-        upstream_failed(c, 503);
-        return -e;
-    }
-    struct upconn *up = xcalloc(1, sizeof(*up));
     up->c = c;
-    up->worker = c->worker;
-    up->fd = fd;
-    uv_poll_init(&c->worker->loop, &up->poll, fd);
-    up->poll.data = up;
     c->up = up;
     c->up_state = UP_CONNECTING;
     if (c->lc->proxy_protocol) {

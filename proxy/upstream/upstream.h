@@ -4,21 +4,24 @@
 #ifndef CERTGATE_UPSTREAM_H
 #define CERTGATE_UPSTREAM_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include <uv.h>
 
 struct conn;
+struct listener_config;
 struct worker;
 
 /* The upstream socket lives in its own allocation so that a connection can drop one upstream
  * and open another while libuv is still closing the first. */
 struct upconn {
     uv_poll_t poll;
-    struct conn *c; /* NULL while it waits in the worker's pool */
+    struct conn *c; /* NULL while it waits in the worker's pool, or carries an HTTP/2 stream */
     struct worker *worker;
     struct upconn *next; /* the pool's list */
     size_t index;        /* listener it belongs to */
+    void *owner;         /* an HTTP/2 stream's exchange using it (h2/h2_up1.c), else NULL */
     int fd;
     int events;
 };
@@ -50,6 +53,28 @@ void upstream_exchange_done(struct conn *c);
 /* upstream_update_poll starts or stops watching |c|'s upstream socket for what the connection
  * can use now (writability while connecting or blocked, readability while there is room). */
 void upstream_update_poll(struct conn *c);
+
+/* The pieces of the above that h2/h2_up1.c uses for the HTTP/1.1 upstream connection of one
+ * HTTP/2 stream (it watches the socket with its own callback while it owns it). */
+
+/* upstream_dial starts a non-blocking connect to listener |lc|'s upstream (TCP or unix socket)
+ * for worker |w|: on success |*out| gets a new upconn (owned by the caller, not yet watched,
+ * fd possibly still connecting: wait for writability and check SO_ERROR) and it returns 0;
+ * else it logs upstream_connect_failed and returns a negative errno. */
+int upstream_dial(struct worker *w, const struct listener_config *lc, struct upconn **out);
+
+/* upstream_pool_take takes an idle upstream of listener |index| from |w|'s pool, peeked first
+ * (one that spoke or closed is retired), or returns NULL. The caller owns it; it is still
+ * watched for reading with the pool's callback until the caller starts its own watch. */
+struct upconn *upstream_pool_take(struct worker *w, size_t index);
+
+/* upstream_pool_put parks |up| (idle, its exchange complete) in |w|'s pool for listener
+ * |index| and watches it with the pool's callback. Returns false (|up| still the caller's)
+ * when the worker is draining or the pool is full. */
+bool upstream_pool_put(struct worker *w, struct upconn *up, size_t index);
+
+/* upstream_upconn_close closes |up| (not in the pool); its memory goes in the close callback. */
+void upstream_upconn_close(struct upconn *up);
 
 /* upstream_pool_close_all closes the idle upstream connections of worker |w|. */
 void upstream_pool_close_all(struct worker *w);

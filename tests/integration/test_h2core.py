@@ -9,6 +9,7 @@
 
 import json
 import os
+import time
 
 H = None
 
@@ -110,11 +111,80 @@ def t_access_log_per_stream(t):
           lines[0]["method"] == "GET", "access log: %r" % lines)
 
 
+def rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+class IdleH2:
+    """An HTTP/2 connection that made one request and now idles (python3-h2)."""
+
+    def __init__(self, t, port, alg="ecdsa"):
+        import h2.config
+        import h2.connection
+        import h2.events
+        self.sock = H.tls_connect(t, port, alpn_ctx(alg))
+        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        self.conn.initiate_connection()
+        sid = self.conn.get_next_available_stream_id()
+        self.conn.send_headers(sid, [(":method", "GET"), (":scheme", "https"),
+                                     (":authority", "localhost"), (":path", "/echo")],
+                               end_stream=True)
+        self.sock.sendall(self.conn.data_to_send())
+        self.sock.settimeout(H.T(10))
+        done = False
+        while not done:
+            data = self.sock.recv(65536)
+            if not data:
+                raise H.Failure("connection closed before the response ended")
+            for ev in self.conn.receive_data(data):
+                if isinstance(ev, (h2.events.StreamEnded, h2.events.StreamReset)):
+                    done = True
+            self.sock.sendall(self.conn.data_to_send())
+
+
+def idle_h1(t, port, alg="ecdsa"):
+    ctx = H.client_ctx(alg)
+    ctx.set_alpn_protocols(["http/1.1"])
+    s = H.tls_connect(t, port, ctx)
+    s.sendall(b"GET /echo HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    r = H.read_response(H.Reader(s))
+    if r.status != 200:
+        raise H.Failure("HTTP/1.1 request: %r" % r.status)
+    return s
+
+
+def t_idle_memory(t):
+    """An idle HTTP/2 connection costs at most twice an idle HTTP/1.1 one (issue 13 item 3):
+    RSS growth over N connections each, after a warm-up, one worker."""
+    up, cg, _ = H.http_env(t, extra={"workers": 1})
+    port = cg.ports["https"]
+    keep = [idle_h1(t, port) for _ in range(20)] + [IdleH2(t, port) for _ in range(20)]
+    n = 150
+    time.sleep(2.5)
+    base = rss_kib(cg.proc.pid)
+    keep += [IdleH2(t, port) for _ in range(n)]
+    time.sleep(2.5)  # idle for longer than the trim interval (H2_TRIM_INTERVAL_MS)
+    mid = rss_kib(cg.proc.pid)
+    keep += [idle_h1(t, port) for _ in range(n)]
+    end = rss_kib(cg.proc.pid)
+    h2 = (mid - base) * 1024 / n
+    h1 = (end - mid) * 1024 / n
+    print("    idle HTTP/1.1 %.0f B, idle HTTP/2 %.0f B per connection" % (h1, h2))
+    check(h2 <= 2 * max(h1, 4096), "an idle HTTP/2 connection costs %.0f bytes, an idle HTTP/1.1 "
+          "one %.0f" % (h2, h1))
+    del keep
+
+
 TESTS = [
     ("h2core.alpn_h2_answers", t_alpn_h2_answers),
     ("h2core.authority_host_disagree_400", t_authority_host_disagree_400),
     ("h2core.authority_other_host_421", t_authority_other_host_421),
     ("h2core.access_log_per_stream", t_access_log_per_stream),
+    ("h2core.idle_memory", t_idle_memory),
 ]
 
 

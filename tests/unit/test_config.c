@@ -510,6 +510,43 @@ static void test_header_keys(void **state)
                  "t.yaml:6:5: listener \"a\": forwarded_headers is only for http listeners");
 }
 
+/* alpn and upstream_protocol (issue 13). */
+static void test_alpn_keys(void **state)
+{
+    struct config *cfg = load_ok(HTTP_HEAD);
+    assert_int_equal(cfg->listeners[0].alpn, ALPN_H2 | ALPN_HTTP11);
+    assert_int_equal(cfg->listeners[0].upstream_protocol, UPSTREAM_HTTP1);
+    config_free(cfg);
+    cfg = load_ok(HTTP_HEAD "    upstream_protocol: h2c\n");
+    assert_int_equal(cfg->listeners[0].alpn, ALPN_H2);
+    assert_int_equal(cfg->listeners[0].upstream_protocol, UPSTREAM_H2C);
+    config_free(cfg);
+    cfg = load_ok(HTTP_HEAD "    alpn: [http/1.1]\n");
+    assert_int_equal(cfg->listeners[0].alpn, ALPN_HTTP11);
+    config_free(cfg);
+    cfg = load_ok(HTTP_HEAD "    alpn: [http/1.1, h2]\n    upstream_protocol: http1\n");
+    assert_int_equal(cfg->listeners[0].alpn, ALPN_H2 | ALPN_HTTP11);
+    config_free(cfg);
+    expect_error(HTTP_HEAD "    alpn: [h3]\n",
+                 "t.yaml:7:12: invalid value \"h3\" in listeners[0].alpn: expected h2 or http/1.1");
+    expect_error(HTTP_HEAD "    alpn: []\n",
+                 "t.yaml:7:11: listeners[0].alpn: name at least one of h2 and http/1.1");
+    expect_error(HTTP_HEAD "    alpn: [h2, h2]\n",
+                 "t.yaml:7:16: duplicate value \"h2\" in listeners[0].alpn");
+    expect_error(HTTP_HEAD "    alpn: h2\n",
+                 "t.yaml:7:11: listeners[0].alpn: expected a sequence such as [h2, http/1.1], "
+                 "got a scalar");
+    expect_error(HTTP_HEAD "    upstream_protocol: h2c\n    alpn: [h2, http/1.1]\n",
+                 "t.yaml:8:11: listener \"h\": alpn offers http/1.1, but upstream_protocol h2c "
+                 "forwards only HTTP/2 streams; use alpn: [h2] or upstream_protocol: http1");
+    expect_error(HTTP_HEAD "    upstream_protocol: h3\n",
+                 "t.yaml:7:24: invalid value \"h3\" for listeners[0].upstream_protocol: "
+                 "expected http1 or h2c");
+    expect_error(HTTP_HEAD "    mode: tls\n    alpn: [h2]\n",
+                 "t.yaml:8:5: listener \"h\": alpn is only for http listeners");
+}
+
+
 static void test_contract_example(void **state)
 {
     struct config *cfg = load_ok(contract_example);
@@ -1242,6 +1279,7 @@ int main(void)
         cmocka_unit_test(test_pattern_expansion_bounded),
         cmocka_unit_test(test_every_key),
         cmocka_unit_test(test_header_keys),
+        cmocka_unit_test(test_alpn_keys),
         cmocka_unit_test(test_contract_example),
         cmocka_unit_test(test_error_positions),
         cmocka_unit_test(test_error_structure),
