@@ -218,6 +218,11 @@ static int build(struct h2_stream *s, const char *request_id)
             buf_free(&cookie);
             return 400;
         }
+        if (http_name_is(n, nl, "te") && c->lc->upstream_protocol == UPSTREAM_H2C) {
+            /* nghttp2 let only "trailers" in; an h2c hop carries it (gRPC servers want it). */
+            h2_hdrs_add(&s->req, "te", 2, "trailers", 8);
+            continue;
+        }
         if (verdict != REQHEAD_FORWARD || http_name_is(n, nl, "host") ||
             http_name_is(n, nl, "x-request-id") || h2_connection_specific(n, nl))
             continue;

@@ -15,6 +15,7 @@
 #include "core/log.h"
 #include "exchange/http.h"
 #include "h2/h2_server.h"
+#include "h2/h2_stream.h"
 #include "net/conn.h"
 #include "tls/tls.h"
 #include "upstream/upstream.h"
@@ -192,6 +193,7 @@ static void accept_cb(uv_poll_t *h, int status, int events)
 static void stop_worker(struct worker *w)
 {
     upstream_pool_close_all(w);
+    h2_upc_close_all(w);
     if (!uv_is_closing((uv_handle_t *)&w->regen))
         uv_close((uv_handle_t *)&w->regen, NULL);
     if (!uv_is_closing((uv_handle_t *)&w->wakeup))

@@ -266,17 +266,12 @@ static void up_poll_cb(uv_poll_t *h, int status, int events)
     conn_event_end(c);
 }
 
-int upstream_dial(struct worker *w, const struct listener_config *lc, struct upconn **out)
+int upstream_socket_connect(const struct config_endpoint *ep)
 {
-    const struct config_endpoint *ep = &lc->upstream;
     int family = ep->unix_path ? AF_UNIX : ep->addr.ss_family;
     int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        int e = errno;
-        log_msg(LOG_LEVEL_WARN, "upstream_connect_failed", "listener %s: %s: socket: %s",
-                lc->name, ep->text, strerror(e));
-        return -e;
-    }
+    if (fd < 0)
+        return -errno;
     int r;
     if (ep->unix_path != NULL) {
         struct sockaddr_un sun = {.sun_family = AF_UNIX};
@@ -290,9 +285,18 @@ int upstream_dial(struct worker *w, const struct listener_config *lc, struct upc
     if (r != 0 && errno != EINPROGRESS && errno != EAGAIN) {
         int e = errno;
         close(fd);
-        log_msg(LOG_LEVEL_WARN, "upstream_connect_failed", "listener %s: %s: %s", lc->name,
-                ep->text, strerror(e));
         return -e;
+    }
+    return fd;
+}
+
+int upstream_dial(struct worker *w, const struct listener_config *lc, struct upconn **out)
+{
+    int fd = upstream_socket_connect(&lc->upstream);
+    if (fd < 0) {
+        log_msg(LOG_LEVEL_WARN, "upstream_connect_failed", "listener %s: %s: %s", lc->name,
+                lc->upstream.text, strerror(-fd));
+        return fd;
     }
     struct upconn *up = xcalloc(1, sizeof(*up));
     up->worker = w;

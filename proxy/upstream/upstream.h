@@ -9,6 +9,7 @@
 
 #include <uv.h>
 
+struct config_endpoint;
 struct conn;
 struct listener_config;
 struct worker;
@@ -56,6 +57,12 @@ void upstream_update_poll(struct conn *c);
 
 /* The pieces of the above that h2/h2_up1.c uses for the HTTP/1.1 upstream connection of one
  * HTTP/2 stream (it watches the socket with its own callback while it owns it). */
+
+/* upstream_socket_connect starts a non-blocking connect(2) to |ep| (TCP with TCP_NODELAY, or
+ * a unix socket). Returns the socket, connected or connecting (wait for writability, then read
+ * SO_ERROR; the caller owns it), or a negative errno. The h2c side (h2/h2_upc_conn.c)
+ * watches it with a poll of its own. */
+int upstream_socket_connect(const struct config_endpoint *ep);
 
 /* upstream_dial starts a non-blocking connect to listener |lc|'s upstream (TCP or unix socket)
  * for worker |w|: on success |*out| gets a new upconn (owned by the caller, not yet watched,
