@@ -77,11 +77,18 @@ set_pinning() {
     fi
 }
 
-build_loadgen() { # build_loadgen PATH: (re)build tests/bench/loadgen.c when it is newer
+build_loadgen() { # build_loadgen PATH: (re)build tests/bench/loadgen.c when it is newer, and
+    # tests/bench/grpc_upstream.c (the h2c gRPC responder) beside it as DIR/grpc_upstream
     if [ ! -x "$1" ] || [ "$root/tests/bench/loadgen.c" -nt "$1" ]; then
         log "building the load generator"
         cc -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -I/usr/include/android \
             -o "$1" "$root/tests/bench/loadgen.c" \
-            -L"$BSSL" -Wl,-rpath,"$BSSL" -lssl -lcrypto -lpthread
+            -L"$BSSL" -Wl,-rpath,"$BSSL" -lssl -lcrypto -lnghttp2 -lpthread
+    fi
+    local g
+    g="$(dirname "$1")/grpc_upstream"
+    if [ ! -x "$g" ] || [ "$root/tests/bench/grpc_upstream.c" -nt "$g" ]; then
+        cc -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -o "$g" \
+            "$root/tests/bench/grpc_upstream.c" -lnghttp2
     fi
 }

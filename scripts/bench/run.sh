@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # run.sh: `make bench`. Installs nginx, HAProxy and Caddy from Debian, gives each the same job as
 # certgate (mTLS required and verified against the demo root, client certificate forwarded in
-# x-forwarded-client-cert, the client's own copy removed, keep-alive to one upstream), measures
-# every figure with tests/bench/loadgen.c on 127.0.0.1 only, and prints one table, also written
-# to tests/bench/last-results.md with the machine description.
+# x-forwarded-client-cert, the client's own copy removed, keep-alive to one upstream; over
+# HTTP/1.1 and over h2 (ALPN), and gRPC over h2 to an h2c upstream, tests/bench/grpc_upstream.c),
+# measures every figure with tests/bench/loadgen.c on 127.0.0.1 only, and prints one table, also
+# written to tests/bench/last-results.md with the machine description.
 #
 # Environment (all optional):
 #   BENCH_DURATION=5       seconds measured per figure and proxy, split into BENCH_ROUNDS
@@ -16,6 +17,8 @@
 #   BENCH_PIN=on           1-worker runs: proxy on CPU 0, load generator and upstream on CPU 1
 #   BENCH_PERF=auto        perf profiles of certgate (handshake, keep-alive): auto | on | off
 #   BENCH_INSTALL=on       apt-get install missing peers (off: use what is installed)
+#   BENCH_FIGURES=all      or some of: idle hs13 hs12 res13 ka large h2 grpc hs13_c1 stime perf
+#                          w2 (a short run while developing; the table shows what was measured)
 #   BENCH_TENANTS=off      on: also scripts/bench/tenants.sh, a CA store of 10,000 tenants against
 #                          one (handshake cost, reload of one tenant; ~80 s more)
 #   BENCH_DIR=build/bench  work directory (configs, logs, perf data)
@@ -39,6 +42,8 @@ WORKERS2=${BENCH_WORKERS2:-on}
 PIN=${BENCH_PIN:-on}
 PERF=${BENCH_PERF:-auto}
 INSTALL=${BENCH_INSTALL:-on}
+FIGURES=${BENCH_FIGURES:-all}
+want() { [ "$FIGURES" = all ] || [[ " $FIGURES " == *" $1 "* ]]; }
 out=${BENCH_DIR:-$root/build/bench}
 results=${BENCH_RESULTS:-$root/tests/bench/last-results.md}
 certgate=${CERTGATE:-$root/build/certgate}
@@ -46,7 +51,10 @@ case "$out" in /*) ;; *) out="$root/$out" ;; esac
 case "$certgate" in /*) ;; *) certgate="$root/$certgate" ;; esac
 
 UP_PORT=18080
+GRPC_UP_PORT=18081 # tests/bench/grpc_upstream.c: h2c, answers every request as a gRPC unary call
+# PORT: HTTP/1.1 and h2 (ALPN) to the HTTP/1.1 upstream; GPORT: h2 only, to the h2c upstream
 declare -A PORT=([certgate]=18443 [nginx]=18444 [haproxy]=18445 [caddy]=18446)
+declare -A GPORT=([certgate]=18453 [nginx]=18454 [haproxy]=18455 [caddy]=18456)
 declare -A TITLE=([certgate]=certgate [nginx]=nginx [haproxy]=HAProxy [caddy]=Caddy)
 t_start=$(date +%s)
 loadavg=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -121,6 +129,7 @@ set_pinning
 up="$out/upstream"
 mkdir -p "$up/www" "$up/tmp"
 printf 'hello from the bench upstream\n' >"$up/www/index.html"
+printf '\0\0\0\0\7\n\5hello' >"$up/grpc-req.bin" # a gRPC message, as loadgen's grpc mode sends
 [ -f "$up/www/1m" ] || head -c 1048576 /dev/urandom >"$up/www/1m"
 cat >"$up/nginx.conf" <<EOF
 # the trivial upstream every proxy forwards to (written by scripts/bench/run.sh)
@@ -155,6 +164,9 @@ for _ in $(seq 50); do
     sleep 0.1
 done
 curl -sf -o /dev/null "http://127.0.0.1:$UP_PORT/" || { log "upstream did not start"; exit 1; }
+free_port $GRPC_UP_PORT
+"${PIN_CLIENT[@]}" "$out/grpc_upstream" "127.0.0.1:$GRPC_UP_PORT" >"$up/grpc.log" 2>&1 &
+PIDS+=($!)
 
 # ---- 3. the proxies --------------------------------------------------------------------------
 write_config() { # write_config NAME WORKERS -> prints the command line
@@ -178,6 +190,13 @@ listeners:
     # the leaf, as the peers forward it (nginx: escaped PEM, HAProxy/Caddy: base64 DER), not
     # the whole chain and subject that certgate's default XFCC carries
     client_cert_details: [cert]
+  - name: grpc
+    address: 127.0.0.1:${GPORT[$n]}
+    mode: http
+    upstream: 127.0.0.1:$GRPC_UP_PORT
+    upstream_protocol: h2c
+    client_auth: require
+    client_cert_details: [cert]
 EOF
         echo "$certgate run -c $d/certgate.yaml"
         ;;
@@ -200,8 +219,12 @@ http {
         server 127.0.0.1:$UP_PORT;
         keepalive 64;
     }
+    upstream grpc_app {
+        server 127.0.0.1:$GRPC_UP_PORT;
+        keepalive 64;
+    }
     server {
-        listen 127.0.0.1:$port ssl backlog=4096;
+        listen 127.0.0.1:$port ssl http2 backlog=4096;
         ssl_certificate $pki/server.crt;
         ssl_certificate_key $pki/server.key;
         ssl_protocols TLSv1.2 TLSv1.3;
@@ -217,6 +240,19 @@ http {
             proxy_buffer_size 16k;
             proxy_buffers 16 64k;
             proxy_max_temp_file_size 0;
+        }
+    }
+    server {
+        listen 127.0.0.1:${GPORT[$n]} ssl http2 backlog=4096;
+        ssl_certificate $pki/server.crt;
+        ssl_certificate_key $pki/server.key;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_client_certificate $pki/root.crt;
+        ssl_verify_client on;
+        ssl_verify_depth 3;
+        location / {
+            grpc_pass grpc://grpc_app;
+            grpc_set_header X-Forwarded-Client-Cert \$ssl_client_escaped_cert;
         }
     }
 }
@@ -237,14 +273,22 @@ defaults
     timeout http-request 30s
     timeout http-keep-alive 300s
 frontend fe
-    bind 127.0.0.1:$port ssl crt $pki/server-haproxy.pem ca-file $pki/root.crt verify required
+    bind 127.0.0.1:$port ssl crt $pki/server-haproxy.pem ca-file $pki/root.crt verify required alpn h2,http/1.1
     maxconn $maxconn
     http-request del-header x-forwarded-client-cert
     http-request set-header X-Forwarded-Client-Cert %[ssl_c_der,base64]
     default_backend app
+frontend fe_grpc
+    bind 127.0.0.1:${GPORT[$n]} ssl crt $pki/server-haproxy.pem ca-file $pki/root.crt verify required alpn h2
+    http-request del-header x-forwarded-client-cert
+    http-request set-header X-Forwarded-Client-Cert %[ssl_c_der,base64]
+    default_backend grpc_app
 backend app
     http-reuse always
     server up 127.0.0.1:$UP_PORT
+backend grpc_app
+    http-reuse always
+    server up 127.0.0.1:$GRPC_UP_PORT proto h2
 EOF
         echo "haproxy -db -f $d/haproxy.cfg"
         ;;
@@ -255,7 +299,7 @@ EOF
     admin off
     auto_https off
     servers {
-        protocols h1
+        protocols h1 h2
     }
 }
 https://localhost:$port {
@@ -271,6 +315,19 @@ https://localhost:$port {
         header_up X-Forwarded-Client-Cert {http.request.tls.client.certificate_der_base64}
     }
 }
+https://localhost:${GPORT[$n]} {
+    bind 127.0.0.1
+    tls $pki/server.crt $pki/server.key {
+        protocols tls1.2 tls1.3
+        client_auth {
+            mode require_and_verify
+            trusted_ca_cert_file $pki/root.crt
+        }
+    }
+    reverse_proxy h2c://127.0.0.1:$GRPC_UP_PORT {
+        header_up X-Forwarded-Client-Cert {http.request.tls.client.certificate_der_base64}
+    }
+}
 EOF
         echo "caddy run --config $d/Caddyfile --adapter caddyfile"
         ;;
@@ -283,6 +340,7 @@ start_server() { # start_server NAME WORKERS
     cmd=$(write_config "$n" "$w")
     [ "$w" = 1 ] && pin=("${PIN_PROXY[@]}")
     free_port "${PORT[$n]}" || return 1
+    free_port "${GPORT[$n]}" || return 1
     # shellcheck disable=SC2086
     GOMAXPROCS=$w HOME="$d/home" XDG_DATA_HOME="$d/home" XDG_CONFIG_HOME="$d/home" \
         "${pin[@]}" $cmd >"$d/server-$w.log" 2>&1 &
@@ -290,7 +348,9 @@ start_server() { # start_server NAME WORKERS
     PIDS+=("$SERVER_PID")
     local code=""
     for _ in $(seq 100); do
-        code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 --cacert "$pki/root.crt" \
+        # HTTP/1.1: whether h2 works is for the h2 figures (and forwarding_h2) to show
+        code=$(curl -s --http1.1 -o /dev/null -w '%{http_code}' --max-time 2 \
+            --cacert "$pki/root.crt" \
             --cert "$pki/client-chain.crt" --key "$pki/client.key" \
             "https://localhost:${PORT[$n]}/" 2>/dev/null || true)
         [ "$code" = 200 ] && return 0
@@ -326,10 +386,11 @@ HZ=$(getconf CLK_TCK)
 loadgen_run() { # loadgen_run SERVER FIGURE WORKERS MODE ARGS... -> records rate (and latency)
     local n=$1 fig=$2 w=$3 mode=$4
     shift 4
-    local pin=() line c0 c1
+    local pin=() line c0 c1 port=${PORT[$n]}
     [ "$w" = 1 ] && pin=("${PIN_CLIENT[@]}")
+    [ "$mode" = grpc ] && port=${GPORT[$n]}
     c0=$(cpu_ticks "${SPID[$n]}")
-    line=$(timeout $((${D%.*} + 30)) "${pin[@]}" "$loadgen" "$mode" -a "127.0.0.1:${PORT[$n]}" \
+    line=$(timeout $((${D%.*} + 30)) "${pin[@]}" "$loadgen" "$mode" -a "127.0.0.1:$port" \
         -d "${DR}s" -w 0.3s -l "$n/$fig/w$w" "${LG_COMMON[@]}" "$@" \
         2>>"$out/$n/loadgen.err" || true)
     c1=$(cpu_ticks "${SPID[$n]}")
@@ -359,23 +420,40 @@ loadgen_run() { # loadgen_run SERVER FIGURE WORKERS MODE ARGS... -> records rate
             'BEGIN { if (n > 0) printf "%.1f", t * 1e6 / hz / n }')
     fi
     [ "$w" = 1 ] && [ -n "$per" ] && record "$n" "${fig}_cpu" "$per"
-    if [ "$mode" = keepalive ]; then
+    if [ "$mode" = keepalive ] || [ "$mode" = h2 ]; then
         record "$n" "${fig}_p50" "$(field p50_ms "$line")"
         record "$n" "${fig}_p99" "$(field p99_ms "$line")"
     fi
     log "$(printf '%-8s %-10s w%s %s' "$n" "$fig" "$w" "$(field rate "$line") $(field unit "$line")${note:+ ($note)}")"
 }
 
-check_forwarding() { # the header reached the upstream, and the client's forged copy did not
-    local n=$1 body
-    body=$(curl -s --max-time 5 --cacert "$pki/root.crt" --cert "$pki/client-chain.crt" \
-        --key "$pki/client.key" -H "X-Forwarded-Client-Cert: By=forged;Hash=00" \
-        "https://localhost:${PORT[$n]}/xfcc" || true)
-    echo "$n: $body" >>"$out/forwarding.log"
-    if [[ "$body" == "xfcc=["?*"]" ]] && [[ "$body" != *forged* ]]; then
-        record "$n" forwarding ok
+check_forwarding() { # the header reached the upstream, and the client's forged copy did not:
+    # over HTTP/1.1 and h2 (the upstream echoes it), and on the gRPC path (grpc_upstream says
+    # what it saw in its xfcc-seen response header)
+    local n=$1 body ver fig
+    local cc=(curl -s --max-time 5 --cacert "$pki/root.crt" --cert "$pki/client-chain.crt"
+        --key "$pki/client.key" -H "X-Forwarded-Client-Cert: By=forged;Hash=00")
+    for ver in http1.1 http2; do
+        fig=forwarding
+        [ $ver = http2 ] && fig=forwarding_h2
+        body=$("${cc[@]}" --$ver -w ' %{http_version}' "https://localhost:${PORT[$n]}/xfcc" || true)
+        echo "$n $ver: $(tr '\n' ' ' <<<"$body")" >>"$out/forwarding.log"
+        if [[ "$body" == "xfcc=["?*"]"* ]] && [[ "$body" != *forged* ]] &&
+            { [ $ver = http1.1 ] || [[ "$body" == *" 2" ]]; }; then
+            record "$n" $fig ok
+        else
+            record "$n" $fig FAIL "upstream saw: ${body:0:80}"
+        fi
+    done
+    body=$("${cc[@]}" --http2 -o /dev/null -D - -X POST \
+        -H 'content-type: application/grpc' -H 'te: trailers' --data-binary @"$up/grpc-req.bin" \
+        "https://localhost:${GPORT[$n]}/bench.Bench/Unary" | tr -d '\r' || true)
+    echo "$n grpc: $(tr '\n' ' ' <<<"$body")" >>"$out/forwarding.log"
+    if grep -qx 'xfcc-seen: present' <<<"$body"; then
+        record "$n" forwarding_grpc ok
     else
-        record "$n" forwarding FAIL "upstream saw: ${body:0:80}"
+        record "$n" forwarding_grpc FAIL \
+            "gRPC upstream saw: $(sed -n 's/^xfcc-seen: //p' <<<"$body")"
     fi
 }
 
@@ -485,6 +563,7 @@ stop_all() {
 interleaved() { # interleaved FIGURE WORKERS MODE ARGS...: ROUNDS rounds over the running proxies
     local fig=$1 w=$2 r i k n
     shift 2
+    want "${fig%_w2}" || return 0
     for r in $(seq 0 $((ROUNDS - 1))); do
         k=${#running[@]}
         for i in $(seq 0 $((k - 1))); do
@@ -503,21 +582,29 @@ log "---- 1 worker each"
 start_all 1
 for n in "${running[@]}"; do
     check_forwarding "$n"
-    measure_idle "$n" "${SPID[$n]}"
+    want idle && measure_idle "$n" "${SPID[$n]}"
 done
 interleaved hs13 1 handshake -V 1.3 -c 64
 interleaved hs12 1 handshake -V 1.2 -c 64
 interleaved res13 1 resume -V 1.3 -c 64
 interleaved ka 1 keepalive -c 50
 interleaved large 1 large -c 4
+# h2: the same 50 requests in flight as ka, as 10 connections x 5 streams; grpc: the same over
+# the h2c upstream (GPORT), each call a POST with a 12-byte message, grpc-status 0 expected
+interleaved h2 1 h2 -c 10 -m 5
+interleaved grpc 1 grpc -c 10 -m 5
 interleaved hs13_c1 1 handshake -V 1.3 -c 1
-for n in "${running[@]}"; do stime_run "$n"; done
-if [ "$PERF_ON" = on ] && [ -n "${SPID[certgate]:-}" ] && kill -0 "${SPID[certgate]}" 2>/dev/null; then
+if want stime; then
+    for n in "${running[@]}"; do stime_run "$n"; done
+fi
+if want perf && [ "$PERF_ON" = on ] && [ -n "${SPID[certgate]:-}" ] &&
+    kill -0 "${SPID[certgate]}" 2>/dev/null; then
     profile "${SPID[certgate]}" handshake handshake -V 1.3 -c 64
     profile "${SPID[certgate]}" keepalive keepalive -c 50
+    profile "${SPID[certgate]}" h2 h2 -c 10 -m 5
 fi
 stop_all
-if [ "$WORKERS2" = on ]; then
+if [ "$WORKERS2" = on ] && want w2; then
     log "---- 2 workers each"
     start_all 2
     interleaved hs13_w2 2 handshake -V 1.3 -c 64 -t 2

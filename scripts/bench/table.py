@@ -17,12 +17,18 @@ ROWS = [
     ("ka_p50", "keep-alive latency p50, ms (lower is better)", "low", "{:.2f}"),
     ("ka_p99", "keep-alive latency p99, ms (lower is better)", "low", "{:.2f}"),
     ("large", "1 MiB responses, MB/s (4 connections)", "high", "{:,.0f}"),
+    ("h2", "h2 keep-alive requests/s, 10 connections x 5 streams", "high", "{:,.0f}"),
+    ("h2_p50", "h2 keep-alive latency p50, ms (lower is better)", "low", "{:.2f}"),
+    ("h2_p99", "h2 keep-alive latency p99, ms (lower is better)", "low", "{:.2f}"),
+    ("grpc", "gRPC unary calls/s, h2c upstream, 10 connections x 5 streams", "high", "{:,.0f}"),
     ("idle_kb", "memory per idle TLS connection, KB (lower is better)", "low", "{:.1f}"),
     ("hs13_cpu", "proxy CPU per full handshake, TLS 1.3, us (lower is better)", "low", "{:,.0f}"),
     ("hs12_cpu", "proxy CPU per full handshake, TLS 1.2, us (lower is better)", "low", "{:,.0f}"),
     ("res13_cpu", "proxy CPU per resumed handshake, us (lower is better)", "low", "{:,.0f}"),
     ("ka_cpu", "proxy CPU per keep-alive request, us (lower is better)", "low", "{:,.1f}"),
     ("large_cpu", "proxy CPU per MB of 1 MiB responses, us (lower is better)", "low", "{:,.0f}"),
+    ("h2_cpu", "proxy CPU per h2 keep-alive request, us (lower is better)", "low", "{:,.1f}"),
+    ("grpc_cpu", "proxy CPU per gRPC unary call, us (lower is better)", "low", "{:,.1f}"),
     ("hs13_w2", "2 workers: full handshakes/s, TLS 1.3", "high", "{:,.0f}"),
     ("ka_w2", "2 workers: keep-alive requests/s", "high", "{:,.0f}"),
     ("scale_hs", "2 workers / 1 worker, handshakes", "high", "{:.2f}x"),
@@ -30,6 +36,8 @@ ROWS = [
     ("hs13_c1", "cross-check, 1 connection: loadgen handshakes/s", None, "{:,.0f}"),
     ("stime", "cross-check, 1 connection: openssl s_time handshakes/s", None, "{:,.0f}"),
     ("forwarding", "client cert forwarded, forged copy removed", None, "{}"),
+    ("forwarding_h2", "the same over h2", None, "{}"),
+    ("forwarding_grpc", "the same on the gRPC path (h2 to an h2c upstream)", None, "{}"),
     # BENCH_TENANTS=on (scripts/bench/tenants.sh; details in tests/bench/last-tenants.md)
     ("tenants_hs_ratio", "CA store of 10,000 tenants / 1 tenant: full handshakes/s (goal >= 0.95)",
      None, "{:.3f}"),
@@ -201,11 +209,16 @@ def main():
            "intermediate -> client), verifies the server against the root; handshake figures "
            "are 64 connections each doing handshake + GET / + close; resumed uses the newest "
            "session ticket per connection; keep-alive is 50 connections of sequential GET /; "
-           "1 MiB is 4 keep-alive connections; idle is the RSS growth of a fresh proxy "
+           "1 MiB is 4 keep-alive connections; h2 is 10 connections (ALPN h2) with 5 GET / "
+           "streams in flight each, forwarded to the same HTTP/1.1 upstream; gRPC is the same "
+           "with unary calls (POST, application/grpc, te: trailers, a 12-byte message; counted "
+           "when the trailers say grpc-status 0) forwarded over h2c to tests/bench/"
+           "grpc_upstream.c (certgate: upstream_protocol: h2c; nginx: grpc_pass; HAProxy: "
+           "proto h2; Caddy: reverse_proxy h2c://); idle is the RSS growth of a fresh proxy "
            "process (all its processes) while the connections are held after one request each. "
            "Upstream: nginx on 127.0.0.1 serving a 30-byte body and a 1 MiB file."]
     if a.perf_dir:
-        for name in ("handshake", "keepalive"):
+        for name in ("handshake", "keepalive", "h2"):
             p = os.path.join(a.perf_dir, "perf-%s.txt" % name)
             if os.path.exists(p):
                 with open(p) as f:

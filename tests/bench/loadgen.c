@@ -1,7 +1,9 @@
 /* loadgen.c: the mTLS load generator behind `make bench`: N client connections on one epoll
  * loop per thread, each presenting a client certificate chain, measuring full and resumed
- * handshakes/s, keep-alive requests/s with latency percentiles, large-body MB/s and idle
- * connections held open. Loopback targets only; every run is bounded in time. */
+ * handshakes/s, keep-alive requests/s with latency percentiles, large-body MB/s, idle
+ * connections held open, and over HTTP/2 (ALPN h2, nghttp2) keep-alive GETs and gRPC unary
+ * calls with M concurrent streams per connection. Loopback targets only; every run is
+ * bounded in time. */
 #include <openssl/is_boringssl.h>
 #include <openssl/base.h>
 #if !defined(OPENSSL_IS_BORINGSSL)
@@ -10,6 +12,8 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+
+#include <nghttp2/nghttp2.h>
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -33,10 +37,22 @@
 #include <time.h>
 #include <unistd.h>
 
-enum mode { MODE_HANDSHAKE, MODE_RESUME, MODE_KEEPALIVE, MODE_LARGE, MODE_IDLE };
-static const char *const mode_names[] = {"handshake", "resume", "keepalive", "large", "idle"};
+enum mode {
+    MODE_HANDSHAKE,
+    MODE_RESUME,
+    MODE_KEEPALIVE,
+    MODE_LARGE,
+    MODE_IDLE,
+    MODE_H2,   /* keep-alive GETs over HTTP/2, o.streams in flight per connection */
+    MODE_GRPC, /* gRPC unary calls over HTTP/2, the same way */
+};
+static const char *const mode_names[] = {"handshake", "resume", "keepalive", "large",
+                                         "idle",      "h2",     "grpc"};
+#define NUM_MODES 7
+#define IS_H2(m) ((m) == MODE_H2 || (m) == MODE_GRPC)
 
-enum st { ST_CONNECT, ST_HANDSHAKE, ST_WRITE, ST_READ, ST_IDLE, ST_DEAD };
+/* ST_H2: the handshake is done and an nghttp2 client session runs the connection */
+enum st { ST_CONNECT, ST_HANDSHAKE, ST_WRITE, ST_READ, ST_IDLE, ST_H2, ST_DEAD };
 enum rp { RP_HEAD, RP_BODY, RP_CHUNK_SIZE, RP_CHUNK_DATA, RP_CHUNK_CRLF, RP_TRAILER, RP_DONE };
 
 #define HEAD_MAX 8192
@@ -55,6 +71,18 @@ struct opts {
     const char *cert, *key, *ca, *sni, *path, *label, *extra_header;
     bool pin;        /* verify the server chain once per thread, then compare the leaf's DER */
     int parallel;    /* idle: handshakes in flight at once */
+    int streams;     /* h2, grpc: concurrent streams per connection */
+    char xh_name[64];     /* h2, grpc: extra_header's name, lowercase */
+    const char *xh_value; /* and its value */
+};
+
+/* One HTTP/2 request of a connection (h2, grpc); a connection has o.streams of them. */
+struct h2req {
+    int32_t id;       /* the stream's, 0 while the slot is free */
+    int status;       /* :status */
+    int grpc_status;  /* grpc-status from the trailers (or a trailers-only head), -1 if none */
+    size_t sent;      /* grpc: request body bytes handed to nghttp2 */
+    uint64_t t_start; /* ns */
 };
 
 struct slot {
@@ -73,6 +101,11 @@ struct slot {
     uint64_t body_left;
     size_t head_len;
     char head[HEAD_MAX];
+    /* h2, grpc */
+    nghttp2_session *h2;
+    struct h2req *reqs; /* o.streams */
+    unsigned char *out; /* bytes from nghttp2 not yet taken by SSL_write */
+    size_t out_len, out_off, out_cap;
 };
 
 struct thread {
@@ -236,6 +269,8 @@ static SSL_CTX *make_ctx(struct thread *t)
     } else {
         SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
     }
+    if (IS_H2(o.mode) && SSL_CTX_set_alpn_protos(ctx, (const uint8_t *)"\x02h2", 3) != 0)
+        die("%s", "SSL_CTX_set_alpn_protos failed");
     return ctx;
 }
 
@@ -256,8 +291,14 @@ static void set_events(struct slot *s, uint32_t ev)
 
 static void slot_close(struct slot *s)
 {
+    if (s->h2 != NULL) {
+        nghttp2_session_del(s->h2);
+        s->h2 = NULL;
+        memset(s->reqs, 0, sizeof(*s->reqs) * (size_t)o.streams);
+        s->out_len = s->out_off = 0;
+    }
     if (s->ssl != NULL) {
-        if (s->st == ST_READ || s->st == ST_WRITE || s->st == ST_IDLE)
+        if (s->st == ST_READ || s->st == ST_WRITE || s->st == ST_IDLE || s->st == ST_H2)
             SSL_shutdown(s->ssl); /* one close_notify, never waited for */
         SSL_free(s->ssl);
         s->ssl = NULL;
@@ -518,6 +559,260 @@ static void ssl_wait(struct slot *s, int rc, const char *what)
         fail(s, what);
 }
 
+/* ---- HTTP/2 (h2, grpc) ---------------------------------------------------------------- */
+
+/* The request heads, built once in main (nghttp2 copies them on every submit). */
+static nghttp2_nv req_nv[8];
+static size_t req_num_nv;
+
+/* A gRPC unary request body: the 5-byte length-prefixed message header (not compressed,
+ * length 7) and a protobuf message with field 1 = "hello". */
+static const uint8_t grpc_body[] = {0, 0, 0, 0, 7, 0x0a, 5, 'h', 'e', 'l', 'l', 'o'};
+
+#define H2_OUT_MAX (64 * 1024) /* bytes taken from nghttp2 before they are written */
+
+static nghttp2_nv mk_nv(const char *name, const char *value)
+{
+    return (nghttp2_nv){(uint8_t *)name, (uint8_t *)value, strlen(name), strlen(value),
+                        NGHTTP2_NV_FLAG_NONE};
+}
+
+static void h2_build_request(void)
+{
+    static char authority[300];
+    snprintf(authority, sizeof(authority), "%s", o.sni);
+    bool grpc = o.mode == MODE_GRPC;
+    req_nv[req_num_nv++] = mk_nv(":method", grpc ? "POST" : "GET");
+    req_nv[req_num_nv++] = mk_nv(":scheme", "https");
+    req_nv[req_num_nv++] = mk_nv(":authority", authority);
+    req_nv[req_num_nv++] = mk_nv(":path", o.path);
+    req_nv[req_num_nv++] = mk_nv("user-agent", "certgate-loadgen");
+    if (grpc) {
+        req_nv[req_num_nv++] = mk_nv("content-type", "application/grpc");
+        req_nv[req_num_nv++] = mk_nv("te", "trailers");
+    }
+    if (o.xh_name[0] != '\0')
+        req_nv[req_num_nv++] = mk_nv(o.xh_name, o.xh_value);
+}
+
+static ssize_t grpc_read_body(nghttp2_session *h2, int32_t id, uint8_t *buf, size_t len,
+                              uint32_t *flags, nghttp2_data_source *src, void *user)
+{
+    (void)h2, (void)id, (void)user;
+    struct h2req *r = src->ptr;
+    size_t n = sizeof(grpc_body) - r->sent;
+    if (n > len)
+        n = len;
+    memcpy(buf, grpc_body + r->sent, n);
+    r->sent += n;
+    if (r->sent == sizeof(grpc_body))
+        *flags |= NGHTTP2_DATA_FLAG_EOF;
+    return (ssize_t)n;
+}
+
+/* Starts a request on every free stream slot while the run lasts. Returns 0 or -1 (the slot
+ * was failed). */
+static int h2_refill(struct slot *s)
+{
+    uint64_t now = now_ns();
+    if (now >= t_end)
+        return 0;
+    for (int i = 0; i < o.streams; i++) {
+        struct h2req *r = &s->reqs[i];
+        if (r->id != 0)
+            continue;
+        memset(r, 0, sizeof(*r));
+        r->grpc_status = -1;
+        r->t_start = now;
+        nghttp2_data_provider body = {.source.ptr = r, .read_callback = grpc_read_body};
+        int32_t id = nghttp2_submit_request(s->h2, NULL, req_nv, req_num_nv,
+                                            o.mode == MODE_GRPC ? &body : NULL, r);
+        if (id < 0) {
+            fail(s, id == NGHTTP2_ERR_STREAM_ID_NOT_AVAILABLE ? "h2_ids_exhausted" : "h2_submit");
+            return -1;
+        }
+        r->id = id;
+    }
+    return 0;
+}
+
+static int on_h2_header(nghttp2_session *h2, const nghttp2_frame *frame, const uint8_t *name,
+                        size_t name_len, const uint8_t *value, size_t value_len, uint8_t flags,
+                        void *user)
+{
+    (void)flags, (void)user;
+    if (frame->hd.type != NGHTTP2_HEADERS)
+        return 0;
+    struct h2req *r = nghttp2_session_get_stream_user_data(h2, frame->hd.stream_id);
+    if (r == NULL)
+        return 0;
+    char v[16];
+    size_t n = value_len < sizeof(v) - 1 ? value_len : sizeof(v) - 1;
+    memcpy(v, value, n);
+    v[n] = '\0';
+    if (name_len == 7 && memcmp(name, ":status", 7) == 0)
+        r->status = atoi(v);
+    else if (name_len == 11 && memcmp(name, "grpc-status", 11) == 0)
+        r->grpc_status = atoi(v);
+    return 0;
+}
+
+static int on_h2_data(nghttp2_session *h2, uint8_t flags, int32_t id, const uint8_t *data,
+                      size_t len, void *user)
+{
+    (void)h2, (void)flags, (void)id, (void)data;
+    struct slot *s = user;
+    s->t->total_bytes += len;
+    if (in_window(now_ns()))
+        s->t->bytes += len;
+    return 0;
+}
+
+/* A stream ended: count it as a response (200, and for grpc grpc-status 0) or an error, and
+ * free its slot for h2_refill. */
+static int on_h2_close(nghttp2_session *h2, int32_t id, uint32_t error_code, void *user)
+{
+    struct slot *s = user;
+    struct thread *t = s->t;
+    struct h2req *r = nghttp2_session_get_stream_user_data(h2, id);
+    if (r == NULL)
+        return 0;
+    uint64_t now = now_ns();
+    char what[48];
+    what[0] = '\0';
+    if (error_code != NGHTTP2_NO_ERROR)
+        snprintf(what, sizeof(what), "h2_stream_reset_%s", nghttp2_http2_strerror(error_code));
+    else if (r->status != 200)
+        snprintf(what, sizeof(what), "http_status_%d", r->status);
+    else if (o.mode == MODE_GRPC && r->grpc_status != 0)
+        snprintf(what, sizeof(what), "grpc_status_%d", r->grpc_status);
+    if (what[0] != '\0') {
+        note_error(t, what);
+    } else {
+        if (now < t_end)
+            t->total++;
+        if (in_window(now)) {
+            t->ok++;
+            add_latency(t, now - r->t_start);
+        }
+    }
+    r->id = 0;
+    return 0;
+}
+
+static nghttp2_session_callbacks *h2_cbs; /* h2_init's, shared read-only by the threads */
+
+/* Called once in main, before the threads. */
+static void h2_init(void)
+{
+    if (nghttp2_session_callbacks_new(&h2_cbs) != 0)
+        die("%s", "nghttp2_session_callbacks_new failed");
+    nghttp2_session_callbacks_set_on_header_callback(h2_cbs, on_h2_header);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(h2_cbs, on_h2_data);
+    nghttp2_session_callbacks_set_on_stream_close_callback(h2_cbs, on_h2_close);
+    h2_build_request();
+}
+
+/* The handshake is done: check that the server chose h2, start the session and the first
+ * o.streams requests. Returns 0, or -1 when the slot was failed. */
+static int h2_start(struct slot *s)
+{
+    const uint8_t *alpn = NULL;
+    unsigned alpn_len = 0;
+    SSL_get0_alpn_selected(s->ssl, &alpn, &alpn_len);
+    if (alpn_len != 2 || memcmp(alpn, "h2", 2) != 0) {
+        fail(s, "server_did_not_select_h2");
+        return -1;
+    }
+    if (s->reqs == NULL)
+        s->reqs = xmalloc(sizeof(*s->reqs) * (size_t)o.streams);
+    if (s->out == NULL) {
+        s->out_cap = H2_OUT_MAX + 16 * 1024;
+        s->out = xmalloc(s->out_cap);
+    }
+    if (nghttp2_session_client_new(&s->h2, h2_cbs, s) != 0)
+        die("%s", "nghttp2_session_client_new failed");
+    nghttp2_settings_entry iv[] = {
+        {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
+        {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, 100},
+        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 1 << 20},
+    };
+    nghttp2_submit_settings(s->h2, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0]));
+    s->st = ST_H2;
+    return h2_refill(s);
+}
+
+/* Writes what nghttp2 has to send. Returns 0 when all is written, 1 when the socket is full
+ * (EPOLLOUT armed), -1 when the slot was failed. */
+static int h2_flush(struct slot *s)
+{
+    for (;;) {
+        if (s->out_off < s->out_len) {
+            /* BoringSSL writes all or nothing; a retry passes the same bytes */
+            int rc = SSL_write(s->ssl, s->out + s->out_off, (int)(s->out_len - s->out_off));
+            if (rc <= 0) {
+                if (SSL_get_error(s->ssl, rc) == SSL_ERROR_WANT_WRITE) {
+                    set_events(s, EPOLLOUT);
+                    return 1;
+                }
+                ssl_wait(s, rc, "write");
+                return -1;
+            }
+            s->out_off += (size_t)rc;
+            continue;
+        }
+        s->out_len = s->out_off = 0;
+        while (s->out_len < H2_OUT_MAX) {
+            const uint8_t *p;
+            ssize_t n = nghttp2_session_mem_send(s->h2, &p);
+            if (n < 0) {
+                fail(s, "h2_send");
+                return -1;
+            }
+            if (n == 0)
+                break;
+            if (s->out_len + (size_t)n > s->out_cap) {
+                s->out_cap = s->out_len + (size_t)n;
+                s->out = realloc(s->out, s->out_cap);
+                if (s->out == NULL)
+                    abort();
+            }
+            memcpy(s->out + s->out_len, p, (size_t)n);
+            s->out_len += (size_t)n;
+        }
+        if (s->out_len == 0)
+            return 0;
+    }
+}
+
+/* One event on an h2 connection: write what is pending, read what arrived, start new
+ * requests for the streams that completed, until the socket has nothing more. */
+static void h2_drive(struct slot *s)
+{
+    struct thread *t = s->t;
+    for (;;) {
+        int w = h2_flush(s);
+        if (w != 0)
+            return;
+        if (!nghttp2_session_want_read(s->h2) && !nghttp2_session_want_write(s->h2)) {
+            fail(s, "h2_session_ended"); /* GOAWAY, or a connection error */
+            return;
+        }
+        int rc = SSL_read(s->ssl, t->rbuf, READ_BUF);
+        if (rc <= 0) {
+            ssl_wait(s, rc, "read");
+            return;
+        }
+        ssize_t n = nghttp2_session_mem_recv(s->h2, (const uint8_t *)t->rbuf, (size_t)rc);
+        if (n < 0) {
+            fail(s, "h2_recv");
+            return;
+        }
+        if (h2_refill(s) < 0)
+            return;
+    }
+}
+
 static void drive(struct slot *s)
 {
     struct thread *t = s->t;
@@ -545,6 +840,11 @@ static void drive(struct slot *s)
                 return;
             }
             s->counted_hs = true;
+            if (IS_H2(o.mode)) {
+                if (h2_start(s) < 0)
+                    return;
+                continue;
+            }
             if (o.mode == MODE_HANDSHAKE || o.mode == MODE_RESUME || o.mode == MODE_IDLE) {
                 uint64_t ts = s->t_start;
                 begin_request(s);
@@ -591,6 +891,9 @@ static void drive(struct slot *s)
             }
             continue;
         }
+        case ST_H2:
+            h2_drive(s);
+            return;
         case ST_DEAD:
             return;
         }
@@ -672,6 +975,8 @@ static void *thread_main(void *arg)
         slot_close(s);
         if (s->sess != NULL)
             SSL_SESSION_free(s->sess);
+        free(s->reqs);
+        free(s->out);
     }
     SSL_CTX_free(t->ctx);
     OPENSSL_free(t->pin_der);
@@ -760,17 +1065,21 @@ static void parse_addr(const char *s)
 static void usage(void)
 {
     fputs("usage: loadgen MODE [options]\n"
-          "  MODE: handshake | resume | keepalive | large | idle\n"
+          "  MODE: handshake | resume | keepalive | large | idle | h2 | grpc\n"
+          "        h2: keep-alive GETs over HTTP/2 (ALPN h2), -m streams in flight per\n"
+          "        connection; grpc: the same with gRPC unary calls (POST, application/grpc,\n"
+          "        te: trailers, a 12-byte message), counted when grpc-status is 0\n"
           "  -a HOST:PORT  target, loopback only (default 127.0.0.1:8443)\n"
           "  -c N          connections (default: handshake/resume 16, keepalive 50, large 4,\n"
-          "                idle 1000)\n"
+          "                idle 1000, h2/grpc 10)\n"
+          "  -m N          h2, grpc: concurrent streams per connection (default 5)\n"
           "  -t N          threads (default 1)\n"
           "  -d DURATION   measured time, e.g. 5s, 500ms (default 5s); idle: hold time after all\n"
           "                connections are up (SIGTERM ends it early)\n"
           "  -w DURATION   warm-up before measuring (default 0.5s; idle: none)\n"
           "  -V 1.2|1.3    highest TLS version offered (default 1.3)\n"
           "  -P N          idle: handshakes in flight while opening (default 64)\n"
-          "  -p PATH       request path (default /, large: /1m)\n"
+          "  -p PATH       request path (default /, large: /1m, grpc: /bench.Bench/Unary)\n"
           "  -H 'K: V'     one extra request header (e.g. a forged x-forwarded-client-cert)\n"
           "  -s NAME       SNI and Host (default localhost)\n"
           "  -l LABEL      label echoed in the result line\n"
@@ -797,10 +1106,10 @@ int main(int argc, char **argv)
     if (argc < 2)
         usage();
     int m;
-    for (m = 0; m < 5; m++)
+    for (m = 0; m < NUM_MODES; m++)
         if (strcmp(argv[1], mode_names[m]) == 0)
             break;
-    if (m == 5)
+    if (m == NUM_MODES)
         usage();
     o.mode = (enum mode)m;
     o.conns = -1;
@@ -812,6 +1121,7 @@ int main(int argc, char **argv)
     o.label = "-";
     o.pin = true;
     o.parallel = 64;
+    o.streams = 5;
     parse_addr("127.0.0.1:8443");
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
@@ -839,6 +1149,8 @@ int main(int argc, char **argv)
                                                 : (usage(), 0);
         else if (strcmp(a, "-P") == 0)
             o.parallel = atoi(v);
+        else if (strcmp(a, "-m") == 0)
+            o.streams = atoi(v);
         else if (strcmp(a, "-p") == 0)
             o.path = v;
         else if (strcmp(a, "-H") == 0)
@@ -859,13 +1171,28 @@ int main(int argc, char **argv)
     if (o.cert == NULL || o.key == NULL || o.ca == NULL)
         die("%s", "--cert, --key and --ca are required");
     if (o.conns < 0) {
-        static const int defaults[] = {16, 16, 50, 4, 1000};
+        static const int defaults[NUM_MODES] = {16, 16, 50, 4, 1000, 10, 10};
         o.conns = defaults[o.mode];
     }
     if (o.path == NULL)
-        o.path = o.mode == MODE_LARGE ? "/1m" : "/";
-    if (o.conns <= 0 || o.threads <= 0 || o.threads > 64 || o.parallel <= 0)
+        o.path = o.mode == MODE_LARGE ? "/1m" : o.mode == MODE_GRPC ? "/bench.Bench/Unary" : "/";
+    if (o.conns <= 0 || o.threads <= 0 || o.threads > 64 || o.parallel <= 0 ||
+        o.streams <= 0 || o.streams > 1000)
         usage();
+    if (o.extra_header != NULL && IS_H2(o.mode)) {
+        /* HTTP/2 header names are lowercase (RFC 9113 8.2.1) */
+        const char *colon = strchr(o.extra_header, ':');
+        size_t n = colon != NULL ? (size_t)(colon - o.extra_header) : 0;
+        if (n == 0 || n >= sizeof(o.xh_name))
+            die("bad header %s (want 'Name: value')", o.extra_header);
+        for (size_t i = 0; i < n; i++)
+            o.xh_name[i] = (char)tolower((unsigned char)o.extra_header[i]);
+        o.xh_value = colon + 1;
+        while (*o.xh_value == ' ' || *o.xh_value == '\t')
+            o.xh_value++;
+    }
+    if (IS_H2(o.mode))
+        h2_init();
     if (o.threads > o.conns)
         o.threads = o.conns;
 
@@ -959,12 +1286,14 @@ int main(int argc, char **argv)
     double cpu = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
                  (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
     double wall = (double)(t_stop - t_begin) / 1e9;
-    printf("loadgen mode=%s label=%s target=%s tls=%s conns=%d threads=%d duration_s=%.2f "
+    printf("loadgen mode=%s label=%s target=%s tls=%s conns=%d streams=%d threads=%d "
+           "duration_s=%.2f "
            "rate=%.1f unit=%s ok=%llu full=%llu resumed=%llu errors=%llu drops=%llu "
            "bytes=%llu p50_ms=%.3f p99_ms=%.3f max_ms=%.3f total=%llu total_bytes=%llu "
            "wall_s=%.2f cpu_s=%.2f client_cpu_pct=%.0f first_error=%s\n",
            mode_names[o.mode], o.label, o.addr_text, o.tls_max == TLS1_3_VERSION ? "1.3" : "1.2",
-           o.conns, o.threads, secs, rate, unit, (unsigned long long)ok,
+           o.conns, IS_H2(o.mode) ? o.streams : 1, o.threads, secs, rate, unit,
+           (unsigned long long)ok,
            (unsigned long long)full, (unsigned long long)resumed, (unsigned long long)errors,
            (unsigned long long)drops, (unsigned long long)bytes, p50, p99, pmax,
            (unsigned long long)total, (unsigned long long)total_bytes, wall, cpu,
