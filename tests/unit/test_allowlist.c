@@ -115,6 +115,18 @@ static void test_invalid(void **state)
     memcpy(big, "CN=", 3);
     char *c = NULL;
     assert_int_equal(allowlist_canon(big, &c), -EINVAL);
+    /* Short enough as given, but its canonical form ("\\3D" for each '=') is not: refused,
+     * since a canonical form must canonicalise again (found by fuzz_allowlist). */
+    char eq[1600];
+    memset(eq, '=', sizeof(eq) - 1);
+    eq[sizeof(eq) - 1] = '\0';
+    memcpy(eq, "CN=", 3);
+    assert_int_equal(allowlist_canon(eq, &c), -EINVAL);
+    assert_null(c);
+    eq[1200] = '\0'; /* 3 + 1197 * 3 bytes canonical: allowed */
+    assert_int_equal(allowlist_canon(eq, &c), 0);
+    assert_int_equal(strlen(c), 3 + 1197 * 3);
+    free(c);
 }
 
 static char *write_tmp(const char *name, const char *text)
