@@ -79,6 +79,9 @@ else
             -k fault.upstream_malformed_head -k fault.upstream_reset_mid -k fault.disk_full \
             -k http.chunked_response -k relay.tls_half_close -k drain. \
             -k reload.tenant_added_changed_removed -k allowlist.admin_calls \
+            -k h2up1.post_chunked_trailers_dropped -k h2up1.client_reset_closes_upstream \
+            -k h2upc.trailers_end_to_end -k grpc.bidi_streaming_ping_pong \
+            -k h2attack.pseudo_header_misuse_refused -k h2attack.continuation_flood_empty_frames \
             2>&1 | tee "$out/v"
         tally "$out/v" integration-valgrind
     fi
