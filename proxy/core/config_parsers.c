@@ -50,8 +50,8 @@ int config_parse_key_sni(struct cfg_ctx *c, yaml_node_t *n, const char *what, vo
     const char *first = strstr(pattern, "{tenant}");
     if (first == NULL || strstr(first + 1, "{tenant}") != NULL)
         return config_fail(c, n,
-                        "invalid value %s for tenancy.sni: must contain {tenant} exactly once",
-                        config_quote(c, pattern));
+                           "invalid value %s for tenancy.sni: must contain {tenant} exactly once",
+                           config_quote(c, pattern));
     for (const char *s = pattern; *s != '\0'; s++) {
         if (s == first) {
             s += strlen("{tenant}") - 1;
@@ -59,9 +59,9 @@ int config_parse_key_sni(struct cfg_ctx *c, yaml_node_t *n, const char *what, vo
         }
         if (*s == '{' || *s == '}' || *s <= ' ' || *s == 0x7f)
             return config_fail(c, n,
-                            "invalid value %s for tenancy.sni: only {tenant} and host name "
-                            "characters are allowed",
-                            config_quote(c, pattern));
+                               "invalid value %s for tenancy.sni: only {tenant} and host name "
+                               "characters are allowed",
+                               config_quote(c, pattern));
     }
     return 0;
 }
@@ -115,7 +115,7 @@ int config_parse_key_listener_name(struct cfg_ctx *c, yaml_node_t *n, const char
     int rc = config_node_string(c, n, what, false, out);
     if (rc == 0 && !safe_name(*(char **)out))
         return config_fail(c, n, "invalid value %s for %s: only A-Z a-z 0-9 _ . - are allowed",
-                        config_quote(c, *(char **)out), what);
+                           config_quote(c, *(char **)out), what);
     return rc;
 }
 
@@ -125,7 +125,7 @@ int config_parse_key_upstream(struct cfg_ctx *c, yaml_node_t *n, const char *wha
     int rc = config_node_endpoint(c, n, what, true, ep);
     if (rc == 0 && ep->unix_path == NULL && config_endpoint_port(ep) == 0)
         return config_fail(c, n, "invalid value %s for %s: the upstream port cannot be 0",
-                        config_quote(c, ep->text), what);
+                           config_quote(c, ep->text), what);
     return rc;
 }
 
@@ -135,9 +135,9 @@ int config_parse_key_details(struct cfg_ctx *c, yaml_node_t *n, const char *what
     unsigned bits = 0;
     if (n->type != YAML_SEQUENCE_NODE)
         return config_fail(c, n,
-                        "%s: expected a sequence such as [cert, chain, subject, uri, dns], "
-                        "got %s",
-                        what, config_node_kind(n));
+                           "%s: expected a sequence such as [cert, chain, subject, uri, dns], "
+                           "got %s",
+                           what, config_node_kind(n));
     for (yaml_node_item_t *it = n->data.sequence.items.start; it < n->data.sequence.items.top;
          it++) {
         yaml_node_t *item = yaml_document_get_node(c->doc, *it);
@@ -323,9 +323,9 @@ int config_parse_key_strip_headers(struct cfg_ctx *c, yaml_node_t *n, const char
         return 0;
     if (n->type != YAML_SEQUENCE_NODE)
         return config_fail(c, n,
-                        "%s: expected a sequence of header names such as [x-client-id], "
-                        "got %s",
-                        what, config_node_kind(n));
+                           "%s: expected a sequence of header names such as [x-client-id], "
+                           "got %s",
+                           what, config_node_kind(n));
     size_t num = (size_t)(n->data.sequence.items.top - n->data.sequence.items.start);
     if (num > CONFIG_MAX_STRIP_HEADERS)
         return config_fail(c, n, "%s: at most %u names are allowed", what,
@@ -340,20 +340,22 @@ int config_parse_key_strip_headers(struct cfg_ctx *c, yaml_node_t *n, const char
         if ((rc = config_node_scalar(c, item, what, &s)) != 0)
             return rc;
         if (!is_token(s) || strlen(s) > CONFIG_MAX_HEADER_NAME)
-            return config_fail(c, item,
-                            "invalid value %s in %s: expected a header name (letters, digits and "
-                            "!#$%%&'*+-.^_`|~, at most %u bytes)",
-                            config_quote(c, s), what, CONFIG_MAX_HEADER_NAME);
+            return config_fail(
+                c, item,
+                "invalid value %s in %s: expected a header name (letters, digits and "
+                "!#$%%&'*+-.^_`|~, at most %u bytes)",
+                config_quote(c, s), what, CONFIG_MAX_HEADER_NAME);
         char *name = xstrdup(s);
         for (char *p = name; *p != '\0'; p++)
             *p = *p == '_' ? '-' : (*p >= 'A' && *p <= 'Z') ? (char)(*p - 'A' + 'a') : *p;
         list->names[list->num++] = name;
         for (size_t j = 0; j < ARRAY_SIZE(own); j++)
             if (strcmp(name, own[j]) == 0)
-                return config_fail(c, item,
-                                "invalid value %s in %s: certgate frames %s itself, it cannot be "
-                                "stripped",
-                                config_quote(c, s), what, own[j]);
+                return config_fail(
+                    c, item,
+                    "invalid value %s in %s: certgate frames %s itself, it cannot be "
+                    "stripped",
+                    config_quote(c, s), what, own[j]);
         for (size_t j = 0; j + 1 < list->num; j++)
             if (strcmp(list->names[j], name) == 0)
                 return config_fail(c, item, "duplicate value %s in %s", config_quote(c, s), what);
@@ -381,7 +383,9 @@ int config_parse_key_alpn(struct cfg_ctx *c, yaml_node_t *n, const char *what, v
             return config_fail(c, n, "%s: malformed sequence", what);
         if ((rc = config_node_scalar(c, item, what, &s)) != 0)
             return rc;
-        unsigned bit = strcmp(s, "h2") == 0 ? ALPN_H2 : strcmp(s, "http/1.1") == 0 ? ALPN_HTTP11 : 0;
+        unsigned bit = strcmp(s, "h2") == 0         ? ALPN_H2
+                       : strcmp(s, "http/1.1") == 0 ? ALPN_HTTP11
+                                                    : 0;
         if (bit == 0)
             return config_fail(c, item, "invalid value %s in %s: expected h2 or http/1.1",
                                config_quote(c, s), what);

@@ -37,8 +37,8 @@ static void timer_close_cb(uv_handle_t *h)
 static void up1_free(struct up1 *x, bool reuse)
 {
     if (x->up != NULL) {
-        uv_poll_stop(&x->up->poll);
         x->up->owner = NULL;
+        x->up->owner_cb = NULL;
         if (!reuse || !upstream_pool_put(x->w, x->up, x->index))
             upstream_upconn_close(x->up);
         x->up = NULL;
@@ -140,22 +140,18 @@ static void up1_update_poll(struct up1 *x)
         ev |= UV_WRITABLE;
     if (can_read(x))
         ev |= UV_READABLE;
-    if (ev != x->up->events) {
-        x->up->events = ev;
-        if (ev != 0)
-            uv_poll_start(&x->up->poll, ev, up1_poll_cb);
-        else
-            uv_poll_stop(&x->up->poll);
-    }
+    upstream_watch(x->up, ev);
 }
 
+/* A new connection waits for writability; a pooled one stays watched for reading as the pool
+ * left it (no epoll_ctl), and start() sends the request at once. */
 static void up1_attach(struct up1 *x, struct upconn *up, bool connecting)
 {
     x->up = up;
     up->owner = x;
-    up->events = -1; /* whatever watched it before (the pool), up1_update_poll takes over */
+    up->owner_cb = up1_poll_cb;
     x->connecting = connecting;
-    x->write_blocked = true; /* the request head waits for writability (or is tried at once) */
+    x->write_blocked = connecting;
     up1_update_poll(x);
 }
 
@@ -179,10 +175,12 @@ static bool up1_try_replay(struct up1 *x)
     if (!x->reused || x->replayed || x->got_bytes || !x->req_idempotent || x->took_body ||
         x->req_chunked || x->data_left > 0)
         return false;
-    log_msg(LOG_LEVEL_DEBUG, "upstream_retry", "listener %s: a reused upstream connection "
-            "closed before answering; sending the request on a new one", x->s->c->lc->name);
-    uv_poll_stop(&x->up->poll);
+    log_msg(LOG_LEVEL_DEBUG, "upstream_retry",
+            "listener %s: a reused upstream connection "
+            "closed before answering; sending the request on a new one",
+            x->s->c->lc->name);
     x->up->owner = NULL;
+    x->up->owner_cb = NULL;
     upstream_upconn_close(x->up);
     x->up = NULL;
     x->replayed = true;

@@ -46,6 +46,17 @@ void upstream_close(struct conn *c)
     llhttp_reset(&c->ex.resp_parser);
 }
 
+void upstream_watch(struct upconn *up, int events)
+{
+    if (events == up->events)
+        return;
+    up->events = events;
+    if (events != 0)
+        uv_poll_start(&up->poll, events, up_poll_cb);
+    else
+        uv_poll_stop(&up->poll);
+}
+
 /* --- the worker's pool of idle upstream connections --------------------------------------- */
 
 static void pool_unlink(struct worker *w, struct upconn *up)
@@ -65,15 +76,12 @@ bool upstream_pool_put(struct worker *w, struct upconn *up, size_t index)
         return false;
     up->c = NULL;
     up->owner = NULL;
+    up->owner_cb = NULL;
     up->index = index;
     up->next = w->up_pool;
     w->up_pool = up;
     w->num_up_pool++;
-    /* Any byte or EOF from an idle upstream retires it. Also when it was already watched for
-     * reading: the callback may be another owner's (h2/h2_up1.c), and restarting a watch with
-     * the same events costs no epoll_ctl. */
-    up->events = UV_READABLE;
-    uv_poll_start(&up->poll, UV_READABLE, up_poll_cb);
+    upstream_watch(up, UV_READABLE); /* any byte or EOF from an idle upstream retires it */
     return true;
 }
 
@@ -211,8 +219,10 @@ static bool try_replay(struct conn *c)
     c->uout = c->ex.replay;
     memset(&c->ex.replay, 0, sizeof(c->ex.replay));
     c->ex.replayed = true;
-    log_msg(LOG_LEVEL_DEBUG, "upstream_retry", "listener %s: a reused upstream connection "
-            "closed before answering; sending the request on a new one", c->lc->name);
+    log_msg(LOG_LEVEL_DEBUG, "upstream_retry",
+            "listener %s: a reused upstream connection "
+            "closed before answering; sending the request on a new one",
+            c->lc->name);
     return upstream_connect(c) == 0;
 }
 
@@ -233,6 +243,10 @@ static void up_poll_cb(uv_poll_t *h, int status, int events)
 {
     struct upconn *up = h->data;
     struct conn *c = up->c;
+    if (c == NULL && up->owner != NULL) {
+        up->owner_cb(h, status, events);
+        return;
+    }
     if (c == NULL) {
         /* A pooled upstream spoke or closed: it cannot take a request any more. */
         pool_unlink(up->worker, up);
@@ -248,8 +262,8 @@ static void up_poll_cb(uv_poll_t *h, int status, int events)
         if (getsockopt(up->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
             err = errno;
         if (err != 0) {
-            log_msg(LOG_LEVEL_WARN, "upstream_connect_failed", "listener %s: %s: %s",
-                    c->lc->name, c->lc->upstream.text, strerror(err));
+            log_msg(LOG_LEVEL_WARN, "upstream_connect_failed", "listener %s: %s: %s", c->lc->name,
+                    c->lc->upstream.text, strerror(err));
             upstream_failed(c, 503);
             conn_event_end(c);
             return;
@@ -409,7 +423,7 @@ static void up_read(struct conn *c)
         /* Bodies and tunnels stream: bigger reads, fewer system calls (the queue is still
          * bounded by CONN_HWM plus one read). Heads and idle connections read small. */
         size_t want = c->state == CONN_TUNNEL || c->ex.resp_head_done ? CONN_STREAM_READ_SIZE
-                                                                   : CONN_READ_SIZE;
+                                                                      : CONN_READ_SIZE;
         char *p = buf_reserve(dst, want);
         ssize_t n = recv(c->up->fd, p, want, 0);
         if (n > 0) {
@@ -451,11 +465,5 @@ void upstream_update_poll(struct conn *c)
         if (c->up_write_blocked)
             uev |= UV_WRITABLE;
     }
-    if (uev != c->up->events) {
-        c->up->events = uev;
-        if (uev)
-            uv_poll_start(&c->up->poll, uev, up_poll_cb);
-        else
-            uv_poll_stop(&c->up->poll);
-    }
+    upstream_watch(c->up, uev);
 }

@@ -23,8 +23,9 @@ struct upconn {
     struct upconn *next; /* the pool's list */
     size_t index;        /* listener it belongs to */
     void *owner;         /* an HTTP/2 stream's exchange using it (h2/h2_up1.c), else NULL */
+    uv_poll_cb owner_cb; /* the owner's socket events (the watch's callback stays upstream's) */
     int fd;
-    int events;
+    int events; /* what the watch asks for; changed only through upstream_watch */
 };
 
 /* Idle upstream connections a worker keeps for its next client connections. */
@@ -79,6 +80,12 @@ struct upconn *upstream_pool_take(struct worker *w, size_t index);
  * |index| and watches it with the pool's callback. Returns false (|up| still the caller's)
  * when the worker is draining or the pool is full. */
 bool upstream_pool_put(struct worker *w, struct upconn *up, size_t index);
+
+/* upstream_watch makes |up|'s socket watch ask for |events| (UV_READABLE, UV_WRITABLE, 0). The
+ * watch's callback is upstream's for every owner (an HTTP/1 connection, the pool, an HTTP/2
+ * stream through owner_cb), so nothing changes when the events stay the same: this libuv
+ * turns every uv_poll_start into an EPOLL_CTL_DEL and an ADD, whatever it watched before. */
+void upstream_watch(struct upconn *up, int events);
 
 /* upstream_upconn_close closes |up| (not in the pool); its memory goes in the close callback. */
 void upstream_upconn_close(struct upconn *up);

@@ -54,23 +54,23 @@ static void test_contract_example(void **state)
 
 static void test_forms(void **state)
 {
-    same("CN=a+O=b", "O=b,CN=a");                     /* multi-valued RDN */
-    same("CN=a;O=b", "O=b,CN=a");                     /* RFC 2253's other separator */
-    same("E=x@y.z,CN=a", "emailAddress=x@y.z,CN=a");  /* aliases */
+    same("CN=a+O=b", "O=b,CN=a");                    /* multi-valued RDN */
+    same("CN=a;O=b", "O=b,CN=a");                    /* RFC 2253's other separator */
+    same("E=x@y.z,CN=a", "emailAddress=x@y.z,CN=a"); /* aliases */
     same("email=x@y.z,CN=a", "EMAILADDRESS=x@y.z,CN=a");
     same("S=Berlin,CN=a", "ST=Berlin,CN=a");
-    same("2.5.4.3=a,2.5.4.10=b", "CN=a,O=b");           /* dotted OIDs */
-    same("CN=a\\,b,O=c", "O=c,CN=\"a,b\"");             /* escaped and quoted comma */
-    same("CN=caf\\C3\\A9", "CN=café");                  /* \XX is a byte: UTF-8 either way */
+    same("2.5.4.3=a,2.5.4.10=b", "CN=a,O=b"); /* dotted OIDs */
+    same("CN=a\\,b,O=c", "O=c,CN=\"a,b\"");   /* escaped and quoted comma */
+    same("CN=caf\\C3\\A9", "CN=café");        /* \XX is a byte: UTF-8 either way */
     same("CN=a\\+b", "CN=\"a+b\"");
-    same("CN=a,CN=a", "CN=a");                          /* a repeated pair adds nothing */
-    same("CN=a\\ ", "CN=\"a \"");                       /* an escaped trailing space stays */
+    same("CN=a,CN=a", "CN=a");    /* a repeated pair adds nothing */
+    same("CN=a\\ ", "CN=\"a \""); /* an escaped trailing space stays */
     same("CN=a ", "CN=a");
-    differ("CN=a", "CN=A");                             /* values keep their case */
+    differ("CN=a", "CN=A"); /* values keep their case */
     differ("CN=a ,O=b", "CN=a\\ ,O=b");
     differ("CN=a,O=b", "CN=a");
     differ("CN=a,O=b", "CN=a+O=c");
-    differ("CN=a\\,O=b", "CN=a,O=b");                   /* an escaped comma is not a separator */
+    differ("CN=a\\,O=b", "CN=a,O=b"); /* an escaped comma is not a separator */
     differ("OU=x,CN=a", "O=x,CN=a");
 }
 
@@ -90,8 +90,12 @@ static void test_no_injection(void **state)
  * spaces at either end of a value, ';' and a leading '"' used to come out bare). */
 static void test_canon_idempotent(void **state)
 {
-    const char *subjects[] = {"CN=a\\,b,O=x\\20,OU= y ,C=NL", "CN=\\ a\\ ", "CN=a\\;b",
-                              "CN=\\\"q\\\"", "CN=\" a b \"", "CN=a\\2Bb=c"};
+    const char *subjects[] = {"CN=a\\,b,O=x\\20,OU= y ,C=NL",
+                              "CN=\\ a\\ ",
+                              "CN=a\\;b",
+                              "CN=\\\"q\\\"",
+                              "CN=\" a b \"",
+                              "CN=a\\2Bb=c"};
     for (size_t i = 0; i < sizeof(subjects) / sizeof(subjects[0]); i++) {
         char once[4096];
         snprintf(once, sizeof(once), "%s", canon(subjects[i]));
@@ -102,8 +106,8 @@ static void test_canon_idempotent(void **state)
 
 static void test_invalid(void **state)
 {
-    const char *bad[] = {"", "   ", "CN", "=a", "CN=a,", "CN=a,,O=b", "CN=\"a", "CN=\"a\"b",
-                         "C N=a", "CN=a\\", "/CN=a/O=b"};
+    const char *bad[] = {"",       "   ",       "CN",    "=a",     "CN=a,",    "CN=a,,O=b",
+                         "CN=\"a", "CN=\"a\"b", "C N=a", "CN=a\\", "/CN=a/O=b"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         char *c = (char *)1;
         assert_int_equal(allowlist_canon(bad[i], &c), -EINVAL);
@@ -232,8 +236,8 @@ static void test_add_remove_persist(void **state)
     assert_int_equal(allowlist_init(path, err, sizeof(err)), 0);
     assert_true(allowed("CN=CordaOperator,O=Org,L=London,C=GB"));
     assert_true(allowed("O=x,CN=quote\\\"d"));
-    assert_int_equal(allowlist_remove("cn=CordaOperator, o=Org, l=London, c=GB", err,
-                                      sizeof(err)), 0);
+    assert_int_equal(allowlist_remove("cn=CordaOperator, o=Org, l=London, c=GB", err, sizeof(err)),
+                     0);
     assert_false(allowed("CN=CordaOperator,C=GB,L=London,O=Org"));
     assert_int_equal(allowlist_remove("CN=CordaOperator,C=GB,L=London,O=Org", err, sizeof(err)),
                      -ENOENT);
@@ -256,14 +260,10 @@ int main(void)
     if (mkdtemp(dir) == NULL)
         return 1;
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_contract_example),
-        cmocka_unit_test(test_forms),
-        cmocka_unit_test(test_no_injection),
-        cmocka_unit_test(test_canon_idempotent),
-        cmocka_unit_test(test_invalid),
-        cmocka_unit_test(test_load),
-        cmocka_unit_test(test_load_errors),
-        cmocka_unit_test(test_add_remove_persist),
+        cmocka_unit_test(test_contract_example), cmocka_unit_test(test_forms),
+        cmocka_unit_test(test_no_injection),     cmocka_unit_test(test_canon_idempotent),
+        cmocka_unit_test(test_invalid),          cmocka_unit_test(test_load),
+        cmocka_unit_test(test_load_errors),      cmocka_unit_test(test_add_remove_persist),
     };
     int r = cmocka_run_group_tests(tests, NULL, NULL);
     char cmd[300];

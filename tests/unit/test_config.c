@@ -148,60 +148,62 @@ static void expect_error_prefix(const char *yaml, const char *prefix)
 }
 
 /* well_formed_error: "t.yaml:LINE:COLUMN: message" with positive LINE and COLUMN. */
-/* A regex whose repetitions glibc's regcomp would expand into gigabytes is refused before
- * regcomp (found by fuzz_config: "a+++...+" doubles per '+'). */
-static void test_pattern_expansion_bounded(void **state)
+/* check_patterns: each of |bad| as a subject_cn_pattern is refused at its line and column with
+ * a message containing |why|; each of |good| loads. */
+static void check_patterns(const char *const *bad, size_t num_bad, const char *why,
+                           const char *const *good, size_t num_good)
 {
     static const char head[] = "listeners:\n- name: a\n  address: 127.0.0.1:1\n  upstream: "
                                "127.0.0.1:2\n  mode: tcp\n  subject_cn_pattern: \"";
-    static const char *const bad[] = {"a++++++++++++++++++++++++++++++++++++++++",
-                                      "((a{255}){255}){255}", "(x{100}){100}", "[a-z]{5000}"};
-    static const char *const good[] = {"^[0-9A-F]{16}$", "^(gw|gateway)-[a-z0-9]{1,63}$",
-                                       "^[[:xdigit:]]{16}(-[0-9]+)*$", "a{4000}"};
     char yaml[512];
-    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    for (size_t i = 0; i < num_bad; i++) {
         snprintf(yaml, sizeof(yaml), "%s%s\"\n", head, bad[i]);
         char err[512] = "";
         struct config *cfg = NULL;
         assert_int_equal(config_load_string(&cfg, "t.yaml", yaml, strlen(yaml), err, sizeof(err)),
                          -EINVAL);
-        if (strstr(err, "t.yaml:6:23: invalid value") != err ||
-            strstr(err, "repetitions expand too far") == NULL)
+        if (strstr(err, "t.yaml:6:23: invalid value") != err || strstr(err, why) == NULL)
             fail_msg("%s: %s", bad[i], err);
     }
-    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+    for (size_t i = 0; i < num_good; i++) {
         snprintf(yaml, sizeof(yaml), "%s%s\"\n", head, good[i]);
         config_free(load_ok(yaml));
     }
+}
+
+/* A regex whose repetitions glibc's regcomp would expand into gigabytes is refused before
+ * regcomp (found by fuzz_config: "a+++...+" doubles per '+'). */
+static void test_pattern_expansion_bounded(void **state)
+{
+    static const char *const bad[] = {"a++++++++++++++++++++++++++++++++++++++++",
+                                      "((a{255}){255}){255}", "(x{100}){100}", "[a-z]{5000}"};
+    static const char *const good[] = {"^[0-9A-F]{16}$", "^(gw|gateway)-[a-z0-9]{1,63}$",
+                                       "^[[:xdigit:]]{16}(-[0-9]+)*$", "a{4000}"};
+    (void)state;
+    check_patterns(bad, sizeof(bad) / sizeof(bad[0]), "repetitions expand too far", good,
+                   sizeof(good) / sizeof(good[0]));
 }
 
 /* Repetitions nested three deep (stacked operators count) are refused: glibc's regcomp took
  * 89 s over fuzz_config's "^3***...***" and 42 s over "((a*)+){2000}". */
 static void test_pattern_nesting_bounded(void **state)
 {
-    static const char head[] = "listeners:\n- name: a\n  address: 127.0.0.1:1\n  upstream: "
-                               "127.0.0.1:2\n  mode: tcp\n  subject_cn_pattern: \"";
     static const char *const bad[] = {
         "^3*****************************************************************************",
-        "a*++r", "((a*)+){2000}", "((a*)*){4000}", "((a*){2000})+", "x|(y?)*+"};
-    static const char *const good[] = {"^([a-z0-9-]+\\\\.)+example\\\\.com$", "(a*)*", "a**",
-                                       "(a*){1000}(b+){1000}", "[*+?]{3}(x[(]*)+", "\\\\(a*\\\\)+"};
-    char yaml[512];
+        "a*++r",
+        "((a*)+){2000}",
+        "((a*)*){4000}",
+        "((a*){2000})+",
+        "x|(y?)*+"};
+    static const char *const good[] = {"^([a-z0-9-]+\\\\.)+example\\\\.com$",
+                                       "(a*)*",
+                                       "a**",
+                                       "(a*){1000}(b+){1000}",
+                                       "[*+?]{3}(x[(]*)+",
+                                       "\\\\(a*\\\\)+"};
     (void)state;
-    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        snprintf(yaml, sizeof(yaml), "%s%s\"\n", head, bad[i]);
-        char err[512] = "";
-        struct config *cfg = NULL;
-        assert_int_equal(config_load_string(&cfg, "t.yaml", yaml, strlen(yaml), err, sizeof(err)),
-                         -EINVAL);
-        if (strstr(err, "t.yaml:6:23: invalid value") != err ||
-            strstr(err, "nest more than two deep") == NULL)
-            fail_msg("%s: %s", bad[i], err);
-    }
-    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
-        snprintf(yaml, sizeof(yaml), "%s%s\"\n", head, good[i]);
-        config_free(load_ok(yaml));
-    }
+    check_patterns(bad, sizeof(bad) / sizeof(bad[0]), "nest more than two deep", good,
+                   sizeof(good) / sizeof(good[0]));
 }
 
 static void assert_well_formed_error(const char *err)
@@ -575,7 +577,6 @@ static void test_alpn_keys(void **state)
                  "t.yaml:8:5: listener \"h\": alpn is only for http listeners");
 }
 
-
 static void test_contract_example(void **state)
 {
     struct config *cfg = load_ok(contract_example);
@@ -920,13 +921,22 @@ static void test_cpu_max(void **state)
         const char *text;
         unsigned cpus;
     } good[] = {
-        {"max 100000", 0},      {"max 100000\n", 0},   {"100000 100000", 1},
-        {"150000 100000\n", 2}, {"50000 100000", 1},   {"200000 100000", 2},
-        {"200001 100000", 3},   {"1 1000000", 1},      {"400000000 1000", 256},
+        {"max 100000", 0},      {"max 100000\n", 0}, {"100000 100000", 1},
+        {"150000 100000\n", 2}, {"50000 100000", 1}, {"200000 100000", 2},
+        {"200001 100000", 3},   {"1 1000000", 1},    {"400000000 1000", 256},
     };
     static const char *const bad[] = {
-        "", "max", "100000", "0 100000", "max 0", "-1 100000", "100000  100000",
-        "100000 100000 1", "abc 100000", "100000 100000\n\n", "100000 10000000",
+        "",
+        "max",
+        "100000",
+        "0 100000",
+        "max 0",
+        "-1 100000",
+        "100000  100000",
+        "100000 100000 1",
+        "abc 100000",
+        "100000 100000\n\n",
+        "100000 10000000",
     };
     for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
         unsigned v = 12345;
@@ -949,7 +959,7 @@ static void test_cpu_max(void **state)
 static void test_colliding_addresses(void **state)
 {
 #define TWO(a, b)                                                                                  \
-    "listeners:\n  - {name: a, mode: tcp, address: \"" a "\", upstream: \"127.0.0.1:1\"}\n"          \
+    "listeners:\n  - {name: a, mode: tcp, address: \"" a "\", upstream: \"127.0.0.1:1\"}\n"        \
     "  - {name: b, mode: tcp, address: \"" b "\", upstream: \"127.0.0.1:1\"}\n"
     expect_error(TWO("0.0.0.0:8443", "127.0.0.1:8443"),
                  "t.yaml:3:35: listener \"b\": address 127.0.0.1:8443 overlaps listener a's "
@@ -1144,8 +1154,10 @@ static void test_load_file(void **state)
     fclose(f);
     assert_int_equal(config_load(&cfg, path, err, sizeof(err)), -EINVAL);
     assert_null(cfg);
-    snprintf(want, sizeof(want), "%s:3:5: unknown key \"adress\" in listener; did you mean "
-             "\"address\"?", path);
+    snprintf(want, sizeof(want),
+             "%s:3:5: unknown key \"adress\" in listener; did you mean "
+             "\"address\"?",
+             path);
     assert_string_equal(err, want);
 
     /* Relative paths mean the config file's directory, not the working directory. */
@@ -1270,9 +1282,9 @@ static void test_admin_section(void **state)
                         "t.yaml:3:12: admin.address \"[::]:9901\" is not a loopback address");
     expect_error_prefix("admin: {address: 10.0.0.1:9901}\n" TCP_LISTENER,
                         "t.yaml:1:18: admin.address \"10.0.0.1:9901\" is not a loopback");
-    expect_error("admin:\n  address: 127.0.0.1:9901\n  public_address: 127.0.0.1:9901\n"
-                 TCP_LISTENER,
-                 "t.yaml:3:19: admin.public_address is the same address as admin.address");
+    expect_error(
+        "admin:\n  address: 127.0.0.1:9901\n  public_address: 127.0.0.1:9901\n" TCP_LISTENER,
+        "t.yaml:3:19: admin.public_address is the same address as admin.address");
     expect_error_prefix("admin:\n  public_address: nowhere\n" TCP_LISTENER,
                         "t.yaml:2:19: invalid value \"nowhere\" for admin.public_address");
     const char *loopback[] = {"127.0.0.1:1", "127.3.4.5:1", "localhost:1", "'[::1]:1'",
@@ -1288,8 +1300,8 @@ static void test_admin_section(void **state)
     assert_string_equal(cfg->admin_public_address.text, "0.0.0.0:9902");
     assert_false(config_endpoint_is_loopback(&cfg->admin_public_address));
     config_free(cfg);
-    cfg = load_ok("admin:\n  address: 127.0.0.1:9901\n  public_address: '[::]:9902'\n"
-                  TCP_LISTENER);
+    cfg =
+        load_ok("admin:\n  address: 127.0.0.1:9901\n  public_address: '[::]:9902'\n" TCP_LISTENER);
     assert_true(config_endpoint_is_loopback(&cfg->admin_address));
     assert_null(cfg->admin_token_file);
     assert_int_equal(cfg->admin_public_address.addr.ss_family, AF_INET6);
