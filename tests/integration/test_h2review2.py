@@ -58,7 +58,39 @@ def t_abandoned_queued_h2c_streams_freed(t):
     check(st.status == 200, "a new stream after them: %r %r" % (st.status, st.reset))
 
 
+def t_shutdown_delay_serves_new_h2_connections(t):
+    """CONTRACT 2: during limits.shutdown_delay the listeners keep accepting and serve (with
+    Connection: close, one response per connection). An HTTP/2 connection accepted then must
+    be served too: a GOAWAY must not name a last stream below the client's first request."""
+    import signal
+    import test_h2client
+    test_h2client.H = H
+    up, cg = test_h2client.env(t, limits={"shutdown_delay": "%dms" % int(H.T(4) * 1000)})
+    port = cg.port()
+    check(test_h2client.curl(t, port, "/echo?before=1")[2] == 200, "before SIGTERM")
+    cg.signal(signal.SIGTERM)
+    time.sleep(H.T(0.5))
+    bad = []
+    for i in range(5):
+        rc, ver, status, body, err = test_h2client.curl(t, port, "/echo?delay=%d" % i)
+        if status != 200:
+            bad.append((rc, ver, status, err.strip()[-200:]))
+    for i in range(3):
+        c = h2lib.H2Conn(t, port)
+        sid = c.request(path="/echo?rawdelay=%d" % i)
+        c.wait(lambda: c.stream(sid).done or c.eof, H.T(3))
+        s = c.stream(sid)
+        if s.status != 200:
+            bad.append(("raw", str(s), c.state()))
+        elif not c.wait_closed(H.T(3)) or c.goaway is None or c.goaway[0] < sid:
+            bad.append(("raw, not closed after its stream", c.state()))
+    check(not bad, "HTTP/2 requests during the shutdown delay: %r" % bad)
+    rc = cg.wait(H.T(15))
+    check(rc == 0, "exit status %r after the shutdown delay and the drain" % rc)
+
+
 TESTS = [
+    ("h2rev2.shutdown_delay_serves_new_h2_connections", t_shutdown_delay_serves_new_h2_connections),
     ("h2rev2.abandoned_queued_h2c_streams_freed", t_abandoned_queued_h2c_streams_freed),
 ]
 
