@@ -89,7 +89,45 @@ def t_shutdown_delay_serves_new_h2_connections(t):
     check(rc == 0, "exit status %r after the shutdown delay and the drain" % rc)
 
 
+def t_h2_upstream_connections_bounded(t):
+    """limits.max_connections bounds what certgate holds open: on HTTP/1.1 a client connection
+    holds at most one upstream connection. Each HTTP/2 stream toward an HTTP/1.1 upstream holds
+    one of its own, so one client connection with 100 streams held 100, and 10000 clients a
+    million: file descriptors ran out (EMFILE) for every listener and tenant. The upstream
+    connections of HTTP/2 streams count against limits.max_connections; a stream beyond it
+    gets 503 at once, and the others are served."""
+    import threading
+    import test_h2up1
+    test_h2up1.H = H
+    lock = threading.Lock()
+    live = {"now": 0, "max": 0}
+
+    def answer(c, n, k, head, body):
+        with lock:
+            live["now"] += 1
+            live["max"] = max(live["max"], live["now"])
+        time.sleep(H.T(1.5))
+        with lock:
+            live["now"] -= 1
+        c.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n")
+        return True
+
+    up, cg = test_h2up1.raw_env(t, answer, limits={"max_connections": 4})
+    c = test_h2up1.H2Client(t, cg.ports["https"])
+    sids = [c.request("GET", "/held?i=%d" % i) for i in range(12)]
+    res = [c.wait(sid, timeout=15) for sid in sids]
+    statuses = sorted(r["status"] for r in res)
+    check(len(up.conns) <= 4 and live["max"] <= 4,
+          "one HTTP/2 client connection made certgate open %d upstream connections (%d at "
+          "once) with max_connections 4; statuses %r" % (len(up.conns), live["max"], statuses))
+    check(statuses.count(200) >= 3 and set(statuses) <= {200, 503},
+          "statuses %r" % statuses)
+    r = c.wait(c.request("GET", "/held?after=1"), timeout=15)
+    check(r["status"] == 200, "a stream after them: %r" % r)
+
+
 TESTS = [
+    ("h2rev2.h2_upstream_connections_bounded", t_h2_upstream_connections_bounded),
     ("h2rev2.shutdown_delay_serves_new_h2_connections", t_shutdown_delay_serves_new_h2_connections),
     ("h2rev2.abandoned_queued_h2c_streams_freed", t_abandoned_queued_h2c_streams_freed),
 ]
