@@ -34,7 +34,7 @@ def t_abandoned_queued_h2c_streams_freed(t):
     slot are certgate's own queue now, and an abandoned one is freed at once; the stream that
     held the slot, and a new one after it, are still answered."""
     up, cg = test_h2upc.env(t, extra={"workers": 1}, max_streams=1,
-                            limits={"upstream_response_timeout": "60s"})
+                            limits={"upstream_response_timeout": "%ds" % int(H.T(60))})
     holder = test_h2upc.H2Client(t, cg.ports["https"])
     hs = holder.request("/slow?ms=%d" % int(H.T(20) * 1000))
     holder.pump(1, lambda: False)
