@@ -53,6 +53,7 @@ struct h2_conn {
     unsigned continuations; /* CONTINUATION frames of the header block being read */
     uint32_t goaway_code;   /* a limit that closes the connection, else NGHTTP2_NO_ERROR */
     bool goaway_sent;
+    bool drain_now; /* the worker drains: GOAWAY even before the first stream */
 };
 
 static const char *const protocol_name = "HTTP/2";
@@ -713,7 +714,11 @@ bool h2_server_output(struct conn *c)
         if (!s->submitted)
             submit_head(s);
     }
-    if (c->draining && !hc->goaway_sent) {
+    /* A draining connection says goodbye once a stream came: during the shutdown delay
+     * (CONTRACT 2) a new connection serves its first request, as Connection: close does for
+     * HTTP/1, where a GOAWAY naming stream 0 before it would refuse every request until the
+     * listener stops. Once the worker drains, at once. */
+    if (c->draining && !hc->goaway_sent && (hc->opened > 0 || hc->drain_now)) {
         hc->goaway_sent = true;
         nghttp2_submit_goaway(hc->session, NGHTTP2_FLAG_NONE,
                               nghttp2_session_get_last_proc_stream_id(hc->session),
@@ -740,7 +745,7 @@ bool h2_server_want_read(struct conn *c)
 
 void h2_server_drain(struct conn *c)
 {
-    (void)c; /* h2_server_output sends the GOAWAY of a draining connection */
+    c->h2->drain_now = true; /* h2_server_output sends the GOAWAY */
 }
 
 void h2_server_close(struct conn *c)

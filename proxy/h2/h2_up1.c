@@ -43,6 +43,9 @@ static void up1_free(struct up1 *x, bool reuse)
             upstream_upconn_close(x->up);
         x->up = NULL;
     }
+    if (x->counted)
+        atomic_fetch_sub(&x->w->srv->num_h2_upstreams, 1);
+    x->counted = false;
     buf_free(&x->out);
     buf_free(&x->in);
     buf_free(&x->dec);
@@ -438,6 +441,25 @@ static void up1_poll_cb(uv_poll_t *h, int status, int events)
 
 /* --- the backend -------------------------------------------------------------------------- */
 
+/* Takes one of the upstream connections HTTP/2 streams may hold. A client connection holds at
+ * most one upstream on HTTP/1.1, but each of its HTTP/2 streams one: without this bound, one
+ * client with 100 streams per connection made certgate open 100 times limits.max_connections
+ * sockets, until every listener ran out of file descriptors. Returns 0 or -EMFILE. */
+static int up1_count(struct up1 *x)
+{
+    struct server *srv = x->w->srv;
+    if (atomic_fetch_add(&srv->num_h2_upstreams, 1) >= srv->cfg->limits.max_connections) {
+        atomic_fetch_sub(&srv->num_h2_upstreams, 1);
+        log_msg(LOG_LEVEL_WARN, "upstream_connect_failed",
+                "listener %s: %s: HTTP/2 streams hold limits.max_connections (%zu) upstream "
+                "connections", x->s->c->lc->name, x->s->c->lc->upstream.text,
+                (size_t)srv->cfg->limits.max_connections);
+        return -EMFILE;
+    }
+    x->counted = true;
+    return 0;
+}
+
 static int start(struct h2_stream *s)
 {
     struct up1 *x = xcalloc(1, sizeof(*x));
@@ -446,7 +468,9 @@ static int start(struct h2_stream *s)
     x->index = s->c->index;
     uv_timer_init(&x->w->loop, &x->timer);
     x->timer.data = x;
-    int r = up1_request_head(x);
+    int r = up1_count(x);
+    if (r == 0)
+        r = up1_request_head(x);
     if (r == 0) {
         struct upconn *up = upstream_pool_take(x->w, x->index);
         if (up != NULL) {

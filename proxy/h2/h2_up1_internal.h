@@ -53,6 +53,7 @@ struct up1 {
     bool reused;   /* from the pool */
     bool replayed; /* sent again on a new connection once */
     bool changed;  /* this upstream event changed the stream: touch it */
+    bool counted;  /* holds one of srv->num_h2_upstreams */
 };
 
 /* up1_request_head queues the request head of x->s as HTTP/1.1 in x->out and sets the

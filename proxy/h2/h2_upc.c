@@ -4,9 +4,12 @@
  * and back. The upstream's flow-control windows are the backpressure: a stream's window opens
  * only as far as the client side has taken its bytes.
  *
- * Streams beyond the upstream's SETTINGS_MAX_CONCURRENT_STREAMS wait in nghttp2's queue of
- * request HEADERS (one connection, queued rather than a second connection: the upstream chose
- * that limit for all of its clients). A connection that got GOAWAY (or used up its stream ids)
+ * Streams beyond the upstream's SETTINGS_MAX_CONCURRENT_STREAMS wait on the connection's wait
+ * list (one connection, queued rather than a second connection: the upstream chose that limit
+ * for all of its clients) and are handed to nghttp2 as slots free. Not in nghttp2's own queue:
+ * it keeps a cancelled request HEADERS, and its copy of the header list, until a slot frees,
+ * so clients that open streams with big heads and go away would grow it without bound while
+ * the upstream is busy. A connection that got GOAWAY (or used up its stream ids)
  * takes no new stream; it closes once its last stream is done, and the next stream opens a new
  * one. A stream the upstream refused without seeing it (REFUSED_STREAM, beyond a GOAWAY's last
  * stream id, or never sent before the connection closed) is sent again, at most UPC_RETRIES
@@ -47,8 +50,29 @@ static void stream_unlink(struct upc *u, struct upc_stream *us)
     us->u = NULL;
 }
 
+/* Takes |us| off |u|'s wait list. */
+static void wait_remove(struct upc *u, struct upc_stream *us)
+{
+    struct upc_stream *prev = NULL;
+    for (struct upc_stream *p = u->wait_head; p != NULL; prev = p, p = p->wnext) {
+        if (p != us)
+            continue;
+        if (prev != NULL)
+            prev->wnext = p->wnext;
+        else
+            u->wait_head = p->wnext;
+        if (u->wait_tail == p)
+            u->wait_tail = prev;
+        break;
+    }
+    us->wnext = NULL;
+    us->waiting = false;
+}
+
 static void stream_free(struct upc_stream *us)
 {
+    if (us->waiting && us->u != NULL)
+        wait_remove(us->u, us);
     if (us->u != NULL)
         stream_unlink(us->u, us);
     h2_hdrs_free(&us->hdrs);
@@ -94,6 +118,17 @@ static void stream_retry(struct upc_set *set, struct upc_stream *us)
     again->s->be_data = again;
     again->next = set->retry;
     set->retry = again;
+}
+
+/* A stream waiting on |u|, which takes no new stream, goes to the retry queue as it is: the
+ * upstream never saw it. */
+static void wait_requeue(struct upc *u, struct upc_stream *us)
+{
+    wait_remove(u, us);
+    u->num_live--;
+    stream_unlink(u, us);
+    us->next = u->set->retry;
+    u->set->retry = us;
 }
 
 /* --- the upstream's frames (nghttp2 callbacks: they only record) --------------------------- */
@@ -226,6 +261,8 @@ static int on_stream_close(nghttp2_session *sess, int32_t id, uint32_t error_cod
     struct upc_stream *us = nghttp2_session_get_stream_user_data(sess, id);
     if (us == NULL)
         return 0;
+    if (u->num_open > 0)
+        u->num_open--; /* a slot is free: h2_upc_streams_promote fills it */
     if (us->s != NULL) {
         /* Closed before the response ended: reset by the upstream, refused, or broken. */
         if (error_code == NGHTTP2_REFUSED_STREAM && stream_retryable(us))
@@ -286,7 +323,31 @@ void h2_upc_callbacks(nghttp2_session_callbacks *cb)
 
 /* --- the streams of a connection, as a whole ------------------------------------------------ */
 
-/* Submits |us|'s request on the listener's current connection, opening one if needed. Returns
+/* Tells whether |u| has as many streams open as the upstream allows. */
+static bool upc_full(struct upc *u)
+{
+    return u->num_open >=
+           nghttp2_session_get_remote_settings(u->sess, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
+}
+
+/* Hands |us|'s request to nghttp2 on |u|. Returns its stream id or nghttp2's error. */
+static int32_t submit_request(struct upc *u, struct upc_stream *us)
+{
+    struct h2_stream *s = us->s;
+    bool body = !s->req_end || buf_used(&s->req_body) > 0 || s->req_trailers.num > 0;
+    nghttp2_data_provider dp = {.source.ptr = us, .read_callback = read_body};
+    int32_t id = nghttp2_submit_request(u->sess, NULL, h2_hdrs_nv(&s->req), s->req.num,
+                                        body ? &dp : NULL, us);
+    if (id < 0)
+        return id;
+    us->id = id;
+    us->req_sent = !body;
+    u->num_open++;
+    return id;
+}
+
+/* Submits |us|'s request on the listener's current connection, opening one if needed, or puts
+ * it on that connection's wait list while the upstream's concurrency limit is reached. Returns
  * 0 or a negative errno. */
 static int submit(struct worker *w, struct upc_stream *us)
 {
@@ -296,10 +357,20 @@ static int submit(struct worker *w, struct upc_stream *us)
         struct upc *u = h2_upc_conn_get(w, s->c->index, &err);
         if (u == NULL)
             return err;
-        bool body = !s->req_end || buf_used(&s->req_body) > 0 || s->req_trailers.num > 0;
-        nghttp2_data_provider dp = {.source.ptr = us, .read_callback = read_body};
-        int32_t id = nghttp2_submit_request(u->sess, NULL, h2_hdrs_nv(&s->req), s->req.num,
-                                            body ? &dp : NULL, us);
+        if (u->wait_head != NULL || upc_full(u)) {
+            us->waiting = true;
+            us->id = 0;
+            stream_link(u, us);
+            if (u->wait_tail != NULL)
+                u->wait_tail->wnext = us;
+            else
+                u->wait_head = us;
+            u->wait_tail = us;
+            if (s->req_end)
+                h2_upc_conn_set_deadline(u, us);
+            return 0;
+        }
+        int32_t id = submit_request(u, us);
         if (id == NGHTTP2_ERR_STREAM_ID_NOT_AVAILABLE) { /* ids used up: a new connection */
             h2_upc_conn_retire(u);
             h2_upc_conn_update_poll(u);
@@ -307,8 +378,6 @@ static int submit(struct worker *w, struct upc_stream *us)
         }
         if (id < 0)
             return -EIO;
-        us->id = id;
-        us->req_sent = !body;
         stream_link(u, us);
         if (s->req_end)
             h2_upc_conn_set_deadline(u, us);
@@ -316,6 +385,36 @@ static int submit(struct worker *w, struct upc_stream *us)
         return 0;
     }
     return -EIO;
+}
+
+void h2_upc_streams_promote(struct upc *u)
+{
+    while (u->wait_head != NULL) {
+        struct upc_stream *us = u->wait_head;
+        if (u->retiring || u->goaway || u->lost) {
+            wait_requeue(u, us);
+            continue;
+        }
+        if (upc_full(u))
+            return;
+        wait_remove(u, us);
+        int32_t id = submit_request(u, us);
+        if (id == NGHTTP2_ERR_STREAM_ID_NOT_AVAILABLE) {
+            h2_upc_conn_retire(u); /* this one and the rest: a new connection */
+            u->num_live--;
+            stream_unlink(u, us);
+            us->next = u->set->retry;
+            u->set->retry = us;
+            continue;
+        }
+        if (id < 0) {
+            stream_fail(us, 503);
+            stream_free(us);
+            continue;
+        }
+        if (us->s->req_end && us->deadline == 0)
+            h2_upc_conn_set_deadline(u, us);
+    }
 }
 
 void h2_upc_streams_retry(struct worker *w, struct upc_set *set)
@@ -336,7 +435,13 @@ void h2_upc_streams_retry(struct worker *w, struct upc_set *set)
  * will never go out on this connection: cancel them here and send them on a new one. */
 void h2_upc_streams_goaway(struct upc *u)
 {
-    for (struct upc_stream *us = u->streams; us != NULL; us = us->next) {
+    struct upc_stream *next;
+    for (struct upc_stream *us = u->streams; us != NULL; us = next) {
+        next = us->next;
+        if (us->waiting) {
+            wait_requeue(u, us);
+            continue;
+        }
         if (us->s != NULL && !us->headers_sent && stream_retryable(us)) {
             nghttp2_submit_rst_stream(u->sess, NGHTTP2_FLAG_NONE, us->id, NGHTTP2_REFUSED_STREAM);
             stream_retry(u->set, us);
@@ -358,17 +463,24 @@ void h2_upc_streams_lost(struct upc *u, int status)
         if (us->next != NULL)
             us->next->prev = NULL;
         us->u = NULL;
+        us->waiting = false;
         stream_free(us);
     }
+    u->wait_head = u->wait_tail = NULL;
 }
 
 uint64_t h2_upc_streams_expire(struct upc *u, uint64_t now)
 {
     uint64_t due = 0;
-    for (struct upc_stream *us = u->streams; us != NULL; us = us->next) {
+    struct upc_stream *next;
+    for (struct upc_stream *us = u->streams; us != NULL; us = next) {
+        next = us->next;
         if (us->s == NULL || us->deadline == 0)
             continue;
-        if (now >= us->deadline && us->head_seen) {
+        if (now >= us->deadline && us->waiting) { /* never got a slot: nghttp2 never saw it */
+            stream_fail(us, 504);
+            stream_free(us);
+        } else if (now >= us->deadline && us->head_seen) {
             /* The client took none of the response for idle_timeout: the stream is reset both
              * ways (as h2_up1.c does); not an upstream error. */
             struct h2_stream *s = us->s;
@@ -456,6 +568,11 @@ static void upc_abort(struct h2_stream *s)
             }
         }
         s->be_data = NULL;
+        stream_free(us);
+        return;
+    }
+    if (us->waiting) { /* nghttp2 never saw it: gone at once */
+        stream_detach(us);
         stream_free(us);
         return;
     }

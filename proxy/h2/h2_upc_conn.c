@@ -216,6 +216,7 @@ static void event_end(struct worker *w)
         next = u->next;
         if (u->goaway && u->num_live > 0)
             h2_upc_streams_goaway(u);
+        h2_upc_streams_promote(u); /* streams that wait for a slot (or for a new connection) */
         if (!u->lost && u->connected && !nghttp2_session_want_read(u->sess) &&
             !nghttp2_session_want_write(u->sess) && buf_used(&u->out) == 0)
             u->lost = u->goaway ? "GOAWAY" : "HTTP/2 protocol error";

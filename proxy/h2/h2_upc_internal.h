@@ -46,6 +46,8 @@ struct upc_stream {
     bool req_sent;       /* the request's last frame was produced */
     bool head_seen;      /* the final response head went to the client side */
     bool deferred;       /* the data source said NGHTTP2_ERR_DEFERRED */
+    bool waiting;        /* on u's wait list: not submitted to nghttp2 yet (id 0) */
+    struct upc_stream *wnext; /* u's wait list */
 };
 
 /* One h2c connection. Its memory goes in the last close callback of poll and timer. */
@@ -69,6 +71,11 @@ struct upc {
     struct buf out; /* frames for the socket */
     struct upc_stream *streams;
     size_t num_live; /* streams with s != NULL */
+    size_t num_open; /* streams submitted to nghttp2 and not closed yet (tombstones too) */
+    /* Streams beyond the upstream's SETTINGS_MAX_CONCURRENT_STREAMS wait here, in order, and
+     * are submitted as streams close: a stream whose client goes away while it waits is freed
+     * at once (nghttp2 would keep a queued request HEADERS, cancelled, until a slot frees). */
+    struct upc_stream *wait_head, *wait_tail;
     struct upc *next, *prev;
 };
 
@@ -96,6 +103,11 @@ uint64_t h2_upc_streams_expire(struct upc *u, uint64_t now);
 /* h2_upc_streams_goaway sends the streams that nghttp2 still holds back on |u| (which got
  * GOAWAY) to the retry queue. */
 void h2_upc_streams_goaway(struct upc *u);
+
+/* h2_upc_streams_promote submits the streams waiting on |u| while the upstream's concurrency
+ * limit allows (at the end of every event of |u|); on a connection that takes no new stream,
+ * they go to the retry queue. */
+void h2_upc_streams_promote(struct upc *u);
 
 /* h2_upc_streams_retry submits the streams of the retry queue again (or fails them: 503). */
 void h2_upc_streams_retry(struct worker *w, struct upc_set *set);

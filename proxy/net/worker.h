@@ -51,6 +51,9 @@ struct server {
     struct worker *workers;
     size_t num_workers;
     atomic_size_t num_conns; /* over all workers, for limits.max_connections */
+    /* Upstream connections held by HTTP/2 streams (h2/h2_up1.c), over all workers: bounded by
+     * limits.max_connections too, as an HTTP/1.1 client connection holds at most one. */
+    atomic_size_t num_h2_upstreams;
     atomic_bool ready;
     atomic_int stop_phase; /* 0 running, 1 shutdown delay (still accepting), 2 draining */
     struct sockaddr_storage *bound; /* per listener: the address actually bound (port 0) */
