@@ -6,9 +6,11 @@
  *
  * Event discipline, as in the HTTP/1 data path: the functions below only record (bytes in a
  * buffer, a flag). The client connection's socket is written by conn_event_end. An upstream
- * side that changed a stream from its own socket or timer event calls h2_stream_touch for it,
- * and h2_flush_touched once at the end of that event: it runs conn_event_end for each client
- * connection touched, once. */
+ * side that changed a stream from its own socket or timer event calls h2_stream_touch for it;
+ * h2_flush_touched runs conn_event_end for each client connection touched, once. A timer event
+ * calls it at its end; after socket events the worker's check handle calls it once per loop
+ * round (server/listener.c), so that the responses several upstreams gave one client in a
+ * round leave in one write. */
 #ifndef CERTGATE_H2_STREAM_H
 #define CERTGATE_H2_STREAM_H
 

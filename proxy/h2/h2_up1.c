@@ -432,11 +432,9 @@ static void up1_poll_cb(uv_poll_t *h, int status, int events)
 {
     struct upconn *up = h->data;
     struct up1 *x = up->owner;
-    struct worker *w = x->w;
     x->changed = false;
     if (up1_event(x, status, events) && x->changed)
-        h2_stream_touch(x->s);
-    h2_flush_touched(w);
+        h2_stream_touch(x->s); /* the worker's check handle writes it after this round */
 }
 
 /* --- the backend -------------------------------------------------------------------------- */

@@ -232,8 +232,7 @@ static void event_end(struct worker *w)
         else
             h2_upc_conn_update_poll(u);
     }
-    h2_upc_streams_retry(w, set);
-    h2_flush_touched(w);
+    h2_upc_streams_retry(w, set); /* the worker's check handle writes what was touched */
 }
 
 static void upc_send(struct upc *u)

@@ -30,6 +30,7 @@ struct worker {
     uv_async_t regen;  /* a new generation was swapped in */
     uv_timer_t resume; /* retries accepting after EMFILE */
     uv_timer_t h2_trim; /* idle HTTP/2 connections give memory back (h2/h2_server.c) */
+    uv_check_t h2_flush; /* after each round's socket events: what they gave HTTP/2 clients */
     struct lsock *socks;
     size_t num_socks;
     struct conn *conns; /* every open connection, for draining */

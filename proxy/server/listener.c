@@ -202,6 +202,16 @@ static void stop_worker(struct worker *w)
         uv_close((uv_handle_t *)&w->resume, NULL);
     if (!uv_is_closing((uv_handle_t *)&w->h2_trim))
         uv_close((uv_handle_t *)&w->h2_trim, NULL);
+    if (!uv_is_closing((uv_handle_t *)&w->h2_flush))
+        uv_close((uv_handle_t *)&w->h2_flush, NULL);
+}
+
+/* Upstream events of one loop round touch HTTP/2 client connections (h2_stream_touch); each
+ * is written once, after all of them: the responses that came in one round from several
+ * upstreams go out in one TLS write per client instead of one each. */
+static void h2_flush_cb(uv_check_t *h)
+{
+    h2_flush_touched(h->data);
 }
 
 /* Idle HTTP/2 connections give back what they do not need while idle. The trim changes no
@@ -318,6 +328,10 @@ int listener_start(struct server *srv)
         w->h2_trim.data = w;
         uv_timer_start(&w->h2_trim, h2_trim_cb, H2_TRIM_INTERVAL_MS, H2_TRIM_INTERVAL_MS);
         uv_unref((uv_handle_t *)&w->h2_trim); /* it never keeps a loop alive by itself */
+        uv_check_init(&w->loop, &w->h2_flush);
+        w->h2_flush.data = w;
+        uv_check_start(&w->h2_flush, h2_flush_cb);
+        uv_unref((uv_handle_t *)&w->h2_flush);
         w->scratch = http_scratch_new(srv->cfg->limits.max_headers);
         for (size_t i = 0; i < w->num_socks; i++) {
             struct lsock *ls = &w->socks[i];
