@@ -8,7 +8,6 @@
 #endif
 
 #include "tls/tls.h"
-#include "tls/tls_rbio.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -383,8 +382,7 @@ struct ssl_st *tls_new_ssl(struct tls_gen *gen, size_t index, int fd, void *app,
     if (peer != NULL && peer_len <= sizeof(pe->addr))
         memcpy(&pe->addr, peer, peer_len);
     tls_peer_set(ssl, pe);
-    SSL_set0_rbio(ssl, tls_rbio_new(fd)); /* one recv per record, not two (tls_rbio.c) */
-    SSL_set_wfd(ssl, fd);
+    SSL_set_fd(ssl, fd);
     SSL_set_accept_state(ssl);
     SSL_set_app_data(ssl, app);
     return ssl;
@@ -487,9 +485,8 @@ int tls_read(struct ssl_st *ssl, char *out, size_t len)
 
 bool tls_pending(struct ssl_st *ssl)
 {
-    /* Also records read from the socket but not yet decrypted, in the SSL or still in its read
-     * BIO: epoll will not report them. */
-    return SSL_has_pending(ssl) || BIO_pending(SSL_get_rbio(ssl)) > 0;
+    /* Also records read from the socket but not yet decrypted: epoll will not report them. */
+    return SSL_has_pending(ssl);
 }
 
 int tls_write(struct ssl_st *ssl, const char *data, size_t len)

@@ -123,7 +123,7 @@ static void peer_address(SSL *ssl, char *out, size_t len)
     bool known = pe != NULL && pe->addr.sa.sa_family != AF_UNSPEC;
     if (known)
         memcpy(&ss, &pe->addr, sizeof(pe->addr));
-    if (known || getpeername(SSL_get_wfd(ssl), (struct sockaddr *)&ss, &sl) == 0) {
+    if (known || getpeername(SSL_get_fd(ssl), (struct sockaddr *)&ss, &sl) == 0) {
         if (ss.ss_family == AF_INET) {
             struct sockaddr_in *in = (struct sockaddr_in *)&ss;
             inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
