@@ -67,7 +67,7 @@ static int ask_ready(int fd, uint64_t deadline)
         if (n > 0)
             sent += (size_t)n;
     }
-    char head[256];
+    char head[256] = {0};
     size_t got = 0;
     while (got < sizeof(head) - 1 && memchr(head, '\n', got) == NULL) {
         int r = wait_fd(fd, POLLIN, deadline);

@@ -1,6 +1,9 @@
 /* ocsp_fetch.c: an HTTP/1.0 POST to an OCSP responder on a libuv loop. One allocation per fetch
  * holds every libuv request and handle; it is freed in the last close callback, so a cancel
- * at any step (even while getaddrinfo runs in the thread pool) is safe. */
+ * at any step (even while getaddrinfo runs in the thread pool) is safe. A name that resolves to
+ * several addresses is tried address after address, in getaddrinfo's order, until one
+ * connects (a responder reachable over IPv4 only, behind a name with an AAAA record, is still
+ * reached); the one timeout covers them all. */
 #include "tls/ocsp_fetch.h"
 
 #include <errno.h>
@@ -11,6 +14,7 @@
 
 #include "core/base.h"
 #include "core/buf.h"
+#include "core/log.h"
 
 #define MAX_RESPONSE (256u * 1024) /* head and body; OCSP responses are a few KiB */
 
@@ -21,6 +25,8 @@ struct ocsp_fetch {
     uv_write_t write;
     uv_tcp_t tcp;
     uv_timer_t timer;
+    struct addrinfo *addrs; /* getaddrinfo's answer, owned */
+    struct addrinfo *next;  /* the address to try after the current one */
     ocsp_fetch_cb cb;
     void *arg;
     struct buf out; /* the request */
@@ -31,6 +37,7 @@ struct ocsp_fetch {
     int sync_error;  /* uv_getaddrinfo failed at once */
     bool resolving;  /* the getaddrinfo request is out */
     bool tcp_open;   /* tcp was initialised */
+    bool redialing;  /* tcp is closing to connect again to f->next */
     bool finished;   /* cb ran or was cancelled */
     bool closing;    /* handles are closing */
 };
@@ -86,14 +93,20 @@ int ocsp_fetch_parse_url(const char *url, char *host, size_t host_len, uint16_t 
     return 0;
 }
 
+static void fetch_free(struct ocsp_fetch *f)
+{
+    if (f->addrs != NULL)
+        uv_freeaddrinfo(f->addrs);
+    buf_free(&f->out);
+    buf_free(&f->in);
+    free(f);
+}
+
 static void close_cb(uv_handle_t *h)
 {
     struct ocsp_fetch *f = h->data;
-    if (--f->pending_closes == 0 && !f->resolving) {
-        buf_free(&f->out);
-        buf_free(&f->in);
-        free(f);
-    }
+    if (--f->pending_closes == 0 && !f->resolving)
+        fetch_free(f);
 }
 
 /* Closes the handles; the memory goes when the last close callback and any outstanding
@@ -105,7 +118,9 @@ static void shut(struct ocsp_fetch *f)
     f->closing = true;
     f->pending_closes = 1;
     uv_close((uv_handle_t *)&f->timer, close_cb);
-    if (f->tcp_open) {
+    if (f->redialing)
+        f->pending_closes++; /* redial_close_cb is on its way and counts as tcp's close */
+    else if (f->tcp_open) {
         f->pending_closes++;
         uv_close((uv_handle_t *)&f->tcp, close_cb);
     }
@@ -237,11 +252,32 @@ static void write_cb(uv_write_t *w, int status)
         finish(f, status, NULL, 0, uv_strerror(status));
 }
 
+static void dial(struct ocsp_fetch *f);
+
+static void redial_close_cb(uv_handle_t *h)
+{
+    struct ocsp_fetch *f = h->data;
+    f->redialing = false;
+    f->tcp_open = false;
+    if (f->finished) { /* cancelled or timed out meanwhile: shut() counted this close */
+        close_cb(h);
+        return;
+    }
+    dial(f);
+}
+
 static void connect_cb(uv_connect_t *req, int status)
 {
     struct ocsp_fetch *f = req->data;
     if (f->finished)
         return;
+    if (status < 0 && f->next != NULL && status != UV_ECANCELED) {
+        log_msg(LOG_LEVEL_DEBUG, "ocsp_fetch", "%s: one address failed (%s), trying the next",
+                f->host, uv_strerror(status));
+        f->redialing = true;
+        uv_close((uv_handle_t *)&f->tcp, redial_close_cb);
+        return;
+    }
     if (status < 0) {
         finish(f, status, NULL, 0, uv_strerror(status));
         return;
@@ -261,11 +297,8 @@ static void resolve_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
     f->resolving = false;
     if (f->finished) {
         uv_freeaddrinfo(res);
-        if (f->closing && f->pending_closes == 0) { /* the handles closed first */
-            buf_free(&f->out);
-            buf_free(&f->in);
-            free(f);
-        }
+        if (f->closing && f->pending_closes == 0) /* the handles closed first */
+            fetch_free(f);
         return;
     }
     if (status < 0 || res == NULL) {
@@ -275,14 +308,33 @@ static void resolve_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
         finish(f, status < 0 ? status : -EHOSTUNREACH, NULL, 0, why);
         return;
     }
-    uv_tcp_init(f->loop, &f->tcp);
-    f->tcp.data = f;
-    f->tcp_open = true;
-    f->connect.data = f;
-    int r = uv_tcp_connect(&f->connect, &f->tcp, res->ai_addr, connect_cb);
-    uv_freeaddrinfo(res);
-    if (r < 0)
-        finish(f, r, NULL, 0, uv_strerror(r));
+    f->addrs = f->next = res;
+    dial(f);
+}
+
+/* Connects to f->next and moves it on; an address libuv refuses at once is skipped. */
+static void dial(struct ocsp_fetch *f)
+{
+    int r = UV_EAI_NODATA;
+    while (f->next != NULL) {
+        const struct addrinfo *a = f->next;
+        f->next = a->ai_next;
+        if (a->ai_socktype != SOCK_STREAM && a->ai_socktype != 0)
+            continue;
+        uv_tcp_init(f->loop, &f->tcp);
+        f->tcp.data = f;
+        f->tcp_open = true;
+        f->connect.data = f;
+        r = uv_tcp_connect(&f->connect, &f->tcp, a->ai_addr, connect_cb);
+        if (r == 0)
+            return;
+        if (f->next != NULL) { /* the handle must close before it is initialised again */
+            f->redialing = true;
+            uv_close((uv_handle_t *)&f->tcp, redial_close_cb);
+            return;
+        }
+    }
+    finish(f, r, NULL, 0, uv_strerror(r));
 }
 
 static void timer_cb(uv_timer_t *t)

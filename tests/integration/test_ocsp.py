@@ -116,13 +116,13 @@ class Pki:
     def path(self, name):
         return os.path.join(self.d, name)
 
-    def make(self, name, cn, issuer, kind, aia_port=None):
+    def make(self, name, cn, issuer, kind, aia_port=None, aia_host="127.0.0.1"):
         self.serial += 1
         openssl(["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", name + ".key"],
                 self.d)
         openssl(["req", "-new", "-key", name + ".key", "-subj", "/CN=%s/O=certgate ocsp test" % cn,
                  "-out", name + ".csr"], self.d)
-        aia = ("authorityInfoAccess = OCSP;URI:http://127.0.0.1:%d/" % aia_port
+        aia = ("authorityInfoAccess = OCSP;URI:http://%s:%d/" % (aia_host, aia_port)
                if aia_port else "")
         with open(self.path(name + ".ext"), "w") as f:
             f.write(EXT % aia)
@@ -140,8 +140,8 @@ class Pki:
                     open(self.path(name + "-chain.crt"), "w") as c:
                 c.write(a.read() + b.read())
 
-    def leaf(self, name, aia_port, revoked=False, listed=True):
-        self.make(name, name, "intermediate", "leaf", aia_port)
+    def leaf(self, name, aia_port, revoked=False, listed=True, aia_host="127.0.0.1"):
+        self.make(name, name, "intermediate", "leaf", aia_port, aia_host)
         if listed:
             exp = time.strftime("%y%m%d%H%M%SZ", time.gmtime(time.time() + 30 * 86400))
             rev = time.strftime("%y%m%d%H%M%SZ", time.gmtime(time.time() - 3600)) if revoked else ""
@@ -188,6 +188,48 @@ def responder(t, pki, port, signer="intermediate"):
         check(p.p.poll() is None, "openssl ocsp exited: %r" % open(log, "rb").read()[-300:])
         time.sleep(0.05)
     raise H.Failure("openssl ocsp did not start on port %d" % port)
+
+
+class Forwarder:
+    """Accepts on (host, port) and relays each connection to 127.0.0.1:|to|."""
+
+    def __init__(self, t, host, port, to):
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((host, port))
+        self.sock.listen(16)
+        self.to = to
+        self.accepted = 0
+        self.stopped = False
+        threading.Thread(target=self.run, daemon=True).start()
+        t.procs.append(self)
+
+    def pipe(self, a, b):
+        try:
+            while True:
+                d = a.recv(65536)
+                if not d:
+                    b.shutdown(socket.SHUT_WR)
+                    return
+                b.sendall(d)
+        except OSError:
+            return
+
+    def run(self):
+        while not self.stopped:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            u = socket.create_connection((H.HOST, self.to), timeout=T(10))
+            threading.Thread(target=self.pipe, args=(c, u), daemon=True).start()
+            threading.Thread(target=self.pipe, args=(u, c), daemon=True).start()
+
+    def stop(self):
+        self.stopped = True
+        self.sock.close()
+        return []
 
 
 def start(t, pki, mode, timeout="1s", cache_max="1h"):
@@ -246,6 +288,45 @@ def t_responder_down(t):
     up2, cg2 = start(t, pki, "hard_fail")
     check(outcome(t, cg2, pki.ctx("good")) == "refused", "hard_fail served without an answer")
     check("hard_fail" in cg2.stderr(), "the refusal does not name hard_fail: %s" % cg2.tail(2))
+
+
+def t_second_address(t):
+    """The responder's name resolves to two addresses and nothing listens on the first
+    (a responder with an unreachable IPv6 address beside a working IPv4 one, say): the fetch
+    goes on to the second and the revoked leaf is refused, the good one served. certgate runs
+    in a user and mount namespace where a hosts file of the test's is bound over /etc/hosts;
+    getaddrinfo puts 127.0.0.1 (nothing on the port) before 127.0.0.2 (a relay to the
+    responder)."""
+    probe = subprocess.run(["unshare", "-rm", "true"], capture_output=True, text=True)
+    check(probe.returncode == 0, "this test needs `unshare -rm` (user and mount namespaces): %s"
+          % probe.stderr.strip())
+    port, real = H.free_port(), H.free_port()
+    pki = Pki(t)
+    name = "ocsp-two-addresses.test"
+    pki.leaf("good", port, aia_host=name)
+    pki.leaf("revoked", port, revoked=True, aia_host=name)
+    responder(t, pki, real)
+    relay = Forwarder(t, "127.0.0.2", port, real)
+    hosts = pki.path("hosts")
+    with open(hosts, "w") as f:
+        f.write("127.0.0.1 localhost\n127.0.0.1 %s\n127.0.0.2 %s\n" % (name, name))
+    order = subprocess.run(["unshare", "-rm", "sh", "-c",
+                            'mount --bind "$0" /etc/hosts && exec getent ahostsv4 "$1"',
+                            hosts, name], capture_output=True, text=True)
+    check(order.stdout.split()[:1] == ["127.0.0.1"],
+          "the hosts file does not put the dead address first: %r" % order.stdout)
+    saved = list(H.Opts.wrapper)
+    H.Opts.wrapper = ["unshare", "-rm", "sh", "-c", 'mount --bind "$0" /etc/hosts && exec "$@"',
+                      hosts] + saved
+    try:
+        up, cg = start(t, pki, "hard_fail", timeout="5s")
+    finally:
+        H.Opts.wrapper = saved
+    check(outcome(t, cg, pki.ctx("good")) == "ok",
+          "good leaf not served through the second address: %s" % cg.tail(3))
+    check(outcome(t, cg, pki.ctx("revoked")) == "refused", "revoked leaf served")
+    check("revoked at" in cg.stderr(), "the refusal does not say revoked: %s" % cg.tail(2))
+    check(relay.accepted >= 2, "the second address was not used (%d)" % relay.accepted)
 
 
 def t_hanging_responder_does_not_block(t):
@@ -400,6 +481,7 @@ TESTS = [
     ("ocsp.resumed_session_checked", t_resumed_session),
     ("ocsp.leaf_without_responder_url", t_no_aia),
     ("ocsp.forged_answer_refused", t_forged),
+    ("ocsp.responder_second_address", t_second_address),
 ]
 
 
