@@ -385,6 +385,21 @@ static int abuse(struct h2_conn *hc, const char *what)
     return NGHTTP2_ERR_CALLBACK_FAILURE;
 }
 
+/* The client's request failed after its head may have gone upstream (trailers refused, a
+ * content-length that disagrees with the DATA): the upstream side drops it before it ends (an
+ * h2c upstream gets RST_STREAM, an HTTP/1.1 upstream connection is closed, never pooled), so
+ * that the application never sees a request whose client stream certgate reset. |status| is
+ * what the access log says when no response head went to the client yet. */
+static void request_refused_late(struct h2_stream *s, int status)
+{
+    stream_detach(s);
+    drop_req_body(s);
+    if (!s->resp_head && !s->own_answer) {
+        s->status = status;
+        s->own_answer = true;
+    }
+}
+
 /* The request head of |s| is complete: check it, then forward it or answer. */
 static void request_ready(struct h2_stream *s)
 {
@@ -472,6 +487,7 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
     const struct config_limits *lim = &s->c->worker->srv->cfg->limits;
     if (s->header_bytes > lim->max_request_head || s->raw.num >= lim->max_headers + 8) {
         if (s->in_trailers) {
+            request_refused_late(s, 431);
             nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_PROTOCOL_ERROR);
             return 0;
         }
@@ -608,6 +624,9 @@ static int on_invalid_frame(nghttp2_session *session, const nghttp2_frame *frame
                             void *user)
 {
     struct h2_conn *hc = user;
+    struct h2_stream *s = frame->hd.stream_id ? stream_of(hc, frame->hd.stream_id) : NULL;
+    if (s != NULL && err == NGHTTP2_ERR_HTTP_HEADER)
+        request_refused_late(s, 400); /* nghttp2 resets it: trailers with a pseudo-header */
     if (!flood_take(hc))
         return abuse(hc, "a flood of invalid frames");
     return 0;

@@ -1,0 +1,171 @@
+"""test_h2review3.py: group h2rev3., the limits the hostile reviews of the HTTP/2 path left
+(docs/testing.md), each through raw frames (h2lib) or python3-h2 against certgate with an h2c
+or HTTP/1.1 upstream; each failed before its fix.
+
+- A request the client side refuses after its head went upstream (trailers over the header
+  limit, trailers with a pseudo-header, a content-length the DATA disagrees with) never ends
+  upstream: an h2c upstream gets RST_STREAM instead of END_STREAM, an HTTP/1.1 upstream
+  connection is closed before the request's last byte (the HTTP/1.1 test failed before).
+"""
+
+import json
+import re
+import socket
+import threading
+import time
+
+import h2lib
+import test_h2upc
+from h2lib import DATA, END_STREAM, H2Conn, frame, request_headers
+
+H = None
+
+
+def check(cond, msg):
+    if not cond:
+        raise H.Failure(msg)
+
+
+def T(s):
+    return H.T(s)
+
+
+BIG = 10 * 1024  # a trailer value over limits.max_request_head below, in one frame
+SMALL_HEAD = {"max_request_head": "8KiB"}
+
+
+def open_post(c, path, extra=(), body=b"hello"):
+    """HEADERS of a POST without END_STREAM, then |body| without END_STREAM."""
+    sid = c.next_sid()
+    c.send(c.headers_frame(sid, request_headers("POST", path, extra=list(extra)),
+                           end_stream=False) + frame(DATA, 0, sid, body))
+    return sid
+
+
+def trailers(c, sid, hdrs):
+    c.send(c.headers_frame(sid, hdrs, end_stream=True))
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. a request refused at its end is aborted upstream
+
+def t_refused_trailers_abort_h2c(t):
+    """Trailers over the header limit reset the client's stream; the h2c upstream must not see
+    the request end (END_STREAM), it gets RST_STREAM. So must trailers with a pseudo-header
+    (nghttp2 resets that stream itself). This one passed before the fix too: the reset went
+    to the client, and with it the abort upstream, in the event that read the trailers, before
+    the h2c socket was written; it now holds by construction (the abort comes first)."""
+    up, cg = test_h2upc.env(t, limits=SMALL_HEAD)
+    c = H2Conn(t, cg.ports["https"])
+    c.wait_settings()
+    a = open_post(c, "/echo?case=big")
+    b = open_post(c, "/echo?case=pseudo")
+    time.sleep(T(0.5))  # the heads and bodies went upstream
+    trailers(c, a, [("x-big", "b" * BIG)])
+    trailers(c, b, [(":path", "/other"), ("x-t", "1")])
+    sa, sb = c.response(a), c.response(b)
+    check(sa.reset is not None, "oversized trailers: %r" % sa)
+    check(sb.reset is not None or (sb.status or 0) >= 400, "pseudo-header trailers: %r" % sb)
+    time.sleep(T(0.5))
+    st = up.stats()
+    ended = [p for p in st.get("ended", []) if "case=" in p]
+    check(not ended, "the h2c upstream saw these requests end although certgate reset the "
+          "client's streams: %r (resets upstream: %r)" % (ended, st["resets"]))
+    h2lib.healthy(t, cg, name="https")
+
+
+class Recorder:
+    """An HTTP/1.1 upstream that reads each request to its end (Content-Length or the last
+    chunk) and records how it ended: "complete" (answered 200) or "eof" with the bytes seen."""
+
+    def __init__(self, t):
+        self.lock = threading.Lock()
+        self.seen = []
+        self.up = None
+
+    def answer(self, c, n, k, head, body):
+        m = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+        chunked = re.search(rb"(?im)^transfer-encoding:\s*chunked", head) is not None
+        path = head.split(b" ")[1].decode("latin-1")
+        data = body
+        while True:
+            if m and len(data) >= int(m.group(1)):
+                break
+            if chunked and b"0\r\n\r\n" in data:
+                break
+            if not m and not chunked:
+                break
+            try:
+                more = c.recv(65536)
+            except OSError:
+                more = b""
+            if not more:
+                with self.lock:
+                    self.seen.append((path, "eof", len(data)))
+                return False
+            data += more
+        with self.lock:
+            self.seen.append((path, "complete", len(data)))
+        c.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n")
+        return True
+
+    def outcome(self, marker):
+        with self.lock:
+            return [(o, n) for p, o, n in self.seen if marker in p]
+
+
+def http1_env(t, rec, limits=None):
+    import test_h2up1
+    test_h2up1.H = H
+    return test_h2up1.raw_env(t, rec.answer, limits=limits, read_body=False)
+
+
+def t_refused_request_abort_http1(t):
+    """Toward an HTTP/1.1 upstream, a request certgate refuses at its end must not be complete
+    upstream: chunked, the last chunk never goes; with Content-Length, the body's last byte (or
+    the head's, for content-length 0) waits for the client's END_STREAM, so that neither
+    oversized trailers nor a content-length mismatch leave the application a complete request.
+    A request that ends in an empty DATA frame later is still complete."""
+    rec = Recorder(t)
+    up, cg = http1_env(t, rec, limits=SMALL_HEAD)
+    c = H2Conn(t, cg.ports["https"])
+    c.wait_settings()
+    chunked = open_post(c, "/up?case=chunked")
+    cl = open_post(c, "/up?case=cl", extra=[("content-length", "5")])
+    cl0 = open_post(c, "/up?case=zero", extra=[("content-length", "0")], body=b"")
+    more = open_post(c, "/up?case=mismatch", extra=[("content-length", "5")])
+    ok = open_post(c, "/up?case=fine", extra=[("content-length", "5")])
+    time.sleep(T(0.7))  # heads and bodies went upstream, as far as certgate sends them
+    for sid in (chunked, cl, cl0):
+        trailers(c, sid, [("x-big", "b" * BIG)])
+    c.send(frame(DATA, END_STREAM, more, b"!"))
+    c.send(frame(DATA, END_STREAM, ok, b""))
+    for sid in (chunked, cl, cl0, more):
+        s = c.response(sid)
+        check(s.reset is not None or (s.status or 0) >= 400, "stream %d: %r" % (sid, s))
+    s = c.response(ok)
+    check(s.status == 200, "a Content-Length request ended by an empty DATA frame: %r" % s)
+    time.sleep(T(0.7))
+    bad = {}
+    for case in ("chunked", "cl", "zero", "mismatch"):
+        got = rec.outcome("case=" + case)
+        if any(o == "complete" for o, n in got):
+            bad[case] = got
+    check(not bad, "the HTTP/1.1 upstream got complete requests whose client streams certgate "
+          "reset: %r (all: %r)" % (bad, rec.seen))
+    check(rec.outcome("case=fine") == [("complete", 5)], "fine: %r" % rec.outcome("case=fine"))
+    h2lib.healthy(t, cg, name="https")
+
+
+TESTS = [
+    ("h2rev3.refused_trailers_abort_h2c", t_refused_trailers_abort_h2c),
+    ("h2rev3.refused_request_abort_http1", t_refused_request_abort_http1),
+]
+
+
+def register(harness):
+    global H
+    H = harness
+    h2lib.init(harness)
+    test_h2upc.H = harness
+    harness.add_tests(TESTS)
