@@ -174,6 +174,18 @@ static void stream_detach(struct h2_stream *s)
     }
 }
 
+/* The stream is over: closed by nghttp2, or with its connection (also when nghttp2 refused it
+ * and its RST_STREAM never went out). It leaves the upstream side and gets its one access-log
+ * line, and with it its count in the metrics. */
+static void stream_end(struct h2_conn *hc, struct h2_stream *s)
+{
+    stream_detach(s);
+    if (!(s->resp_end && s->submitted) && !s->own_answer && s->status == 0)
+        s->status = 499; /* the client gave up (nginx's 499) */
+    stream_log(s, s->own_answer ? "certgate" : "upstream");
+    stream_free(hc, s);
+}
+
 static void pending_add(struct h2_stream *s)
 {
     if (s->is_pending)
@@ -611,12 +623,7 @@ static int on_stream_close(nghttp2_session *session, int32_t id, uint32_t code, 
     if (s == NULL)
         return 0;
     nghttp2_session_set_stream_user_data(session, id, NULL);
-    stream_detach(s);
-    if (!(s->resp_end && s->submitted) && !s->own_answer)
-        s->status = s->status ? s->status : 499; /* the client gave up (nginx's 499) */
-    if (buf_used(&s->req_log) > 0 || s->status != 0)
-        stream_log(s, s->own_answer ? "certgate" : "upstream");
-    stream_free(hc, s);
+    stream_end(hc, s);
     return 0;
 }
 
@@ -781,13 +788,7 @@ void h2_server_close(struct conn *c)
         c->h2_touched = false;
     }
     while (hc->streams != NULL) {
-        struct h2_stream *s = hc->streams;
-        stream_detach(s);
-        if (!(s->resp_end && s->submitted) && !s->own_answer && s->status == 0)
-            s->status = 499;
-        if (buf_used(&s->req_log) > 0)
-            stream_log(s, s->own_answer ? "certgate" : "upstream");
-        stream_free(hc, s);
+        stream_end(hc, hc->streams);
     }
     nghttp2_session_del(hc->session);
     free(hc);

@@ -157,7 +157,50 @@ def t_refused_request_abort_http1(t):
     h2lib.healthy(t, cg, name="https")
 
 
+# ---------------------------------------------------------------------------------------------
+# 2. every stream gets its access-log line
+
+def requests_total(cg, code):
+    status, body = H.http_get(cg.admin_port, "/metrics")
+    m = re.search(rb'certgate_requests_total\{listener="https",code="%d"\} (\d+)' % code, body)
+    return int(m.group(1)) if m else 0
+
+
+def t_refused_stream_logged_on_close(t):
+    """A stream nghttp2 refused (a connection-specific header: RST_STREAM PROTOCOL_ERROR) whose
+    reset never went out, because a connection error in the same read ended the session first,
+    must still get its access-log line (status 400) and its count in certgate_requests_total
+    when the connection closes."""
+    import struct
+    from h2lib import END_HEADERS, HEADERS, WINDOW_UPDATE
+    up, cg = test_h2upc.env(t)
+    tails = {"window_update_0": frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", 0)),
+             "even_stream_id": frame(HEADERS, END_HEADERS | END_STREAM, 2,
+                                     h2lib.hp_block(request_headers()))}
+    for name, tail in tails.items():
+        before = len(H.log_events(cg, "access"))
+        counted = requests_total(cg, 400)
+        c = H2Conn(t, cg.ports["https"])
+        c.wait_settings()
+        sid = c.next_sid()
+        c.send(c.headers_frame(sid, request_headers(path="/echo?" + name,
+                                                    extra=[("connection", "close")])) + tail)
+        check(c.wait_closed(5), "%s: not closed: %s" % (name, c.state()))
+        c.sock.close()
+        deadline = time.time() + T(3)
+        while time.time() < deadline and len(H.log_events(cg, "access")) == before:
+            time.sleep(0.05)
+        lines = H.log_events(cg, "access")[before:]
+        check(len(lines) == 1 and lines[0].get("status") == 400,
+              "%s: access-log lines of the refused stream: %r (client saw %s)"
+              % (name, lines, c.state()))
+        check(requests_total(cg, 400) == counted + 1,
+              "%s: certgate_requests_total{code=400} %d -> %d"
+              % (name, counted, requests_total(cg, 400)))
+
+
 TESTS = [
+    ("h2rev3.refused_stream_logged_on_close", t_refused_stream_logged_on_close),
     ("h2rev3.refused_trailers_abort_h2c", t_refused_trailers_abort_h2c),
     ("h2rev3.refused_request_abort_http1", t_refused_request_abort_http1),
 ]
@@ -169,3 +212,4 @@ def register(harness):
     h2lib.init(harness)
     test_h2upc.H = harness
     harness.add_tests(TESTS)
+
