@@ -40,6 +40,13 @@
 #define H2_FLOOD_RATE 100
 #define H2_MAX_CONTINUATIONS 16
 
+/* Body bytes of streams parked before their upstream (h2_stream_park: waiting for an h2c
+ * slot) give their connection window back at once, up to this much per connection: parked
+ * uploads can never close the window that running streams need, and beyond it a parked
+ * stream is refused (RST_STREAM REFUSED_STREAM: the upstream never saw it, the client may
+ * retry). */
+#define H2_PARKED_MAX (256 * 1024)
+
 struct h2_conn {
     nghttp2_session *session;
     int32_t head_stream; /* the stream whose header block is being read, or 0 */
@@ -51,6 +58,7 @@ struct h2_conn {
     double flood_tokens;
     uint64_t flood_ms;
     unsigned continuations; /* CONTINUATION frames of the header block being read */
+    size_t parked_bytes;    /* body bytes buffered with their connection window given back */
     uint32_t goaway_code;   /* a limit that closes the connection, else NGHTTP2_NO_ERROR */
     bool goaway_sent;
     bool drain_now; /* the worker drains: GOAWAY even before the first stream */
@@ -129,12 +137,25 @@ static void stream_log(struct h2_stream *s, const char *response_from)
     conn_access_log_exchange(s->c, &x);
 }
 
+/* The client may send |len| more bytes on |s|: the stream's window, and the connection's for
+ * what it still holds (a parked stream's bytes gave theirs back when they came). */
+static void req_release(struct h2_stream *s, size_t len)
+{
+    size_t early = MIN(len, s->req_credit);
+    if (early > 0) {
+        nghttp2_session_consume_stream(s->hc->session, s->id, early);
+        s->req_credit -= early;
+        s->hc->parked_bytes -= early;
+    }
+    if (len > early)
+        nghttp2_session_consume(s->hc->session, s->id, len - early);
+}
+
 /* Body bytes nobody will forward: the client gets its window back (a closed stream's count
  * against the connection's window too: nghttp2 does not return them by itself). */
 static void drop_req_body(struct h2_stream *s)
 {
-    if (buf_used(&s->req_body) > 0)
-        nghttp2_session_consume(s->hc->session, s->id, buf_used(&s->req_body));
+    req_release(s, buf_used(&s->req_body));
     buf_free(&s->req_body);
 }
 
@@ -313,8 +334,12 @@ void h2_stream_failed(struct h2_stream *s, int status)
 
 void h2_stream_req_taken(struct h2_stream *s, size_t len)
 {
-    if (len > 0)
-        nghttp2_session_consume(s->hc->session, s->id, len);
+    req_release(s, len);
+}
+
+void h2_stream_park(struct h2_stream *s, bool parked)
+{
+    s->req_parked = parked;
 }
 
 void h2_stream_touch(struct h2_stream *s)
@@ -608,6 +633,17 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t id, co
         /* Refused, answered or done: the body is read and dropped. */
         nghttp2_session_consume(session, id, len);
         return 0;
+    }
+    if (s->req_parked) {
+        if (hc->parked_bytes + len > H2_PARKED_MAX) {
+            nghttp2_session_consume(session, id, len);
+            nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, id, NGHTTP2_REFUSED_STREAM);
+            request_refused_late(s, 503);
+            return 0;
+        }
+        nghttp2_session_consume_connection(session, len);
+        s->req_credit += len;
+        hc->parked_bytes += len;
     }
     buf_append(&s->req_body, data, len);
     s->bytes_in += len;

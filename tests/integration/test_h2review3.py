@@ -199,7 +199,76 @@ def t_refused_stream_logged_on_close(t):
               % (name, counted, requests_total(cg, 400)))
 
 
+# ---------------------------------------------------------------------------------------------
+# 3. uploads waiting for an h2c slot do not stall running streams
+
+def push(c, sid, n):
+    """Sends up to |n| body bytes on |sid| as far as the windows allow now; returns how many."""
+    sent = 0
+    while sent < n:
+        room = min(c.conn.local_flow_control_window(sid), c.conn.max_outbound_frame_size,
+                   n - sent)
+        if room <= 0:
+            break
+        c.conn.send_data(sid, b"w" * room)
+        sent += room
+    c.flush()
+    return sent
+
+
+def t_waiting_uploads_do_not_stall_running(t):
+    """Streams waiting for a slot of the h2c upstream's SETTINGS_MAX_CONCURRENT_STREAMS kept
+    their request bodies (up to 64 KiB each) unacknowledged: 20 waiting uploads filled the
+    1 MiB connection window, and the client's running upload, which holds the slot, stalled
+    until a timeout. Waiting streams give the connection window back for what they buffer, up to
+    a bound per connection; beyond it a waiting stream is refused (REFUSED_STREAM), and the
+    running upload completes. The waiting streams within the bound are served afterwards with
+    their whole bodies."""
+    up, cg = test_h2upc.env(t, extra={"workers": 1}, max_streams=1)
+    c = test_h2upc.H2Client(t, cg.ports["https"])
+    total = 1024 * 1024
+    a = c.request("/echo?running=1", method="POST", end=False)
+    sent_a = push(c, a, 16384)
+    c.pump(0.5, lambda: False)  # a holds the upstream's one slot
+    waiting = {}
+    for i in range(20):
+        sid = c.request("/echo?waiting=%d" % i, method="POST", end=False)
+        waiting[sid] = push(c, sid, 65536)
+        c.pump(0.05, lambda: False)
+    deadline = time.time() + T(8)
+    while sent_a < total and time.time() < deadline and not c.closed:
+        n = push(c, a, total - sent_a)
+        sent_a += n
+        if n == 0:
+            c.pump(0.2, lambda: c.conn.local_flow_control_window(a) > 0 and
+                   c.conn.outbound_flow_control_window > 0)
+    check(sent_a == total, "the running upload stalled at %d of %d bytes behind %d waiting "
+          "uploads (%r)" % (sent_a, total, len(waiting),
+                            [(s, c.streams[s].reset) for s in waiting]))
+    c.conn.end_stream(a)
+    c.flush()
+    st = c.wait([a], timeout=10)[0]
+    check(st.status == 200 and json.loads(bytes(st.data))["body_len"] == total,
+          "the running upload: %r %r" % (st.status, bytes(st.data[:200])))
+    refused = [s for s in waiting if c.streams[s].reset is not None]
+    kept = [s for s in waiting if c.streams[s].reset is None]
+    check(all(c.streams[s].reset == 7 for s in refused), "resets: %r"
+          % [(s, c.streams[s].reset) for s in refused])
+    check(kept, "every waiting upload was refused")
+    for sid in kept:
+        c.conn.end_stream(sid)
+    c.flush()
+    for sid, st in zip(kept, c.wait(kept, timeout=20)):
+        seen = json.loads(bytes(st.data)) if st.status == 200 else None
+        check(seen and seen["body_len"] == waiting[sid],
+              "waiting upload %d: %r %r" % (sid, st.status, bytes(st.data[:200])))
+    if H.Opts.verbose:
+        print("    %d waiting uploads refused, %d served" % (len(refused), len(kept)))
+    check(c.get("/echo?after=1").status == 200, "a request after them")
+
+
 TESTS = [
+    ("h2rev3.waiting_uploads_do_not_stall_running", t_waiting_uploads_do_not_stall_running),
     ("h2rev3.refused_stream_logged_on_close", t_refused_stream_logged_on_close),
     ("h2rev3.refused_trailers_abort_h2c", t_refused_trailers_abort_h2c),
     ("h2rev3.refused_request_abort_http1", t_refused_request_abort_http1),
