@@ -29,13 +29,20 @@
 #include "net/worker.h"
 #include "tls/tls.h"
 
-/* Abuse limits. A client may reset streams it opened (browsers and gRPC cancel calls), but
- * once more than H2_RESET_MIN streams were reset before their response ended and they are
- * more than half of all its streams, the connection is closed (as Envoy's
- * premature_reset_limit; CVE-2023-44487). Control frames that ask work of us and carry no
- * request (PING, SETTINGS, PRIORITY, empty DATA, CONTINUATION beyond a few) draw on a
- * bucket of H2_FLOOD_BURST refilled at H2_FLOOD_RATE per second. */
+/* Abuse limits. A client may reset streams it opened (browsers and gRPC cancel calls). A reset
+ * is premature when it comes before the response ended and within H2_RESET_LIFETIME_MS of the
+ * stream's opening (Envoy's premature reset and min_stream_lifetime; CVE-2023-44487): a call
+ * cancelled after running a while (a gRPC watch, a deadline of seconds) never counts. The
+ * connection is closed once more than H2_RESET_MIN resets were premature and they are more
+ * than half of all its streams, or once premature resets emptied a bucket of H2_RESET_BURST
+ * refilled at H2_RESET_RATE per second, whatever the ratio: cheap complete streams mixed in
+ * do not buy a client more resets. Control frames that ask work of us and carry no request
+ * (PING, SETTINGS, PRIORITY, empty DATA, CONTINUATION beyond a few) draw on a bucket of
+ * H2_FLOOD_BURST refilled at H2_FLOOD_RATE per second. */
+#define H2_RESET_LIFETIME_MS 1000
 #define H2_RESET_MIN 100
+#define H2_RESET_BURST 200
+#define H2_RESET_RATE 20
 #define H2_FLOOD_BURST 1000
 #define H2_FLOOD_RATE 100
 #define H2_MAX_CONTINUATIONS 16
@@ -47,6 +54,12 @@
  * retry). */
 #define H2_PARKED_MAX (256 * 1024)
 
+/* A token bucket: |tokens| as of |ms| (conn_now_ms). */
+struct bucket {
+    double tokens;
+    uint64_t ms;
+};
+
 struct h2_conn {
     nghttp2_session *session;
     int32_t head_stream; /* the stream whose header block is being read, or 0 */
@@ -55,8 +68,7 @@ struct h2_conn {
     struct h2_stream *streams;
     struct h2_stream *pending; /* streams with a response head or answer to submit */
     uint32_t opened, premature_resets;
-    double flood_tokens;
-    uint64_t flood_ms;
+    struct bucket flood, resets;
     unsigned continuations; /* CONTINUATION frames of the header block being read */
     size_t parked_bytes;    /* body bytes buffered with their connection window given back */
     uint32_t goaway_code;   /* a limit that closes the connection, else NGHTTP2_NO_ERROR */
@@ -397,16 +409,35 @@ static ssize_t read_resp(nghttp2_session *session, int32_t id, uint8_t *out, siz
 
 /* --- abuse accounting -------------------------------------------------------------------- */
 
+/* Takes one token from |b|, refilled at |rate| per second up to |burst|; false when it is
+ * empty. */
+static bool bucket_take(struct h2_conn *hc, struct bucket *b, double burst, double rate)
+{
+    uint64_t now = conn_now_ms(hc->c);
+    b->tokens += (double)(now - b->ms) * rate / 1000.0;
+    b->ms = now;
+    if (b->tokens > burst)
+        b->tokens = burst;
+    b->tokens -= 1;
+    return b->tokens >= 0;
+}
+
 /* Takes one token for a frame that carries no request; false when the bucket is empty. */
 static bool flood_take(struct h2_conn *hc)
 {
-    uint64_t now = conn_now_ms(hc->c);
-    hc->flood_tokens += (double)(now - hc->flood_ms) * H2_FLOOD_RATE / 1000.0;
-    hc->flood_ms = now;
-    if (hc->flood_tokens > H2_FLOOD_BURST)
-        hc->flood_tokens = H2_FLOOD_BURST;
-    hc->flood_tokens -= 1;
-    return hc->flood_tokens >= 0;
+    return bucket_take(hc, &hc->flood, H2_FLOOD_BURST, H2_FLOOD_RATE);
+}
+
+/* Counts the client's reset of |s|; false when the connection is to be closed. */
+static bool reset_allowed(struct h2_conn *hc, const struct h2_stream *s)
+{
+    if ((s->resp_end && s->submitted) ||
+        base_now_us() - s->req_start >= (uint64_t)H2_RESET_LIFETIME_MS * 1000)
+        return true;
+    hc->premature_resets++;
+    if (hc->premature_resets > H2_RESET_MIN && hc->premature_resets * 2 > hc->opened)
+        return false;
+    return bucket_take(hc, &hc->resets, H2_RESET_BURST, H2_RESET_RATE);
 }
 
 /* Ends the session: GOAWAY with |code|, the streams in flight are dropped. */
@@ -603,11 +634,8 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
             return abuse(hc, "a PRIORITY flood");
         return 0;
     case NGHTTP2_RST_STREAM:
-        if (s != NULL && !(s->resp_end && s->submitted)) {
-            hc->premature_resets++;
-            if (hc->premature_resets > H2_RESET_MIN && hc->premature_resets * 2 > hc->opened)
-                return abuse(hc, "streams reset faster than they are answered (rapid reset)");
-        }
+        if (s != NULL && !reset_allowed(hc, s))
+            return abuse(hc, "streams reset faster than they are answered (rapid reset)");
         return 0;
     default:
         return 0;
@@ -719,8 +747,8 @@ void h2_server_start(struct conn *c)
     uv_once(&callbacks_once, init_callbacks);
     struct h2_conn *hc = xcalloc(1, sizeof(*hc));
     hc->c = c;
-    hc->flood_tokens = H2_FLOOD_BURST;
-    hc->flood_ms = conn_now_ms(c);
+    hc->flood = (struct bucket){H2_FLOOD_BURST, conn_now_ms(c)};
+    hc->resets = (struct bucket){H2_RESET_BURST, conn_now_ms(c)};
     hc->goaway_code = NGHTTP2_NO_ERROR;
     c->h2 = hc;
     h2_mem_init(&hc->mem);

@@ -267,7 +267,81 @@ def t_waiting_uploads_do_not_stall_running(t):
     check(c.get("/echo?after=1").status == 200, "a request after them")
 
 
+# ---------------------------------------------------------------------------------------------
+# 4. rapid reset mixed with cheap streams; cancellations that are not an attack
+
+def t_mixed_rapid_reset_closed(t):
+    """CVE-2023-44487 with cheap complete streams mixed in: one answered GET per
+    HEADERS+RST_STREAM pair keeps the resets at exactly half of the streams, under the ratio
+    rule, and only nghttp2's own limit (1000 resets, GOAWAY INTERNAL_ERROR) ended it. Premature
+    resets also draw on a budget whatever the ratio: GOAWAY ENHANCE_YOUR_CALM after a few
+    hundred, an h2_abuse event, and a fresh connection is served."""
+    from h2lib import ENHANCE_YOUR_CALM, err_name, rst_frame
+    up, cg, _ = H.http_env(t)
+    c = H2Conn(t, cg.port())
+    c.wait_settings()
+    resets = 0
+    for _ in range(75):  # up to 1500 resets
+        out = b""
+        cheap = []
+        for _ in range(20):
+            sid = c.next_sid()
+            cheap.append(sid)
+            out += c.headers_frame(sid, request_headers(path="/echo?mix=%d" % sid))
+            sid = c.next_sid()
+            out += c.headers_frame(sid, request_headers(path="/slow?ms=2000&mixrr=%d" % sid))
+            out += rst_frame(sid)
+        c.send(out)
+        resets += 20
+        c.wait(lambda: all(c.stream(s).done for s in cheap) or c.eof or c.goaway is not None,
+               T(5))
+        if c.eof or c.goaway is not None or c.send_err is not None:
+            break
+    check(c.goaway is not None and c.goaway[1] == ENHANCE_YOUR_CALM,
+          "after %d resets mixed with as many answered streams: %s" % (resets, c.state()))
+    check(resets <= 400, "closed only after %d resets" % resets)
+    check(H.log_events(cg, "h2_abuse"), "no h2_abuse event: %s" % cg.tail(3))
+    if H.Opts.verbose:
+        print("    closed after %d resets (GOAWAY %s)" % (resets, err_name(c.goaway[1])))
+    h2lib.healthy(t, cg)
+
+
+def t_cancel_patterns_tolerated(t):
+    """What clients legitimately do must not close the connection: a gRPC client that cancels
+    calls that ran a while (watches, server streams, deadlines of seconds: 150 calls, each
+    reset after more than a second, before its response; every stream of the connection was
+    reset, which the ratio rule alone took for an attack), and bursts of quick cancellations
+    among answered calls (150 among 330)."""
+    from h2lib import rst_frame
+    up, cg = test_h2upc.env(t)
+    c = H2Conn(t, cg.ports["https"])
+    c.wait_settings()
+    for rnd in range(2):
+        sids = [c.request(path="/slow?ms=%d&watch=%d" % (int(T(20) * 1000), rnd))
+                for _ in range(75)]
+        c.wait(lambda: False, 1.3)
+        c.send(b"".join(rst_frame(sid) for sid in sids))
+    for rnd in range(3):
+        sids = [c.request(path="/echo?fine=%d" % rnd) for _ in range(60)]
+        for sid in sids:
+            s = c.response(sid)
+            check(s.status == 200, "stream %d: %s (%s)" % (sid, s, c.state()))
+        out = b""
+        for _ in range(50):
+            sid = c.next_sid()
+            out += c.headers_frame(sid, request_headers(path="/slow?ms=2000&quick=%d" % rnd))
+            out += rst_frame(sid)
+        c.send(out)
+        c.wait(lambda: False, 0.3)
+    s = c.get("/echo?after=1")
+    check(s.status == 200 and c.goaway is None,
+          "after 150 long calls cancelled and 150 quick cancellations among 180 answered "
+          "calls: %s (%s)" % (s, c.state()))
+
+
 TESTS = [
+    ("h2rev3.mixed_rapid_reset_closed", t_mixed_rapid_reset_closed),
+    ("h2rev3.cancel_patterns_tolerated", t_cancel_patterns_tolerated),
     ("h2rev3.waiting_uploads_do_not_stall_running", t_waiting_uploads_do_not_stall_running),
     ("h2rev3.refused_stream_logged_on_close", t_refused_stream_logged_on_close),
     ("h2rev3.refused_trailers_abort_h2c", t_refused_trailers_abort_h2c),
