@@ -501,7 +501,6 @@ static struct h2_stream *stream_of(struct h2_conn *hc, int32_t id)
 static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame, void *user)
 {
     struct h2_conn *hc = user;
-    hc->continuations = 0;
     if (frame->hd.type != NGHTTP2_HEADERS)
         return 0;
     head_begin(hc, frame->hd.stream_id);
@@ -645,9 +644,14 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
 static int on_begin_frame(nghttp2_session *session, const nghttp2_frame_hd *hd, void *user)
 {
     struct h2_conn *hc = user;
-    if (hd->type != NGHTTP2_CONTINUATION)
+    if (hd->type != NGHTTP2_CONTINUATION) {
+        /* Any other frame starts a header block or ends one: also the blocks nghttp2 reads
+         * only for HPACK's sake (a refused stream's), for which on_begin_headers never runs. */
         head_end(hc);
-    if (hd->type == NGHTTP2_CONTINUATION && ++hc->continuations > H2_MAX_CONTINUATIONS)
+        hc->continuations = 0;
+        return 0;
+    }
+    if (++hc->continuations > H2_MAX_CONTINUATIONS)
         return abuse(hc, "a header block in too many CONTINUATION frames");
     return 0;
 }
@@ -738,6 +742,10 @@ static void init_callbacks(void)
     /* Queued ACKs to a client that does not read are bounded (nghttp2 ends the session). */
     nghttp2_option_set_max_outbound_ack(options, 1000);
     nghttp2_option_set_max_settings(options, 32);
+    /* nghttp2's own CONTINUATION limit (8 by default, a PROTOCOL_ERROR with no h2_abuse event)
+     * would come before ours: ours decides, with ENHANCE_YOUR_CALM and the event; nghttp2's
+     * still bounds the blocks it only reads for HPACK's sake, which never reach us. */
+    nghttp2_option_set_max_continuations(options, H2_MAX_CONTINUATIONS + 1);
     /* Closed streams are not kept for the priority tree (RFC 9113 deprecates it). */
     nghttp2_option_set_no_closed_streams(options, 1);
 }

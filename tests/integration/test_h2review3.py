@@ -339,7 +339,64 @@ def t_cancel_patterns_tolerated(t):
           "calls: %s (%s)" % (s, c.state()))
 
 
+# ---------------------------------------------------------------------------------------------
+# 5. the CONTINUATION limit counts one header block at a time
+
+def split_block(c, sid, hdrs, pieces):
+    """HEADERS and CONTINUATION frames of one header block of |hdrs| in |pieces| frames."""
+    from h2lib import CONTINUATION, END_HEADERS, HEADERS
+    block = h2lib.hp_block(hdrs)
+    step = -(-len(block) // pieces)
+    parts = [block[i:i + step] for i in range(0, len(block), step)]
+    out = frame(HEADERS, END_STREAM | (END_HEADERS if len(parts) == 1 else 0), sid, parts[0])
+    for i, p in enumerate(parts[1:], 1):
+        out += frame(CONTINUATION, END_HEADERS if i == len(parts) - 1 else 0, sid, p)
+    return out
+
+
+def t_continuations_counted_per_block(t):
+    """The CONTINUATION limit is 16 frames per header block, with GOAWAY ENHANCE_YOUR_CALM and
+    an h2_abuse event (docs/http2.md). nghttp2's own limit (8 frames, PROTOCOL_ERROR, no event)
+    came first, so a block in 12 frames was refused and a flood never got certgate's answer.
+    Blocks nghttp2 only decodes for HPACK's sake (streams refused beyond
+    SETTINGS_MAX_CONCURRENT_STREAMS before the client acknowledged it) must not add up to a
+    flood either: ten of them in four frames each are not one."""
+    up, cg = test_h2upc.env(t)
+    c = H2Conn(t, cg.ports["https"], ack_settings=False)
+    c.wait_settings()
+    held = [c.request(path="/slow?ms=%d" % int(T(3) * 1000)) for _ in range(100)]
+    c.wait(lambda: False, 0.5)
+    out = b""
+    extra = []
+    for i in range(10):
+        sid = c.next_sid()
+        extra.append(sid)
+        out += split_block(c, sid, request_headers(path="/echo?over=%d" % i,
+                                                   extra=[("x-pad", "p" * 60)]), 4)
+    c.send(out)
+    c.wait(lambda: all(c.stream(s).done for s in extra) or c.eof or c.goaway is not None,
+           T(3))
+    check(c.goaway is None and not c.eof, "streams beyond the limit, each in 4 frames: %s"
+          % c.state())
+    check(all(c.stream(s).reset is not None for s in extra), "refused: %r"
+          % [c.stream(s) for s in extra])
+    for sid in held:
+        s = c.response(sid, timeout=10)
+        check(s.status == 200, "held stream %d: %s" % (sid, s))
+    sid = c.next_sid()
+    c.send(split_block(c, sid, request_headers(path="/echo?twelve=1",
+                                               extra=[("x-pad", "p" * 240)]), 12))
+    s = c.response(sid)
+    check(s.status == 200, "a header block in 12 frames: %s (%s)" % (s, c.state()))
+    sid = c.next_sid()
+    c.send(split_block(c, sid, request_headers(extra=[("x-pad", "p" * 400)]), 20))
+    check(c.wait_closed(5) and c.goaway is not None and c.goaway[1] == h2lib.ENHANCE_YOUR_CALM,
+          "a header block in 20 frames: %s" % c.state())
+    check(H.log_events(cg, "h2_abuse"), "no h2_abuse event: %s" % cg.tail(3))
+
+
 TESTS = [
+    ("h2rev3.continuations_counted_per_block", t_continuations_counted_per_block),
     ("h2rev3.mixed_rapid_reset_closed", t_mixed_rapid_reset_closed),
     ("h2rev3.cancel_patterns_tolerated", t_cancel_patterns_tolerated),
     ("h2rev3.waiting_uploads_do_not_stall_running", t_waiting_uploads_do_not_stall_running),
