@@ -19,9 +19,8 @@
 #include "core/log.h"
 #include "core/metrics.h"
 #include "exchange/http.h"
-#include "h2/h2_mem.h"
 #include "h2/h2_request.h"
-#include "h2/h2_stream.h"
+#include "h2/h2_stream_internal.h"
 #include "http/message.h"
 #include "http/reqhead.h"
 #include "http/xfcc.h"
@@ -54,30 +53,6 @@
  * retry). */
 #define H2_PARKED_MAX (256 * 1024)
 
-/* A token bucket: |tokens| as of |ms| (conn_now_ms). */
-struct bucket {
-    double tokens;
-    uint64_t ms;
-};
-
-struct h2_conn {
-    nghttp2_session *session;
-    int32_t head_stream; /* the stream whose header block is being read, or 0 */
-    struct h2_mem mem; /* nghttp2's, given back while idle */
-    struct conn *c;
-    struct h2_stream *streams;
-    struct h2_stream *pending; /* streams with a response head or answer to submit */
-    uint32_t opened, premature_resets;
-    struct bucket flood, resets;
-    unsigned continuations; /* CONTINUATION frames of the header block being read */
-    size_t parked_bytes;    /* body bytes buffered with their connection window given back */
-    uint32_t goaway_code;   /* a limit that closes the connection, else NGHTTP2_NO_ERROR */
-    bool goaway_sent;
-    bool drain_now; /* the worker drains: GOAWAY even before the first stream */
-};
-
-static const char *const protocol_name = "HTTP/2";
-
 static const struct h2_backend *backend_override; /* h2_server_set_backend's */
 
 void h2_server_set_backend(const struct h2_backend *be)
@@ -86,24 +61,6 @@ void h2_server_set_backend(const struct h2_backend *be)
 }
 
 /* --- streams --------------------------------------------------------------------------- */
-
-static struct h2_stream *stream_new(struct h2_conn *hc, int32_t id)
-{
-    struct h2_stream *s = xcalloc(1, sizeof(*s));
-    s->hc = hc;
-    s->c = hc->c;
-    s->id = id;
-    s->req_content_length = -1;
-    s->req_start = base_now_us();
-    s->next = hc->streams;
-    if (hc->streams != NULL)
-        hc->streams->prev = s;
-    hc->streams = s;
-    hc->opened++;
-    hc->c->h2_streams++;
-    h2_mem_busy(&hc->mem);
-    return s;
-}
 
 /* The connection's timeout starts again from now (conn.c's state_timeout for CONN_H2 says
  * which one applies). */
@@ -130,281 +87,6 @@ static void head_end(struct h2_conn *hc)
     hc->head_stream = 0;
     hc->c->h2_head_open = false;
     restart_timer(hc->c);
-}
-
-static void stream_log(struct h2_stream *s, const char *response_from)
-{
-    if (s->logged)
-        return;
-    s->logged = true;
-    struct conn_exchange_log x = {
-        .req_log = &s->req_log,
-        .status = s->status,
-        .req_start = s->req_start,
-        .bytes_in = s->bytes_in,
-        .bytes_out = s->bytes_out,
-        .response_from = response_from,
-        .protocol = protocol_name,
-    };
-    conn_access_log_exchange(s->c, &x);
-}
-
-/* The client may send |len| more bytes on |s|: the stream's window, and the connection's for
- * what it still holds (a parked stream's bytes gave theirs back when they came). */
-static void req_release(struct h2_stream *s, size_t len)
-{
-    size_t early = MIN(len, s->req_credit);
-    if (early > 0) {
-        nghttp2_session_consume_stream(s->hc->session, s->id, early);
-        s->req_credit -= early;
-        s->hc->parked_bytes -= early;
-    }
-    if (len > early)
-        nghttp2_session_consume(s->hc->session, s->id, len - early);
-}
-
-/* Body bytes nobody will forward: the client gets its window back (a closed stream's count
- * against the connection's window too: nghttp2 does not return them by itself). */
-static void drop_req_body(struct h2_stream *s)
-{
-    req_release(s, buf_used(&s->req_body));
-    buf_free(&s->req_body);
-}
-
-static void stream_free(struct h2_conn *hc, struct h2_stream *s)
-{
-    drop_req_body(s);
-    if (--hc->c->h2_streams == 0 && hc->c->state == CONN_H2)
-        restart_timer(hc->c); /* idle from now */
-    if (s->prev != NULL)
-        s->prev->next = s->next;
-    else
-        hc->streams = s->next;
-    if (s->next != NULL)
-        s->next->prev = s->prev;
-    for (struct h2_stream **pp = &hc->pending; *pp != NULL; pp = &(*pp)->pending_next) {
-        if (*pp == s) {
-            *pp = s->pending_next;
-            break;
-        }
-    }
-    h2_hdrs_free(&s->req);
-    h2_hdrs_free(&s->req_trailers);
-    h2_hdrs_free(&s->resp);
-    h2_hdrs_free(&s->resp_trailers);
-    h2_hdrs_free(&s->raw);
-    buf_free(&s->resp_body);
-    buf_free(&s->req_log);
-    free(s);
-}
-
-/* The stream leaves the upstream side: it will not be called for |s| again. */
-static void stream_detach(struct h2_stream *s)
-{
-    if (s->started && !s->be_done) {
-        s->be_done = true;
-        s->be->abort(s);
-    }
-}
-
-/* The stream is over: closed by nghttp2, or with its connection (also when nghttp2 refused it
- * and its RST_STREAM never went out). It leaves the upstream side and gets its one access-log
- * line, and with it its count in the metrics. */
-static void stream_end(struct h2_conn *hc, struct h2_stream *s)
-{
-    stream_detach(s);
-    if (!(s->resp_end && s->submitted) && !s->own_answer && s->status == 0)
-        s->status = 499; /* the client gave up (nginx's 499) */
-    stream_log(s, s->own_answer ? "certgate" : "upstream");
-    stream_free(hc, s);
-}
-
-static void pending_add(struct h2_stream *s)
-{
-    if (s->is_pending)
-        return;
-    s->is_pending = true;
-    s->pending_next = s->hc->pending;
-    s->hc->pending = s;
-}
-
-/* --- answers of certgate's own ---------------------------------------------------------- */
-
-static ssize_t read_resp(nghttp2_session *session, int32_t id, uint8_t *out, size_t len,
-                         uint32_t *flags, nghttp2_data_source *src, void *user);
-
-/* Submits the response head |s| has (its own answer or the upstream's) with a data provider,
- * or with END_STREAM when nothing can follow. */
-static void submit_head(struct h2_stream *s)
-{
-    struct h2_conn *hc = s->hc;
-    s->submitted = true;
-    bool bodyless = s->resp_end && buf_used(&s->resp_body) == 0 && s->resp_trailers.num == 0;
-    nghttp2_data_provider prd = {.source.ptr = s, .read_callback = read_resp};
-    int r = nghttp2_submit_response(hc->session, s->id, h2_hdrs_nv(&s->resp), s->resp.num,
-                                    bodyless ? NULL : &prd);
-    if (r != 0)
-        nghttp2_submit_rst_stream(hc->session, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_INTERNAL_ERROR);
-}
-
-/* certgate answers |status| itself: a short text body, as the HTTP/1 path's. */
-static void answer(struct h2_stream *s, int status)
-{
-    char st[4], len[24];
-    char body[96];
-    int n = snprintf(body, sizeof(body), "%d %s\n", status, http_reason(status));
-    snprintf(st, sizeof(st), "%d", status);
-    snprintf(len, sizeof(len), "%d", n);
-    h2_hdrs_free(&s->resp);
-    h2_hdrs_add(&s->resp, ":status", 7, st, strlen(st));
-    h2_hdrs_add(&s->resp, "content-type", 12, "text/plain", 10);
-    h2_hdrs_add(&s->resp, "content-length", 14, len, strlen(len));
-    buf_free(&s->resp_body);
-    buf_append(&s->resp_body, body, (size_t)n);
-    s->status = status;
-    s->resp_head = s->resp_end = true;
-    s->own_answer = true;
-    if (!s->submitted)
-        pending_add(s);
-}
-
-/* --- the upstream side's calls ---------------------------------------------------------- */
-
-/* Appends |nv| to |h|, names lowercased, without pseudo or connection-specific headers. */
-static void add_regular(struct h2_hdrs *h, const nghttp2_nv *nv, size_t num)
-{
-    char lower[256];
-    for (size_t i = 0; i < num; i++) {
-        const char *n = (const char *)nv[i].name;
-        size_t nl = nv[i].namelen;
-        if (nl == 0 || n[0] == ':' || h2_connection_specific(n, nl) || nl > sizeof(lower))
-            continue;
-        for (size_t j = 0; j < nl; j++)
-            lower[j] = (char)((n[j] >= 'A' && n[j] <= 'Z') ? n[j] + 32 : n[j]);
-        h2_hdrs_add(h, lower, nl, (const char *)nv[i].value, nv[i].valuelen);
-    }
-}
-
-void h2_stream_response_head(struct h2_stream *s, int status, const nghttp2_nv *nv, size_t num)
-{
-    if (s->resp_head || s->own_answer)
-        return;
-    char st[12];
-    snprintf(st, sizeof(st), "%d", status);
-    h2_hdrs_add(&s->resp, ":status", 7, st, strlen(st));
-    add_regular(&s->resp, nv, num);
-    s->status = status;
-    s->resp_head = true;
-    pending_add(s);
-}
-
-bool h2_stream_resp_full(const struct h2_stream *s)
-{
-    return buf_used(&s->resp_body) >= H2_STREAM_HWM;
-}
-
-void h2_stream_response_data(struct h2_stream *s, const void *data, size_t len)
-{
-    if (s->own_answer || len == 0)
-        return;
-    buf_append(&s->resp_body, data, len);
-    if (s->submitted && s->deferred) {
-        s->deferred = false;
-        nghttp2_session_resume_data(s->hc->session, s->id);
-    }
-}
-
-void h2_stream_response_end(struct h2_stream *s, const nghttp2_nv *trailers, size_t num)
-{
-    s->be_done = true;
-    drop_req_body(s); /* an upstream that answered before reading it all */
-    if (s->own_answer)
-        return;
-    if (num > 0)
-        add_regular(&s->resp_trailers, trailers, num);
-    s->resp_end = true;
-    if (s->submitted && s->deferred) {
-        s->deferred = false;
-        nghttp2_session_resume_data(s->hc->session, s->id);
-    }
-}
-
-void h2_stream_failed(struct h2_stream *s, int status)
-{
-    s->be_done = true;
-    s->upstream_failed = true;
-    drop_req_body(s);
-    if (s->submitted) {
-        /* Part of the response is out: only a reset can tell the client. */
-        nghttp2_submit_rst_stream(s->hc->session, NGHTTP2_FLAG_NONE, s->id,
-                                  NGHTTP2_INTERNAL_ERROR);
-        return;
-    }
-    h2_hdrs_free(&s->resp_trailers);
-    answer(s, status);
-}
-
-void h2_stream_req_taken(struct h2_stream *s, size_t len)
-{
-    req_release(s, len);
-}
-
-void h2_stream_park(struct h2_stream *s, bool parked)
-{
-    s->req_parked = parked;
-}
-
-void h2_stream_touch(struct h2_stream *s)
-{
-    struct conn *c = s->c;
-    if (c->h2_touched)
-        return;
-    c->h2_touched = true;
-    c->h2_touched_next = c->worker->h2_touched;
-    c->worker->h2_touched = c;
-}
-
-void h2_flush_touched(struct worker *w)
-{
-    while (w->h2_touched != NULL) {
-        struct conn *c = w->h2_touched;
-        w->h2_touched = c->h2_touched_next;
-        c->h2_touched = false;
-        c->h2_touched_next = NULL;
-        conn_event_end(c);
-    }
-}
-
-/* --- the response body ------------------------------------------------------------------- */
-
-static ssize_t read_resp(nghttp2_session *session, int32_t id, uint8_t *out, size_t len,
-                         uint32_t *flags, nghttp2_data_source *src, void *user)
-{
-    struct h2_stream *s = src->ptr;
-    size_t n = MIN(len, buf_used(&s->resp_body));
-    if (n > 0) {
-        memcpy(out, buf_data(&s->resp_body), n);
-        buf_consume(&s->resp_body, n);
-        s->bytes_out += n;
-    }
-    if (buf_used(&s->resp_body) == 0) {
-        if (s->resp_end) {
-            *flags |= NGHTTP2_DATA_FLAG_EOF;
-            if (s->resp_trailers.num > 0) {
-                *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-                nghttp2_submit_trailer(session, id, h2_hdrs_nv(&s->resp_trailers),
-                                       s->resp_trailers.num);
-            }
-        } else if (n == 0) {
-            s->deferred = true;
-            return NGHTTP2_ERR_DEFERRED;
-        }
-    }
-    /* Every take, not only the one that leaves "full": an h2c upstream's window reopens by
-     * what the client took (h2_upc.c), and it may stall before the queue was ever full. */
-    if (n > 0 && !h2_stream_resp_full(s) && s->started && !s->be_done)
-        s->be->resp_room(s);
-    return (ssize_t)n;
 }
 
 /* --- abuse accounting -------------------------------------------------------------------- */
@@ -460,8 +142,8 @@ static int abuse(struct h2_conn *hc, const char *what)
  * what the access log says when no response head went to the client yet. */
 static void request_refused_late(struct h2_stream *s, int status)
 {
-    stream_detach(s);
-    drop_req_body(s);
+    h2_stream_detach(s);
+    h2_stream_drop_req_body(s);
     if (!s->resp_head && !s->own_answer) {
         s->status = status;
         s->own_answer = true;
@@ -477,7 +159,7 @@ static void request_ready(struct h2_stream *s)
     h2_hdrs_free(&s->raw); /* the pseudo-header pointers went with it */
     s->p_method = s->p_scheme = s->p_authority = s->p_path = NULL;
     if (status != 0) {
-        answer(s, status);
+        h2_stream_answer(s, status);
         return;
     }
     s->be = backend_override != NULL                           ? backend_override
@@ -485,7 +167,7 @@ static void request_ready(struct h2_stream *s)
                                                           : &h2_up1_backend;
     if (s->be->start(s) != 0) {
         metrics_upstream_error(s->c->index, METRICS_UP_CONNECT);
-        answer(s, 503);
+        h2_stream_answer(s, 503);
         return;
     }
     s->started = true;
@@ -507,7 +189,7 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
     if (frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
         if (hc->goaway_sent)
             return 0;
-        struct h2_stream *s = stream_new(hc, frame->hd.stream_id);
+        struct h2_stream *s = h2_stream_new(hc, frame->hd.stream_id);
         nghttp2_session_set_stream_user_data(session, s->id, s);
         return 0;
     }
@@ -691,7 +373,7 @@ static int on_stream_close(nghttp2_session *session, int32_t id, uint32_t code, 
     if (s == NULL)
         return 0;
     nghttp2_session_set_stream_user_data(session, id, NULL);
-    stream_end(hc, s);
+    h2_stream_end(hc, s);
     return 0;
 }
 
@@ -810,7 +492,7 @@ bool h2_server_output(struct conn *c)
         s->pending_next = NULL;
         s->is_pending = false;
         if (!s->submitted)
-            submit_head(s);
+            h2_stream_submit_head(s);
     }
     /* A draining connection says goodbye once a stream came: during the shutdown delay
      * (CONTRACT 2) a new connection serves its first request, as Connection: close does for
@@ -860,7 +542,7 @@ void h2_server_close(struct conn *c)
         c->h2_touched = false;
     }
     while (hc->streams != NULL) {
-        stream_end(hc, hc->streams);
+        h2_stream_end(hc, hc->streams);
     }
     nghttp2_session_del(hc->session);
     free(hc);
