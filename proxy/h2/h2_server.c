@@ -382,8 +382,10 @@ static int on_invalid_frame(nghttp2_session *session, const nghttp2_frame *frame
 {
     struct h2_conn *hc = user;
     struct h2_stream *s = frame->hd.stream_id ? stream_of(hc, frame->hd.stream_id) : NULL;
-    if (s != NULL && err == NGHTTP2_ERR_HTTP_HEADER)
-        request_refused_late(s, 400); /* nghttp2 resets it: trailers with a pseudo-header */
+    /* nghttp2 resets a stream whose request breaks RFC 9113 8 (a pseudo-header in trailers, a
+     * content-length the DATA disagrees with at the trailers' END_STREAM): also upstream. */
+    if (s != NULL && (err == NGHTTP2_ERR_HTTP_HEADER || err == NGHTTP2_ERR_HTTP_MESSAGING))
+        request_refused_late(s, 400);
     if (!flood_take(hc))
         return abuse(hc, "a flood of invalid frames");
     return 0;

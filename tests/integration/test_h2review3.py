@@ -52,7 +52,8 @@ def trailers(c, sid, hdrs):
 def t_refused_trailers_abort_h2c(t):
     """Trailers over the header limit reset the client's stream; the h2c upstream must not see
     the request end (END_STREAM), it gets RST_STREAM. So must trailers with a pseudo-header
-    (nghttp2 resets that stream itself). This one passed before the fix too: the reset went
+    (nghttp2 resets that stream itself), and a content-length the DATA disagrees with at the
+    trailers' END_STREAM. This one passed before the fix too: the reset went
     to the client, and with it the abort upstream, in the event that read the trailers, before
     the h2c socket was written; it now holds by construction (the abort comes first)."""
     up, cg = test_h2upc.env(t, limits=SMALL_HEAD)
@@ -60,12 +61,15 @@ def t_refused_trailers_abort_h2c(t):
     c.wait_settings()
     a = open_post(c, "/echo?case=big")
     b = open_post(c, "/echo?case=pseudo")
+    d = open_post(c, "/echo?case=short", extra=[("content-length", "10")])
     time.sleep(T(0.5))  # the heads and bodies went upstream
     trailers(c, a, [("x-big", "b" * BIG)])
     trailers(c, b, [(":path", "/other"), ("x-t", "1")])
-    sa, sb = c.response(a), c.response(b)
+    trailers(c, d, [("x-t", "1")])  # 5 bytes of 10
+    sa, sb, sd = c.response(a), c.response(b), c.response(d)
     check(sa.reset is not None, "oversized trailers: %r" % sa)
     check(sb.reset is not None or (sb.status or 0) >= 400, "pseudo-header trailers: %r" % sb)
+    check(sd.reset is not None or (sd.status or 0) >= 400, "content-length mismatch: %r" % sd)
     time.sleep(T(0.5))
     st = up.stats()
     ended = [p for p in st.get("ended", []) if "case=" in p]
