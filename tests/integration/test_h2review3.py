@@ -128,7 +128,8 @@ def t_refused_request_abort_http1(t):
     """Toward an HTTP/1.1 upstream, a request certgate refuses at its end must not be complete
     upstream: chunked, the last chunk never goes; with Content-Length, the body's last byte (or
     the head's, for content-length 0) waits for the client's END_STREAM, so that neither
-    oversized trailers nor a content-length mismatch leave the application a complete request.
+    oversized trailers, trailers with a connection-specific header nor a content-length
+    mismatch leave the application a complete request.
     A request that ends in an empty DATA frame later is still complete."""
     rec = Recorder(t)
     up, cg = http1_env(t, rec, limits=SMALL_HEAD)
@@ -138,20 +139,22 @@ def t_refused_request_abort_http1(t):
     cl = open_post(c, "/up?case=cl", extra=[("content-length", "5")])
     cl0 = open_post(c, "/up?case=zero", extra=[("content-length", "0")], body=b"")
     more = open_post(c, "/up?case=mismatch", extra=[("content-length", "5")])
+    conn = open_post(c, "/up?case=conntrailer", extra=[("content-length", "5")])
     ok = open_post(c, "/up?case=fine", extra=[("content-length", "5")])
     time.sleep(T(0.7))  # heads and bodies went upstream, as far as certgate sends them
     for sid in (chunked, cl, cl0):
         trailers(c, sid, [("x-big", "b" * BIG)])
     c.send(frame(DATA, END_STREAM, more, b"!"))
+    trailers(c, conn, [("connection", "close")])
     c.send(frame(DATA, END_STREAM, ok, b""))
-    for sid in (chunked, cl, cl0, more):
+    for sid in (chunked, cl, cl0, more, conn):
         s = c.response(sid)
         check(s.reset is not None or (s.status or 0) >= 400, "stream %d: %r" % (sid, s))
     s = c.response(ok)
     check(s.status == 200, "a Content-Length request ended by an empty DATA frame: %r" % s)
     time.sleep(T(0.7))
     bad = {}
-    for case in ("chunked", "cl", "zero", "mismatch"):
+    for case in ("chunked", "cl", "zero", "mismatch", "conntrailer"):
         got = rec.outcome("case=" + case)
         if any(o == "complete" for o, n in got):
             bad[case] = got
