@@ -19,9 +19,8 @@
 #include "core/log.h"
 #include "core/metrics.h"
 #include "exchange/http.h"
-#include "h2/h2_mem.h"
 #include "h2/h2_request.h"
-#include "h2/h2_stream.h"
+#include "h2/h2_stream_internal.h"
 #include "http/message.h"
 #include "http/reqhead.h"
 #include "http/xfcc.h"
@@ -29,34 +28,30 @@
 #include "net/worker.h"
 #include "tls/tls.h"
 
-/* Abuse limits. A client may reset streams it opened (browsers and gRPC cancel calls), but
- * once more than H2_RESET_MIN streams were reset before their response ended and they are
- * more than half of all its streams, the connection is closed (as Envoy's
- * premature_reset_limit; CVE-2023-44487). Control frames that ask work of us and carry no
- * request (PING, SETTINGS, PRIORITY, empty DATA, CONTINUATION beyond a few) draw on a
- * bucket of H2_FLOOD_BURST refilled at H2_FLOOD_RATE per second. */
+/* Abuse limits. A client may reset streams it opened (browsers and gRPC cancel calls). A reset
+ * is premature when it comes before the response ended and within H2_RESET_LIFETIME_MS of the
+ * stream's opening (Envoy's premature reset and min_stream_lifetime; CVE-2023-44487): a call
+ * cancelled after running a while (a gRPC watch, a deadline of seconds) never counts. The
+ * connection is closed once more than H2_RESET_MIN resets were premature and they are more
+ * than half of all its streams, or once premature resets emptied a bucket of H2_RESET_BURST
+ * refilled at H2_RESET_RATE per second, whatever the ratio: cheap complete streams mixed in
+ * do not buy a client more resets. Control frames that ask work of us and carry no request
+ * (PING, SETTINGS, PRIORITY, empty DATA, CONTINUATION beyond a few) draw on a bucket of
+ * H2_FLOOD_BURST refilled at H2_FLOOD_RATE per second. */
+#define H2_RESET_LIFETIME_MS 1000
 #define H2_RESET_MIN 100
+#define H2_RESET_BURST 200
+#define H2_RESET_RATE 20
 #define H2_FLOOD_BURST 1000
 #define H2_FLOOD_RATE 100
 #define H2_MAX_CONTINUATIONS 16
 
-struct h2_conn {
-    nghttp2_session *session;
-    int32_t head_stream; /* the stream whose header block is being read, or 0 */
-    struct h2_mem mem; /* nghttp2's, given back while idle */
-    struct conn *c;
-    struct h2_stream *streams;
-    struct h2_stream *pending; /* streams with a response head or answer to submit */
-    uint32_t opened, premature_resets;
-    double flood_tokens;
-    uint64_t flood_ms;
-    unsigned continuations; /* CONTINUATION frames of the header block being read */
-    uint32_t goaway_code;   /* a limit that closes the connection, else NGHTTP2_NO_ERROR */
-    bool goaway_sent;
-    bool drain_now; /* the worker drains: GOAWAY even before the first stream */
-};
-
-static const char *const protocol_name = "HTTP/2";
+/* Body bytes of streams parked before their upstream (h2_stream_park: waiting for an h2c
+ * slot) give their connection window back at once, up to this much per connection: parked
+ * uploads can never close the window that running streams need, and beyond it a parked
+ * stream is refused (RST_STREAM REFUSED_STREAM: the upstream never saw it, the client may
+ * retry). */
+#define H2_PARKED_MAX (256 * 1024)
 
 static const struct h2_backend *backend_override; /* h2_server_set_backend's */
 
@@ -66,24 +61,6 @@ void h2_server_set_backend(const struct h2_backend *be)
 }
 
 /* --- streams --------------------------------------------------------------------------- */
-
-static struct h2_stream *stream_new(struct h2_conn *hc, int32_t id)
-{
-    struct h2_stream *s = xcalloc(1, sizeof(*s));
-    s->hc = hc;
-    s->c = hc->c;
-    s->id = id;
-    s->req_content_length = -1;
-    s->req_start = base_now_us();
-    s->next = hc->streams;
-    if (hc->streams != NULL)
-        hc->streams->prev = s;
-    hc->streams = s;
-    hc->opened++;
-    hc->c->h2_streams++;
-    h2_mem_busy(&hc->mem);
-    return s;
-}
 
 /* The connection's timeout starts again from now (conn.c's state_timeout for CONN_H2 says
  * which one applies). */
@@ -112,264 +89,37 @@ static void head_end(struct h2_conn *hc)
     restart_timer(hc->c);
 }
 
-static void stream_log(struct h2_stream *s, const char *response_from)
-{
-    if (s->logged)
-        return;
-    s->logged = true;
-    struct conn_exchange_log x = {
-        .req_log = &s->req_log,
-        .status = s->status,
-        .req_start = s->req_start,
-        .bytes_in = s->bytes_in,
-        .bytes_out = s->bytes_out,
-        .response_from = response_from,
-        .protocol = protocol_name,
-    };
-    conn_access_log_exchange(s->c, &x);
-}
-
-/* Body bytes nobody will forward: the client gets its window back (a closed stream's count
- * against the connection's window too: nghttp2 does not return them by itself). */
-static void drop_req_body(struct h2_stream *s)
-{
-    if (buf_used(&s->req_body) > 0)
-        nghttp2_session_consume(s->hc->session, s->id, buf_used(&s->req_body));
-    buf_free(&s->req_body);
-}
-
-static void stream_free(struct h2_conn *hc, struct h2_stream *s)
-{
-    drop_req_body(s);
-    if (--hc->c->h2_streams == 0 && hc->c->state == CONN_H2)
-        restart_timer(hc->c); /* idle from now */
-    if (s->prev != NULL)
-        s->prev->next = s->next;
-    else
-        hc->streams = s->next;
-    if (s->next != NULL)
-        s->next->prev = s->prev;
-    for (struct h2_stream **pp = &hc->pending; *pp != NULL; pp = &(*pp)->pending_next) {
-        if (*pp == s) {
-            *pp = s->pending_next;
-            break;
-        }
-    }
-    h2_hdrs_free(&s->req);
-    h2_hdrs_free(&s->req_trailers);
-    h2_hdrs_free(&s->resp);
-    h2_hdrs_free(&s->resp_trailers);
-    h2_hdrs_free(&s->raw);
-    buf_free(&s->resp_body);
-    buf_free(&s->req_log);
-    free(s);
-}
-
-/* The stream leaves the upstream side: it will not be called for |s| again. */
-static void stream_detach(struct h2_stream *s)
-{
-    if (s->started && !s->be_done) {
-        s->be_done = true;
-        s->be->abort(s);
-    }
-}
-
-static void pending_add(struct h2_stream *s)
-{
-    if (s->is_pending)
-        return;
-    s->is_pending = true;
-    s->pending_next = s->hc->pending;
-    s->hc->pending = s;
-}
-
-/* --- answers of certgate's own ---------------------------------------------------------- */
-
-static ssize_t read_resp(nghttp2_session *session, int32_t id, uint8_t *out, size_t len,
-                         uint32_t *flags, nghttp2_data_source *src, void *user);
-
-/* Submits the response head |s| has (its own answer or the upstream's) with a data provider,
- * or with END_STREAM when nothing can follow. */
-static void submit_head(struct h2_stream *s)
-{
-    struct h2_conn *hc = s->hc;
-    s->submitted = true;
-    bool bodyless = s->resp_end && buf_used(&s->resp_body) == 0 && s->resp_trailers.num == 0;
-    nghttp2_data_provider prd = {.source.ptr = s, .read_callback = read_resp};
-    int r = nghttp2_submit_response(hc->session, s->id, h2_hdrs_nv(&s->resp), s->resp.num,
-                                    bodyless ? NULL : &prd);
-    if (r != 0)
-        nghttp2_submit_rst_stream(hc->session, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_INTERNAL_ERROR);
-}
-
-/* certgate answers |status| itself: a short text body, as the HTTP/1 path's. */
-static void answer(struct h2_stream *s, int status)
-{
-    char st[4], len[24];
-    char body[96];
-    int n = snprintf(body, sizeof(body), "%d %s\n", status, http_reason(status));
-    snprintf(st, sizeof(st), "%d", status);
-    snprintf(len, sizeof(len), "%d", n);
-    h2_hdrs_free(&s->resp);
-    h2_hdrs_add(&s->resp, ":status", 7, st, strlen(st));
-    h2_hdrs_add(&s->resp, "content-type", 12, "text/plain", 10);
-    h2_hdrs_add(&s->resp, "content-length", 14, len, strlen(len));
-    buf_free(&s->resp_body);
-    buf_append(&s->resp_body, body, (size_t)n);
-    s->status = status;
-    s->resp_head = s->resp_end = true;
-    s->own_answer = true;
-    if (!s->submitted)
-        pending_add(s);
-}
-
-/* --- the upstream side's calls ---------------------------------------------------------- */
-
-/* Appends |nv| to |h|, names lowercased, without pseudo or connection-specific headers. */
-static void add_regular(struct h2_hdrs *h, const nghttp2_nv *nv, size_t num)
-{
-    char lower[256];
-    for (size_t i = 0; i < num; i++) {
-        const char *n = (const char *)nv[i].name;
-        size_t nl = nv[i].namelen;
-        if (nl == 0 || n[0] == ':' || h2_connection_specific(n, nl) || nl > sizeof(lower))
-            continue;
-        for (size_t j = 0; j < nl; j++)
-            lower[j] = (char)((n[j] >= 'A' && n[j] <= 'Z') ? n[j] + 32 : n[j]);
-        h2_hdrs_add(h, lower, nl, (const char *)nv[i].value, nv[i].valuelen);
-    }
-}
-
-void h2_stream_response_head(struct h2_stream *s, int status, const nghttp2_nv *nv, size_t num)
-{
-    if (s->resp_head || s->own_answer)
-        return;
-    char st[12];
-    snprintf(st, sizeof(st), "%d", status);
-    h2_hdrs_add(&s->resp, ":status", 7, st, strlen(st));
-    add_regular(&s->resp, nv, num);
-    s->status = status;
-    s->resp_head = true;
-    pending_add(s);
-}
-
-bool h2_stream_resp_full(const struct h2_stream *s)
-{
-    return buf_used(&s->resp_body) >= H2_STREAM_HWM;
-}
-
-void h2_stream_response_data(struct h2_stream *s, const void *data, size_t len)
-{
-    if (s->own_answer || len == 0)
-        return;
-    buf_append(&s->resp_body, data, len);
-    if (s->submitted && s->deferred) {
-        s->deferred = false;
-        nghttp2_session_resume_data(s->hc->session, s->id);
-    }
-}
-
-void h2_stream_response_end(struct h2_stream *s, const nghttp2_nv *trailers, size_t num)
-{
-    s->be_done = true;
-    drop_req_body(s); /* an upstream that answered before reading it all */
-    if (s->own_answer)
-        return;
-    if (num > 0)
-        add_regular(&s->resp_trailers, trailers, num);
-    s->resp_end = true;
-    if (s->submitted && s->deferred) {
-        s->deferred = false;
-        nghttp2_session_resume_data(s->hc->session, s->id);
-    }
-}
-
-void h2_stream_failed(struct h2_stream *s, int status)
-{
-    s->be_done = true;
-    s->upstream_failed = true;
-    drop_req_body(s);
-    if (s->submitted) {
-        /* Part of the response is out: only a reset can tell the client. */
-        nghttp2_submit_rst_stream(s->hc->session, NGHTTP2_FLAG_NONE, s->id,
-                                  NGHTTP2_INTERNAL_ERROR);
-        return;
-    }
-    h2_hdrs_free(&s->resp_trailers);
-    answer(s, status);
-}
-
-void h2_stream_req_taken(struct h2_stream *s, size_t len)
-{
-    if (len > 0)
-        nghttp2_session_consume(s->hc->session, s->id, len);
-}
-
-void h2_stream_touch(struct h2_stream *s)
-{
-    struct conn *c = s->c;
-    if (c->h2_touched)
-        return;
-    c->h2_touched = true;
-    c->h2_touched_next = c->worker->h2_touched;
-    c->worker->h2_touched = c;
-}
-
-void h2_flush_touched(struct worker *w)
-{
-    while (w->h2_touched != NULL) {
-        struct conn *c = w->h2_touched;
-        w->h2_touched = c->h2_touched_next;
-        c->h2_touched = false;
-        c->h2_touched_next = NULL;
-        conn_event_end(c);
-    }
-}
-
-/* --- the response body ------------------------------------------------------------------- */
-
-static ssize_t read_resp(nghttp2_session *session, int32_t id, uint8_t *out, size_t len,
-                         uint32_t *flags, nghttp2_data_source *src, void *user)
-{
-    struct h2_stream *s = src->ptr;
-    size_t n = MIN(len, buf_used(&s->resp_body));
-    if (n > 0) {
-        memcpy(out, buf_data(&s->resp_body), n);
-        buf_consume(&s->resp_body, n);
-        s->bytes_out += n;
-    }
-    if (buf_used(&s->resp_body) == 0) {
-        if (s->resp_end) {
-            *flags |= NGHTTP2_DATA_FLAG_EOF;
-            if (s->resp_trailers.num > 0) {
-                *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-                nghttp2_submit_trailer(session, id, h2_hdrs_nv(&s->resp_trailers),
-                                       s->resp_trailers.num);
-            }
-        } else if (n == 0) {
-            s->deferred = true;
-            return NGHTTP2_ERR_DEFERRED;
-        }
-    }
-    /* Every take, not only the one that leaves "full": an h2c upstream's window reopens by
-     * what the client took (h2_upc.c), and it may stall before the queue was ever full. */
-    if (n > 0 && !h2_stream_resp_full(s) && s->started && !s->be_done)
-        s->be->resp_room(s);
-    return (ssize_t)n;
-}
-
 /* --- abuse accounting -------------------------------------------------------------------- */
+
+/* Takes one token from |b|, refilled at |rate| per second up to |burst|; false when it is
+ * empty. */
+static bool bucket_take(struct h2_conn *hc, struct bucket *b, double burst, double rate)
+{
+    uint64_t now = conn_now_ms(hc->c);
+    b->tokens += (double)(now - b->ms) * rate / 1000.0;
+    b->ms = now;
+    if (b->tokens > burst)
+        b->tokens = burst;
+    b->tokens -= 1;
+    return b->tokens >= 0;
+}
 
 /* Takes one token for a frame that carries no request; false when the bucket is empty. */
 static bool flood_take(struct h2_conn *hc)
 {
-    uint64_t now = conn_now_ms(hc->c);
-    hc->flood_tokens += (double)(now - hc->flood_ms) * H2_FLOOD_RATE / 1000.0;
-    hc->flood_ms = now;
-    if (hc->flood_tokens > H2_FLOOD_BURST)
-        hc->flood_tokens = H2_FLOOD_BURST;
-    hc->flood_tokens -= 1;
-    return hc->flood_tokens >= 0;
+    return bucket_take(hc, &hc->flood, H2_FLOOD_BURST, H2_FLOOD_RATE);
+}
+
+/* Counts the client's reset of |s|; false when the connection is to be closed. */
+static bool reset_allowed(struct h2_conn *hc, const struct h2_stream *s)
+{
+    if ((s->resp_end && s->submitted) ||
+        base_now_us() - s->req_start >= (uint64_t)H2_RESET_LIFETIME_MS * 1000)
+        return true;
+    hc->premature_resets++;
+    if (hc->premature_resets > H2_RESET_MIN && hc->premature_resets * 2 > hc->opened)
+        return false;
+    return bucket_take(hc, &hc->resets, H2_RESET_BURST, H2_RESET_RATE);
 }
 
 /* Ends the session: GOAWAY with |code|, the streams in flight are dropped. */
@@ -385,6 +135,21 @@ static int abuse(struct h2_conn *hc, const char *what)
     return NGHTTP2_ERR_CALLBACK_FAILURE;
 }
 
+/* The client's request failed after its head may have gone upstream (trailers refused, a
+ * content-length that disagrees with the DATA): the upstream side drops it before it ends (an
+ * h2c upstream gets RST_STREAM, an HTTP/1.1 upstream connection is closed, never pooled), so
+ * that the application never sees a request whose client stream certgate reset. |status| is
+ * what the access log says when no response head went to the client yet. */
+static void request_refused_late(struct h2_stream *s, int status)
+{
+    h2_stream_detach(s);
+    h2_stream_drop_req_body(s);
+    if (!s->resp_head && !s->own_answer) {
+        s->status = status;
+        s->own_answer = true;
+    }
+}
+
 /* The request head of |s| is complete: check it, then forward it or answer. */
 static void request_ready(struct h2_stream *s)
 {
@@ -394,7 +159,7 @@ static void request_ready(struct h2_stream *s)
     h2_hdrs_free(&s->raw); /* the pseudo-header pointers went with it */
     s->p_method = s->p_scheme = s->p_authority = s->p_path = NULL;
     if (status != 0) {
-        answer(s, status);
+        h2_stream_answer(s, status);
         return;
     }
     s->be = backend_override != NULL                           ? backend_override
@@ -402,7 +167,7 @@ static void request_ready(struct h2_stream *s)
                                                           : &h2_up1_backend;
     if (s->be->start(s) != 0) {
         metrics_upstream_error(s->c->index, METRICS_UP_CONNECT);
-        answer(s, 503);
+        h2_stream_answer(s, 503);
         return;
     }
     s->started = true;
@@ -418,14 +183,13 @@ static struct h2_stream *stream_of(struct h2_conn *hc, int32_t id)
 static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame, void *user)
 {
     struct h2_conn *hc = user;
-    hc->continuations = 0;
     if (frame->hd.type != NGHTTP2_HEADERS)
         return 0;
     head_begin(hc, frame->hd.stream_id);
     if (frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
         if (hc->goaway_sent)
             return 0;
-        struct h2_stream *s = stream_new(hc, frame->hd.stream_id);
+        struct h2_stream *s = h2_stream_new(hc, frame->hd.stream_id);
         nghttp2_session_set_stream_user_data(session, s->id, s);
         return 0;
     }
@@ -472,6 +236,7 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
     const struct config_limits *lim = &s->c->worker->srv->cfg->limits;
     if (s->header_bytes > lim->max_request_head || s->raw.num >= lim->max_headers + 8) {
         if (s->in_trailers) {
+            request_refused_late(s, 431);
             nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_PROTOCOL_ERROR);
             return 0;
         }
@@ -550,11 +315,8 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
             return abuse(hc, "a PRIORITY flood");
         return 0;
     case NGHTTP2_RST_STREAM:
-        if (s != NULL && !(s->resp_end && s->submitted)) {
-            hc->premature_resets++;
-            if (hc->premature_resets > H2_RESET_MIN && hc->premature_resets * 2 > hc->opened)
-                return abuse(hc, "streams reset faster than they are answered (rapid reset)");
-        }
+        if (s != NULL && !reset_allowed(hc, s))
+            return abuse(hc, "streams reset faster than they are answered (rapid reset)");
         return 0;
     default:
         return 0;
@@ -564,9 +326,14 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
 static int on_begin_frame(nghttp2_session *session, const nghttp2_frame_hd *hd, void *user)
 {
     struct h2_conn *hc = user;
-    if (hd->type != NGHTTP2_CONTINUATION)
+    if (hd->type != NGHTTP2_CONTINUATION) {
+        /* Any other frame starts a header block or ends one: also the blocks nghttp2 reads
+         * only for HPACK's sake (a refused stream's), for which on_begin_headers never runs. */
         head_end(hc);
-    if (hd->type == NGHTTP2_CONTINUATION && ++hc->continuations > H2_MAX_CONTINUATIONS)
+        hc->continuations = 0;
+        return 0;
+    }
+    if (++hc->continuations > H2_MAX_CONTINUATIONS)
         return abuse(hc, "a header block in too many CONTINUATION frames");
     return 0;
 }
@@ -580,6 +347,17 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t id, co
         /* Refused, answered or done: the body is read and dropped. */
         nghttp2_session_consume(session, id, len);
         return 0;
+    }
+    if (s->req_parked) {
+        if (hc->parked_bytes + len > H2_PARKED_MAX) {
+            nghttp2_session_consume(session, id, len);
+            nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, id, NGHTTP2_REFUSED_STREAM);
+            request_refused_late(s, 503);
+            return 0;
+        }
+        nghttp2_session_consume_connection(session, len);
+        s->req_credit += len;
+        hc->parked_bytes += len;
     }
     buf_append(&s->req_body, data, len);
     s->bytes_in += len;
@@ -595,12 +373,7 @@ static int on_stream_close(nghttp2_session *session, int32_t id, uint32_t code, 
     if (s == NULL)
         return 0;
     nghttp2_session_set_stream_user_data(session, id, NULL);
-    stream_detach(s);
-    if (!(s->resp_end && s->submitted) && !s->own_answer)
-        s->status = s->status ? s->status : 499; /* the client gave up (nginx's 499) */
-    if (buf_used(&s->req_log) > 0 || s->status != 0)
-        stream_log(s, s->own_answer ? "certgate" : "upstream");
-    stream_free(hc, s);
+    h2_stream_end(hc, s);
     return 0;
 }
 
@@ -608,6 +381,11 @@ static int on_invalid_frame(nghttp2_session *session, const nghttp2_frame *frame
                             void *user)
 {
     struct h2_conn *hc = user;
+    struct h2_stream *s = frame->hd.stream_id ? stream_of(hc, frame->hd.stream_id) : NULL;
+    /* nghttp2 resets a stream whose request breaks RFC 9113 8 (a pseudo-header in trailers, a
+     * content-length the DATA disagrees with at the trailers' END_STREAM): also upstream. */
+    if (s != NULL && (err == NGHTTP2_ERR_HTTP_HEADER || err == NGHTTP2_ERR_HTTP_MESSAGING))
+        request_refused_late(s, 400);
     if (!flood_take(hc))
         return abuse(hc, "a flood of invalid frames");
     return 0;
@@ -648,6 +426,10 @@ static void init_callbacks(void)
     /* Queued ACKs to a client that does not read are bounded (nghttp2 ends the session). */
     nghttp2_option_set_max_outbound_ack(options, 1000);
     nghttp2_option_set_max_settings(options, 32);
+    /* nghttp2's own CONTINUATION limit (8 by default, a PROTOCOL_ERROR with no h2_abuse event)
+     * would come before ours: ours decides, with ENHANCE_YOUR_CALM and the event; nghttp2's
+     * still bounds the blocks it only reads for HPACK's sake, which never reach us. */
+    nghttp2_option_set_max_continuations(options, H2_MAX_CONTINUATIONS + 1);
     /* Closed streams are not kept for the priority tree (RFC 9113 deprecates it). */
     nghttp2_option_set_no_closed_streams(options, 1);
 }
@@ -657,8 +439,8 @@ void h2_server_start(struct conn *c)
     uv_once(&callbacks_once, init_callbacks);
     struct h2_conn *hc = xcalloc(1, sizeof(*hc));
     hc->c = c;
-    hc->flood_tokens = H2_FLOOD_BURST;
-    hc->flood_ms = conn_now_ms(c);
+    hc->flood = (struct bucket){H2_FLOOD_BURST, conn_now_ms(c)};
+    hc->resets = (struct bucket){H2_RESET_BURST, conn_now_ms(c)};
     hc->goaway_code = NGHTTP2_NO_ERROR;
     c->h2 = hc;
     h2_mem_init(&hc->mem);
@@ -712,7 +494,7 @@ bool h2_server_output(struct conn *c)
         s->pending_next = NULL;
         s->is_pending = false;
         if (!s->submitted)
-            submit_head(s);
+            h2_stream_submit_head(s);
     }
     /* A draining connection says goodbye once a stream came: during the shutdown delay
      * (CONTRACT 2) a new connection serves its first request, as Connection: close does for
@@ -762,13 +544,7 @@ void h2_server_close(struct conn *c)
         c->h2_touched = false;
     }
     while (hc->streams != NULL) {
-        struct h2_stream *s = hc->streams;
-        stream_detach(s);
-        if (!(s->resp_end && s->submitted) && !s->own_answer && s->status == 0)
-            s->status = 499;
-        if (buf_used(&s->req_log) > 0)
-            stream_log(s, s->own_answer ? "certgate" : "upstream");
-        stream_free(hc, s);
+        h2_stream_end(hc, hc->streams);
     }
     nghttp2_session_del(hc->session);
     free(hc);

@@ -68,6 +68,8 @@ struct h2_stream {
     int64_t req_content_length; /* from content-length, or -1 */
     struct buf req_body;        /* body bytes the backend has not taken yet */
     bool req_end;               /* the client ended its side */
+    bool req_parked;            /* h2_stream_park's */
+    size_t req_credit;          /* bytes of req_body whose connection window went back */
     struct h2_hdrs req_trailers; /* the client's trailers (only an h2c upstream gets them) */
 
     /* The response as it goes to the client. */
@@ -132,6 +134,13 @@ void h2_stream_failed(struct h2_stream *s, int status);
 /* h2_stream_req_taken: the backend took |len| bytes from the front of s->req_body (it
  * consumes them itself): the client may send that much more (WINDOW_UPDATE). */
 void h2_stream_req_taken(struct h2_stream *s, size_t len);
+
+/* h2_stream_park: |s| waits before its upstream (for an h2c slot) while |parked|. Body bytes
+ * that come meanwhile give the client's connection window back at once, up to a bound per
+ * connection beyond which the stream is refused (RST_STREAM REFUSED_STREAM, abort called):
+ * waiting uploads never stall the client's running streams. Their stream windows still open
+ * only at h2_stream_req_taken. */
+void h2_stream_park(struct h2_stream *s, bool parked);
 
 /* h2_stream_touch / h2_flush_touched: see the top of this file. */
 void h2_stream_touch(struct h2_stream *s);

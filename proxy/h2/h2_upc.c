@@ -358,6 +358,7 @@ static int submit(struct worker *w, struct upc_stream *us)
         if (u == NULL)
             return err;
         if (u->wait_head != NULL || upc_full(u)) {
+            h2_stream_park(s, true);
             us->waiting = true;
             us->id = 0;
             stream_link(u, us);
@@ -378,6 +379,7 @@ static int submit(struct worker *w, struct upc_stream *us)
         }
         if (id < 0)
             return -EIO;
+        h2_stream_park(s, false);
         stream_link(u, us);
         if (s->req_end)
             h2_upc_conn_set_deadline(u, us);
@@ -398,6 +400,7 @@ void h2_upc_streams_promote(struct upc *u)
         if (upc_full(u))
             return;
         wait_remove(u, us);
+        h2_stream_park(us->s, false);
         int32_t id = submit_request(u, us);
         if (id == NGHTTP2_ERR_STREAM_ID_NOT_AVAILABLE) {
             h2_upc_conn_retire(u); /* this one and the rest: a new connection */

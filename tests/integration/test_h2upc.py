@@ -123,6 +123,8 @@ def serve(argv):
                         self.streams[sid]["trailers"] = ev.headers
                 elif isinstance(ev, h2.events.StreamEnded):
                     if sid in self.streams:
+                        stats.setdefault("ended", []).append(
+                            dict(self.streams[sid]["headers"])[":path"])
                         self.spawn(self.handle(sid))
                 elif isinstance(ev, h2.events.StreamReset):
                     stats["resets"].append(ev.error_code)
