@@ -87,6 +87,7 @@ class GrpcServer:
             "Fail": grpc.unary_unary_rpc_method_handler(self.fail),
             "Trailers": grpc.unary_unary_rpc_method_handler(self.trailers),
             "Slow": grpc.unary_unary_rpc_method_handler(self.slow),
+            "Watch": grpc.unary_stream_rpc_method_handler(self.watch),
         }
         self.server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(SERVICE, methods),))
@@ -136,6 +137,18 @@ class GrpcServer:
             time.sleep(0.02)
         return b"slow done"
 
+    def watch(self, request, context):
+        """Server streaming, as Fabric's Deliver: "N,SECONDS" answers N messages SECONDS apart
+        to a client that sends nothing after its request."""
+        self.called("Watch")
+        n, gap = request.decode().split(",")
+        for i in range(int(n)):
+            if i:
+                time.sleep(float(gap))
+            if not context.is_active():
+                return
+            yield b"event %d" % i
+
     def stop(self):
         self.server.stop(0).wait(5)
         return []
@@ -184,6 +197,9 @@ class Client:
 
     def stream(self, method):
         return self.channel.stream_stream("/%s/%s" % (SERVICE, method))
+
+    def server_stream(self, method):
+        return self.channel.unary_stream("/%s/%s" % (SERVICE, method))
 
     def stop(self):
         self.channel.close()
@@ -292,6 +308,30 @@ def t_bidi(t):
     check(got == [b"echo:m%d" % i for i in range(n)], "echoes %r" % got)
     check(rest == [], "extra responses %r" % rest)
     check(responses.code() == grpc.StatusCode.OK, "status %s" % responses.code())
+
+
+@test("grpc.server_streaming_outlives_idle_timeout")
+def t_server_streaming(t):
+    """A server-streaming call (Fabric's Deliver, a watch) whose client sends nothing after its
+    request: while the server's messages keep coming, closer together than idle_timeout, the
+    call lasts as long as the server wants, well past idle_timeout; a second call on the same
+    channel meanwhile is served."""
+    need_grpc()
+    srv = GrpcServer(t)
+    cg = t.certgate("ecdsa", [H.listener("grpc", "http", "%s:%d" % (H.HOST, srv.port),
+                                         upstream_protocol="h2c", client_auth="require")],
+                    limits={"idle_timeout": "1s"})
+    c = Client(t, cg.port())
+    start = time.time()
+    stream = c.server_stream("Watch")(b"8,0.4", timeout=T(20))
+    got = [next(stream)]
+    echo = c.unary("Echo")(b"meanwhile", timeout=T(5))
+    check(echo.endswith(b"meanwhile"), "the unary call beside the stream: %r" % echo[:80])
+    got += list(stream)
+    check(got == [b"event %d" % i for i in range(8)], "events %r (after %.1f s)"
+          % (got, time.time() - start))
+    check(stream.code() == grpc.StatusCode.OK, "status %s" % stream.code())
+    check(time.time() - start > 2.5, "the call was too short to prove anything")
 
 
 @test("grpc.status_details_and_trailing_metadata")

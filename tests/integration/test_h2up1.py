@@ -530,6 +530,28 @@ def t_no_injection_into_http1(t):
 # ---------------------------------------------------------------------------------------------
 # bodies and flow control
 
+def t_event_stream_outlives_idle_timeout(t):
+    """Server-sent events toward an h2 client whose request ended: lines 0.4 s apart keep the
+    stream going well past idle_timeout (1 s), over HTTP/2 as over HTTP/1.1."""
+    up, cg, _ = H.http_env(t, limits={"idle_timeout": "1s"})
+    port = cg.ports["https"]
+    start = time.time()
+    ver, st, body, _ = curl2(t, port, "/drip?n=8&ms=400")
+    took = time.time() - start
+    want = b"".join(b"data: event %d\n\n" % i for i in range(8))
+    check(ver == "2" and st == 200 and body == want,
+          "h2 event stream: %s %d %r after %.1f s" % (ver, st, body[-60:], took))
+    check(took > 2.5, "the stream was too short to prove anything (%.1f s)" % took)
+    r = H.run_cmd(["curl", "-sS", "--http1.1", "-m", str(int(T(20))),
+                   "--resolve", "localhost:%d:%s" % (port, H.HOST),
+                   "--cacert", os.path.join(H.Opts.pki["ecdsa"], "root.crt"),
+                   "--cert", os.path.join(H.Opts.pki["ecdsa"], "client-chain.crt"),
+                   "--key", os.path.join(H.Opts.pki["ecdsa"], "client.key"),
+                   "https://localhost:%d/drip?n=8&ms=400" % port], timeout=T(25))
+    check(r.stdout.encode() == want, "HTTP/1.1 event stream: %r %r" % (r.stdout[-60:],
+                                                                       r.stderr[-200:]))
+
+
 def t_upload_download_1mb(t):
     up, cg, _ = H.http_env(t)
     port = cg.ports["https"]
@@ -872,6 +894,7 @@ def t_concurrent_50(t):
 
 TESTS = [
     ("h2up1.get_translated", t_get_translated),
+    ("h2up1.event_stream_outlives_idle_timeout", t_event_stream_outlives_idle_timeout),
     ("h2up1.post_content_length", t_post_content_length),
     ("h2up1.post_chunked_trailers_dropped", t_post_chunked_trailers_dropped),
     ("h2up1.bodiless_framing", t_bodiless_framing),

@@ -12,6 +12,7 @@ Two servers, each optional, one thread per connection:
                                               "body-sha256: HEX" of the request body
                   /download?bytes=N[&chunked=1]   stream N bytes (Content-Length or chunked)
                   /slow?ms=N                  sleep N ms before answering (echo)
+                  /drip?n=N&ms=M              N chunked lines M ms apart (server-sent events)
                   /reset                      RST the connection (SO_LINGER 0, close)
                   /drop                       read the request, then close without answering
                   /closeafter                 echo (kept alive, no Connection: close), then close
@@ -297,6 +298,8 @@ class HttpHandler:
         elif path == "/close":
             self.respond(200, head, close=True)
             return False
+        elif path == "/drip":
+            self.drip(int(q.get("n", "5")), int(q.get("ms", "400")) / 1000.0, close)
         elif path == "/status":
             code = int(q.get("code", "200"))
             self.respond(code, head, close=close)
@@ -310,6 +313,20 @@ class HttpHandler:
         else:
             self.respond(200, head, close=close)
         return not close
+
+    def drip(self, n, gap, close):
+        """A chunked response of |n| lines, |gap| seconds apart (server-sent events, a watch)."""
+        head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+        head += "Transfer-Encoding: chunked\r\n"
+        if close:
+            head += "Connection: close\r\n"
+        self.send(head.encode() + b"\r\n")
+        for i in range(n):
+            if i:
+                time.sleep(gap)
+            line = b"data: event %d\n\n" % i
+            self.send(b"%x\r\n" % len(line) + line + b"\r\n")
+        self.send(b"0\r\n\r\n")
 
     def download(self, n, chunked, close):
         block = (b"0123456789abcdef" * 4096)  # 64 KiB
