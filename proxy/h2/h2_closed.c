@@ -110,9 +110,16 @@ ssize_t h2_closed_mem_recv(struct h2_closed *t, nghttp2_session *session, const 
                 span += k;
                 continue;
             }
-            if (avail - span < FRAME_HD_LEN)
-                break; /* the rest of this header comes with the next read */
-            const uint8_t *h = p + span;
+            /* The frame header, perhaps begun in an earlier read. Until all of it is here
+             * nghttp2 only buffers its bytes, as we do. */
+            size_t k = MIN((size_t)(FRAME_HD_LEN - t->hd_len), avail - span);
+            memcpy(t->hd + t->hd_len, p + span, k);
+            if (t->hd_len + k < FRAME_HD_LEN) {
+                t->hd_len = (uint8_t)(t->hd_len + k);
+                span += k;
+                continue;
+            }
+            const uint8_t *h = t->hd;
             uint32_t flen = (uint32_t)h[0] << 16 | (uint32_t)h[1] << 8 | h[2];
             uint8_t type = h[3], flags = h[4];
             int32_t id = (int32_t)(((uint32_t)h[5] << 24 | (uint32_t)h[6] << 16 |
@@ -131,7 +138,9 @@ ssize_t h2_closed_mem_recv(struct h2_closed *t, nghttp2_session *session, const 
                 t->in_block = (flags & NGHTTP2_FLAG_END_HEADERS) == 0;
             else if (type == NGHTTP2_CONTINUATION && (flags & NGHTTP2_FLAG_END_HEADERS))
                 t->in_block = false;
-            t->skip = FRAME_HD_LEN + flen;
+            t->hd_len = 0;
+            span += k;
+            t->skip = flen;
         }
         if (span == 0)
             break;

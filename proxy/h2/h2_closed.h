@@ -35,18 +35,19 @@ struct h2_closed {
     uint64_t client_closed[H2_CLOSED_WINDOW / 64];
     uint64_t reset[H2_CLOSED_WINDOW / 64];
     int32_t highest; /* the highest client stream identifier a HEADERS frame named */
-    uint32_t skip;   /* bytes of the current frame (or the preface) still to pass */
+    uint32_t skip;   /* bytes of the current frame's payload (or the preface) still to pass */
+    uint8_t hd[9];   /* the frame header being read, hd_len bytes of it so far */
+    uint8_t hd_len;
     bool in_block;   /* a header block waits for its CONTINUATION: nghttp2's to judge */
 };
 
 /* h2_closed_init prepares |t| for a new server session (the client preface comes first). */
 void h2_closed_init(struct h2_closed *t);
 
-/* h2_closed_mem_recv is nghttp2_session_mem_recv, with the check above before each DATA and
- * HEADERS frame. It returns how many bytes of |in| were taken, which is less than |len| when
- * the input ends in the middle of a frame header (the rest comes again with the next read),
- * or a negative nghttp2 error; on a frame the check refuses, it returns
- * NGHTTP2_ERR_CALLBACK_FAILURE and sets *code (else left alone) to the GOAWAY error code. */
+/* h2_closed_mem_recv is nghttp2_session_mem_recv (it returns what that returns: |len|, or a
+ * negative nghttp2 error), with the check above before each DATA and HEADERS frame; on a frame
+ * the check refuses, it returns NGHTTP2_ERR_CALLBACK_FAILURE and sets *code (else left alone)
+ * to the GOAWAY error code, the frames before it read. */
 ssize_t h2_closed_mem_recv(struct h2_closed *t, nghttp2_session *session, const uint8_t *in,
                            size_t len, uint32_t *code);
 

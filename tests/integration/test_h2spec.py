@@ -16,8 +16,8 @@ passes on a GOAWAY with one of the expected codes, or on the connection being cl
 error also on a RST_STREAM with one of the codes; every read waits at most h2spec's default
 timeout (2 s, -o 2), and a timeout ends the case, as in h2spec. `-v` prints, per case, what
 certgate sent when it passed only through h2spec's leniency (for example a GOAWAY with another
-code, then the close). Where certgate deliberately differs from h2spec (docs/http2.md, section
-"h2spec"), the case asserts certgate's behaviour and its docstring says why.
+code, then the close). Every case asserts h2spec's own expectation (docs/http2.md, section
+"h2spec").
 
 h2spec runs http2/5.4.1/2 only with --strict (-S); it is here as well. run.py loads this
 module; it also runs alone: python3 tests/integration/test_h2spec.py --binary build/certgate
@@ -498,37 +498,6 @@ def server_data_length(c):
             done = ev.end_stream
     check(done, "Unable to get server data length (%s)" % o.history())
     return n
-
-
-# ---------------------------------------------------------------------------------------------
-# where certgate differs from h2spec (docs/http2.md, "h2spec")
-
-def verify_ignored(c, sid, mark, then_sid, requests=None):
-    """certgate's answer to a frame on a stream it already closed and forgot, or on a lower
-    stream than one the client opened: the frame is dropped (a header block is still decoded,
-    so HPACK stays in step), the connection and its other streams carry on. A PING written
-    after the frame is acknowledged (frames are handled in order), a new request on
-    |then_sid|, encoded after the dropped block, is answered, and nothing after |mark| (the
-    index in c.seen when the frame went out) is a GOAWAY, a RST_STREAM on |sid| or a response
-    on |sid|."""
-    c.write_ping(False, PING_H2SPEC)
-    verify_ping_frame_with_ack(c, PING_H2SPEC)
-    c.write_headers(then_sid, True, True, c.encode_headers(c.common_headers()))
-    while True:
-        actual, passed = c.wait_event_by_type(HEADERS)
-        if not passed or actual.sid == then_sid:
-            break
-    check(passed, "a new request on stream %d after the dropped frame: %r (%s)"
-          % (then_sid, actual, c.history()))
-    c.collect(T(0.3))
-    bad = [e for e in c.seen[mark:] if e.kind != "frame" or e.type == GOAWAY
-           or (e.sid == sid and e.type in (RST_STREAM, HEADERS, DATA))]
-    check(not bad, "certgate drops this frame (docs/http2.md, h2spec); it answered %r (%s)"
-          % (bad, c.history()))
-    if requests is not None:
-        got = c.up.wait_requests(requests + 1, timeout=0.2)
-        check(len(got) == requests, "the upstream received %d requests, not %d: %r"
-              % (len(got), requests, [r.get("target") for r in got]))
 
 
 PING_H2SPEC = b"h2spec\0\0"
