@@ -74,8 +74,7 @@ static bool open_in_session(nghttp2_session *session, int32_t id)
 
 /* The check of a DATA or HEADERS frame header on |id|, once nghttp2 read all that came before
  * it: 0 to let nghttp2 have the frame, else the code of the connection error. */
-static uint32_t check_frame(struct h2_closed *t, nghttp2_session *session, uint8_t type,
-                            int32_t id)
+static uint32_t check_frame(struct h2_closed *t, nghttp2_session *session, uint8_t type, int32_t id)
 {
     if (id == 0 || (id & 1) == 0 || t->in_block || !nghttp2_session_want_read(session))
         return 0; /* nghttp2's: stream 0, a server stream, CONTINUATION expected, closing */
@@ -155,8 +154,7 @@ ssize_t h2_closed_mem_recv(struct h2_closed *t, nghttp2_session *session, const 
     return (ssize_t)done;
 }
 
-void h2_closed_frame_recv(struct h2_closed *t, nghttp2_session *session,
-                          const nghttp2_frame *frame)
+void h2_closed_frame_recv(struct h2_closed *t, nghttp2_session *session, const nghttp2_frame *frame)
 {
     bool closes = frame->hd.type == NGHTTP2_RST_STREAM ||
                   ((frame->hd.type == NGHTTP2_DATA || frame->hd.type == NGHTTP2_HEADERS) &&

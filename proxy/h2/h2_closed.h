@@ -38,7 +38,7 @@ struct h2_closed {
     uint32_t skip;   /* bytes of the current frame's payload (or the preface) still to pass */
     uint8_t hd[9];   /* the frame header being read, hd_len bytes of it so far */
     uint8_t hd_len;
-    bool in_block;   /* a header block waits for its CONTINUATION: nghttp2's to judge */
+    bool in_block; /* a header block waits for its CONTINUATION: nghttp2's to judge */
 };
 
 /* h2_closed_init prepares |t| for a new server session (the client preface comes first). */
