@@ -281,6 +281,7 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
     struct h2_conn *hc = user;
     struct h2_stream *s = frame->hd.stream_id ? stream_of(hc, frame->hd.stream_id) : NULL;
     bool end = (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
+    h2_closed_frame_recv(&hc->closed, session, frame);
     switch (frame->hd.type) {
     case NGHTTP2_HEADERS:
         head_end(hc);
@@ -335,6 +336,12 @@ static int on_begin_frame(nghttp2_session *session, const nghttp2_frame_hd *hd, 
     }
     if (++hc->continuations > H2_MAX_CONTINUATIONS)
         return abuse(hc, "a header block in too many CONTINUATION frames");
+    return 0;
+}
+
+static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, void *user)
+{
+    h2_closed_frame_sent(&((struct h2_conn *)user)->closed, frame);
     return 0;
 }
 
@@ -418,6 +425,7 @@ static void init_callbacks(void)
     nghttp2_session_callbacks_set_on_begin_frame_callback(callbacks, on_begin_frame);
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks, on_data_chunk);
     nghttp2_session_callbacks_set_on_stream_close_callback(callbacks, on_stream_close);
+    nghttp2_session_callbacks_set_on_frame_send_callback(callbacks, on_frame_send);
     nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(callbacks, on_invalid_frame);
     nghttp2_session_callbacks_set_on_invalid_header_callback(callbacks, on_invalid_header);
     nghttp2_option_new(&options);
@@ -430,7 +438,8 @@ static void init_callbacks(void)
      * would come before ours: ours decides, with ENHANCE_YOUR_CALM and the event; nghttp2's
      * still bounds the blocks it only reads for HPACK's sake, which never reach us. */
     nghttp2_option_set_max_continuations(options, H2_MAX_CONTINUATIONS + 1);
-    /* Closed streams are not kept for the priority tree (RFC 9113 deprecates it). */
+    /* Closed streams are not kept for the priority tree (RFC 9113 deprecates it); h2_closed.c
+     * answers frames on them. */
     nghttp2_option_set_no_closed_streams(options, 1);
 }
 
@@ -444,6 +453,7 @@ void h2_server_start(struct conn *c)
     hc->goaway_code = NGHTTP2_NO_ERROR;
     c->h2 = hc;
     h2_mem_init(&hc->mem);
+    h2_closed_init(&hc->closed);
     if (nghttp2_session_server_new3(&hc->session, callbacks, hc, options, &hc->mem.mem) != 0) {
         c->h2 = NULL;
         free(hc);
@@ -468,11 +478,13 @@ void h2_server_input(struct conn *c)
     struct h2_conn *hc = c->h2;
     if (buf_used(&c->cin) == 0)
         return;
-    ssize_t n = nghttp2_session_mem_recv(hc->session, (const uint8_t *)buf_data(&c->cin),
-                                         buf_used(&c->cin));
+    uint32_t closed_code = NGHTTP2_NO_ERROR;
+    ssize_t n = h2_closed_mem_recv(&hc->closed, hc->session, (const uint8_t *)buf_data(&c->cin),
+                                   buf_used(&c->cin), &closed_code);
     if (n < 0) {
         /* A limit of ours, a flood nghttp2 caught, or a protocol error: GOAWAY and close. */
         uint32_t code = hc->goaway_code != NGHTTP2_NO_ERROR ? hc->goaway_code
+                        : closed_code != NGHTTP2_NO_ERROR   ? closed_code
                         : n == NGHTTP2_ERR_FLOODED           ? NGHTTP2_ENHANCE_YOUR_CALM
                                                              : NGHTTP2_PROTOCOL_ERROR;
         buf_free(&c->cin);

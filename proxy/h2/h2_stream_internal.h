@@ -11,6 +11,7 @@
 
 #include <nghttp2/nghttp2.h>
 
+#include "h2/h2_closed.h"
 #include "h2/h2_mem.h"
 #include "h2/h2_stream.h"
 
@@ -24,6 +25,7 @@ struct h2_conn {
     nghttp2_session *session;
     int32_t head_stream; /* the stream whose header block is being read, or 0 */
     struct h2_mem mem;   /* nghttp2's, given back while idle */
+    struct h2_closed closed; /* frames on closed streams (h2_closed.h) */
     struct conn *c;
     struct h2_stream *streams;
     struct h2_stream *pending; /* streams with a response head or answer to submit */

@@ -16,8 +16,8 @@ passes on a GOAWAY with one of the expected codes, or on the connection being cl
 error also on a RST_STREAM with one of the codes; every read waits at most h2spec's default
 timeout (2 s, -o 2), and a timeout ends the case, as in h2spec. `-v` prints, per case, what
 certgate sent when it passed only through h2spec's leniency (for example a GOAWAY with another
-code, then the close). Where certgate deliberately differs from h2spec (docs/http2.md, section
-"h2spec"), the case asserts certgate's behaviour and its docstring says why.
+code, then the close). Every case asserts h2spec's own expectation (docs/http2.md, section
+"h2spec").
 
 h2spec runs http2/5.4.1/2 only with --strict (-S); it is here as well. run.py loads this
 module; it also runs alone: python3 tests/integration/test_h2spec.py --binary build/certgate
@@ -500,37 +500,6 @@ def server_data_length(c):
     return n
 
 
-# ---------------------------------------------------------------------------------------------
-# where certgate differs from h2spec (docs/http2.md, "h2spec")
-
-def verify_ignored(c, sid, mark, then_sid, requests=None):
-    """certgate's answer to a frame on a stream it already closed and forgot, or on a lower
-    stream than one the client opened: the frame is dropped (a header block is still decoded,
-    so HPACK stays in step), the connection and its other streams carry on. A PING written
-    after the frame is acknowledged (frames are handled in order), a new request on
-    |then_sid|, encoded after the dropped block, is answered, and nothing after |mark| (the
-    index in c.seen when the frame went out) is a GOAWAY, a RST_STREAM on |sid| or a response
-    on |sid|."""
-    c.write_ping(False, PING_H2SPEC)
-    verify_ping_frame_with_ack(c, PING_H2SPEC)
-    c.write_headers(then_sid, True, True, c.encode_headers(c.common_headers()))
-    while True:
-        actual, passed = c.wait_event_by_type(HEADERS)
-        if not passed or actual.sid == then_sid:
-            break
-    check(passed, "a new request on stream %d after the dropped frame: %r (%s)"
-          % (then_sid, actual, c.history()))
-    c.collect(T(0.3))
-    bad = [e for e in c.seen[mark:] if e.kind != "frame" or e.type == GOAWAY
-           or (e.sid == sid and e.type in (RST_STREAM, HEADERS, DATA))]
-    check(not bad, "certgate drops this frame (docs/http2.md, h2spec); it answered %r (%s)"
-          % (bad, c.history()))
-    if requests is not None:
-        got = c.up.wait_requests(requests + 1, timeout=0.2)
-        check(len(got) == requests, "the upstream received %d requests, not %d: %r"
-              % (len(got), requests, [r.get("target") for r in got]))
-
-
 PING_H2SPEC = b"h2spec\0\0"
 PING_ZERO = b"\0" * 8
 
@@ -726,40 +695,30 @@ def http2_5_1_7(c):
     verify_stream_error(c, STREAM_CLOSED, PROTOCOL)
 
 
-# CLOSED_STREAMS: where http2/5.1/8, 5.1/9, 5.1/11 and 5.1/12 expect STREAM_CLOSED (RFC 7540
-# 5.1's MUST), certgate differs on purpose (docs/http2.md, "h2spec"): it does not keep closed
-# streams (nghttp2's no_closed_streams), so that an idle connection gives its stream table
-# back (h2core.idle_memory: keeping them made an idle HTTP/2 connection 17.8 KB against 7.3 KB
-# for HTTP/1.1, past the 2x budget), and a frame on a stream it no longer knows is dropped, as
-# RFC 9113 5.1 allows (an endpoint MAY treat it as a connection error; it MUST ignore frames
-# after a RST_STREAM it sent). Nothing is forwarded, and the connection is not torn down over
-# a late frame.
+# 5.1/8, 5.1/9, 5.1/11, 5.1/12 and 5.1.1/2: certgate keeps no closed streams (nghttp2's
+# no_closed_streams, for idle memory: h2core.idle_memory) but remembers the last client stream
+# identifiers in a few bits (proxy/h2/h2_closed.h), and answers as nghttp2 does when it keeps
+# them: a connection error STREAM_CLOSED for DATA or HEADERS on a stream the client closed,
+# PROTOCOL_ERROR for HEADERS on an identifier below the highest that was never opened.
+# Frames after a RST_STREAM of certgate's are still ignored (RFC 9113 5.1): test_h2closed.py.
 
 @case("http2", "5.1", 8, "closed: Sends a DATA frame after sending RST_STREAM frame")
 def http2_5_1_8(c):
-    """DATA on a stream the client reset: certgate drops it.
-
-    h2spec expects STREAM_CLOSED; certgate differs on purpose: see CLOSED_STREAMS above."""
     c.handshake()
     c.write_headers(1, False, True, c.encode_headers(c.common_headers()))
     c.write_rst_stream(1, CANCEL)
-    mark = len(c.seen)
     c.write_data(1, True, b"test")
-    verify_ignored(c, 1, mark, 3)
+    verify_stream_error(c, STREAM_CLOSED)
 
 
 @case("http2", "5.1", 9, "closed: Sends a HEADERS frame after sending RST_STREAM frame")
 def http2_5_1_9(c):
-    """HEADERS on a stream the client reset: certgate drops it (no second request).
-
-    h2spec expects STREAM_CLOSED; certgate differs on purpose: see CLOSED_STREAMS above."""
     c.handshake()
     hdrs = c.common_headers()
     c.write_headers(1, False, True, c.encode_headers(hdrs))
     c.write_rst_stream(1, CANCEL)
-    mark = len(c.seen)
     c.write_headers(1, True, True, c.encode_headers(hdrs))
-    verify_ignored(c, 1, mark, 3)
+    verify_stream_error(c, STREAM_CLOSED)
 
 
 @case("http2", "5.1", 10, "closed: Sends a CONTINUATION frame after sending RST_STREAM frame")
@@ -773,29 +732,21 @@ def http2_5_1_10(c):
 
 @case("http2", "5.1", 11, "closed: Sends a DATA frame")
 def http2_5_1_11(c):
-    """DATA on a stream closed both ways: certgate drops it.
-
-    h2spec expects STREAM_CLOSED; certgate differs on purpose: see CLOSED_STREAMS above."""
     c.handshake()
     c.write_headers(1, True, True, c.encode_headers(c.common_headers()))
     verify_stream_close(c)
-    mark = len(c.seen)
     c.write_data(1, True, b"test")
-    verify_ignored(c, 1, mark, 3)
+    verify_stream_error(c, STREAM_CLOSED)
 
 
 @case("http2", "5.1", 12, "closed: Sends a HEADERS frame")
 def http2_5_1_12(c):
-    """HEADERS on a stream closed both ways: certgate drops it (no second response).
-
-    h2spec expects STREAM_CLOSED; certgate differs on purpose: see CLOSED_STREAMS above."""
     c.handshake()
     block = c.encode_headers(c.common_headers())
     c.write_headers(1, True, True, block)
     verify_stream_close(c)
-    mark = len(c.seen)
     c.write_headers(1, True, True, block)
-    verify_ignored(c, 1, mark, 3, requests=2)
+    verify_connection_error(c, STREAM_CLOSED)
 
 
 @case("http2", "5.1", 13, "closed: Sends a CONTINUATION frame")
@@ -818,21 +769,11 @@ def http2_5_1_1_1(c):
 
 @case("http2", "5.1.1", 2, "Sends stream identifier that is numerically smaller than previous")
 def http2_5_1_1_2(c):
-    """HEADERS on stream 3 after stream 5: certgate drops it; stream 3 is never opened.
-
-    h2spec expects a connection error PROTOCOL_ERROR (RFC 9113 5.1.1). certgate differs on
-    purpose (docs/http2.md, "h2spec"), as nghttp2 does: it keeps no record of closed streams
-    (see CLOSED_STREAMS), so a HEADERS frame on an identifier below the highest one opened may
-    as well be trailers that crossed a RST_STREAM of ours, which RFC 9113 5.1 says to
-    ignore; closing the connection for it would kill the client's other streams over a
-    race. The header block is decoded (HPACK stays in step) and dropped: no request, nothing
-    forwarded, no stream state."""
     c.handshake()
     hdrs = c.common_headers()
     c.write_headers(5, True, True, c.encode_headers(hdrs))
-    mark = len(c.seen)
     c.write_headers(3, True, True, c.encode_headers(hdrs))
-    verify_ignored(c, 3, mark, 7, requests=2)
+    verify_connection_error(c, PROTOCOL)
 
 
 # 5.1.2 Stream Concurrency
