@@ -50,6 +50,17 @@ void buf_appends(struct buf *b, const char *s)
     buf_append(b, s, strlen(s));
 }
 
+void buf_appendu(struct buf *b, unsigned long long v)
+{
+    char tmp[20];
+    size_t n = sizeof(tmp);
+    do {
+        tmp[--n] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    buf_append(b, tmp + n, sizeof(tmp) - n);
+}
+
 void buf_appendf(struct buf *b, const char *fmt, ...)
 {
     va_list ap;
