@@ -49,6 +49,22 @@ static inline int base_hex_digit(int c)
     return -1;
 }
 
+/* base_utoa writes |v| in decimal and a NUL into |out| (at least 21 bytes), as "%llu" would,
+ * and returns the number of digits: per-request headers without snprintf. */
+static inline size_t base_utoa(unsigned long long v, char *out)
+{
+    char tmp[20];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    for (size_t i = 0; i < n; i++)
+        out[i] = tmp[n - 1 - i];
+    out[n] = '\0';
+    return n;
+}
+
 /* base_now_ms returns a monotonic clock in milliseconds. */
 uint64_t base_now_ms(void);
 

@@ -39,6 +39,9 @@ void buf_append(struct buf *b, const void *data, size_t len);
 /* buf_appends queues a NUL-terminated string (without the NUL). */
 void buf_appends(struct buf *b, const char *s);
 
+/* buf_appendu queues |v| in decimal (as "%llu", without printf's cost). */
+void buf_appendu(struct buf *b, unsigned long long v);
+
 /* buf_appendf queues printf-formatted text. */
 void buf_appendf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

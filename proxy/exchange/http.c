@@ -141,6 +141,14 @@ static long scan_request_head(struct conn *c)
     }
 }
 
+/* "Content-Length: N\r\n", without printf (once per request or response that has one). */
+static void put_content_length(struct buf *o, uint64_t n)
+{
+    buf_append(o, "Content-Length: ", 16);
+    buf_appendu(o, (unsigned long long)n);
+    buf_append(o, "\r\n", 2);
+}
+
 static int request_head_done(llhttp_t *p)
 {
     struct conn *c = p->data;
@@ -242,7 +250,8 @@ static int request_head_done(llhttp_t *p)
     const char *method = llhttp_method_name(llhttp_get_method(p));
 
     struct buf *o = &c->uout;
-    buf_appendf(o, "%s ", method);
+    buf_appends(o, method);
+    buf_append(o, " ", 1);
     if (target.add_slash)
         buf_append(o, "/", 1);
     buf_append(o, target.rest, target.rest_len);
@@ -266,7 +275,7 @@ static int request_head_done(llhttp_t *p)
     if (c->ex.req_chunked)
         buf_appends(o, "Transfer-Encoding: chunked\r\n");
     else if (p->flags & F_CONTENT_LENGTH)
-        buf_appendf(o, "Content-Length: %llu\r\n", (unsigned long long)p->content_length);
+        put_content_length(o, p->content_length);
     if (c->ex.req_upgrade) {
         const char *v = HVALUE(s, upgrade);
         size_t vl = upgrade->value_len;
@@ -347,7 +356,9 @@ static int response_head_done(llhttp_t *p)
     }
 
     struct buf *o = &c->cout;
-    buf_appendf(o, "HTTP/1.1 %d ", status);
+    buf_append(o, "HTTP/1.1 ", 9);
+    buf_appendu(o, (unsigned)status); /* llhttp's, 100 to 999 */
+    buf_append(o, " ", 1);
     buf_append(o, s->base + s->reason_off, s->reason_len);
     buf_append(o, "\r\n", 2);
     for (unsigned i = 0; i < s->num; i++) {
@@ -365,7 +376,7 @@ static int response_head_done(llhttp_t *p)
         if (c->ex.resp_chunked && !dechunk)
             buf_appends(o, "Transfer-Encoding: chunked\r\n");
         else if (p->flags & F_CONTENT_LENGTH)
-            buf_appendf(o, "Content-Length: %llu\r\n", (unsigned long long)p->content_length);
+            put_content_length(o, p->content_length);
         if (c->ex.close_after)
             buf_appends(o, "Connection: close\r\n");
     }

@@ -146,13 +146,17 @@ static void add_forwarded(struct h2_stream *s)
         buf_append(&xff, v, vl);
     }
     char addr[INET6_ADDRSTRLEN];
-    if (http_client_address(s->c, addr, sizeof(addr))) {
-        if (buf_used(&xff) > 0)
+    bool known = http_client_address(s->c, addr, sizeof(addr));
+    if (buf_used(&xff) == 0) { /* the usual case: the client's address alone, no copy */
+        if (known)
+            h2_hdrs_add(&s->req, "x-forwarded-for", 15, addr, strlen(addr));
+    } else {
+        if (known) {
             buf_appends(&xff, ", ");
-        buf_appends(&xff, addr);
-    }
-    if (buf_used(&xff) > 0)
+            buf_appends(&xff, addr);
+        }
         h2_hdrs_add(&s->req, "x-forwarded-for", 15, buf_data(&xff), buf_used(&xff));
+    }
     buf_free(&xff);
     h2_hdrs_add(&s->req, "x-forwarded-proto", 17, "https", 5);
 }

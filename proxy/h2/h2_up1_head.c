@@ -236,9 +236,9 @@ static void response_deliver(struct up1 *x, const struct parse *ps, char *d,
      * the parsed value, once. Never on a 204 (RFC 9110 8.6). */
     char cl[24];
     if ((p->flags & F_CONTENT_LENGTH) && status != 204) {
-        int cll = snprintf(cl, sizeof(cl), "%llu", (unsigned long long)p->content_length);
+        size_t cll = base_utoa((unsigned long long)p->content_length, cl);
         nv[num++] = (nghttp2_nv){.name = (uint8_t *)"content-length", .namelen = 14,
-                                 .value = (uint8_t *)cl, .valuelen = (size_t)cll};
+                                 .value = (uint8_t *)cl, .valuelen = cll};
     }
     h2_stream_response_head(x->s, status, nv, num);
     if (nv != stack_nv)

@@ -39,11 +39,6 @@ void http_error_response(struct buf *out, int status)
                 status, reason, strlen(reason) + 1, reason);
 }
 
-bool http_name_is(const char *name, size_t len, const char *lit)
-{
-    return strlen(lit) == len && strncasecmp(name, lit, len) == 0;
-}
-
 void http_trim(const char **p, size_t *len)
 {
     while (*len > 0 && (**p == ' ' || **p == '\t')) {
@@ -155,8 +150,14 @@ const char *http_new_request_id(char *out)
         seeded = true;
     }
     uint64_t hi = splitmix64(&state), lo = splitmix64(&state);
-    snprintf(out, HTTP_REQUEST_ID_NEW_LEN + 1, "%016llx%016llx", (unsigned long long)hi,
-             (unsigned long long)lo);
+    /* "%016llx%016llx" without snprintf: one per request was 1 % of an h2 request's CPU */
+    static const char hex[] = "0123456789abcdef";
+    for (int i = 0; i < 16; i++) {
+        out[i] = hex[(hi >> (60 - 4 * i)) & 0xf];
+        out[16 + i] = hex[(lo >> (60 - 4 * i)) & 0xf];
+    }
+    _Static_assert(HTTP_REQUEST_ID_NEW_LEN == 32, "two 64-bit halves in hex");
+    out[HTTP_REQUEST_ID_NEW_LEN] = '\0';
     return out;
 }
 

@@ -32,20 +32,42 @@ const struct sockaddr *conn_client_addr(const struct conn *c, socklen_t *out_len
     return &a->sa;
 }
 
+/* inet_ntop's dotted quad without its sprintf (X-Forwarded-For is written per request). */
+static void ipv4_text(const struct in_addr *in, char ip[INET_ADDRSTRLEN])
+{
+    const uint8_t *b = (const uint8_t *)&in->s_addr;
+    char *p = ip;
+    for (int i = 0; i < 4; i++) {
+        unsigned v = b[i];
+        if (v >= 100)
+            *p++ = (char)('0' + v / 100);
+        if (v >= 10)
+            *p++ = (char)('0' + v / 10 % 10);
+        *p++ = (char)('0' + v % 10);
+        *p++ = i < 3 ? '.' : '\0';
+    }
+}
+
 static void addr_text(const union proxy_proto_addr *a, char *out, size_t len, bool with_port)
 {
     char ip[INET6_ADDRSTRLEN];
     bool v6 = a->sa.sa_family == AF_INET6;
-    if ((a->sa.sa_family != AF_INET && !v6) ||
-        inet_ntop(a->sa.sa_family, v6 ? (const void *)&a->in6.sin6_addr : &a->in.sin_addr, ip,
-                  sizeof(ip)) == NULL) {
+    if (a->sa.sa_family == AF_INET) {
+        ipv4_text(&a->in.sin_addr, ip);
+    } else if (!v6 || inet_ntop(AF_INET6, &a->in6.sin6_addr, ip, sizeof(ip)) == NULL) {
         snprintf(out, len, "unknown");
         return;
     }
     unsigned port = ntohs(v6 ? a->in6.sin6_port : a->in.sin_port);
-    if (!with_port)
-        snprintf(out, len, "%s", ip);
-    else
+    if (!with_port) {
+        size_t n = strlen(ip);
+        if (len == 0)
+            return;
+        if (n >= len)
+            n = len - 1; /* truncated, as snprintf would */
+        memcpy(out, ip, n);
+        out[n] = '\0';
+    } else
         snprintf(out, len, v6 ? "[%s]:%u" : "%s:%u", ip, port);
 }
 
