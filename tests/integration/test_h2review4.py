@@ -1,0 +1,172 @@
+"""test_h2review4.py: group h2rev4., what the fourth hostile review of the HTTP/2 path found
+(the session of f313cc5..58951d7: h2_closed.c, the h2_stream.c split, the parked uploads, the
+premature-reset budget, requests refused at their end, ocsp_fetch's address list). Each test
+shows a bug against the real binary and fails until it is fixed.
+
+- A Content-Length request toward an HTTP/1.1 upstream whose body is complete but whose
+  END_STREAM the client sends only after the response (a full-duplex client) never gets its
+  response: certgate holds the body's last byte (or the head's, for content-length 0) until
+  END_STREAM, the application waits for it, the client waits for the answer, until
+  idle_timeout turns it into a 504 (h2_up1.c up1_send).
+"""
+
+import socket
+import struct
+import time
+
+import h2lib
+from h2lib import DATA, END_STREAM, H2Conn, frame, request_headers
+
+H = None
+
+
+def check(cond, msg):
+    if not cond:
+        raise H.Failure(msg)
+
+
+def T(s):
+    return H.T(s)
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. the held last byte toward HTTP/1.1
+
+def t_cl_request_answered_before_end_stream(t):
+    """RFC 9113 8.1 lets a server answer before the client ended its stream, and a request with
+    Content-Length whose DATA carried all of it is complete for an HTTP/1.1 application. A
+    client that sends the whole body without END_STREAM and ends its stream only once the
+    response came (a full-duplex client; an empty DATA frame with END_STREAM afterwards) got
+    its 200 before c8e0b74. Now certgate keeps the last body byte (content-length 5) or the
+    head's last byte (content-length 0) back until END_STREAM: the upstream never sees a
+    complete request, nothing answers, and after idle_timeout the client gets a 504 for a
+    request its application never received."""
+    import test_h2review3 as r3
+    r3.H = H
+    rec = r3.Recorder(t)
+    up, cg = r3.http1_env(t, rec, limits={"idle_timeout": "3s"})
+    c = H2Conn(t, cg.ports["https"])
+    c.wait_settings()
+    body = r3.open_post(c, "/up?case=body", extra=[("content-length", "5")], body=b"hello")
+    zero = r3.open_post(c, "/up?case=zero", extra=[("content-length", "0")], body=b"")
+    sb, sz = c.stream(body), c.stream(zero)
+    c.wait(lambda: sb.done and sz.done, 2)
+    got = (repr(sb), repr(sz), rec.outcome("case=body"), rec.outcome("case=zero"))
+    # the client ends its side now (what it would have done after the response)
+    c.send(frame(DATA, END_STREAM, body, b"") + frame(DATA, END_STREAM, zero, b""))
+    c.wait(lambda: sb.done and sz.done, 5)
+    check(got[0].find("200") >= 0 and got[1].find("200") >= 0,
+          "complete Content-Length requests were not answered before the client's END_STREAM "
+          "(within 2 s): body stream %s, content-length 0 stream %s; the upstream saw %r / %r "
+          "(the last byte is held back for END_STREAM: h2_up1.c up1_send)" % got)
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. the premature-reset bucket closes a legitimate client under a slow upstream
+
+def t_deadline_cancels_under_slow_upstream(t):
+    """A gRPC client with sub-second deadlines (300 ms) against an upstream that became slow
+    (1.5 s) cancels every slow call at its deadline: about 40 premature resets a second, while
+    most of its calls (fast ones, 60 a second) are answered; the resets are well under half of
+    its streams, so the ratio rule does not apply. The bucket of 200 refilled at 20/s
+    (901284f) closes the connection anyway after about 8 s (GOAWAY ENHANCE_YOUR_CALM), and with
+    it every call in flight on it: a slow upstream turns into connection churn and failed
+    calls that would have succeeded. What should happen: the connection is kept (a reset
+    budget whatever the ratio should scale with the streams answered, or count only resets
+    of streams that never reached the upstream or came within a few ms, as Envoy's ratio-only
+    rule does)."""
+    import test_h2upc
+    from h2lib import rst_frame
+    test_h2upc.H = H
+    up, cg = test_h2upc.env(t)
+    c = H2Conn(t, cg.ports["https"])
+    c.wait_settings()
+    start = time.time()
+    slow = []            # (sid, opened at)
+    fast = []
+    cancelled = 0
+    next_slow = next_fast = start
+    while time.time() - start < T(12):
+        now = time.time()
+        if now >= next_slow:
+            slow.append((c.request(path="/slow?ms=1500"), now))
+            next_slow += 1 / 40.0
+        if now >= next_fast:
+            fast.append(c.request(path="/echo?fast=1"))
+            next_fast += 1 / 60.0
+        due = [sid for sid, at in slow if now - at >= 0.3]
+        if due:
+            c.send(b"".join(rst_frame(sid) for sid in due))
+            cancelled += len(due)
+            slow = [(sid, at) for sid, at in slow if now - at < 0.3]
+        c.drain()
+        if c.goaway is not None or c.eof:
+            break
+        time.sleep(0.005)
+    answered = sum(1 for sid in fast if c.stream(sid).status == 200)
+    check(c.goaway is None and not c.eof,
+          "a client cancelling calls at a 300 ms deadline (%d cancelled, %d fast calls "
+          "answered of %d, in %.1f s) was closed: %s" % (cancelled, answered, len(fast),
+                                                         time.time() - start, c.state()))
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. ocsp_fetch: an address that does not answer takes the whole timeout
+
+def t_ocsp_blackholed_first_address(t):
+    """4548a29 tries the responder's addresses one after the other "until one connects", for a
+    responder reachable over IPv4 behind a name whose other address is unreachable. An
+    unreachable address is usually one whose SYNs are dropped (a firewalled or unrouted IPv6
+    address), not one that refuses: the connect then hangs, and the one ocsp_timeout covering
+    all addresses runs out on the first, so the second is never tried and, in hard_fail, the
+    good leaf is refused. Here the first address is a listener whose accept queue is full (the
+    kernel drops the SYNs), the second a relay to the responder (as ocsp.responder_second_address
+    sets up the name). What should happen: each address gets a share of the timeout (or a short
+    connect timeout, or Happy Eyeballs, RFC 8305), and the good leaf is served
+    (proxy/tls/ocsp_fetch.c dial/connect_cb)."""
+    import subprocess
+    import test_ocsp as o
+    o.H = H
+    probe = subprocess.run(["unshare", "-rm", "true"], capture_output=True, text=True)
+    check(probe.returncode == 0, "this test needs `unshare -rm`: %s" % probe.stderr.strip())
+    port, real = H.free_port(), H.free_port()
+    pki = o.Pki(t)
+    name = "ocsp-blackhole.test"
+    pki.leaf("good", port, aia_host=name)
+    o.responder(t, pki, real)
+    relay = o.Forwarder(t, "127.0.0.2", port, real)
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", port))
+    hole.listen(0)
+    t.socks.append(hole)
+    filler = socket.create_connection(("127.0.0.1", port), timeout=2)  # the queue is full now
+    t.socks.append(filler)
+    hosts = pki.path("hosts")
+    with open(hosts, "w") as f:
+        f.write("127.0.0.1 localhost\n127.0.0.1 %s\n127.0.0.2 %s\n" % (name, name))
+    saved = list(H.Opts.wrapper)
+    H.Opts.wrapper = ["unshare", "-rm", "sh", "-c", 'mount --bind "$0" /etc/hosts && exec "$@"',
+                      hosts] + saved
+    try:
+        up, cg = o.start(t, pki, "hard_fail", timeout="3s")
+    finally:
+        H.Opts.wrapper = saved
+    t0 = time.time()
+    got = o.outcome(t, cg, pki.ctx("good"))
+    check(got == "ok", "the good leaf was %r after %.1f s: the first address (SYNs dropped) "
+          "took all of ocsp_timeout, the second (relay accepted %d connections) was never "
+          "tried: %s" % (got, time.time() - t0, relay.accepted, cg.tail(2)))
+
+
+TESTS = [
+    ("h2rev4.ocsp_blackholed_first_address", t_ocsp_blackholed_first_address),
+    ("h2rev4.deadline_cancels_under_slow_upstream", t_deadline_cancels_under_slow_upstream),
+    ("h2rev4.cl_request_answered_before_end_stream", t_cl_request_answered_before_end_stream),
+]
+
+
+def register(harness):
+    global H
+    H = harness
+    h2lib.init(harness)
+    harness.add_tests(TESTS)
