@@ -158,7 +158,41 @@ def t_ocsp_blackholed_first_address(t):
           "tried: %s" % (got, time.time() - t0, relay.accepted, cg.tail(2)))
 
 
+# ---------------------------------------------------------------------------------------------
+# 4. h2_closed's check comes before nghttp2's frame checks
+
+def t_closed_check_before_frame_checks(t):
+    """h2_closed judges a DATA or HEADERS frame by its header alone, before nghttp2 reads it,
+    so a frame that is malformed in itself gets h2_closed's STREAM_CLOSED when it names a
+    stream the client closed: a DATA frame over SETTINGS_MAX_FRAME_SIZE (RFC 9113 4.2: MUST be
+    FRAME_SIZE_ERROR) and a padded DATA frame whose padding is as long as its payload (6.1: MUST
+    be PROTOCOL_ERROR). nghttp2 alone (a stream it does not know) answers both as the RFC says;
+    h2_closed_mem_recv should leave frames nghttp2 rejects for their own sake to nghttp2
+    (check_frame in proxy/h2/h2_closed.c: at least the length against the local
+    SETTINGS_MAX_FRAME_SIZE, and the pad length once the first payload octet is there)."""
+    from h2lib import FRAME_SIZE_ERROR, PADDED, PROTOCOL_ERROR, err_name
+    up, cg, _ = H.http_env(t)
+    cases = [("a DATA frame of 16385 octets", FRAME_SIZE_ERROR,
+              lambda sid: frame(DATA, 0, sid, b"x" * 16385)),
+             ("a DATA frame whose padding fills it", PROTOCOL_ERROR,
+              lambda sid: frame(DATA, PADDED, sid, bytes([4]) + b"abc"))]
+    bad = []
+    for what, want, make in cases:
+        c = H2Conn(t, cg.port())
+        c.wait_settings()
+        s = c.response(c.request(path="/echo?closed=1"))  # END_STREAM both ways: closed
+        check(s.status == 200, "the first request: %r" % s)
+        c.send(make(s.id))
+        c.wait(lambda: c.goaway is not None or c.eof, 3)
+        got = c.goaway[1] if c.goaway else None
+        if got != want:
+            bad.append("%s on a closed stream: GOAWAY %s, want %s" % (
+                what, err_name(got) if got is not None else None, err_name(want)))
+    check(not bad, "; ".join(bad))
+
+
 TESTS = [
+    ("h2rev4.closed_check_before_frame_checks", t_closed_check_before_frame_checks),
     ("h2rev4.ocsp_blackholed_first_address", t_ocsp_blackholed_first_address),
     ("h2rev4.deadline_cancels_under_slow_upstream", t_deadline_cancels_under_slow_upstream),
     ("h2rev4.cl_request_answered_before_end_stream", t_cl_request_answered_before_end_stream),
