@@ -191,7 +191,53 @@ def t_closed_check_before_frame_checks(t):
     check(not bad, "; ".join(bad))
 
 
+# ---------------------------------------------------------------------------------------------
+# 5. resets certgate is made to send are not counted (MadeYouReset)
+
+def t_provoked_resets_counted(t):
+    """CVE-2025-8671 (MadeYouReset): instead of RST_STREAM, the client makes certgate reset
+    each stream, here with more DATA than its content-length (RFC 9113 8.1.1: malformed, a
+    stream error PROTOCOL_ERROR, which nghttp2 answers with RST_STREAM). Each stream went upstream first
+    (toward HTTP/1.1, one new upstream connection per stream, closed at the reset), its
+    concurrency slot is free at once, and none of it is a premature reset: only the flood
+    bucket of invalid frames (1000, then 100/s) applies, five times the reset budget. As
+    h2rev3.mixed_rapid_reset_closed does with the client's own RST_STREAM (closed within 400
+    resets, GOAWAY ENHANCE_YOUR_CALM), a stream reset by certgate for the client's fault
+    within H2_RESET_LIFETIME_MS should count as a premature reset (reset_allowed in
+    proxy/h2/h2_server.c is only called from the client's RST_STREAM)."""
+    from h2lib import ENHANCE_YOUR_CALM
+    up, cg, _ = H.http_env(t)
+    c = H2Conn(t, cg.port())
+    c.wait_settings()
+    resets = 0
+    for _ in range(60):  # up to 1200 streams
+        out = b""
+        cheap = []
+        for _ in range(20):
+            sid = c.next_sid()
+            cheap.append(sid)
+            out += c.headers_frame(sid, request_headers(path="/echo?mix=%d" % sid))
+            sid = c.next_sid()
+            out += c.headers_frame(sid, request_headers(
+                "POST", "/slow?ms=2000&myr=%d" % sid, extra=[("content-length", "1")]),
+                end_stream=False)
+            out += frame(DATA, END_STREAM, sid, b"xy")
+        c.send(out)
+        resets += 20
+        c.wait(lambda: all(c.stream(s).done for s in cheap) or c.eof or c.goaway is not None,
+               T(5))
+        if c.eof or c.goaway is not None or c.send_err is not None:
+            break
+    time.sleep(T(0.5))
+    heads = up.received().count(b"myr=")
+    check(c.goaway is not None and c.goaway[1] == ENHANCE_YOUR_CALM and resets <= 400,
+          "streams reset by certgate at the client's request (DATA over content-length): %d of "
+          "them, %d of their request heads reached the upstream, and the connection is still "
+          "served: %s" % (resets, heads, c.state()))
+
+
 TESTS = [
+    ("h2rev4.provoked_resets_counted", t_provoked_resets_counted),
     ("h2rev4.closed_check_before_frame_checks", t_closed_check_before_frame_checks),
     ("h2rev4.ocsp_blackholed_first_address", t_ocsp_blackholed_first_address),
     ("h2rev4.deadline_cancels_under_slow_upstream", t_deadline_cancels_under_slow_upstream),
