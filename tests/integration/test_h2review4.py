@@ -8,6 +8,12 @@ shows a bug against the real binary and fails until it is fixed.
   response: certgate holds the body's last byte (or the head's, for content-length 0) until
   END_STREAM, the application waits for it, the client waits for the answer, until
   idle_timeout turns it into a 504 (h2_up1.c up1_send).
+- The premature-reset bucket (200, 20/s, whatever the ratio) closes a legitimate gRPC client
+  whose sub-second deadlines expire against a slow upstream, with every call in flight.
+- Resets certgate is made to send (MadeYouReset: DATA over content-length) are not budgeted.
+- h2_closed answers STREAM_CLOSED before nghttp2's FRAME_SIZE_ERROR / PROTOCOL_ERROR.
+- ocsp_fetch: a first address that drops SYNs uses all of ocsp_timeout; the next is never
+  tried.
 """
 
 import socket
