@@ -172,8 +172,9 @@ def t_closed_check_before_frame_checks(t):
     so a frame that is malformed in itself gets h2_closed's STREAM_CLOSED when it names a
     stream the client closed: a DATA frame over SETTINGS_MAX_FRAME_SIZE (RFC 9113 4.2: MUST be
     FRAME_SIZE_ERROR) and a padded DATA frame whose padding is as long as its payload (6.1: MUST
-    be PROTOCOL_ERROR). nghttp2 alone (a stream it does not know) answers both as the RFC says;
-    h2_closed_mem_recv should leave frames nghttp2 rejects for their own sake to nghttp2
+    be PROTOCOL_ERROR). Before e98f061 nghttp2 alone answered the first FRAME_SIZE_ERROR (and
+    ignored the second, on a stream it no longer knew: not the RFC's answer either);
+    h2_closed_mem_recv should leave frames malformed in themselves to nghttp2
     (check_frame in proxy/h2/h2_closed.c: at least the length against the local
     SETTINGS_MAX_FRAME_SIZE, and the pad length once the first payload octet is there)."""
     from h2lib import FRAME_SIZE_ERROR, PADDED, PROTOCOL_ERROR, err_name
