@@ -255,15 +255,6 @@ static int up1_send(struct up1 *x)
             frame_more(x);
         size_t head = buf_used(&x->out);
         size_t body = (size_t)MIN((uint64_t)buf_used(&s->req_body), x->data_left);
-        if (!x->req_chunked && !s->req_end) {
-            /* A Content-Length request is complete upstream with its last byte: that byte
-             * waits for the client's END_STREAM, so that a request the client side refuses
-             * at its end (trailers over the limit, a content-length mismatch) never is. */
-            if (x->data_left > 0 && body == x->data_left)
-                body--;
-            else if (x->data_left == 0 && head > 0)
-                head--;
-        }
         if (head == 0 && body == 0)
             break;
         struct iovec iov[2];
