@@ -33,12 +33,17 @@
  * stream's opening (Envoy's premature reset and min_stream_lifetime; CVE-2023-44487): a call
  * cancelled after running a while (a gRPC watch, a deadline of seconds) never counts. The
  * connection is closed once more than H2_RESET_MIN resets were premature and they are more
- * than half of all its streams, or once premature resets emptied a bucket of H2_RESET_BURST
- * refilled at H2_RESET_RATE per second, whatever the ratio: cheap complete streams mixed in
- * do not buy a client more resets. Control frames that ask work of us and carry no request
- * (PING, SETTINGS, PRIORITY, empty DATA, CONTINUATION beyond a few) draw on a bucket of
- * H2_FLOOD_BURST refilled at H2_FLOOD_RATE per second. */
+ * than half of all its streams. Resets within H2_RESET_RAPID_MS of the opening (what a rapid
+ * reset attack sends: HEADERS and RST_STREAM together) also empty a bucket of H2_RESET_BURST
+ * refilled at H2_RESET_RATE per second, whatever the ratio: cheap complete streams mixed in do
+ * not buy a client more of them, while a client cancelling calls at a deadline (100 ms or
+ * more) is never closed for it. A stream certgate resets for the client's fault (malformed:
+ * more DATA than its content-length, a bad header; CVE-2025-8671, MadeYouReset) counts as a
+ * rapid reset. Control frames that ask work of us and carry no request (PING, SETTINGS,
+ * PRIORITY, empty DATA, CONTINUATION beyond a few) draw on a bucket of H2_FLOOD_BURST refilled
+ * at H2_FLOOD_RATE per second. */
 #define H2_RESET_LIFETIME_MS 1000
+#define H2_RESET_RAPID_MS 100
 #define H2_RESET_MIN 100
 #define H2_RESET_BURST 200
 #define H2_RESET_RATE 20
@@ -110,16 +115,23 @@ static bool flood_take(struct h2_conn *hc)
     return bucket_take(hc, &hc->flood, H2_FLOOD_BURST, H2_FLOOD_RATE);
 }
 
-/* Counts the client's reset of |s|; false when the connection is to be closed. */
-static bool reset_allowed(struct h2_conn *hc, const struct h2_stream *s)
+/* Counts a premature reset, |rapid| when it came at once; false when the connection is to be
+ * closed. */
+static bool premature_reset(struct h2_conn *hc, bool rapid)
 {
-    if ((s->resp_end && s->submitted) ||
-        base_now_us() - s->req_start >= (uint64_t)H2_RESET_LIFETIME_MS * 1000)
-        return true;
     hc->premature_resets++;
     if (hc->premature_resets > H2_RESET_MIN && hc->premature_resets * 2 > hc->opened)
         return false;
-    return bucket_take(hc, &hc->resets, H2_RESET_BURST, H2_RESET_RATE);
+    return !rapid || bucket_take(hc, &hc->resets, H2_RESET_BURST, H2_RESET_RATE);
+}
+
+/* Counts the client's reset of |s|; false when the connection is to be closed. */
+static bool reset_allowed(struct h2_conn *hc, const struct h2_stream *s)
+{
+    uint64_t age_us = base_now_us() - s->req_start;
+    if ((s->resp_end && s->submitted) || age_us >= (uint64_t)H2_RESET_LIFETIME_MS * 1000)
+        return true;
+    return premature_reset(hc, age_us < (uint64_t)H2_RESET_RAPID_MS * 1000);
 }
 
 /* Ends the session: GOAWAY with |code|, the streams in flight are dropped. */
@@ -341,8 +353,25 @@ static int on_begin_frame(nghttp2_session *session, const nghttp2_frame_hd *hd, 
 
 static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, void *user)
 {
-    h2_closed_frame_sent(&((struct h2_conn *)user)->closed, frame);
-    return 0;
+    struct h2_conn *hc = user;
+    h2_closed_frame_sent(&hc->closed, frame);
+    if (frame->hd.type != NGHTTP2_RST_STREAM || hc->goaway_sent)
+        return 0;
+    switch (frame->rst_stream.error_code) {
+    case NGHTTP2_PROTOCOL_ERROR:
+    case NGHTTP2_FLOW_CONTROL_ERROR:
+    case NGHTTP2_STREAM_CLOSED:
+    case NGHTTP2_FRAME_SIZE_ERROR:
+        /* The client made us reset it (MadeYouReset): as its own rapid reset. */
+        if (!premature_reset(hc, true)) {
+            abuse(hc, "streams certgate must reset for the client's errors (MadeYouReset)");
+            nghttp2_session_terminate_session(session, hc->goaway_code);
+            hc->goaway_sent = true;
+        }
+        return 0;
+    default:
+        return 0;
+    }
 }
 
 static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t id, const uint8_t *data,
