@@ -74,7 +74,26 @@ static bool open_in_session(nghttp2_session *session, int32_t id)
 
 /* The check of a DATA or HEADERS frame header on |id|, once nghttp2 read all that came before
  * it: 0 to let nghttp2 have the frame, else the code of the connection error. */
-static uint32_t check_frame(struct h2_closed *t, nghttp2_session *session, uint8_t type, int32_t id)
+/* A frame on a closed stream that is malformed in itself gets the error of its malformation
+ * (RFC 9113 4.2, 6.1, 6.2), not STREAM_CLOSED: one longer than our SETTINGS_MAX_FRAME_SIZE is
+ * left to nghttp2 (FRAME_SIZE_ERROR, checked before the stream); padding that fills the frame
+ * is PROTOCOL_ERROR here (nghttp2 would ignore the frame first). |pad| is the Pad Length
+ * octet, or -1 when it has not come yet (the padding is then not judged). */
+static bool too_long(nghttp2_session *session, uint32_t flen)
+{
+    return flen > nghttp2_session_get_local_settings(session, NGHTTP2_SETTINGS_MAX_FRAME_SIZE);
+}
+
+static bool bad_padding(uint8_t type, uint8_t flags, uint32_t flen, int pad)
+{
+    if ((flags & NGHTTP2_FLAG_PADDED) == 0 || pad < 0)
+        return false;
+    uint32_t fixed = 1 + (type == NGHTTP2_HEADERS && (flags & NGHTTP2_FLAG_PRIORITY) ? 5 : 0);
+    return flen < fixed || (uint32_t)pad > flen - fixed;
+}
+
+static uint32_t check_frame(struct h2_closed *t, nghttp2_session *session, uint8_t type,
+                            uint8_t flags, int32_t id, uint32_t flen, int pad)
 {
     if (id == 0 || (id & 1) == 0 || t->in_block || !nghttp2_session_want_read(session))
         return 0; /* nghttp2's: stream 0, a server stream, CONTINUATION expected, closing */
@@ -83,8 +102,10 @@ static uint32_t check_frame(struct h2_closed *t, nghttp2_session *session, uint8
             open_new(t, id);
         return 0; /* a new stream, or DATA on an idle one (PROTOCOL_ERROR): nghttp2's */
     }
-    if (open_in_session(session, id))
+    if (open_in_session(session, id) || too_long(session, flen))
         return 0;
+    if (bad_padding(type, flags, flen, pad))
+        return NGHTTP2_PROTOCOL_ERROR;
     int slot = slot_of(t, id);
     if (slot < 0 || bit_get(t->reset, slot))
         return 0; /* forgotten, or closed by our RST_STREAM: ignored */
@@ -127,7 +148,8 @@ ssize_t h2_closed_mem_recv(struct h2_closed *t, nghttp2_session *session, const 
             if (type == NGHTTP2_DATA || type == NGHTTP2_HEADERS) {
                 if (span > 0)
                     break; /* nghttp2 reads what comes before first */
-                uint32_t c = check_frame(t, session, type, id);
+                int pad = k < avail ? p[k] : -1; /* the Pad Length octet, if PADDED */
+                uint32_t c = check_frame(t, session, type, flags, id, flen, pad);
                 if (c != 0) {
                     *code = c;
                     return NGHTTP2_ERR_CALLBACK_FAILURE;
