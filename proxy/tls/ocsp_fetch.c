@@ -3,7 +3,8 @@
  * at any step (even while getaddrinfo runs in the thread pool) is safe. A name that resolves to
  * several addresses is tried address after address, in getaddrinfo's order, until one
  * connects (a responder reachable over IPv4 only, behind a name with an AAAA record, is still
- * reached); the one timeout covers them all. */
+ * reached); the one timeout covers them all, and a connect that hangs (SYNs dropped) is given
+ * up after its share of what is left, so that the next address still has time. */
 #include "tls/ocsp_fetch.h"
 
 #include <errno.h>
@@ -38,6 +39,8 @@ struct ocsp_fetch {
     bool resolving;  /* the getaddrinfo request is out */
     bool tcp_open;   /* tcp was initialised */
     bool redialing;  /* tcp is closing to connect again to f->next */
+    bool connecting; /* a connect is out */
+    uint64_t deadline; /* uv_now() at which the whole fetch times out */
     bool finished;   /* cb ran or was cancelled */
     bool closing;    /* handles are closing */
 };
@@ -266,16 +269,35 @@ static void redial_close_cb(uv_handle_t *h)
     dial(f);
 }
 
+static void timer_cb(uv_timer_t *t);
+
+/* Closes tcp to connect to the next address. */
+static void redial(struct ocsp_fetch *f)
+{
+    f->connecting = false;
+    f->redialing = true;
+    uv_close((uv_handle_t *)&f->tcp, redial_close_cb);
+}
+
+/* Runs the timer until |ms| from now, never past the fetch's deadline. */
+static void arm(struct ocsp_fetch *f, uint64_t ms)
+{
+    uint64_t now = uv_now(f->loop), left = f->deadline > now ? f->deadline - now : 0;
+    uv_timer_start(&f->timer, timer_cb, MIN(ms, left), 0);
+}
+
 static void connect_cb(uv_connect_t *req, int status)
 {
     struct ocsp_fetch *f = req->data;
-    if (f->finished)
+    if (f->finished || f->redialing) /* UV_ECANCELED from a redial's close */
         return;
+    f->connecting = false;
+    if (status == 0)
+        arm(f, UINT64_MAX); /* the rest of the timeout for the exchange */
     if (status < 0 && f->next != NULL && status != UV_ECANCELED) {
         log_msg(LOG_LEVEL_DEBUG, "ocsp_fetch", "%s: one address failed (%s), trying the next",
                 f->host, uv_strerror(status));
-        f->redialing = true;
-        uv_close((uv_handle_t *)&f->tcp, redial_close_cb);
+        redial(f);
         return;
     }
     if (status < 0) {
@@ -326,8 +348,17 @@ static void dial(struct ocsp_fetch *f)
         f->tcp_open = true;
         f->connect.data = f;
         r = uv_tcp_connect(&f->connect, &f->tcp, a->ai_addr, connect_cb);
-        if (r == 0)
+        if (r == 0) {
+            /* This address gets its share of what is left: the rest divided by the addresses
+             * still to try, itself included. */
+            uint64_t n = 1;
+            for (const struct addrinfo *b = f->next; b != NULL; b = b->ai_next)
+                n++;
+            uint64_t now = uv_now(f->loop);
+            f->connecting = true;
+            arm(f, f->deadline > now ? (f->deadline - now) / n : 0);
             return;
+        }
         if (f->next != NULL) { /* the handle must close before it is initialised again */
             f->redialing = true;
             uv_close((uv_handle_t *)&f->tcp, redial_close_cb);
@@ -340,6 +371,12 @@ static void dial(struct ocsp_fetch *f)
 static void timer_cb(uv_timer_t *t)
 {
     struct ocsp_fetch *f = t->data;
+    if (f->connecting && f->next != NULL && uv_now(f->loop) < f->deadline) {
+        log_msg(LOG_LEVEL_DEBUG, "ocsp_fetch", "%s: one address did not answer, trying the next",
+                f->host);
+        redial(f);
+        return;
+    }
     finish(f, -ETIMEDOUT, NULL, 0, "no answer from the responder in time");
     if (f->resolving)
         uv_cancel((uv_req_t *)&f->resolve);
@@ -375,6 +412,7 @@ struct ocsp_fetch *ocsp_fetch_start(uv_loop_t *loop, const char *url, const uint
     buf_append(&f->out, req, req_len);
     uv_timer_init(loop, &f->timer);
     f->timer.data = f;
+    f->deadline = uv_now(loop) + timeout_ms;
     uv_timer_start(&f->timer, timer_cb, timeout_ms, 0);
     f->resolve.data = f;
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
