@@ -92,17 +92,27 @@ static bool bad_padding(uint8_t type, uint8_t flags, uint32_t flen, int pad)
     return flen < fixed || (uint32_t)pad > flen - fixed;
 }
 
-static uint32_t check_frame(struct h2_closed *t, nghttp2_session *session, uint8_t type,
-                            uint8_t flags, int32_t id, uint32_t flen, int pad)
+/* Whether a DATA or HEADERS frame on |id| may be on a closed stream, so that nghttp2 must have
+ * read all before it for check_frame to ask it; false for what is nghttp2's whatever its state
+ * (stream 0, a server stream, a CONTINUATION expected) and for a new stream, which is noted
+ * here. Most requests open a new stream: their HEADERS do not cut nghttp2's input. */
+static bool may_be_closed(struct h2_closed *t, uint8_t type, int32_t id)
 {
-    if (id == 0 || (id & 1) == 0 || t->in_block || !nghttp2_session_want_read(session))
-        return 0; /* nghttp2's: stream 0, a server stream, CONTINUATION expected, closing */
+    if (id == 0 || (id & 1) == 0 || t->in_block)
+        return false;
     if (id > t->highest) {
         if (type == NGHTTP2_HEADERS)
             open_new(t, id);
-        return 0; /* a new stream, or DATA on an idle one (PROTOCOL_ERROR): nghttp2's */
+        return false; /* a new stream, or DATA on an idle one (PROTOCOL_ERROR): nghttp2's */
     }
-    if (open_in_session(session, id) || too_long(session, flen))
+    return true;
+}
+
+static uint32_t check_frame(struct h2_closed *t, nghttp2_session *session, uint8_t type,
+                            uint8_t flags, int32_t id, uint32_t flen, int pad)
+{
+    if (!nghttp2_session_want_read(session) || open_in_session(session, id) ||
+        too_long(session, flen))
         return 0;
     if (bad_padding(type, flags, flen, pad))
         return NGHTTP2_PROTOCOL_ERROR;
@@ -145,9 +155,10 @@ ssize_t h2_closed_mem_recv(struct h2_closed *t, nghttp2_session *session, const 
             int32_t id = (int32_t)(((uint32_t)h[5] << 24 | (uint32_t)h[6] << 16 |
                                     (uint32_t)h[7] << 8 | h[8]) &
                                    0x7fffffffu);
-            if (type == NGHTTP2_DATA || type == NGHTTP2_HEADERS) {
+            /* may_be_closed changes nothing when it says yes: the header comes again. */
+            if ((type == NGHTTP2_DATA || type == NGHTTP2_HEADERS) && may_be_closed(t, type, id)) {
                 if (span > 0)
-                    break; /* nghttp2 reads what comes before first */
+                    break; /* nghttp2 reads what comes before it first */
                 int pad = k < avail ? p[k] : -1; /* the Pad Length octet, if PADDED */
                 uint32_t c = check_frame(t, session, type, flags, id, flen, pad);
                 if (c != 0) {
