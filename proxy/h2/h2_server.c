@@ -206,8 +206,10 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
         return 0;
     }
     struct h2_stream *s = stream_of(hc, frame->hd.stream_id);
-    if (s != NULL)
+    if (s != NULL) {
         s->in_trailers = true;
+        s->header_bytes = 0; /* SETTINGS_MAX_HEADER_LIST_SIZE is per header block */
+    }
     return 0;
 }
 

@@ -89,7 +89,7 @@ struct h2_stream {
     struct buf req_log;            /* access-log fields: method .. request_id */
     uint64_t req_start;            /* base_now_us() at the request head */
     uint64_t bytes_in, bytes_out;  /* body bytes */
-    size_t header_bytes;           /* of the request head so far (HPACK bombs) */
+    size_t header_bytes;           /* of the header block so far: head, then trailers */
     int status;                    /* of the response, or of certgate's answer */
     int refuse;                    /* certgate answers this status instead of forwarding */
     struct h2_hdrs raw;            /* the request head as the client sent it */
