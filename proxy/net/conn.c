@@ -175,14 +175,7 @@ void conn_arm_timer(struct conn *c)
         return;
     uint64_t deadline = c->timer_base + state_timeout(c);
     uint64_t now = conn_now_ms(c);
-    uint64_t in = deadline > now ? deadline - now : 0;
-    /* A timer that is due no later stays as it is: timer_cb works the deadline out again when
-     * it fires and waits on. Keep-alive and h2 requests move the base forward every time, and
-     * a uv_timer_start (a heap removal and insertion) per request was about 3 % of the CPU of
-     * an h2 request (docs/benchmarks.md). */
-    if (uv_is_active((const uv_handle_t *)&c->timer) && uv_timer_get_due_in(&c->timer) <= in)
-        return;
-    uv_timer_start(&c->timer, timer_cb, in, 0);
+    uv_timer_start(&c->timer, timer_cb, deadline > now ? deadline - now : 0, 0);
 }
 
 /* Streaming states time out on inactivity: moving the base is enough, the timer catches up. */

@@ -232,8 +232,8 @@ void conn_tunnel(struct conn *c);
 /* conn_now_ms returns the worker loop's time in milliseconds (what the timer measures). */
 uint64_t conn_now_ms(struct conn *c);
 
-/* conn_arm_timer makes the connection's timer fire no later than the current state's timeout,
- * counted from c->timer_base (an earlier timer stays: its callback waits on). */
+/* conn_arm_timer (re)starts the connection's timer for the current state's timeout, counted
+ * from c->timer_base. */
 void conn_arm_timer(struct conn *c);
 
 /* conn_activity restarts the inactivity timeout of a streaming state after bytes moved. */
