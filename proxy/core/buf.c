@@ -136,13 +136,8 @@ void buf_appends(struct buf *b, const char *s)
 
 void buf_appendu(struct buf *b, unsigned long long v)
 {
-    char tmp[20];
-    size_t n = sizeof(tmp);
-    do {
-        tmp[--n] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
-    buf_append(b, tmp + n, sizeof(tmp) - n);
+    char tmp[21];
+    buf_append(b, tmp, base_utoa(v, tmp));
 }
 
 void buf_appendf(struct buf *b, const char *fmt, ...)

@@ -72,8 +72,6 @@ static bool open_in_session(nghttp2_session *session, int32_t id)
     return state != NGHTTP2_STREAM_STATE_IDLE && state != NGHTTP2_STREAM_STATE_CLOSED;
 }
 
-/* The check of a DATA or HEADERS frame header on |id|, once nghttp2 read all that came before
- * it: 0 to let nghttp2 have the frame, else the code of the connection error. */
 /* A frame on a closed stream that is malformed in itself gets the error of its malformation
  * (RFC 9113 4.2, 6.1, 6.2), not STREAM_CLOSED: one longer than our SETTINGS_MAX_FRAME_SIZE is
  * left to nghttp2 (FRAME_SIZE_ERROR, checked before the stream); padding that fills the frame
@@ -108,6 +106,8 @@ static bool may_be_closed(struct h2_closed *t, uint8_t type, int32_t id)
     return true;
 }
 
+/* The check of a DATA or HEADERS frame header on |id|, once nghttp2 read all that came before
+ * it: 0 to let nghttp2 have the frame, else the code of the connection error. */
 static uint32_t check_frame(struct h2_closed *t, nghttp2_session *session, uint8_t type,
                             uint8_t flags, int32_t id, uint32_t flen, int pad)
 {

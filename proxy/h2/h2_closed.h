@@ -16,8 +16,9 @@
  *     GOAWAY): ignored.
  * Older than the window: ignored, as before. Every other frame type, and every frame on an
  * open, idle or even stream, is nghttp2's to judge. The frames are looked at between nghttp2's
- * reads: h2_closed_mem_recv gives nghttp2 the input frame by frame where a DATA or HEADERS
- * frame begins, so that the check sees the streams as nghttp2 left them. */
+ * reads: h2_closed_mem_recv cuts nghttp2's input where a DATA or HEADERS frame begins on a
+ * stream at or below the highest the client opened (a new stream's HEADERS is not cut for), so
+ * that the check sees the streams as nghttp2 left them. */
 #ifndef CERTGATE_H2_CLOSED_H
 #define CERTGATE_H2_CLOSED_H
 

@@ -185,8 +185,7 @@ void h2_stream_response_head(struct h2_stream *s, int status, const nghttp2_nv *
     if (s->resp_head || s->own_answer)
         return;
     char st[24];
-    size_t stl = status >= 0 ? base_utoa((unsigned)status, st)
-                             : (size_t)snprintf(st, sizeof(st), "%d", status);
+    size_t stl = base_utoa((unsigned)status, st); /* three digits, from either upstream side */
     h2_hdrs_add(&s->resp, ":status", 7, st, stl);
     add_regular(&s->resp, nv, num);
     s->status = status;
